@@ -1,0 +1,245 @@
+//! toklab's own file format for BPE: versioned, human-readable JSON.
+//!
+//! ```text
+//! {
+//!   "format": "toklab.bpe",
+//!   "version": 1,
+//!   "pattern": "<pre-tokenization regex>",
+//!   "ignore_merges": false,
+//!   "special_tokens": [{"id": 1000, "content": "<|endoftext|>"}],
+//!   "metadata": {...},                 // free-form, kept as is
+//!   "tokens": [                        // index = id, one per line
+//!     " the",                          // UTF-8 bytes as a string
+//!     {"hex": "e2"},                   // other bytes as hex
+//!     ...],
+//!   "merges": [                        // rank order, one per line: left, right, merged ids
+//!     [116, 104, 256],
+//!     ...]
+//! }
+//! ```
+//! Loading re-derives every merged id from the token bytes and checks it against the file, so a
+//! truncated or edited file fails with `Error::Corrupt` instead of encoding wrongly.
+
+use serde_json::{json, Map, Value};
+
+use super::{Bpe, Vocab};
+use crate::error::{Error, Result};
+use crate::pretok::PreTokenizer;
+
+pub const FORMAT: &str = "toklab.bpe";
+pub const VERSION: u64 = 1;
+
+fn token_json(bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Value::String(s.to_string()),
+        Err(_) => json!({ "hex": hex(bytes) }),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || s.is_empty() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+/// Serializes a tokenizer; `metadata` must be a JSON object (as text) or empty.
+pub fn to_json(bpe: &Bpe, metadata: &str) -> Result<String> {
+    let metadata: Value = if metadata.is_empty() {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_str(metadata).map_err(|e| Error::Config(format!("metadata: {e}")))?
+    };
+    let v = bpe.vocab();
+    let specials: Vec<Value> = v
+        .specials()
+        .iter()
+        .map(|(content, id)| json!({"id": id, "content": content}))
+        .collect();
+    let mut out = String::with_capacity(v.len() * 24);
+    out.push_str("{\n");
+    let field = |out: &mut String, key: &str, value: &Value| {
+        out.push_str(&format!("  {}: {},\n", json!(key), value));
+    };
+    field(&mut out, "format", &json!(FORMAT));
+    field(&mut out, "version", &json!(VERSION));
+    field(&mut out, "pattern", &json!(bpe.pre_tokenizer().pattern()));
+    field(&mut out, "ignore_merges", &json!(bpe.ignore_merges()));
+    field(&mut out, "special_tokens", &Value::Array(specials));
+    field(&mut out, "metadata", &metadata);
+    out.push_str("  \"tokens\": [\n");
+    for (i, t) in v.tokens().iter().enumerate() {
+        out.push_str("    ");
+        out.push_str(&token_json(t).to_string());
+        out.push_str(if i + 1 < v.len() { ",\n" } else { "\n" });
+    }
+    out.push_str("  ],\n  \"merges\": [\n");
+    let merges = v.merges();
+    for (i, m) in merges.iter().enumerate() {
+        out.push_str(&format!("    [{}, {}, {}]", m.left, m.right, m.merged));
+        out.push_str(if i + 1 < merges.len() { ",\n" } else { "\n" });
+    }
+    out.push_str("  ]\n}\n");
+    Ok(out)
+}
+
+fn corrupt(msg: impl Into<String>) -> Error {
+    Error::Corrupt(msg.into())
+}
+
+fn as_id(v: &Value, what: &str) -> Result<u32> {
+    v.as_u64()
+        .and_then(|x| u32::try_from(x).ok())
+        .ok_or_else(|| corrupt(format!("{what} is not an id: {v}")))
+}
+
+/// Reads a tokenizer written by `to_json`; returns it and its metadata (as JSON text).
+pub fn from_json(text: &str) -> Result<(Bpe, String)> {
+    let root: Value =
+        serde_json::from_str(text).map_err(|e| corrupt(format!("not valid JSON ({e})")))?;
+    let obj = root
+        .as_object()
+        .ok_or_else(|| corrupt("the top level is not a JSON object"))?;
+    match obj.get("format").and_then(Value::as_str) {
+        Some(FORMAT) => {}
+        other => {
+            return Err(corrupt(format!(
+                "format is {other:?}, expected {FORMAT:?}; to read a HF tokenizer.json use \
+                 BPETokenizer.from_hf"
+            )))
+        }
+    }
+    match obj.get("version").and_then(Value::as_u64) {
+        Some(VERSION) => {}
+        Some(v) => {
+            return Err(corrupt(format!(
+                "version {v} is not supported by this toklab (it reads version {VERSION})"
+            )))
+        }
+        None => return Err(corrupt("missing version")),
+    }
+    let pattern = obj
+        .get("pattern")
+        .and_then(Value::as_str)
+        .ok_or_else(|| corrupt("missing pattern"))?;
+    let ignore_merges = obj
+        .get("ignore_merges")
+        .map_or(Some(false), Value::as_bool)
+        .ok_or_else(|| corrupt("ignore_merges is not a boolean"))?;
+    let tokens = obj
+        .get("tokens")
+        .and_then(Value::as_array)
+        .ok_or_else(|| corrupt("missing tokens"))?
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match t {
+            Value::String(s) => Ok(s.as_bytes().to_vec()),
+            Value::Object(o) => o
+                .get("hex")
+                .and_then(Value::as_str)
+                .and_then(unhex)
+                .ok_or_else(|| corrupt(format!("token {i} has bad hex: {t}"))),
+            _ => Err(corrupt(format!("token {i} is neither a string nor {{\"hex\": ...}}"))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut pairs = Vec::new();
+    let mut merged_ids = Vec::new();
+    for (i, m) in obj
+        .get("merges")
+        .and_then(Value::as_array)
+        .ok_or_else(|| corrupt("missing merges"))?
+        .iter()
+        .enumerate()
+    {
+        let what = format!("merge {i}");
+        let m = m
+            .as_array()
+            .filter(|a| a.len() == 3)
+            .ok_or_else(|| corrupt(format!("{what} is not [left, right, merged]")))?;
+        pairs.push((as_id(&m[0], &what)?, as_id(&m[1], &what)?));
+        merged_ids.push(as_id(&m[2], &what)?);
+    }
+    let mut specials = Vec::new();
+    for s in obj
+        .get("special_tokens")
+        .and_then(Value::as_array)
+        .ok_or_else(|| corrupt("missing special_tokens"))?
+    {
+        let id = as_id(s.get("id").unwrap_or(&Value::Null), "special token id")?;
+        let content = s
+            .get("content")
+            .and_then(Value::as_str)
+            .ok_or_else(|| corrupt("special token without content"))?;
+        if tokens.get(id as usize).map(Vec::as_slice) != Some(content.as_bytes()) {
+            return Err(corrupt(format!(
+                "special token {content:?} does not match token {id}"
+            )));
+        }
+        specials.push((content.to_string(), id));
+    }
+    let vocab = Vocab::new(tokens, &pairs, specials)?;
+    for (rank, (m, &want)) in vocab.merges().iter().zip(&merged_ids).enumerate() {
+        if m.merged != want {
+            return Err(corrupt(format!(
+                "merge {rank} makes token {}, but the file says {want}",
+                m.merged
+            )));
+        }
+    }
+    let pre = PreTokenizer::new(pattern)?;
+    let metadata = obj
+        .get("metadata")
+        .map_or_else(|| "{}".to_string(), Value::to_string);
+    Ok((Bpe::new(vocab, pre, ignore_merges)?, metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Bpe {
+        let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        tokens.push(b"ab".to_vec());
+        tokens.push(vec![0xe2, 0x82]);
+        tokens.push(b"<|end|>".to_vec());
+        let merges = [(u32::from(b'a'), u32::from(b'b')), (0xe2, 0x82)];
+        let vocab = Vocab::new(tokens, &merges, vec![("<|end|>".into(), 258)]).expect("ok");
+        Bpe::new(vocab, PreTokenizer::new("gpt2").expect("ok"), false).expect("ok")
+    }
+
+    #[test]
+    fn round_trip() {
+        let bpe = sample();
+        let text = to_json(&bpe, r#"{"corpus": "test"}"#).expect("ok");
+        assert!(text.contains(r#"{"hex":"e282"}"#));
+        let (back, meta) = from_json(&text).expect("loads");
+        assert_eq!(back.vocab().tokens(), bpe.vocab().tokens());
+        assert_eq!(back.vocab().merges(), bpe.vocab().merges());
+        assert_eq!(back.vocab().specials(), bpe.vocab().specials());
+        assert_eq!(meta, r#"{"corpus":"test"}"#);
+    }
+
+    #[test]
+    fn truncated_and_edited_files_fail() {
+        let text = to_json(&sample(), "").expect("ok");
+        for cut in [0, 10, text.len() / 2, text.len() - 3] {
+            assert!(matches!(from_json(&text[..cut]), Err(Error::Corrupt(_))), "cut {cut}");
+        }
+        let edited = text.replace("[97, 98, 256]", "[97, 98, 257]");
+        assert!(matches!(from_json(&edited), Err(Error::Corrupt(_))));
+        let newer = text.replace("\"version\": 1", "\"version\": 9");
+        assert!(matches!(from_json(&newer), Err(Error::Corrupt(m)) if m.contains("version 9")));
+    }
+}

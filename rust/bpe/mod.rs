@@ -1,0 +1,348 @@
+//! Byte-level BPE: a pre-tokenizer, a ranked vocabulary, and special tokens.
+//!
+//! Encoding is exact BPE by merge rank (HF tokenizers' `BPE` model; tiktoken gives the same ids
+//! for the same ranks): text is split around allowed special tokens, each remaining segment is
+//! pre-tokenized, and each piece is merged independently. Pieces are independent, so big texts
+//! are encoded on several threads by cutting them at the pre-tokenizer's safe cuts; the result
+//! does not depend on the thread count.
+
+pub mod io;
+pub mod train;
+pub mod vocab;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+use crate::error::{Error, Result};
+use crate::pretok::PreTokenizer;
+pub use vocab::{Merge, Vocab};
+
+/// Texts longer than this are cut at safe cuts and encoded on several threads.
+const PARALLEL_PART: usize = 256 << 10;
+
+/// An immutable byte-level BPE tokenizer. `Send + Sync`: share it freely between threads.
+#[derive(Clone, Debug)]
+pub struct Bpe {
+    vocab: Vocab,
+    pre: PreTokenizer,
+    /// Matches every special token, leftmost-longest: for splitting text around them.
+    specials: Option<AhoCorasick>,
+    /// Matches every special token, all overlapping matches: for the disallowed check.
+    specials_overlapping: Option<AhoCorasick>,
+    /// HF's `ignore_merges`: a piece that is itself a token is emitted whole.
+    ignore_merges: bool,
+}
+
+impl Bpe {
+    pub fn new(vocab: Vocab, pre: PreTokenizer, ignore_merges: bool) -> Result<Self> {
+        let specials = build_matcher(vocab.specials().iter().map(|(s, _)| s.as_str()))?;
+        let specials_overlapping = if vocab.specials().is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::new(vocab.specials().iter().map(|(s, _)| s.as_str()))
+                    .map_err(|e| Error::Config(format!("special tokens: {e}")))?,
+            )
+        };
+        Ok(Self {
+            vocab,
+            pre,
+            specials,
+            specials_overlapping,
+            ignore_merges,
+        })
+    }
+
+    pub fn vocab(&self) -> &Vocab {
+        &self.vocab
+    }
+
+    pub fn pre_tokenizer(&self) -> &PreTokenizer {
+        &self.pre
+    }
+
+    pub fn ignore_merges(&self) -> bool {
+        self.ignore_merges
+    }
+
+    fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
+        if self.ignore_merges {
+            if let Some(id) = self.vocab.token_id(piece) {
+                out.push(id);
+                return;
+            }
+        }
+        self.vocab.merge_piece(piece, out);
+    }
+
+    /// Encodes text with no special-token handling: special token strings are plain text.
+    pub fn encode_ordinary(&self, text: &str) -> Result<Vec<u32>> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        self.encode_ordinary_into(text, &mut out)?;
+        Ok(out)
+    }
+
+    fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        let bytes = text.as_bytes();
+        self.pre
+            .for_each_piece(text, |s, e| self.encode_piece(&bytes[s..e], out))
+    }
+
+    /// `encode_ordinary` on up to `threads` threads (0 = all cores); identical output.
+    pub fn encode_ordinary_parallel(&self, text: &str, threads: usize) -> Result<Vec<u32>> {
+        if threads == 1 || text.len() <= 2 * PARALLEL_PART {
+            return self.encode_ordinary(text);
+        }
+        let parts = self.pre.split_at_safe_cuts(text, PARALLEL_PART);
+        let encoded = crate::par::map(&parts, threads, |p| self.encode_ordinary(p));
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        for ids in encoded {
+            out.extend(ids?);
+        }
+        Ok(out)
+    }
+
+    /// Encodes text, treating the special tokens whose ids are in `allowed` as special and all
+    /// others as text. Fails if text contains a special token that is in `disallowed`.
+    pub fn encode(&self, text: &str, allowed: &[u32], disallowed: &[u32]) -> Result<Vec<u32>> {
+        if let Some(token) = self.find_special(text, disallowed) {
+            return Err(Error::DisallowedSpecial { token });
+        }
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        self.encode_segments(text, allowed, |seg| match seg {
+            Segment::Text(t) => self.encode_ordinary_into(t, &mut out),
+            Segment::Special(id) => {
+                out.push(id);
+                Ok(())
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Like `encode`, also returning each token's `[start, end)` byte offsets in `text`. A token
+    /// that covers only part of a multi-byte character still gets its own byte range.
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        allowed: &[u32],
+        disallowed: &[u32],
+    ) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+        if let Some(token) = self.find_special(text, disallowed) {
+            return Err(Error::DisallowedSpecial { token });
+        }
+        let mut ids = Vec::new();
+        let mut offsets = Vec::new();
+        let mut base = 0usize;
+        self.encode_segments(text, allowed, |seg| {
+            match seg {
+                Segment::Text(t) => {
+                    let start = ids.len();
+                    self.encode_ordinary_into(t, &mut ids)?;
+                    let mut at = base;
+                    for &id in &ids[start..] {
+                        let len = self.vocab.token_bytes(id).map_or(0, <[u8]>::len);
+                        offsets.push((at, at + len));
+                        at += len;
+                    }
+                    base += t.len();
+                }
+                Segment::Special(id) => {
+                    let len = self.vocab.token_bytes(id).map_or(0, <[u8]>::len);
+                    ids.push(id);
+                    offsets.push((base, base + len));
+                    base += len;
+                }
+            }
+            Ok(())
+        })?;
+        Ok((ids, offsets))
+    }
+
+    /// The first special token among `ids` that occurs in `text`, if any.
+    pub fn find_special(&self, text: &str, ids: &[u32]) -> Option<String> {
+        if ids.is_empty() {
+            return None;
+        }
+        // Overlapping search, so that a checked special token is found even where a longer,
+        // unchecked one starts at the same place.
+        let ac = self.specials_overlapping.as_ref()?;
+        let all = self.vocab.specials();
+        ac.find_overlapping_iter(text)
+            .map(|m| &all[m.pattern().as_usize()])
+            .find(|(_, id)| ids.contains(id))
+            .map(|(s, _)| s.clone())
+    }
+
+    /// Splits text into plain segments and allowed special tokens (leftmost-longest among the
+    /// allowed ones).
+    fn encode_segments(
+        &self,
+        text: &str,
+        allowed: &[u32],
+        mut f: impl FnMut(Segment<'_>) -> Result<()>,
+    ) -> Result<()> {
+        if allowed.is_empty() || self.specials.is_none() {
+            return f(Segment::Text(text));
+        }
+        let all = self.vocab.specials();
+        let chosen: Vec<&(String, u32)> = all.iter().filter(|(_, id)| allowed.contains(id)).collect();
+        let owned;
+        let ac = if chosen.len() == all.len() {
+            self.specials.as_ref()
+        } else {
+            owned = build_matcher(chosen.iter().map(|(s, _)| s.as_str()))?;
+            owned.as_ref()
+        };
+        let Some(ac) = ac else {
+            return f(Segment::Text(text));
+        };
+        let mut last = 0;
+        for m in ac.find_iter(text) {
+            if m.start() > last {
+                f(Segment::Text(&text[last..m.start()]))?;
+            }
+            f(Segment::Special(chosen[m.pattern().as_usize()].1))?;
+            last = m.end();
+        }
+        if last < text.len() {
+            f(Segment::Text(&text[last..]))?;
+        }
+        Ok(())
+    }
+
+    /// Encodes many texts on up to `threads` threads; output in input order.
+    pub fn encode_batch<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        allowed: &[u32],
+        disallowed: &[u32],
+        threads: usize,
+    ) -> Result<Vec<Vec<u32>>> {
+        crate::par::map(texts, threads, |t| self.encode(t.as_ref(), allowed, disallowed))
+            .into_iter()
+            .collect()
+    }
+
+    /// The bytes of a sequence of ids; fails on an id outside the vocabulary.
+    pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            match self.vocab.token_bytes(id) {
+                Some(b) => out.extend_from_slice(b),
+                None => {
+                    return Err(Error::UnknownId {
+                        id: u64::from(id),
+                        vocab_size: self.vocab.len(),
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+enum Segment<'t> {
+    Text(&'t str),
+    Special(u32),
+}
+
+fn build_matcher<'a>(patterns: impl Iterator<Item = &'a str>) -> Result<Option<AhoCorasick>> {
+    let patterns: Vec<&str> = patterns.collect();
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(patterns)
+        .map(Some)
+        .map_err(|e| Error::Config(format!("special tokens: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::train::{train, TrainConfig};
+    use super::*;
+    use crate::count::Counter;
+
+    fn trained(text: &str, vocab_size: usize, specials: &[&str]) -> Bpe {
+        let pre = PreTokenizer::new("cl100k").expect("ok");
+        let specials: Vec<String> = specials.iter().map(|s| s.to_string()).collect();
+        let mut counter = Counter::new(pre.clone(), &specials, 1).expect("ok");
+        counter.add_texts(&[text]).expect("ok");
+        let cfg = TrainConfig {
+            vocab_size,
+            special_tokens: specials,
+            ..TrainConfig::default()
+        };
+        let vocab = train(counter.counts(), &cfg).expect("trains");
+        Bpe::new(vocab, pre, false).expect("ok")
+    }
+
+    const TEXT: &str = "The quick brown fox jumps over the lazy dog. The dog sleeps; the fox \
+                        runs.\nNumbers 1234567 and émojis 🦀 too!\n";
+
+    #[test]
+    fn round_trips() {
+        let bpe = trained(&TEXT.repeat(20), 400, &[]);
+        for t in [TEXT, "", "unseen wörds ∀x", "\u{0}\n\t  "] {
+            let ids = bpe.encode_ordinary(t).expect("ok");
+            assert_eq!(bpe.decode_bytes(&ids).expect("ok"), t.as_bytes());
+        }
+        assert!(bpe.encode_ordinary(TEXT).expect("ok").len() < TEXT.len() / 2);
+    }
+
+    #[test]
+    fn specials_allowed_disallowed_and_ordinary() {
+        let bpe = trained(&TEXT.repeat(5), 300, &["<|end|>", "<|end|>x"]);
+        let end = bpe.vocab().specials()[0].1;
+        let endx = bpe.vocab().specials()[1].1;
+        let text = "a<|end|>b<|end|>x";
+        let ids = bpe.encode(text, &[end, endx], &[]).expect("ok");
+        assert!(ids.contains(&end) && ids.contains(&endx));
+        // Only "<|end|>" allowed: the longer one is not special, so its "<|end|>" prefix is.
+        let ids = bpe.encode(text, &[end], &[]).expect("ok");
+        assert!(ids.contains(&end) && !ids.contains(&endx));
+        assert_eq!(bpe.decode_bytes(&ids).expect("ok"), text.as_bytes());
+        assert!(matches!(
+            bpe.encode(text, &[], &[endx]),
+            Err(Error::DisallowedSpecial { token }) if token == "<|end|>x"
+        ));
+        let ordinary = bpe.encode(text, &[], &[]).expect("ok");
+        assert!(!ordinary.contains(&end));
+        assert_eq!(ordinary, bpe.encode_ordinary(text).expect("ok"));
+    }
+
+    #[test]
+    fn offsets_cover_the_text() {
+        let bpe = trained(&TEXT.repeat(5), 300, &["<|end|>"]);
+        let text = "héllo<|end|> wörld";
+        let end = bpe.vocab().specials()[0].1;
+        let (ids, offsets) = bpe.encode_with_offsets(text, &[end], &[]).expect("ok");
+        assert_eq!(ids.len(), offsets.len());
+        let mut at = 0;
+        for (&id, &(s, e)) in ids.iter().zip(&offsets) {
+            assert_eq!(s, at);
+            assert_eq!(&text.as_bytes()[s..e], bpe.vocab().token_bytes(id).expect("known"));
+            at = e;
+        }
+        assert_eq!(at, text.len());
+    }
+
+    #[test]
+    fn parallel_equals_serial_and_unknown_ids_fail() {
+        let bpe = trained(&TEXT.repeat(20), 400, &[]);
+        let big = TEXT.repeat(20_000);
+        assert_eq!(
+            bpe.encode_ordinary_parallel(&big, 3).expect("ok"),
+            bpe.encode_ordinary(&big).expect("ok")
+        );
+        assert!(matches!(bpe.decode_bytes(&[1, 400]), Err(Error::UnknownId { id: 400, .. })));
+    }
+
+    #[test]
+    fn long_piece_without_whitespace() {
+        let bpe = trained(&TEXT.repeat(20), 400, &[]);
+        let long = "abcdefghij".repeat(100_000);
+        let ids = bpe.encode_ordinary(&long).expect("ok");
+        assert_eq!(bpe.decode_bytes(&ids).expect("ok"), long.as_bytes());
+    }
+}

@@ -1,0 +1,344 @@
+//! Counting pre-tokenized pieces ("words"): the expensive, parallel half of BPE training.
+//!
+//! Counts are a mergeable partial result: `WordCounts::merge` is a commutative, associative sum
+//! with 64-bit counts, so shards of a corpus can be counted anywhere, in any order, on any number
+//! of threads, and combined into exactly the same totals.
+//!
+//! Texts are split around special tokens (which are never counted), then big texts are cut at
+//! the pre-tokenizer's safe cuts (`PreTokenizer::split_at_safe_cuts`) so the work spreads over
+//! threads without changing a single piece. Files stream in blocks that end at safe cuts.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use rustc_hash::FxHashMap;
+
+use crate::error::{Error, Result};
+use crate::pretok::PreTokenizer;
+
+/// Texts are handed to threads in parts of about this size.
+const PART_BYTES: usize = 1 << 20;
+/// Files are read in blocks of about this size (small in tests, to exercise the block logic).
+#[cfg(not(test))]
+const BLOCK_BYTES: usize = 8 << 20;
+#[cfg(test)]
+const BLOCK_BYTES: usize = 1 << 16;
+
+/// How to treat invalid UTF-8 in files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Utf8Errors {
+    /// Fail with the file name and byte offset.
+    Strict,
+    /// Replace each invalid sequence by U+FFFD.
+    Replace,
+}
+
+/// Piece -> count, plus how much text was seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WordCounts {
+    pub words: FxHashMap<Vec<u8>, u64>,
+    pub bytes_seen: u64,
+}
+
+impl WordCounts {
+    pub fn add(&mut self, word: &[u8], count: u64) {
+        match self.words.get_mut(word) {
+            Some(c) => *c += count,
+            None => {
+                self.words.insert(word.to_vec(), count);
+            }
+        }
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: WordCounts) {
+        if self.words.len() < other.words.len() {
+            let mine = std::mem::replace(&mut self.words, other.words);
+            for (w, c) in mine {
+                *self.words.entry(w).or_insert(0) += c;
+            }
+        } else {
+            for (w, c) in other.words {
+                *self.words.entry(w).or_insert(0) += c;
+            }
+        }
+        self.bytes_seen += other.bytes_seen;
+    }
+
+    /// Removes the words seen fewer than `min_count` times.
+    pub fn prune(&mut self, min_count: u64) {
+        self.words.retain(|_, c| *c >= min_count);
+    }
+}
+
+/// Counts pieces of texts and files with one pre-tokenizer and set of special tokens.
+pub struct Counter {
+    pre: PreTokenizer,
+    specials: Option<AhoCorasick>,
+    threads: usize,
+    counts: WordCounts,
+}
+
+impl Counter {
+    pub fn new(pre: PreTokenizer, special_tokens: &[String], threads: usize) -> Result<Self> {
+        let specials = if special_tokens.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(special_tokens)
+                    .map_err(|e| Error::Config(format!("special tokens: {e}")))?,
+            )
+        };
+        Ok(Self {
+            pre,
+            specials,
+            threads,
+            counts: WordCounts::default(),
+        })
+    }
+
+    pub fn counts(&self) -> &WordCounts {
+        &self.counts
+    }
+
+    pub fn into_counts(self) -> WordCounts {
+        self.counts
+    }
+
+    /// The parts of `text` that are counted: the text between special tokens, cut into parts of
+    /// about `PART_BYTES` at safe cuts.
+    fn parts<'t>(&self, text: &'t str, out: &mut Vec<&'t str>) {
+        let mut push = |segment: &'t str| {
+            if !segment.is_empty() {
+                out.extend(self.pre.split_at_safe_cuts(segment, PART_BYTES));
+            }
+        };
+        match &self.specials {
+            None => push(text),
+            Some(ac) => {
+                let mut last = 0;
+                for m in ac.find_iter(text) {
+                    push(&text[last..m.start()]);
+                    last = m.end();
+                }
+                push(&text[last..]);
+            }
+        }
+    }
+
+    fn count_part(&self, acc: &mut (WordCounts, Option<Error>), part: &str) {
+        if acc.1.is_some() {
+            return;
+        }
+        let counts = &mut acc.0;
+        counts.bytes_seen += part.len() as u64;
+        let bytes = part.as_bytes();
+        if let Err(e) = self
+            .pre
+            .for_each_piece(part, |s, e| counts.add(&bytes[s..e], 1))
+        {
+            acc.1 = Some(e);
+        }
+    }
+
+    /// Counts a batch of texts on the counter's threads.
+    pub fn add_texts<S: AsRef<str> + Sync>(&mut self, texts: &[S]) -> Result<()> {
+        let mut parts = Vec::new();
+        for t in texts {
+            self.parts(t.as_ref(), &mut parts);
+        }
+        let partial = crate::par::fold(
+            &parts,
+            self.threads,
+            || (WordCounts::default(), None),
+            |acc, part| self.count_part(acc, part),
+        );
+        for (counts, err) in partial {
+            if let Some(e) = err {
+                return Err(e);
+            }
+            self.counts.merge(counts);
+        }
+        Ok(())
+    }
+
+    /// Counts files, read in blocks that end at safe cuts and counted on the counter's threads
+    /// while the next blocks are read. `on_bytes` is called with the bytes read so far.
+    pub fn add_files(
+        &mut self,
+        paths: &[PathBuf],
+        errors: Utf8Errors,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
+        let threads = crate::par::thread_count(self.threads, usize::MAX);
+        let (tx, rx) = mpsc::sync_channel::<String>(threads * 2);
+        let rx = Mutex::new(rx);
+        let this = &*self;
+        let (read_result, partial) = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let rx = &rx;
+                    s.spawn(move || {
+                        let mut acc = (WordCounts::default(), None);
+                        loop {
+                            let block = match rx.lock() {
+                                Ok(guard) => guard.recv(),
+                                Err(_) => break,
+                            };
+                            let Ok(block) = block else { break };
+                            let mut parts = Vec::new();
+                            this.parts(&block, &mut parts);
+                            for p in &parts {
+                                this.count_part(&mut acc, p);
+                            }
+                        }
+                        acc
+                    })
+                })
+                .collect();
+            let mut total = 0u64;
+            let mut read_result = Ok(());
+            for path in paths {
+                let sent = read_blocks(&this.pre, path, errors, |block| {
+                    total += block.len() as u64;
+                    on_bytes(total);
+                    tx.send(block).is_ok()
+                });
+                if let Err(e) = sent {
+                    read_result = Err(e);
+                    break;
+                }
+            }
+            drop(tx);
+            let partial: Vec<_> = workers
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect();
+            (read_result, partial)
+        });
+        read_result?;
+        for (counts, err) in partial {
+            if let Some(e) = err {
+                return Err(e);
+            }
+            self.counts.merge(counts);
+        }
+        Ok(())
+    }
+}
+
+/// Reads `path` as UTF-8 text in blocks that end at safe cuts (the whole file for custom
+/// patterns) and hands each to `sink`; stops early if `sink` returns false.
+pub fn read_blocks(
+    pre: &PreTokenizer,
+    path: &Path,
+    errors: Utf8Errors,
+    mut sink: impl FnMut(String) -> bool,
+) -> Result<()> {
+    let io_err = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io_err)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK_BYTES + 4096);
+    let mut offset = 0u64; // file offset of buf[0]
+    let mut eof = false;
+    while !eof || !buf.is_empty() {
+        if !eof {
+            let want = BLOCK_BYTES.max(buf.len() / 2);
+            let got = file
+                .by_ref()
+                .take(want as u64)
+                .read_to_end(&mut buf)
+                .map_err(io_err)?;
+            eof = got < want;
+        }
+        let cut = if eof {
+            buf.len()
+        } else {
+            match pre.last_safe_cut(&buf) {
+                Some(c) => c,
+                None => continue, // read more: no safe cut yet
+            }
+        };
+        let rest = buf.split_off(cut);
+        let block = std::mem::replace(&mut buf, rest);
+        let text = match errors {
+            Utf8Errors::Strict => String::from_utf8(block).map_err(|e| Error::InvalidUtf8 {
+                path: path.to_path_buf(),
+                offset: offset + e.utf8_error().valid_up_to() as u64,
+            })?,
+            Utf8Errors::Replace => String::from_utf8_lossy(&block).into_owned(),
+        };
+        offset += cut as u64;
+        if !text.is_empty() && !sink(text) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter(pat: &str, specials: &[&str], threads: usize) -> Counter {
+        let specials: Vec<String> = specials.iter().map(|s| s.to_string()).collect();
+        Counter::new(PreTokenizer::new(pat).expect("ok"), &specials, threads).expect("ok")
+    }
+
+    #[test]
+    fn counts_pieces_and_skips_specials() {
+        let mut c = counter("cl100k", &["<|end|>"], 1);
+        c.add_texts(&["the cat<|end|>the dog"]).expect("ok");
+        let w = &c.counts().words;
+        assert_eq!(w.get(b"the".as_slice()), Some(&2));
+        assert_eq!(w.get(b" cat".as_slice()), Some(&1));
+        assert!(!w.keys().any(|k| k.windows(2).any(|x| x == b"<|")));
+    }
+
+    #[test]
+    fn same_counts_any_threads_and_chunking() {
+        let text = "Alpha beta  gamma\n\ndelta 12345\nepsilon!\n".repeat(40_000);
+        let mut one = counter("cl100k", &[], 1);
+        one.add_texts(&[text.as_str()]).expect("ok");
+        let mut many = counter("cl100k", &[], 3);
+        let half = text.len() / 2;
+        let cut = half + text[half..].find("\nd").expect("has") + 1;
+        many.add_texts(&[&text[cut..], &text[..cut]]).expect("ok");
+        assert_eq!(one.counts(), many.counts());
+    }
+
+    #[test]
+    fn files_equal_texts_and_report_bad_utf8() {
+        let dir = std::env::temp_dir().join(format!("toklab-count-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let text = "Some words here\nand more words\n".repeat(20_000);
+        let good = dir.join("good.txt");
+        std::fs::write(&good, &text).expect("write");
+        for pat in ["gpt2", "cl100k", r"\w+"] {
+            let mut a = counter(pat, &[], 2);
+            a.add_files(&[good.clone()], Utf8Errors::Strict, &|_| {}).expect("ok");
+            let mut b = counter(pat, &[], 1);
+            b.add_texts(&[text.as_str()]).expect("ok");
+            assert_eq!(a.counts(), b.counts(), "pattern {pat}");
+        }
+        let bad = dir.join("bad.txt");
+        std::fs::write(&bad, b"ok text\n\xff\xfe more").expect("write");
+        let mut c = counter("cl100k", &[], 1);
+        match c.add_files(&[bad.clone()], Utf8Errors::Strict, &|_| {}) {
+            Err(Error::InvalidUtf8 { offset, .. }) => assert_eq!(offset, 8),
+            other => panic!("expected InvalidUtf8, got {other:?}"),
+        }
+        let mut c = counter("cl100k", &[], 1);
+        c.add_files(&[bad], Utf8Errors::Replace, &|_| {}).expect("ok");
+        assert!(c.counts().words.contains_key("\u{fffd}\u{fffd}".as_bytes()));
+        let missing = counter("cl100k", &[], 1).add_files(&[dir.join("nope")], Utf8Errors::Strict, &|_| {});
+        assert!(matches!(missing, Err(Error::Io { .. })));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

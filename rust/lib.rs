@@ -1,0 +1,19 @@
+//! toklab's core: tight integer loops and exact combinatorics for tokenizer research.
+//!
+//! This crate builds and tests without Python (`cargo test`); the bindings in `py/` are compiled
+//! only with the `python` feature, and only wrap what is here.
+//!
+//! - [`pretok`]: pre-tokenization with tiktoken's named patterns or any regex.
+//! - [`count`]: counting pieces of texts and files as mergeable partial results.
+//! - [`bpe`]: byte-level BPE training, encoding, decoding and its file format.
+
+pub mod bpe;
+pub mod count;
+pub mod error;
+pub mod par;
+pub mod pretok;
+
+#[cfg(feature = "python")]
+mod py;
+
+pub use error::{Error, Result};
