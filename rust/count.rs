@@ -101,6 +101,10 @@ impl Counter {
         })
     }
 
+    pub fn pattern(&self) -> &str {
+        self.pre.pattern()
+    }
+
     pub fn counts(&self) -> &WordCounts {
         &self.counts
     }

@@ -1,0 +1,49 @@
+"""toklab: a tokenizer laboratory.
+
+A Rust core (``toklab._core``) behind a typed Python API. Every method is a
+:class:`~toklab.tokenizer.Tokenizer`; byte-level BPE is :class:`BPETokenizer`, trained with
+:func:`train_bpe`.
+
+>>> import toklab
+>>> tok = toklab.train_bpe(["the cat sat on the mat"] * 10, vocab_size=270)
+>>> tok.decode(tok.encode("the cat"))
+'the cat'
+"""
+
+from toklab.bpe import PATTERNS, BPETokenizer, count_words, train_bpe, train_bpe_from_counts
+from toklab.errors import (
+    ConfigError,
+    CorruptFileError,
+    DisallowedSpecialTokenError,
+    EmptyCorpusError,
+    InvalidIdsError,
+    InvalidInputError,
+    PatternError,
+    TokLabError,
+    TokLabWarning,
+    UnknownTokenError,
+)
+from toklab.tokenizer import Tokenizer, load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PATTERNS",
+    "BPETokenizer",
+    "ConfigError",
+    "CorruptFileError",
+    "DisallowedSpecialTokenError",
+    "EmptyCorpusError",
+    "InvalidIdsError",
+    "InvalidInputError",
+    "PatternError",
+    "TokLabError",
+    "TokLabWarning",
+    "Tokenizer",
+    "UnknownTokenError",
+    "__version__",
+    "count_words",
+    "load",
+    "train_bpe",
+    "train_bpe_from_counts",
+]

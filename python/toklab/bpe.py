@@ -1,0 +1,760 @@
+"""Byte-level BPE: training, encoding and decoding, exact with HF tokenizers and tiktoken.
+
+BPE (Sennrich et al., 2016; byte-level as in GPT-2, Radford et al., 2019) starts from the 256
+bytes and repeatedly merges the most frequent adjacent pair of tokens within pre-tokenized pieces.
+Encoding applies the learned merges by rank. The work happens in the Rust core (``rust/bpe/``):
+this module holds the typed API, defaults, special-token policy and interop.
+
+Invariants:
+
+- ``decode_bytes(encode(text)) == text.encode()`` for every text and pattern;
+- ids equal those of HF ``tokenizers`` (through :meth:`BPETokenizer.save_hf`) and tiktoken
+  (through :meth:`BPETokenizer.to_tiktoken`) for the same merges and pattern;
+- training is deterministic: ties break by count, then by the smaller pair of token bytes, and
+  counting is a sum, so thread count, chunking and input order never change the merges.
+
+>>> tok = train_bpe(["low lower lowest"] * 10, vocab_size=262)
+>>> tok.decode(tok.encode("lowest"))
+'lowest'
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import warnings
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from toklab import _core, _hf, data
+from toklab.errors import ConfigError, CorruptFileError, InvalidInputError, TokLabWarning
+from toklab.tokenizer import as_ids, ids_from_buffer
+
+if TYPE_CHECKING:
+    import tiktoken
+
+__all__ = ["PATTERNS", "BPETokenizer", "count_words", "train_bpe", "train_bpe_from_counts"]
+
+#: The named pre-tokenization patterns (tiktoken's); any other string is used as a regex.
+PATTERNS: Mapping[str, str] = {
+    "gpt2": _core.GPT2_PATTERN,
+    "cl100k": _core.CL100K_PATTERN,
+    "o200k": _core.O200K_PATTERN,
+}
+
+_VERSION = "0.1.0"
+
+
+def _threads(num_threads: int | None) -> int:
+    if num_threads is None:
+        return 0
+    if num_threads < 0:
+        raise ConfigError(f"num_threads must be positive (or None for all cores), not {num_threads}")
+    return num_threads
+
+
+class BPETokenizer:
+    """An immutable byte-level BPE tokenizer.
+
+    Make one with :func:`train_bpe`, :meth:`load`, :meth:`from_hf` or :meth:`from_tiktoken`.
+    It is safe to share between threads, pickles, and survives ``fork``.
+
+    Special tokens follow tiktoken: by default their text raises
+    :class:`~toklab.errors.DisallowedSpecialTokenError` in :meth:`encode`; allow them with
+    ``allowed_special={"<|endoftext|>"}`` (or ``"all"``), or encode them as plain text with
+    ``disallowed_special=()`` or :meth:`encode_ordinary`.
+    """
+
+    __slots__ = ("_core", "_metadata", "_special")
+
+    def __init__(self, core: _core.Bpe, metadata: Mapping[str, Any] | None = None) -> None:
+        self._core = core
+        self._metadata = dict(metadata or {})
+        self._special = dict(core.specials())
+
+    # -- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
+        """Loads a tokenizer saved with :meth:`save`."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise CorruptFileError(f"{path}: not a UTF-8 text file ({e.reason})") from None
+        return cls.from_json(text)
+
+    @classmethod
+    def from_json(cls, text: str) -> BPETokenizer:
+        core, metadata = _core.Bpe.from_json(text)
+        return cls(core, json.loads(metadata))
+
+    @classmethod
+    def from_parts(
+        cls,
+        tokens: Sequence[bytes],
+        merges: Sequence[tuple[int, int]],
+        special_tokens: Mapping[str, int] | None = None,
+        pattern: str = "cl100k",
+        *,
+        ignore_merges: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> BPETokenizer:
+        """Builds a tokenizer from ``tokens[id]`` bytes, ``(left, right)`` merges in rank order,
+        and special tokens ``{content: id}`` (whose ids also index ``tokens``)."""
+        specials = list((special_tokens or {}).items())
+        core = _core.Bpe.from_parts(
+            list(tokens), list(merges), specials, _core.resolve_pattern(pattern), ignore_merges
+        )
+        return cls(core, metadata)
+
+    @classmethod
+    def from_tiktoken(
+        cls,
+        source: tiktoken.Encoding | Mapping[bytes, int] | str | os.PathLike[str],
+        pattern: str | None = None,
+        special_tokens: Mapping[str, int] | None = None,
+    ) -> BPETokenizer:
+        """Imports tiktoken ranks: a ``tiktoken.Encoding``, a ``{bytes: rank}`` dict, or a
+        ``.tiktoken`` file (``base64 rank`` per line). Ranks become ids; merges are derived as HF's
+        converter derives them. Ids that neither ranks nor special tokens use are filled with
+        reserved special tokens ``<|reserved_ID|>`` so that ids keep their meaning."""
+        if hasattr(source, "_mergeable_ranks"):
+            ranks = dict(source._mergeable_ranks)
+            pattern = pattern or source._pat_str
+            special_tokens = {**source._special_tokens, **(special_tokens or {})}
+        elif isinstance(source, Mapping):
+            ranks = dict(source)
+        else:
+            ranks = _read_tiktoken_file(Path(source))
+        if pattern is None:
+            raise ConfigError("pass pattern=... (a name or regex) with tiktoken ranks")
+        specials = dict(special_tokens or {})
+        n = max([*ranks.values(), *specials.values()], default=-1) + 1
+        tokens: list[bytes | None] = [None] * n
+        for token, rank in ranks.items():
+            if tokens[rank] is not None:
+                raise CorruptFileError(f"rank {rank} is given to two tokens")
+            tokens[rank] = token
+        for content, i in specials.items():
+            if tokens[i] is not None:
+                raise CorruptFileError(f"special token {content!r} reuses id {i}")
+            tokens[i] = content.encode()
+        reserved = [i for i, t in enumerate(tokens) if t is None]
+        for i in reserved:
+            specials[f"<|reserved_{i}|>"] = i
+            tokens[i] = f"<|reserved_{i}|>".encode()
+        core = _core.Bpe.from_ranks(
+            tokens, sorted(specials.items(), key=lambda kv: kv[1]), _core.resolve_pattern(pattern)
+        )
+        return cls(core, {"imported_from": "tiktoken", "reserved_ids": reserved})
+
+    @classmethod
+    def from_hf(cls, source: Any) -> BPETokenizer:
+        """Imports a HF byte-level BPE: a ``tokenizer.json`` path, its parsed dict or text, a
+        ``tokenizers.Tokenizer``, or a ``transformers`` fast tokenizer.
+
+        Supported: ``BPE`` models over the byte-level alphabet, pre-tokenized by ``ByteLevel``
+        (GPT-2's regex) or ``Split(Regex) + ByteLevel(use_regex=False)``, no normalizer. HF
+        always matches added tokens in text; pass ``allowed_special="all"`` to encode as it does.
+        Post-processing (BOS/EOS templates) is not part of the tokenizer and is ignored.
+        """
+        spec = _hf_spec(source)
+        return _from_hf_spec(cls, spec)
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        """The number of ids, special tokens included."""
+        return self._core.vocab_size
+
+    @property
+    def n_merges(self) -> int:
+        return len(self._core.merges())
+
+    @property
+    def pattern(self) -> str:
+        """The pre-tokenization regex."""
+        return self._core.pattern
+
+    @property
+    def pattern_name(self) -> str | None:
+        """``"gpt2"``, ``"cl100k"`` or ``"o200k"`` if the pattern is a named one."""
+        return next((k for k, v in PATTERNS.items() if v == self.pattern), None)
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """``{content: id}`` of the special tokens."""
+        return dict(self._special)
+
+    @property
+    def special_tokens_set(self) -> set[str]:
+        return set(self._special)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Free-form facts saved with the tokenizer (how it was trained, where it came from)."""
+        return json.loads(json.dumps(self._metadata))
+
+    @property
+    def merges(self) -> list[tuple[int, int, int]]:
+        """``(left, right, merged)`` ids in rank order."""
+        return self._core.merges()
+
+    def vocab(self) -> list[bytes]:
+        """The bytes of every id, in id order."""
+        return self._core.tokens()
+
+    # -- encoding ---------------------------------------------------------------------------
+
+    def _special_ids(
+        self,
+        text_or_texts: str | Sequence[str],
+        allowed_special: Literal["all"] | Collection[str],
+        disallowed_special: Literal["all"] | Collection[str],
+    ) -> tuple[list[int], list[int]]:
+        if not self._special:
+            return [], []
+        allowed = self._names(allowed_special, "allowed_special")
+        if disallowed_special == "all":
+            disallowed = set(self._special) - allowed
+        else:
+            disallowed = self._names(disallowed_special, "disallowed_special")
+        return [self._special[s] for s in allowed], [self._special[s] for s in disallowed]
+
+    def _names(self, names: Literal["all"] | Collection[str], what: str) -> set[str]:
+        if names == "all":
+            return set(self._special)
+        if isinstance(names, str):
+            raise ConfigError(f'{what} must be "all" or a collection of special tokens, not a str')
+        names = set(names)
+        unknown = names - set(self._special)
+        if unknown:
+            raise ConfigError(
+                f"{what} names {sorted(unknown)}, which are not special tokens of this tokenizer "
+                f"(it has {sorted(self._special)})"
+            )
+        return names
+
+    def encode(
+        self,
+        text: str,
+        *,
+        allowed_special: Literal["all"] | Collection[str] = (),
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> np.ndarray:
+        """Encodes text to ``uint32`` ids.
+
+        >>> tok = train_bpe(["hello world"] * 5, vocab_size=270, special_tokens=["<|eot|>"])
+        >>> tok.decode(tok.encode("hello<|eot|>", allowed_special="all"))
+        'hello<|eot|>'
+        """
+        _check_text(text)
+        allowed, disallowed = self._special_ids(text, allowed_special, disallowed_special)
+        if not allowed and not disallowed:
+            return ids_from_buffer(self._core.encode_ordinary(text))
+        return ids_from_buffer(self._core.encode(text, allowed, disallowed))
+
+    def encode_ordinary(self, text: str, *, num_threads: int = 1) -> np.ndarray:
+        """Encodes text with special token strings treated as plain text. Long texts are split
+        at safe places and encoded on ``num_threads`` threads (None: all cores); the ids are the
+        same whatever the thread count."""
+        _check_text(text)
+        return ids_from_buffer(self._core.encode_ordinary(text, _threads(num_threads)))
+
+    def encode_batch(
+        self,
+        texts: Iterable[str],
+        *,
+        num_threads: int | None = None,
+        allowed_special: Literal["all"] | Collection[str] = (),
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> list[np.ndarray]:
+        """Encodes many texts on ``num_threads`` threads (None: all cores)."""
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts must be str; item {i} is {type(t).__name__}")
+        allowed, disallowed = self._special_ids(texts, allowed_special, disallowed_special)
+        flat, lengths = self._core.encode_batch(
+            texts, allowed, disallowed, _threads(num_threads)
+        )
+        ids = ids_from_buffer(flat)
+        return np.split(ids, np.cumsum(lengths)[:-1]) if texts else []
+
+    def encode_with_offsets(
+        self,
+        text: str,
+        *,
+        allowed_special: Literal["all"] | Collection[str] = (),
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Encodes text and returns ``(ids, offsets)``: ``offsets[i] = (start, end)``, the byte
+        range of token ``i`` in ``text.encode()``.
+
+        >>> tok = train_bpe(["héllo"] * 5, vocab_size=260)
+        >>> ids, offsets = tok.encode_with_offsets("héllo")
+        >>> [("héllo".encode()[s:e]) == tok.token_bytes(i) for i, (s, e) in zip(ids, offsets)]
+        [True, True]
+        """
+        _check_text(text)
+        allowed, disallowed = self._special_ids(text, allowed_special, disallowed_special)
+        ids, offsets = self._core.encode_with_offsets(text, allowed, disallowed)
+        return ids_from_buffer(ids), np.frombuffer(offsets, dtype="<u8").reshape(-1, 2)
+
+    def pieces(self, text: str) -> list[str]:
+        """The pre-tokenized pieces of text (merges never cross their boundaries)."""
+        _check_text(text)
+        return self._core.pieces(text)
+
+    # -- decoding ---------------------------------------------------------------------------
+
+    def decode_bytes(self, ids: Any) -> bytes:
+        """The bytes of a sequence of ids (special tokens give their text)."""
+        return self._core.decode_bytes(as_ids(ids, self.vocab_size).tobytes())
+
+    def decode(self, ids: Any, errors: str = "replace") -> str:
+        """Decodes ids to text. Tokens can end mid-character, so ``errors`` (as in
+        ``bytes.decode``) says what to do with bytes that are not valid UTF-8."""
+        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+    def decode_tokens_bytes(self, ids: Any) -> list[bytes]:
+        """The bytes of each id."""
+        return [self._core.token_bytes(int(i)) for i in as_ids(ids, self.vocab_size)]
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._core.token_bytes(int(token_id))
+
+    def token_to_id(self, token: str | bytes) -> int | None:
+        """The id of a token given by its text or bytes (special tokens too), or None."""
+        if isinstance(token, str):
+            if token in self._special:
+                return self._special[token]
+            token = token.encode()
+        return self._core.token_id(token)
+
+    # -- saving and interop -----------------------------------------------------------------
+
+    def to_json(self) -> str:
+        """toklab's own format: versioned, human-readable JSON (see ``rust/bpe/io.rs``)."""
+        return self._core.to_json(json.dumps(self._metadata))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Saves in toklab's own format; :meth:`load` reads it back."""
+        Path(path).write_text(self.to_json(), encoding="utf-8")
+
+    def to_hf(self) -> dict[str, Any]:
+        """The content of a HF ``tokenizer.json`` that encodes to the same ids."""
+        return _to_hf(self)
+
+    def save_hf(self, path: str | os.PathLike[str]) -> None:
+        """Writes a ``tokenizer.json`` that ``tokenizers.Tokenizer.from_file`` and
+        ``transformers.PreTrainedTokenizerFast(tokenizer_file=...)`` load."""
+        Path(path).write_text(json.dumps(self.to_hf(), ensure_ascii=False), encoding="utf-8")
+
+    def to_tiktoken_ranks(self) -> dict[bytes, int]:
+        """``{token bytes: rank}`` for tiktoken: ranks are ids, special tokens left out.
+
+        tiktoken merges any adjacent pair whose bytes form a token, by that token's rank; that
+        equals BPE by merge rank when each merge makes a token of higher rank than its parts
+        (always true for tokenizers toklab trains)."""
+        special_ids = set(self._special.values())
+        return {t: i for i, t in enumerate(self.vocab()) if i not in special_ids}
+
+    def save_tiktoken(self, path: str | os.PathLike[str]) -> None:
+        """Writes the ranks as a ``.tiktoken`` file (``base64 rank`` per line)."""
+        lines = [
+            f"{base64.b64encode(t).decode()} {r}\n"
+            for t, r in sorted(self.to_tiktoken_ranks().items(), key=lambda kv: kv[1])
+        ]
+        Path(path).write_text("".join(lines), encoding="ascii")
+
+    def to_tiktoken(self, name: str = "toklab") -> tiktoken.Encoding:
+        """A ``tiktoken.Encoding`` with these ranks, pattern and special tokens."""
+        import tiktoken
+
+        return tiktoken.Encoding(
+            name=name,
+            pat_str=self.pattern,
+            mergeable_ranks=self.to_tiktoken_ranks(),
+            special_tokens=self.special_tokens,
+        )
+
+    # -- python protocol --------------------------------------------------------------------
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (BPETokenizer.from_json, (self.to_json(),))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BPETokenizer):
+            return NotImplemented
+        return (
+            self.pattern == other.pattern
+            and self._special == other._special
+            and self.merges == other.merges
+            and self.vocab() == other.vocab()
+            and self._core.ignore_merges == other._core.ignore_merges
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        name = self.pattern_name or "custom"
+        return (
+            f"BPETokenizer(vocab_size={self.vocab_size}, merges={self.n_merges}, "
+            f"pattern={name!r}, special_tokens={len(self._special)})"
+        )
+
+
+def _check_text(text: Any) -> None:
+    if not isinstance(text, str):
+        hint = "; decode bytes first, e.g. data.decode('utf-8')" if isinstance(text, bytes) else ""
+        raise TypeError(f"text must be str, not {type(text).__name__}{hint}")
+
+
+def _read_tiktoken_file(path: Path) -> dict[bytes, int]:
+    ranks: dict[bytes, int] = {}
+    for n, line in enumerate(path.read_text(encoding="ascii").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            token, rank = line.split()
+            ranks[base64.b64decode(token, validate=True)] = int(rank)
+        except ValueError:
+            raise CorruptFileError(f"{path}:{n}: expected 'base64 rank', got {line[:60]!r}") from None
+    return ranks
+
+
+# -- training --------------------------------------------------------------------------------
+
+
+def count_words(
+    corpus: Any = None,
+    *,
+    pattern: str = "cl100k",
+    special_tokens: Sequence[str] = (),
+    text_column: str = "text",
+    num_threads: int | None = None,
+    errors: Literal["strict", "replace"] = "strict",
+    progress: bool | None = None,
+) -> _core.WordCounts:
+    """Counts the pre-tokenized pieces of a corpus (see :func:`train_bpe` for ``corpus``).
+
+    The result is a mergeable partial count: ``count_words(a) + count_words(b)`` equals counting
+    both, so shards can be counted separately and combined before :func:`train_bpe_from_counts`.
+    """
+    pattern = _core.resolve_pattern(pattern)
+    specials = list(special_tokens)
+    threads = _threads(num_threads)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if isinstance(corpus, (str, os.PathLike)) or (
+        isinstance(corpus, (list, tuple))
+        and corpus
+        and all(isinstance(c, os.PathLike) for c in corpus)
+    ):
+        paths = [str(p) for p in data.expand_files(corpus)]
+        return _core.count_files(paths, pattern, specials, threads, errors, progress)
+    if corpus is None:
+        texts: Iterable[Any] = data.default_corpus()
+    elif data.is_dataset(corpus):
+        texts = data.iter_dataset_texts(corpus, text_column)
+    elif isinstance(corpus, bytes):
+        raise InvalidInputError("corpus is bytes; pass a list of str, or paths to files")
+    else:
+        texts = corpus
+    try:
+        return _core.count_iter(texts, pattern, specials, threads, progress=progress)
+    except TypeError as e:
+        raise InvalidInputError(str(e)) from None
+
+
+def train_bpe(
+    corpus: Any = None,
+    *,
+    vocab_size: int = 32_768,
+    pattern: str = "cl100k",
+    special_tokens: Sequence[str] = (),
+    min_frequency: int = 1,
+    max_token_length: int | None = None,
+    text_column: str = "text",
+    num_threads: int | None = None,
+    errors: Literal["strict", "replace"] = "strict",
+    progress: bool | None = None,
+) -> BPETokenizer:
+    """Trains a byte-level BPE tokenizer.
+
+    Args:
+        corpus: what to train on. ``None``: the embedded default corpus. A ``str`` or path:
+            a file, directory or glob (``"data/**/*.txt"``); a list of ``pathlib.Path`` too.
+            Files are read by the Rust core, in blocks, on all threads. Any other iterable
+            of ``str`` (a list, a generator): streamed in batches, counted with the GIL
+            released, never held whole. A ``datasets.Dataset`` or ``IterableDataset``: its
+            ``text_column``.
+        vocab_size: ids in all, special tokens included (at least 256 + their number).
+        pattern: ``"cl100k"`` (GPT-4, the default), ``"gpt2"``, ``"o200k"``, or any regex.
+        special_tokens: given the last ids, in this order; never counted in training.
+        min_frequency: stop when the best pair occurs fewer times than this.
+        max_token_length: never make a token longer than this many bytes.
+        num_threads: threads for counting (None: all cores). Results never depend on it.
+        errors: invalid UTF-8 in files: ``"strict"`` raises, ``"replace"`` substitutes U+FFFD.
+        progress: progress bars on stderr (default: when stderr is a terminal).
+
+    A corpus too small to fill ``vocab_size`` gives a smaller vocabulary and a
+    :class:`~toklab.errors.TokLabWarning`.
+    """
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        raise ConfigError(f"vocab_size must be an int, not {type(vocab_size).__name__}")
+    floor = 256 + len(special_tokens)
+    if vocab_size < floor:
+        raise ConfigError(
+            f"vocab_size {vocab_size} is too small: byte-level BPE needs 256 byte tokens plus "
+            f"{len(special_tokens)} special token(s), so at least {floor}"
+        )
+    if isinstance(special_tokens, str):
+        raise ConfigError("special_tokens must be a list of str, not a str")
+    counts = count_words(
+        corpus,
+        pattern=pattern,
+        special_tokens=special_tokens,
+        text_column=text_column,
+        num_threads=num_threads,
+        errors=errors,
+        progress=progress,
+    )
+    return train_bpe_from_counts(
+        counts,
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
+        min_frequency=min_frequency,
+        max_token_length=max_token_length,
+        progress=progress,
+    )
+
+
+def train_bpe_from_counts(
+    counts: _core.WordCounts,
+    *,
+    vocab_size: int = 32_768,
+    special_tokens: Sequence[str] = (),
+    min_frequency: int = 1,
+    max_token_length: int | None = None,
+    progress: bool | None = None,
+) -> BPETokenizer:
+    """Trains on counts from :func:`count_words` (possibly summed over shards)."""
+    if min_frequency < 1:
+        raise ConfigError(f"min_frequency must be at least 1, not {min_frequency}")
+    if max_token_length is not None and max_token_length < 1:
+        raise ConfigError(f"max_token_length must be at least 1, not {max_token_length}")
+    if progress is None:
+        progress = sys.stderr.isatty()
+    core = counts.train_bpe(
+        vocab_size, list(special_tokens), min_frequency, max_token_length, progress
+    )
+    metadata = {
+        "toklab_version": _VERSION,
+        "trainer": {
+            "method": "bpe",
+            "vocab_size": vocab_size,
+            "min_frequency": min_frequency,
+            "max_token_length": max_token_length,
+            "bytes_seen": counts.bytes_seen,
+            "distinct_pieces": len(counts),
+        },
+    }
+    tok = BPETokenizer(core, metadata)
+    if tok.vocab_size < vocab_size:
+        warnings.warn(
+            f"the corpus ran out of pairs to merge: the vocabulary has {tok.vocab_size} ids, not "
+            f"the {vocab_size} asked for",
+            TokLabWarning,
+            stacklevel=3,
+        )
+    return tok
+
+
+# -- HF tokenizer.json ------------------------------------------------------------------------
+
+
+def _to_hf(tok: BPETokenizer) -> dict[str, Any]:
+    tokens = tok.vocab()
+    vocab = {_hf.token_to_hf(t): i for i, t in enumerate(tokens)}
+    if len(vocab) != len(tokens):
+        raise ConfigError(
+            "two ids share the same bytes (a special token equal to a regular token); HF's "
+            "vocabulary cannot hold that"
+        )
+    merges = [[_hf.token_to_hf(tokens[a]), _hf.token_to_hf(tokens[b])] for a, b, _ in tok.merges]
+    added = [
+        {
+            "id": i,
+            "content": content,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+        for content, i in sorted(tok.special_tokens.items(), key=lambda kv: kv[1])
+    ]
+    byte_level = {"add_prefix_space": False, "trim_offsets": False, "use_regex": False}
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": {
+            "type": "Sequence",
+            "pretokenizers": [
+                {
+                    "type": "Split",
+                    "pattern": {"Regex": _hf.pattern_to_onig(tok.pattern)},
+                    "behavior": "Isolated",
+                    "invert": False,
+                },
+                {"type": "ByteLevel", **byte_level},
+            ],
+        },
+        "post_processor": {"type": "ByteLevel", **byte_level},
+        "decoder": {"type": "ByteLevel", **byte_level},
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": tok._core.ignore_merges,
+            "vocab": vocab,
+            "merges": merges,
+        },
+    }
+
+
+def _hf_spec(source: Any) -> dict[str, Any]:
+    if isinstance(source, Mapping):
+        return dict(source)
+    backend = getattr(source, "backend_tokenizer", None)  # transformers fast tokenizers
+    if backend is not None:
+        source = backend
+    if hasattr(source, "to_str") and callable(source.to_str):  # tokenizers.Tokenizer
+        return json.loads(source.to_str())
+    if isinstance(source, str) and source.lstrip().startswith("{"):
+        text = source
+    else:
+        path = Path(source)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        text = path.read_text(encoding="utf-8")
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CorruptFileError(f"not a valid tokenizer.json: {e}") from None
+    if not isinstance(spec, dict):
+        raise CorruptFileError("not a valid tokenizer.json: the top level is not an object")
+    return spec
+
+
+def _unsupported(what: str) -> ConfigError:
+    return ConfigError(f"unsupported HF tokenizer: {what}; toklab imports byte-level BPE only")
+
+
+def _hf_pattern(pre: Any) -> str:
+    if pre is None:
+        raise _unsupported("no pre-tokenizer (byte-level BPE needs ByteLevel)")
+    steps = pre["pretokenizers"] if pre.get("type") == "Sequence" else [pre]
+    if not steps or steps[-1].get("type") != "ByteLevel":
+        raise _unsupported(f"pre-tokenizer {[s.get('type') for s in steps]}")
+    byte_level = steps[-1]
+    if byte_level.get("add_prefix_space"):
+        raise _unsupported("ByteLevel(add_prefix_space=True)")
+    if len(steps) == 1:
+        if byte_level.get("use_regex", True):
+            return _core.GPT2_PATTERN
+        raise _unsupported("ByteLevel(use_regex=False) with no Split before it")
+    if len(steps) != 2 or steps[0].get("type") != "Split":
+        raise _unsupported(f"pre-tokenizer {[s.get('type') for s in steps]}")
+    split = steps[0]
+    if byte_level.get("use_regex", True):
+        raise _unsupported("Split followed by ByteLevel(use_regex=True)")
+    if split.get("behavior") != "Isolated" or split.get("invert"):
+        raise _unsupported(f"Split(behavior={split.get('behavior')}, invert={split.get('invert')})")
+    pattern = split.get("pattern", {})
+    if "Regex" in pattern:
+        regex = _hf.pattern_from_onig(pattern["Regex"])
+    elif "String" in pattern:
+        import re
+
+        regex = re.escape(pattern["String"])
+    else:
+        raise _unsupported(f"Split pattern {pattern}")
+    # Prefer the named pattern when the regex is one of them (it enables parallel encoding).
+    return next((v for v in PATTERNS.values() if v == regex), regex)
+
+
+def _from_hf_spec(cls: type[BPETokenizer], spec: dict[str, Any]) -> BPETokenizer:
+    model = spec.get("model") or {}
+    if model.get("type", "BPE") != "BPE" or "merges" not in model:
+        raise _unsupported(f"model type {model.get('type')!r}")
+    if spec.get("normalizer") is not None:
+        raise _unsupported(f"normalizer {spec['normalizer'].get('type')}")
+    if model.get("byte_fallback"):
+        raise _unsupported("byte_fallback (a SentencePiece-style BPE)")
+    if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+        raise _unsupported("subword prefixes or suffixes")
+    if model.get("dropout"):
+        raise _unsupported("BPE dropout (toklab's BPE is deterministic)")
+    pattern = _hf_pattern(spec.get("pre_tokenizer"))
+
+    vocab: dict[str, int] = model["vocab"]
+    added = spec.get("added_tokens") or []
+    n = max([*vocab.values(), *(a["id"] for a in added)], default=-1) + 1
+    tokens: list[bytes | None] = [None] * n
+    specials: dict[str, int] = {}
+    for a in added:
+        if a.get("lstrip") or a.get("rstrip") or a.get("single_word"):
+            warnings.warn(
+                f"added token {a['content']!r} has lstrip/rstrip/single_word flags, which toklab "
+                "ignores",
+                TokLabWarning,
+                stacklevel=3,
+            )
+        specials[a["content"]] = a["id"]
+        tokens[a["id"]] = a["content"].encode()
+    special_ids = set(specials.values())
+    for text, i in vocab.items():
+        if i in special_ids:
+            continue
+        raw = _hf.token_from_hf(text)
+        if raw is None:
+            raise _unsupported(f"token {text!r} is not in the byte-level alphabet")
+        tokens[i] = raw
+    reserved = [i for i, t in enumerate(tokens) if t is None]
+    for i in reserved:
+        specials[f"<|reserved_{i}|>"] = i
+        tokens[i] = f"<|reserved_{i}|>".encode()
+    merges = []
+    for m in model["merges"]:
+        left, right = m.split(" ") if isinstance(m, str) else m
+        try:
+            merges.append((vocab[left], vocab[right]))
+        except KeyError as e:
+            raise CorruptFileError(f"merge {m!r} names a token not in the vocabulary") from e
+    core = _core.Bpe.from_parts(
+        tokens,
+        merges,
+        sorted(specials.items(), key=lambda kv: kv[1]),
+        pattern,
+        bool(model.get("ignore_merges", False)),
+    )
+    return cls(core, {"imported_from": "hf", "reserved_ids": reserved})

@@ -1,0 +1,98 @@
+"""The :class:`Tokenizer` protocol that every toklab method implements, and shared helpers.
+
+Every segmentation method is a tokenizer: text in, ``uint32`` token ids out, and back, without
+loss. Tokenizers are immutable (training returns a new object), picklable and thread-safe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from toklab.errors import CorruptFileError, InvalidIdsError, UnknownTokenError
+
+__all__ = ["IdsLike", "Tokenizer", "as_ids", "load"]
+
+#: Anything that holds token ids: a 1-D integer numpy array, a list or tuple of ints, ...
+IdsLike = npt.ArrayLike
+
+_U32_MAX = np.iinfo(np.uint32).max
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What toklab's methods have in common."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, text: str) -> np.ndarray: ...
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]: ...
+
+    def decode(self, ids: IdsLike) -> str: ...
+
+    def decode_bytes(self, ids: IdsLike) -> bytes: ...
+
+    def token_bytes(self, token_id: int) -> bytes: ...
+
+    def save(self, path: str | os.PathLike[str]) -> None: ...
+
+
+def as_ids(ids: IdsLike, vocab_size: int) -> np.ndarray:
+    """Validates token ids and returns them as a contiguous little-endian ``uint32`` array.
+
+    Integers of any width are accepted if every value is a valid id; floats, booleans, strings
+    and arrays that are not 1-D raise :class:`~toklab.errors.InvalidIdsError`, and an id outside
+    ``0..vocab_size`` raises :class:`~toklab.errors.UnknownTokenError`.
+    """
+    if isinstance(ids, (str, bytes)):
+        raise InvalidIdsError(f"token ids must be integers, got {type(ids).__name__}")
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        if arr.ndim == 0 and arr.dtype.kind in "iu":
+            arr = arr.reshape(1)
+        else:
+            raise InvalidIdsError(f"token ids must be a 1-D sequence, got shape {arr.shape}")
+    if arr.size == 0:
+        return np.zeros(0, dtype="<u4")
+    if arr.dtype.kind not in "iu":
+        raise InvalidIdsError(
+            f"token ids must be integers, got dtype {arr.dtype}; convert with "
+            "np.asarray(ids, dtype=np.uint32) if the values are whole numbers"
+        )
+    if arr.dtype.kind == "i" and arr.min() < 0:
+        raise UnknownTokenError(f"unknown token id {int(arr.min())}: ids are never negative")
+    top = int(arr.max())
+    if top >= vocab_size or top > _U32_MAX:
+        raise UnknownTokenError(f"unknown token id {top}: the vocabulary has ids 0..{vocab_size}")
+    return np.ascontiguousarray(arr, dtype="<u4")
+
+
+def load(path: str | os.PathLike[str]) -> Any:
+    """Loads any tokenizer saved by toklab, whatever its method."""
+    from toklab.bpe import BPETokenizer
+
+    text = Path(path).read_text(encoding="utf-8")
+    head = text[:200]
+    if '"toklab.bpe"' in head:
+        return BPETokenizer.from_json(text)
+    raise CorruptFileError(f"{path}: not a toklab tokenizer file (no known format field)")
+
+
+def ids_from_buffer(raw: bytearray) -> np.ndarray:
+    """Wraps the ``u32`` bytes that the core returns, without copying."""
+    return np.frombuffer(raw, dtype="<u4")
+
+
+def _check_texts(texts: Iterable[Any]) -> list[str]:
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"texts must be str; item {i} is {type(t).__name__}")
+    return out

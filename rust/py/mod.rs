@@ -1,0 +1,502 @@
+//! Python bindings (`toklab._core`): wrappers only. Policy, defaults and error messages that are
+//! not about the core live in `python/toklab/`.
+//!
+//! Conventions: every call that takes time runs with the GIL released (`py.detach`); token ids
+//! cross the boundary as little-endian `u32` bytes (a `bytearray` out, which numpy wraps without
+//! a copy; any bytes-like in); core errors become the exception classes of `toklab.errors`, all
+//! subclasses of `ValueError`.
+
+use std::path::PathBuf;
+
+use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::{PyByteArray, PyBytes};
+
+use crate::bpe::train::{train, TrainConfig};
+use crate::bpe::{io, Bpe, Vocab};
+use crate::count::{Counter, Utf8Errors, WordCounts};
+use crate::error::Error;
+use crate::pretok::PreTokenizer;
+
+/// Raises the `toklab.errors` class called `name`.
+fn raise(name: &str, msg: String) -> PyErr {
+    Python::attach(|py| {
+        match py
+            .import("toklab.errors")
+            .and_then(|m| m.getattr(name))
+            .and_then(|cls| cls.call1((msg.clone(),)))
+        {
+            Ok(exc) => PyErr::from_value(exc),
+            Err(e) => e,
+        }
+    })
+}
+
+fn to_py(e: Error) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        Error::Pattern { .. } | Error::PreTokenize(_) => raise("PatternError", msg),
+        Error::InvalidUtf8 { .. } => raise("InvalidInputError", msg),
+        Error::EmptyCorpus => raise("EmptyCorpusError", msg),
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            PyFileNotFoundError::new_err(msg)
+        }
+        Error::Io { .. } => PyOSError::new_err(msg),
+        Error::Config(_) => raise("ConfigError", msg),
+        Error::UnknownId { .. } => raise("UnknownTokenError", msg),
+        Error::DisallowedSpecial { .. } => raise("DisallowedSpecialTokenError", msg),
+        Error::Corrupt(_) => raise("CorruptFileError", msg),
+    }
+}
+
+fn ids_to_py<'py>(py: Python<'py>, ids: &[u32]) -> Bound<'py, PyByteArray> {
+    let mut raw = Vec::with_capacity(ids.len() * 4);
+    for id in ids {
+        raw.extend_from_slice(&id.to_le_bytes());
+    }
+    PyByteArray::new(py, &raw)
+}
+
+fn ids_from_bytes(raw: &[u8]) -> PyResult<Vec<u32>> {
+    if raw.len() % 4 != 0 {
+        return Err(raise(
+            "InvalidIdsError",
+            "token ids must be packed little-endian uint32".into(),
+        ));
+    }
+    Ok(raw
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// A byte-level BPE tokenizer (immutable, thread-safe). The Python class
+/// `toklab.BPETokenizer` wraps it.
+#[pyclass(frozen, module = "toklab._core", name = "Bpe")]
+pub struct PyBpe {
+    inner: Bpe,
+}
+
+#[pymethods]
+impl PyBpe {
+    /// Builds from explicit parts: `tokens[id]` bytes, `(left, right)` merges in rank order,
+    /// `(content, id)` special tokens.
+    #[staticmethod]
+    #[pyo3(signature = (tokens, merges, specials, pattern, ignore_merges=false))]
+    fn from_parts(
+        py: Python<'_>,
+        tokens: Vec<Vec<u8>>,
+        merges: Vec<(u32, u32)>,
+        specials: Vec<(String, u32)>,
+        pattern: &str,
+        ignore_merges: bool,
+    ) -> PyResult<Self> {
+        let pattern = pattern.to_string();
+        py.detach(move || {
+            let vocab = Vocab::new(tokens, &merges, specials)?;
+            Bpe::new(vocab, PreTokenizer::new(&pattern)?, ignore_merges)
+        })
+        .map(|inner| Self { inner })
+        .map_err(to_py)
+    }
+
+    /// Builds from tiktoken-style ranks: `tokens[rank]` bytes; merges are derived.
+    #[staticmethod]
+    fn from_ranks(
+        py: Python<'_>,
+        tokens: Vec<Vec<u8>>,
+        specials: Vec<(String, u32)>,
+        pattern: &str,
+    ) -> PyResult<Self> {
+        let pattern = pattern.to_string();
+        py.detach(move || {
+            let vocab = Vocab::from_ranks(tokens, specials)?;
+            Bpe::new(vocab, PreTokenizer::new(&pattern)?, false)
+        })
+        .map(|inner| Self { inner })
+        .map_err(to_py)
+    }
+
+    /// Reads toklab's JSON format; returns `(Bpe, metadata_json)`.
+    #[staticmethod]
+    fn from_json(py: Python<'_>, text: &str) -> PyResult<(Self, String)> {
+        py.detach(|| io::from_json(text))
+            .map(|(inner, meta)| (Self { inner }, meta))
+            .map_err(to_py)
+    }
+
+    #[pyo3(signature = (metadata=""))]
+    fn to_json(&self, py: Python<'_>, metadata: &str) -> PyResult<String> {
+        py.detach(|| io::to_json(&self.inner, metadata))
+            .map_err(to_py)
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab().len()
+    }
+
+    #[getter]
+    fn pattern(&self) -> &str {
+        self.inner.pre_tokenizer().pattern()
+    }
+
+    #[getter]
+    fn ignore_merges(&self) -> bool {
+        self.inner.ignore_merges()
+    }
+
+    fn tokens<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
+        self.inner
+            .vocab()
+            .tokens()
+            .iter()
+            .map(|t| PyBytes::new(py, t))
+            .collect()
+    }
+
+    /// `(left, right, merged)` ids in rank order.
+    fn merges(&self) -> Vec<(u32, u32, u32)> {
+        self.inner
+            .vocab()
+            .merges()
+            .iter()
+            .map(|m| (m.left, m.right, m.merged))
+            .collect()
+    }
+
+    /// `(content, id)` of every special token, by id.
+    fn specials(&self) -> Vec<(String, u32)> {
+        self.inner.vocab().specials().to_vec()
+    }
+
+    fn token_bytes<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyBytes>> {
+        u32::try_from(id)
+            .ok()
+            .and_then(|i| self.inner.vocab().token_bytes(i))
+            .map(|b| PyBytes::new(py, b))
+            .ok_or_else(|| {
+                to_py(Error::UnknownId {
+                    id: id.max(0).unsigned_abs(),
+                    vocab_size: self.inner.vocab().len(),
+                })
+            })
+    }
+
+    /// The id of the regular token with exactly these bytes, or None.
+    fn token_id(&self, bytes: &[u8]) -> Option<u32> {
+        self.inner.vocab().token_id(bytes)
+    }
+
+    /// The pre-tokenized pieces of `text`.
+    fn pieces(&self, py: Python<'_>, text: &str) -> PyResult<Vec<String>> {
+        py.detach(|| {
+            self.inner
+                .pre_tokenizer()
+                .pieces(text)
+                .map(|p| p.into_iter().map(str::to_string).collect())
+        })
+        .map_err(to_py)
+    }
+
+    #[pyo3(signature = (text, num_threads=1))]
+    fn encode_ordinary<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        num_threads: usize,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        let ids = py
+            .detach(|| self.inner.encode_ordinary_parallel(text, num_threads))
+            .map_err(to_py)?;
+        Ok(ids_to_py(py, &ids))
+    }
+
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        allowed: Vec<u32>,
+        disallowed: Vec<u32>,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        let ids = py
+            .detach(|| self.inner.encode(text, &allowed, &disallowed))
+            .map_err(to_py)?;
+        Ok(ids_to_py(py, &ids))
+    }
+
+    /// `(ids, offsets)`: offsets packed as little-endian u64 `start, end` pairs.
+    fn encode_with_offsets<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        allowed: Vec<u32>,
+        disallowed: Vec<u32>,
+    ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+        let (ids, offsets) = py
+            .detach(|| self.inner.encode_with_offsets(text, &allowed, &disallowed))
+            .map_err(to_py)?;
+        let mut raw = Vec::with_capacity(offsets.len() * 16);
+        for (s, e) in offsets {
+            raw.extend_from_slice(&(s as u64).to_le_bytes());
+            raw.extend_from_slice(&(e as u64).to_le_bytes());
+        }
+        Ok((ids_to_py(py, &ids), PyByteArray::new(py, &raw)))
+    }
+
+    /// `(flat_ids, lengths)` for many texts, encoded on `num_threads` threads.
+    fn encode_batch<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<PyBackedStr>,
+        allowed: Vec<u32>,
+        disallowed: Vec<u32>,
+        num_threads: usize,
+    ) -> PyResult<(Bound<'py, PyByteArray>, Vec<usize>)> {
+        let encoded = py
+            .detach(|| {
+                self.inner
+                    .encode_batch(&texts, &allowed, &disallowed, num_threads)
+            })
+            .map_err(to_py)?;
+        let lengths = encoded.iter().map(Vec::len).collect();
+        let flat: Vec<u32> = encoded.concat();
+        Ok((ids_to_py(py, &flat), lengths))
+    }
+
+    /// Bytes of ids given as packed little-endian u32.
+    fn decode_bytes<'py>(&self, py: Python<'py>, ids: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let ids = ids_from_bytes(ids)?;
+        let bytes = py
+            .detach(|| self.inner.decode_bytes(&ids))
+            .map_err(to_py)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// The first special token among `ids` that occurs in `text`, or None.
+    fn find_special(&self, text: &str, ids: Vec<u32>) -> Option<String> {
+        self.inner.find_special(text, &ids)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Bpe(vocab_size={}, merges={}, specials={})",
+            self.inner.vocab().len(),
+            self.inner.vocab().merges().len(),
+            self.inner.vocab().specials().len()
+        )
+    }
+}
+
+/// Piece counts of a corpus: a mergeable partial result (`a + b`), and what BPE trains on.
+#[pyclass(frozen, module = "toklab._core", name = "WordCounts")]
+pub struct PyWordCounts {
+    inner: WordCounts,
+    pattern: String,
+}
+
+#[pymethods]
+impl PyWordCounts {
+    fn __len__(&self) -> usize {
+        self.inner.words.len()
+    }
+
+    #[getter]
+    fn bytes_seen(&self) -> u64 {
+        self.inner.bytes_seen
+    }
+
+    #[getter]
+    fn total(&self) -> u64 {
+        self.inner.words.values().sum()
+    }
+
+    #[getter]
+    fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// The `n` most frequent pieces as `(bytes, count)`, ties by bytes.
+    fn most_common<'py>(&self, py: Python<'py>, n: usize) -> Vec<(Bound<'py, PyBytes>, u64)> {
+        let mut all: Vec<(&Vec<u8>, &u64)> = self.inner.words.iter().collect();
+        all.sort_unstable_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        all.into_iter()
+            .take(n)
+            .map(|(w, c)| (PyBytes::new(py, w), *c))
+            .collect()
+    }
+
+    fn __add__(&self, py: Python<'_>, other: &Self) -> PyResult<Self> {
+        if other.pattern != self.pattern {
+            return Err(to_py(Error::Config(
+                "cannot add word counts made with different pre-tokenization patterns".into(),
+            )));
+        }
+        let mut inner = self.inner.clone();
+        py.detach(|| inner.merge(other.inner.clone()));
+        Ok(Self {
+            inner,
+            pattern: self.pattern.clone(),
+        })
+    }
+
+    /// Trains BPE on these counts.
+    #[pyo3(signature = (vocab_size, special_tokens, min_frequency=1, max_token_length=None, progress=false))]
+    fn train_bpe(
+        &self,
+        py: Python<'_>,
+        vocab_size: usize,
+        special_tokens: Vec<String>,
+        min_frequency: u64,
+        max_token_length: Option<usize>,
+        progress: bool,
+    ) -> PyResult<PyBpe> {
+        let cfg = TrainConfig {
+            vocab_size,
+            min_frequency,
+            max_token_length,
+            special_tokens,
+            progress,
+        };
+        py.detach(|| {
+            let vocab = train(&self.inner, &cfg)?;
+            Bpe::new(vocab, PreTokenizer::new(&self.pattern)?, false)
+        })
+        .map(|inner| PyBpe { inner })
+        .map_err(to_py)
+    }
+}
+
+fn new_counter(pattern: &str, special_tokens: &[String], num_threads: usize) -> PyResult<Counter> {
+    let pre = PreTokenizer::new(pattern).map_err(to_py)?;
+    Counter::new(pre, special_tokens, num_threads).map_err(to_py)
+}
+
+fn counts_of(counter: Counter) -> PyWordCounts {
+    let pattern = counter.pattern().to_string();
+    PyWordCounts {
+        inner: counter.into_counts(),
+        pattern,
+    }
+}
+
+/// Counts the pieces of files (UTF-8; `errors` is "strict" or "replace").
+#[pyfunction]
+#[pyo3(signature = (paths, pattern, special_tokens, num_threads=0, errors="strict", progress=false))]
+fn count_files(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    pattern: &str,
+    special_tokens: Vec<String>,
+    num_threads: usize,
+    errors: &str,
+    progress: bool,
+) -> PyResult<PyWordCounts> {
+    let errors = match errors {
+        "strict" => Utf8Errors::Strict,
+        "replace" => Utf8Errors::Replace,
+        other => {
+            return Err(to_py(Error::Config(format!(
+                "errors must be \"strict\" or \"replace\", not {other:?}"
+            ))))
+        }
+    };
+    let mut counter = new_counter(pattern, &special_tokens, num_threads)?;
+    let total: u64 = paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = progress_bar(progress, Some(total));
+    py.detach(|| counter.add_files(&paths, errors, &|n| bar.set_position(n)))
+        .map_err(to_py)?;
+    bar.finish_and_clear();
+    Ok(counts_of(counter))
+}
+
+/// Counts the pieces of an iterable of `str`, pulled in batches of about `batch_bytes`; each
+/// batch is counted with the GIL released, so only one batch is ever held.
+#[pyfunction]
+#[pyo3(signature = (iterable, pattern, special_tokens, num_threads=0, batch_bytes=16_777_216, progress=false))]
+fn count_iter(
+    py: Python<'_>,
+    iterable: &Bound<'_, PyAny>,
+    pattern: &str,
+    special_tokens: Vec<String>,
+    num_threads: usize,
+    batch_bytes: usize,
+    progress: bool,
+) -> PyResult<PyWordCounts> {
+    let mut counter = new_counter(pattern, &special_tokens, num_threads)?;
+    let bar = progress_bar(progress, None);
+    let mut batch: Vec<PyBackedStr> = Vec::new();
+    let mut size = 0usize;
+    let flush = |batch: &mut Vec<PyBackedStr>, counter: &mut Counter| -> PyResult<()> {
+        py.detach(|| counter.add_texts(batch)).map_err(to_py)?;
+        bar.set_position(counter.counts().bytes_seen);
+        batch.clear();
+        Ok(())
+    };
+    for (i, item) in iterable.try_iter()?.enumerate() {
+        let item = item?;
+        let text: PyBackedStr = item.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "training texts must be str; item {i} is {}",
+                item.get_type()
+                    .name()
+                    .map_or_else(|_| "?".to_string(), |n| n.to_string())
+            ))
+        })?;
+        size += text.len();
+        batch.push(text);
+        if size >= batch_bytes {
+            flush(&mut batch, &mut counter)?;
+            size = 0;
+        }
+    }
+    flush(&mut batch, &mut counter)?;
+    bar.finish_and_clear();
+    Ok(counts_of(counter))
+}
+
+fn progress_bar(show: bool, total: Option<u64>) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let (bar, template) = match total {
+        Some(n) => (
+            indicatif::ProgressBar::new(n),
+            "counting {bar:40} {bytes}/{total_bytes} [{elapsed_precise}<{eta_precise}]",
+        ),
+        None => (
+            indicatif::ProgressBar::no_length(),
+            "counting {spinner} {bytes} [{elapsed_precise}, {bytes_per_sec}]",
+        ),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Resolves a pattern name (`gpt2`, `cl100k`, `o200k`, ...) to its regex.
+#[pyfunction]
+fn resolve_pattern(name_or_regex: &str) -> String {
+    crate::pretok::resolve_pattern(name_or_regex).to_string()
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyBpe>()?;
+    m.add_class::<PyWordCounts>()?;
+    m.add_function(wrap_pyfunction!(count_files, m)?)?;
+    m.add_function(wrap_pyfunction!(count_iter, m)?)?;
+    m.add_function(wrap_pyfunction!(resolve_pattern, m)?)?;
+    m.add("GPT2_PATTERN", crate::pretok::GPT2_PATTERN)?;
+    m.add("CL100K_PATTERN", crate::pretok::CL100K_PATTERN)?;
+    m.add("O200K_PATTERN", crate::pretok::O200K_PATTERN)?;
+    m.add("FORMAT_VERSION", io::VERSION)?;
+    Ok(())
+}
