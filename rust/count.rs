@@ -326,7 +326,8 @@ mod tests {
         std::fs::write(&good, &text).expect("write");
         for pat in ["gpt2", "cl100k", r"\w+"] {
             let mut a = counter(pat, &[], 2);
-            a.add_files(&[good.clone()], Utf8Errors::Strict, &|_| {}).expect("ok");
+            a.add_files(std::slice::from_ref(&good), Utf8Errors::Strict, &|_| {})
+                .expect("ok");
             let mut b = counter(pat, &[], 1);
             b.add_texts(&[text.as_str()]).expect("ok");
             assert_eq!(a.counts(), b.counts(), "pattern {pat}");
@@ -334,14 +335,16 @@ mod tests {
         let bad = dir.join("bad.txt");
         std::fs::write(&bad, b"ok text\n\xff\xfe more").expect("write");
         let mut c = counter("cl100k", &[], 1);
-        match c.add_files(&[bad.clone()], Utf8Errors::Strict, &|_| {}) {
+        match c.add_files(std::slice::from_ref(&bad), Utf8Errors::Strict, &|_| {}) {
             Err(Error::InvalidUtf8 { offset, .. }) => assert_eq!(offset, 8),
             other => panic!("expected InvalidUtf8, got {other:?}"),
         }
         let mut c = counter("cl100k", &[], 1);
-        c.add_files(&[bad], Utf8Errors::Replace, &|_| {}).expect("ok");
+        c.add_files(&[bad], Utf8Errors::Replace, &|_| {})
+            .expect("ok");
         assert!(c.counts().words.contains_key("\u{fffd}\u{fffd}".as_bytes()));
-        let missing = counter("cl100k", &[], 1).add_files(&[dir.join("nope")], Utf8Errors::Strict, &|_| {});
+        let missing =
+            counter("cl100k", &[], 1).add_files(&[dir.join("nope")], Utf8Errors::Strict, &|_| {});
         assert!(matches!(missing, Err(Error::Io { .. })));
         std::fs::remove_dir_all(&dir).ok();
     }

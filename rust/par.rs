@@ -95,7 +95,10 @@ mod tests {
     fn map_keeps_order() {
         let items: Vec<u32> = (0..1000).collect();
         for threads in [1, 2, 7] {
-            assert_eq!(super::map(&items, threads, |x| x * 2), items.iter().map(|x| x * 2).collect::<Vec<_>>());
+            assert_eq!(
+                super::map(&items, threads, |x| x * 2),
+                items.iter().map(|x| x * 2).collect::<Vec<_>>()
+            );
         }
     }
 

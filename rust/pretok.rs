@@ -141,20 +141,20 @@ impl PreTokenizer {
 
     /// Whether a text may be cut at byte `i` without changing any piece (see the module notes).
     fn is_safe_cut(&self, bytes: &[u8], i: usize) -> bool {
-        let starts_alnum = |j: usize| match std::str::from_utf8(&bytes[j..bytes.len().min(j + 4)]) {
-            Ok(s) => s.chars().next(),
-            Err(e) => std::str::from_utf8(&bytes[j..j + e.valid_up_to()])
-                .ok()
-                .and_then(|s| s.chars().next()),
-        }
-        .is_some_and(char::is_alphanumeric);
+        let starts_alnum = |j: usize| {
+            match std::str::from_utf8(&bytes[j..bytes.len().min(j + 4)]) {
+                Ok(s) => s.chars().next(),
+                Err(e) => std::str::from_utf8(&bytes[j..j + e.valid_up_to()])
+                    .ok()
+                    .and_then(|s| s.chars().next()),
+            }
+            .is_some_and(char::is_alphanumeric)
+        };
         match self.kind {
             PatternKind::Cl100k | PatternKind::O200k => {
                 i > 0 && i < bytes.len() && bytes[i - 1] == b'\n' && starts_alnum(i)
             }
-            PatternKind::Gpt2 => {
-                i + 1 < bytes.len() && bytes[i] == b'\n' && starts_alnum(i + 1)
-            }
+            PatternKind::Gpt2 => i + 1 < bytes.len() && bytes[i] == b'\n' && starts_alnum(i + 1),
             PatternKind::Custom => false,
         }
     }
@@ -256,7 +256,10 @@ mod tests {
 
     #[test]
     fn o200k_pieces() {
-        assert_eq!(pieces("o200k", "HelloWorld don't"), ["Hello", "World", " don't"]);
+        assert_eq!(
+            pieces("o200k", "HelloWorld don't"),
+            ["Hello", "World", " don't"]
+        );
     }
 
     #[test]
@@ -267,7 +270,10 @@ mod tests {
 
     #[test]
     fn bad_pattern_is_an_error() {
-        assert!(matches!(PreTokenizer::new("(unclosed"), Err(Error::Pattern { .. })));
+        assert!(matches!(
+            PreTokenizer::new("(unclosed"),
+            Err(Error::Pattern { .. })
+        ));
     }
 
     #[test]

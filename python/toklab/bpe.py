@@ -54,7 +54,9 @@ def _threads(num_threads: int | None) -> int:
     if num_threads is None:
         return 0
     if num_threads < 0:
-        raise ConfigError(f"num_threads must be positive (or None for all cores), not {num_threads}")
+        raise ConfigError(
+            f"num_threads must be positive (or None for all cores), not {num_threads}"
+        )
     return num_threads
 
 
@@ -267,6 +269,14 @@ class BPETokenizer:
         _check_text(text)
         return ids_from_buffer(self._core.encode_ordinary(text, _threads(num_threads)))
 
+    def encode_bytes(self, data: bytes | bytearray | memoryview) -> np.ndarray:
+        """Encodes arbitrary bytes, invalid UTF-8 included: each valid run exactly as
+        :meth:`encode_ordinary` encodes it, each invalid sequence as a piece of its own, so that
+        ``decode_bytes(encode_bytes(data)) == data``."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        return ids_from_buffer(self._core.encode_bytes(bytes(data)))
+
     def encode_batch(
         self,
         texts: Iterable[str],
@@ -281,9 +291,7 @@ class BPETokenizer:
             if not isinstance(t, str):
                 raise TypeError(f"texts must be str; item {i} is {type(t).__name__}")
         allowed, disallowed = self._special_ids(texts, allowed_special, disallowed_special)
-        flat, lengths = self._core.encode_batch(
-            texts, allowed, disallowed, _threads(num_threads)
-        )
+        flat, lengths = self._core.encode_batch(texts, allowed, disallowed, _threads(num_threads))
         ids = ids_from_buffer(flat)
         return np.split(ids, np.cumsum(lengths)[:-1]) if texts else []
 
@@ -429,7 +437,9 @@ def _read_tiktoken_file(path: Path) -> dict[bytes, int]:
             token, rank = line.split()
             ranks[base64.b64decode(token, validate=True)] = int(rank)
         except ValueError:
-            raise CorruptFileError(f"{path}:{n}: expected 'base64 rank', got {line[:60]!r}") from None
+            raise CorruptFileError(
+                f"{path}:{n}: expected 'base64 rank', got {line[:60]!r}"
+            ) from None
     return ranks
 
 

@@ -50,7 +50,7 @@ class UnknownTokenError(TokLabError):
 
 
 class DisallowedSpecialTokenError(TokLabError):
-    """Text contains a special token that the caller did not allow; the message says what to pass."""
+    """Text holds a special token that the caller did not allow; the message says what to pass."""
 
 
 class CorruptFileError(TokLabError):

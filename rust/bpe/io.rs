@@ -151,7 +151,9 @@ pub fn from_json(text: &str) -> Result<(Bpe, String)> {
                 .and_then(Value::as_str)
                 .and_then(unhex)
                 .ok_or_else(|| corrupt(format!("token {i} has bad hex: {t}"))),
-            _ => Err(corrupt(format!("token {i} is neither a string nor {{\"hex\": ...}}"))),
+            _ => Err(corrupt(format!(
+                "token {i} is neither a string nor {{\"hex\": ...}}"
+            ))),
         })
         .collect::<Result<Vec<_>>>()?;
     let mut pairs = Vec::new();
@@ -235,7 +237,10 @@ mod tests {
     fn truncated_and_edited_files_fail() {
         let text = to_json(&sample(), "").expect("ok");
         for cut in [0, 10, text.len() / 2, text.len() - 3] {
-            assert!(matches!(from_json(&text[..cut]), Err(Error::Corrupt(_))), "cut {cut}");
+            assert!(
+                matches!(from_json(&text[..cut]), Err(Error::Corrupt(_))),
+                "cut {cut}"
+            );
         }
         let edited = text.replace("[97, 98, 256]", "[97, 98, 257]");
         assert!(matches!(from_json(&edited), Err(Error::Corrupt(_))));

@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::pretok::PreTokenizer;
 pub use vocab::{Merge, Vocab};
 
+/// Token ids with the `[start, end)` byte range of each token.
+pub type IdsWithOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
 /// Texts longer than this are cut at safe cuts and encoded on several threads.
 const PARALLEL_PART: usize = 256 << 10;
 
@@ -87,6 +90,18 @@ impl Bpe {
             .for_each_piece(text, |s, e| self.encode_piece(&bytes[s..e], out))
     }
 
+    /// Encodes arbitrary bytes: each maximal run of valid UTF-8 exactly as `encode_ordinary`
+    /// encodes it, each invalid sequence as one piece of its own. `decode_bytes` gives the bytes
+    /// back exactly.
+    pub fn encode_bytes(&self, bytes: &[u8]) -> Result<Vec<u32>> {
+        let mut out = Vec::with_capacity(bytes.len() / 3 + 1);
+        for chunk in bytes.utf8_chunks() {
+            self.encode_ordinary_into(chunk.valid(), &mut out)?;
+            self.encode_piece(chunk.invalid(), &mut out);
+        }
+        Ok(out)
+    }
+
     /// `encode_ordinary` on up to `threads` threads (0 = all cores); identical output.
     pub fn encode_ordinary_parallel(&self, text: &str, threads: usize) -> Result<Vec<u32>> {
         if threads == 1 || text.len() <= 2 * PARALLEL_PART {
@@ -125,7 +140,7 @@ impl Bpe {
         text: &str,
         allowed: &[u32],
         disallowed: &[u32],
-    ) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    ) -> Result<IdsWithOffsets> {
         if let Some(token) = self.find_special(text, disallowed) {
             return Err(Error::DisallowedSpecial { token });
         }
@@ -184,7 +199,8 @@ impl Bpe {
             return f(Segment::Text(text));
         }
         let all = self.vocab.specials();
-        let chosen: Vec<&(String, u32)> = all.iter().filter(|(_, id)| allowed.contains(id)).collect();
+        let chosen: Vec<&(String, u32)> =
+            all.iter().filter(|(_, id)| allowed.contains(id)).collect();
         let owned;
         let ac = if chosen.len() == all.len() {
             self.specials.as_ref()
@@ -217,9 +233,11 @@ impl Bpe {
         disallowed: &[u32],
         threads: usize,
     ) -> Result<Vec<Vec<u32>>> {
-        crate::par::map(texts, threads, |t| self.encode(t.as_ref(), allowed, disallowed))
-            .into_iter()
-            .collect()
+        crate::par::map(texts, threads, |t| {
+            self.encode(t.as_ref(), allowed, disallowed)
+        })
+        .into_iter()
+        .collect()
     }
 
     /// The bytes of a sequence of ids; fails on an id outside the vocabulary.
@@ -321,7 +339,10 @@ mod tests {
         let mut at = 0;
         for (&id, &(s, e)) in ids.iter().zip(&offsets) {
             assert_eq!(s, at);
-            assert_eq!(&text.as_bytes()[s..e], bpe.vocab().token_bytes(id).expect("known"));
+            assert_eq!(
+                &text.as_bytes()[s..e],
+                bpe.vocab().token_bytes(id).expect("known")
+            );
             at = e;
         }
         assert_eq!(at, text.len());
@@ -335,7 +356,22 @@ mod tests {
             bpe.encode_ordinary_parallel(&big, 3).expect("ok"),
             bpe.encode_ordinary(&big).expect("ok")
         );
-        assert!(matches!(bpe.decode_bytes(&[1, 400]), Err(Error::UnknownId { id: 400, .. })));
+        assert!(matches!(
+            bpe.decode_bytes(&[1, 400]),
+            Err(Error::UnknownId { id: 400, .. })
+        ));
+    }
+
+    #[test]
+    fn encode_bytes_round_trips_invalid_utf8() {
+        let bpe = trained(&TEXT.repeat(20), 400, &[]);
+        let raw = b"The fox \xff\xfe jumps \xe2\x82 over\xf0";
+        let ids = bpe.encode_bytes(raw).expect("ok");
+        assert_eq!(bpe.decode_bytes(&ids).expect("ok"), raw);
+        assert_eq!(
+            bpe.encode_bytes(TEXT.as_bytes()).expect("ok"),
+            bpe.encode_ordinary(TEXT).expect("ok")
+        );
     }
 
     #[test]

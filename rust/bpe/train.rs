@@ -120,8 +120,9 @@ struct Corpus {
     sym: Vec<u32>,
     next: Vec<u32>,
     prev: Vec<u32>,
-    /// Count of the word each position belongs to.
-    weight: Vec<u64>,
+    /// The word each position belongs to (an index into `word_count`).
+    word: Vec<u32>,
+    word_count: Vec<u64>,
 }
 
 /// Trains byte-level BPE on word counts. Token ids: bytes are `0..256` (id = byte value), then
@@ -132,8 +133,11 @@ pub fn train(counts: &WordCounts, cfg: &TrainConfig) -> Result<Vocab> {
         return Err(Error::EmptyCorpus);
     }
     let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
-    let mut token_ids: FxHashMap<Vec<u8>, u32> =
-        tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let mut token_ids: FxHashMap<Vec<u8>, u32> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
     let mut shared: Vec<Rc<[u8]>> = tokens.iter().map(|t| Rc::from(t.as_slice())).collect();
     let mut merges: Vec<(u32, u32)> = Vec::new();
     let new_tokens = cfg.vocab_size - 256 - cfg.special_tokens.len();
@@ -158,19 +162,22 @@ pub fn train(counts: &WordCounts, cfg: &TrainConfig) -> Result<Vocab> {
         sym: Vec::with_capacity(total),
         next: Vec::with_capacity(total),
         prev: Vec::with_capacity(total),
-        weight: Vec::with_capacity(total),
+        word: Vec::with_capacity(total),
+        word_count: Vec::with_capacity(words.len()),
     };
     let mut pair_count: FxHashMap<(u32, u32), i64> = FxHashMap::default();
     let mut pair_pos: FxHashMap<(u32, u32), Vec<u32>> = FxHashMap::default();
     for (word, count) in &words {
         let start = c.sym.len() as u32;
+        let word_index = c.word_count.len() as u32;
+        c.word_count.push(*count);
         let n = word.len() as u32;
         for (i, &b) in word.iter().enumerate() {
             let i = i as u32;
             c.sym.push(u32::from(b));
             c.prev.push(if i == 0 { NONE } else { start + i - 1 });
             c.next.push(if i + 1 == n { NONE } else { start + i + 1 });
-            c.weight.push(*count);
+            c.word.push(word_index);
             if i > 0 {
                 let pair = (u32::from(word[i as usize - 1]), u32::from(b));
                 *pair_count.entry(pair).or_insert(0) += *count as i64;
@@ -249,7 +256,7 @@ pub fn train(counts: &WordCounts, cfg: &TrainConfig) -> Result<Vocab> {
             if c.sym[p] != a || right == NONE || c.sym[right as usize] != b {
                 continue; // stale: this occurrence was consumed by an earlier merge
             }
-            let w = c.weight[p] as i64;
+            let w = c.word_count[c.word[p] as usize] as i64;
             let before = c.prev[p];
             if before != NONE {
                 let s = c.sym[before as usize];
@@ -338,10 +345,27 @@ mod tests {
     #[test]
     fn stops_at_min_frequency_and_respects_max_length() {
         let c = counts(&[("abcd", 3)]);
-        let v = train(&c, &TrainConfig { min_frequency: 4, ..cfg(300) }).expect("ok");
+        let v = train(
+            &c,
+            &TrainConfig {
+                min_frequency: 4,
+                ..cfg(300)
+            },
+        )
+        .expect("ok");
         assert!(v.merges().is_empty());
-        let v = train(&c, &TrainConfig { max_token_length: Some(2), ..cfg(300) }).expect("ok");
-        assert!(v.merges().iter().all(|m| v.token_bytes(m.merged).map_or(0, <[u8]>::len) <= 2));
+        let v = train(
+            &c,
+            &TrainConfig {
+                max_token_length: Some(2),
+                ..cfg(300)
+            },
+        )
+        .expect("ok");
+        assert!(v
+            .merges()
+            .iter()
+            .all(|m| v.token_bytes(m.merged).map_or(0, <[u8]>::len) <= 2));
         assert_eq!(merged_strings(&v).len(), 2); // "ab", "cd"
     }
 
@@ -360,12 +384,21 @@ mod tests {
             ..cfg(256)
         };
         assert!(matches!(train(&c, &too_small), Err(Error::Config(_))));
-        assert!(matches!(train(&WordCounts::default(), &cfg(300)), Err(Error::EmptyCorpus)));
+        assert!(matches!(
+            train(&WordCounts::default(), &cfg(300)),
+            Err(Error::EmptyCorpus)
+        ));
     }
 
     #[test]
     fn training_then_encoding_reproduces_training_segmentation() {
-        let c = counts(&[("lowest", 2), ("lower", 5), ("newest", 6), ("widest", 3), ("low", 7)]);
+        let c = counts(&[
+            ("lowest", 2),
+            ("lower", 5),
+            ("newest", 6),
+            ("widest", 3),
+            ("low", 7),
+        ]);
         let v = train(&c, &cfg(280)).expect("ok");
         let mut out = Vec::new();
         v.merge_piece(b"lowest", &mut out);

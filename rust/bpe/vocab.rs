@@ -57,7 +57,9 @@ impl Vocab {
                 )));
             }
             if is_special[i] {
-                return Err(Error::Corrupt(format!("id {id} is given to two special tokens")));
+                return Err(Error::Corrupt(format!(
+                    "id {id} is given to two special tokens"
+                )));
             }
             if content.is_empty() {
                 return Err(Error::Corrupt("a special token is empty".into()));
@@ -107,7 +109,10 @@ impl Vocab {
                     String::from_utf8_lossy(&joined)
                 )));
             };
-            if merge_map.insert((left, right), (rank as u32, merged)).is_some() {
+            if merge_map
+                .insert((left, right), (rank as u32, merged))
+                .is_some()
+            {
                 return Err(Error::Corrupt(format!(
                     "merge ({left}, {right}) appears twice"
                 )));
@@ -182,9 +187,7 @@ impl Vocab {
     }
 
     pub fn is_special(&self, id: u32) -> bool {
-        self.specials
-            .binary_search_by_key(&id, |(_, i)| *i)
-            .is_ok()
+        self.specials.binary_search_by_key(&id, |(_, i)| *i).is_ok()
     }
 
     pub fn byte_id(&self, byte: u8) -> u32 {
@@ -209,7 +212,15 @@ impl Vocab {
             0 => {}
             1 => out.push(self.byte_ids[piece[0] as usize]),
             n if n <= SMALL_PIECE => self.merge_small(piece, out),
-            _ => self.merge_large(piece, out),
+            n if n < u32::MAX as usize => self.merge_large(piece, out),
+            _ => {
+                // Beyond 4 GiB in one piece: merge in 1 GiB windows. Merges never reach across
+                // the windows' edges, so this is the only place where the result can differ from
+                // exact BPE; no real text has such a piece.
+                for window in piece.chunks(1 << 30) {
+                    self.merge_large(window, out);
+                }
+            }
         }
     }
 
@@ -255,25 +266,28 @@ impl Vocab {
     fn merge_large(&self, piece: &[u8], out: &mut Vec<u32>) {
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
-        const NONE: usize = usize::MAX;
+        // Positions are u32 (`merge_piece` splits pieces of 4 GiB and more), which halves the
+        // memory of the lists and the heap.
+        const NONE: u32 = u32::MAX;
         let n = piece.len();
         let mut syms: Vec<u32> = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
-        let mut next: Vec<usize> = (1..=n).collect();
+        let mut next: Vec<u32> = (1..=n as u32).collect();
         next[n - 1] = NONE;
-        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
         prev[0] = NONE;
-        let mut alive = vec![true; n];
-        let mut heap: BinaryHeap<Reverse<(u32, usize)>> = (0..n - 1)
+        let mut heap: BinaryHeap<Reverse<(u32, u32)>> = (0..n - 1)
             .filter_map(|i| {
                 self.merge_of(syms[i], syms[i + 1])
-                    .map(|(rank, _)| Reverse((rank, i)))
+                    .map(|(rank, _)| Reverse((rank, i as u32)))
             })
             .collect();
         while let Some(Reverse((rank, pos))) = heap.pop() {
-            if !alive[pos] || next[pos] == NONE {
+            let pos = pos as usize;
+            // A removed node has sym NONE; a node at the end has no right neighbour.
+            if syms[pos] == NONE || next[pos] == NONE {
                 continue;
             }
-            let right = next[pos];
+            let right = next[pos] as usize;
             let Some((cur_rank, merged)) = self.merge_of(syms[pos], syms[right]) else {
                 continue;
             };
@@ -281,26 +295,26 @@ impl Vocab {
                 continue;
             }
             syms[pos] = merged;
-            alive[right] = false;
+            syms[right] = NONE;
             let after = next[right];
             next[pos] = after;
             if after != NONE {
-                prev[after] = pos;
-                if let Some((r, _)) = self.merge_of(merged, syms[after]) {
-                    heap.push(Reverse((r, pos)));
+                prev[after as usize] = pos as u32;
+                if let Some((r, _)) = self.merge_of(merged, syms[after as usize]) {
+                    heap.push(Reverse((r, pos as u32)));
                 }
             }
             let before = prev[pos];
             if before != NONE {
-                if let Some((r, _)) = self.merge_of(syms[before], merged) {
+                if let Some((r, _)) = self.merge_of(syms[before as usize], merged) {
                     heap.push(Reverse((r, before)));
                 }
             }
         }
-        let mut i = 0;
+        let mut i = 0u32;
         while i != NONE {
-            out.push(syms[i]);
-            i = next[i];
+            out.push(syms[i as usize]);
+            i = next[i as usize];
         }
     }
 }

@@ -226,6 +226,12 @@ impl PyBpe {
         Ok(ids_to_py(py, &ids))
     }
 
+    /// Encodes arbitrary bytes (invalid UTF-8 included) with no special tokens.
+    fn encode_bytes<'py>(&self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyByteArray>> {
+        let ids = py.detach(|| self.inner.encode_bytes(data)).map_err(to_py)?;
+        Ok(ids_to_py(py, &ids))
+    }
+
     /// `(ids, offsets)`: offsets packed as little-endian u64 `start, end` pairs.
     fn encode_with_offsets<'py>(
         &self,
@@ -268,9 +274,7 @@ impl PyBpe {
     /// Bytes of ids given as packed little-endian u32.
     fn decode_bytes<'py>(&self, py: Python<'py>, ids: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
         let ids = ids_from_bytes(ids)?;
-        let bytes = py
-            .detach(|| self.inner.decode_bytes(&ids))
-            .map_err(to_py)?;
+        let bytes = py.detach(|| self.inner.decode_bytes(&ids)).map_err(to_py)?;
         Ok(PyBytes::new(py, &bytes))
     }
 

@@ -79,11 +79,13 @@ def expand_files(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[st
 
 
 def is_dataset(obj: Any) -> bool:
-    """Whether ``obj`` is a HF ``datasets.Dataset`` or ``IterableDataset`` (without importing it)."""
+    """Whether ``obj`` is a HF ``Dataset`` or ``IterableDataset`` (without importing datasets)."""
     return type(obj).__module__.startswith("datasets.") and hasattr(obj, "column_names")
 
 
-def iter_dataset_texts(dataset: Any, text_column: str = "text", batch_size: int = 1000) -> Iterator[str]:
+def iter_dataset_texts(
+    dataset: Any, text_column: str = "text", batch_size: int = 1000
+) -> Iterator[str]:
     """Yields the ``text_column`` of a ``datasets.Dataset`` or ``IterableDataset``."""
     columns = dataset.column_names
     if columns is not None and text_column not in columns:
