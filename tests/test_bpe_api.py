@@ -1,0 +1,392 @@
+"""BPETokenizer's API: round trips, special tokens, offsets, bad input, determinism, pickling,
+threads and fork."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import pickle
+import random
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import toklab
+from toklab import (
+    BPETokenizer,
+    ConfigError,
+    CorruptFileError,
+    DisallowedSpecialTokenError,
+    EmptyCorpusError,
+    InvalidIdsError,
+    InvalidInputError,
+    PatternError,
+    TokLabError,
+    UnknownTokenError,
+)
+
+# -- round trips ------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text())
+def test_decode_encode_round_trip(small_tokenizer, text):
+    ids = small_tokenizer.encode(text, disallowed_special=())
+    assert ids.dtype == np.uint32
+    assert small_tokenizer.decode(ids) == text
+    assert small_tokenizer.decode_bytes(ids) == text.encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=500))
+def test_decode_bytes_round_trip_for_arbitrary_bytes(small_tokenizer, data):
+    ids = small_tokenizer.encode_bytes(data)
+    assert small_tokenizer.decode_bytes(ids) == data
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(alphabet=st.characters(codec="utf-8"), max_size=300))
+def test_encode_bytes_equals_encode_on_valid_utf8(small_tokenizer, text):
+    assert np.array_equal(
+        small_tokenizer.encode_bytes(text.encode()), small_tokenizer.encode_ordinary(text)
+    )
+
+
+@pytest.mark.parametrize("pattern", ["gpt2", "cl100k", "o200k", r"\w+|\d"])
+@settings(max_examples=50, deadline=None)
+@given(text=st.text(max_size=200))
+def test_round_trip_every_pattern(pattern, text):
+    tok = _tiny(pattern)
+    assert tok.decode(tok.encode(text)) == text
+
+
+_TINY: dict[str, BPETokenizer] = {}
+
+
+def _tiny(pattern: str) -> BPETokenizer:
+    if pattern not in _TINY:
+        from toklab.data import default_corpus
+
+        text = next(default_corpus(["shakespeare"]))[:100_000]
+        _TINY[pattern] = toklab.train_bpe(
+            [text, "the quick brown fox 12345 ÀÉÎ 日本語 🦀"],
+            vocab_size=400,
+            pattern=pattern,
+            progress=False,
+        )
+    return _TINY[pattern]
+
+
+def test_empty_inputs(small_tokenizer):
+    assert small_tokenizer.encode("").size == 0
+    assert small_tokenizer.encode("").dtype == np.uint32
+    assert small_tokenizer.decode([]) == ""
+    assert small_tokenizer.decode(np.array([], dtype=np.int64)) == ""
+    assert small_tokenizer.encode_batch([]) == []
+    assert [a.size for a in small_tokenizer.encode_batch(["", "a", ""])] == [0, 1, 0]
+    ids, offsets = small_tokenizer.encode_with_offsets("")
+    assert ids.size == 0 and offsets.shape == (0, 2)
+
+
+def test_encode_batch_equals_encode(small_tokenizer):
+    texts = [f"To be, or not to be {i}: that is the question" * (i % 5) for i in range(100)]
+    batch = small_tokenizer.encode_batch(texts, num_threads=3)
+    assert all(np.array_equal(b, small_tokenizer.encode(t)) for b, t in zip(batch, texts))
+
+
+def test_parallel_encode_ordinary_equals_serial(small_tokenizer):
+    from toklab.data import default_corpus
+
+    text = next(default_corpus(["shakespeare"]))
+    serial = small_tokenizer.encode_ordinary(text, num_threads=1)
+    for threads in [2, 4, None]:
+        assert np.array_equal(small_tokenizer.encode_ordinary(text, num_threads=threads), serial)
+
+
+def test_offsets_are_byte_ranges(small_tokenizer):
+    text = "naïve café<|endoftext|> 🦀 done"
+    ids, offsets = small_tokenizer.encode_with_offsets(text, allowed_special="all")
+    raw = text.encode()
+    assert offsets.shape == (len(ids), 2)
+    assert offsets[0, 0] == 0 and offsets[-1, 1] == len(raw)
+    assert np.array_equal(offsets[1:, 0], offsets[:-1, 1])
+    for i, (s, e) in zip(ids, offsets):
+        assert raw[s:e] == small_tokenizer.token_bytes(i)
+
+
+def test_writable_arrays(small_tokenizer):
+    ids = small_tokenizer.encode("hello")
+    ids[0] = 0  # the arrays are the caller's own
+
+
+# -- special tokens ---------------------------------------------------------------------------
+
+
+def test_special_tokens_like_tiktoken(small_tokenizer):
+    eot = small_tokenizer.special_tokens["<|endoftext|>"]
+    text = "end<|endoftext|>start"
+    with pytest.raises(DisallowedSpecialTokenError) as e:
+        small_tokenizer.encode(text)
+    assert "allowed_special" in str(e.value) and "disallowed_special=()" in str(e.value)
+    assert isinstance(e.value, ValueError)
+    allowed = small_tokenizer.encode(text, allowed_special={"<|endoftext|>"})
+    assert eot in allowed.tolist()
+    assert np.array_equal(allowed, small_tokenizer.encode(text, allowed_special="all"))
+    plain = small_tokenizer.encode(text, disallowed_special=())
+    assert eot not in plain.tolist()
+    assert np.array_equal(plain, small_tokenizer.encode_ordinary(text))
+    assert small_tokenizer.decode(allowed) == small_tokenizer.decode(plain) == text
+    with pytest.raises(ConfigError, match="not special tokens"):
+        small_tokenizer.encode(text, allowed_special={"<|nope|>"})
+    with pytest.raises(ConfigError):
+        small_tokenizer.encode(text, allowed_special="<|endoftext|>")
+    assert small_tokenizer.token_to_id("<|endoftext|>") == eot
+    assert small_tokenizer.token_bytes(eot) == b"<|endoftext|>"
+
+
+def test_special_tokens_get_the_last_ids():
+    text = "".join(chr(c) for c in range(0x100, 0x300))  # 512 two-byte characters, many pairs
+    tok = toklab.train_bpe([text], vocab_size=300, special_tokens=["<s>", "</s>"])
+    assert tok.special_tokens == {"<s>": 298, "</s>": 299}
+    assert tok.vocab_size == 300
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+def test_unknown_and_bad_ids(small_tokenizer):
+    n = small_tokenizer.vocab_size
+    with pytest.raises(UnknownTokenError):
+        small_tokenizer.decode([1, n])
+    with pytest.raises(UnknownTokenError):
+        small_tokenizer.decode([-1])
+    with pytest.raises(UnknownTokenError):
+        small_tokenizer.decode(np.array([2**40], dtype=np.int64))
+    with pytest.raises(UnknownTokenError):
+        small_tokenizer.token_bytes(n)
+    with pytest.raises(UnknownTokenError):
+        small_tokenizer.token_bytes(-5)
+    for bad in [np.array([1.0, 2.0]), [1.5], np.array([True]), "abc", b"ab", [[1, 2], [3, 4]]]:
+        with pytest.raises(InvalidIdsError):
+            small_tokenizer.decode(bad)
+    assert issubclass(InvalidIdsError, ValueError) and issubclass(InvalidIdsError, TypeError)
+    # Any integer dtype works when the values are valid ids.
+    ids = small_tokenizer.encode("hello there")
+    for dtype in [np.int64, np.int32, np.uint16, np.uint64]:
+        assert small_tokenizer.decode(ids.astype(dtype)) == "hello there"
+    assert small_tokenizer.decode(ids.tolist()) == "hello there"
+
+
+def test_bad_text_types(small_tokenizer):
+    with pytest.raises(TypeError, match="decode bytes first"):
+        small_tokenizer.encode(b"bytes")
+    with pytest.raises(TypeError):
+        small_tokenizer.encode_batch(["ok", 3])
+
+
+def test_vocab_size_checks():
+    with pytest.raises(ConfigError, match="at least 258"):
+        toklab.train_bpe(["abc"], vocab_size=257, special_tokens=["<a>", "<b>"])
+    with pytest.raises(ConfigError):
+        toklab.train_bpe(["abc"], vocab_size=100)
+    with pytest.raises(ConfigError):
+        toklab.train_bpe(["abc"], vocab_size=300, special_tokens=["<a>", "<a>"])
+    with pytest.raises(ConfigError):
+        toklab.train_bpe(["abc"], vocab_size=300, min_frequency=0)
+    tok = toklab.train_bpe(["abc abc"], vocab_size=256)
+    assert tok.vocab_size == 256 and tok.n_merges == 0
+
+
+def test_empty_corpus_and_small_corpus():
+    with pytest.raises(EmptyCorpusError):
+        toklab.train_bpe([], vocab_size=300)
+    with pytest.raises(EmptyCorpusError):
+        toklab.train_bpe(["", ""], vocab_size=300)
+    with pytest.warns(toklab.TokLabWarning, match="ran out of pairs"):
+        tok = toklab.train_bpe(["ab"], vocab_size=1000)
+    assert tok.vocab_size == 257
+
+
+def test_bad_corpus_items():
+    with pytest.raises(InvalidInputError, match="item 1 is int"):
+        toklab.train_bpe(["ok", 5], vocab_size=300)
+    with pytest.raises(InvalidInputError):
+        toklab.train_bpe(b"bytes", vocab_size=300)
+
+
+def test_invalid_utf8_in_files(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"good text here\nmore \xff\xfe bad\n")
+    with pytest.raises(InvalidInputError, match=r"bad.txt: invalid UTF-8 at byte 20"):
+        toklab.train_bpe(bad, vocab_size=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", toklab.TokLabWarning)
+        tok = toklab.train_bpe(bad, vocab_size=300, errors="replace")
+    assert tok.decode(tok.encode("more \ufffd")) == "more \ufffd"
+    with pytest.raises(FileNotFoundError, match="no file matches"):
+        toklab.train_bpe(tmp_path / "missing.txt", vocab_size=300)
+    with pytest.raises(FileNotFoundError):
+        toklab.train_bpe(str(tmp_path / "*.nothing"), vocab_size=300)
+
+
+def test_bad_patterns():
+    with pytest.raises(PatternError):
+        toklab.train_bpe(["abc"], vocab_size=300, pattern="(unclosed")
+    assert issubclass(PatternError, TokLabError) and issubclass(TokLabError, ValueError)
+
+
+def test_corrupt_saved_files(small_tokenizer, tmp_path):
+    path = tmp_path / "tok.json"
+    small_tokenizer.save(path)
+    text = path.read_text()
+    cases = {
+        "truncated": text[: len(text) // 2],
+        "empty": "",
+        "not json": "hello",
+        "wrong format": text.replace('"toklab.bpe"', '"other"'),
+        "future version": text.replace('"version": 1', '"version": 99'),
+        "bad merge": text.replace("[32, 116,", "[32, 117,", 1),
+        "missing tokens": text.replace('"tokens"', '"tokenz"'),
+    }
+    for name, content in cases.items():
+        path.write_text(content)
+        with pytest.raises(CorruptFileError):
+            BPETokenizer.load(path)
+        assert name
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(CorruptFileError):
+        BPETokenizer.load(path)
+
+
+def test_100mb_without_whitespace():
+    """One 100 MB piece: encoding and training stay near-linear, and round-trip exactly."""
+    tok = _tiny("cl100k")
+    text = "abcdefghij" * 10_000_000
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    with pytest.warns(toklab.TokLabWarning):
+        trained = toklab.train_bpe([text], vocab_size=400, num_threads=2)
+    assert trained.n_merges > 10
+    assert trained.decode(trained.encode(text[:1000])) == text[:1000]
+
+
+def test_huge_vocab():
+    rng = random.Random(0)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = ["".join(rng.choices(letters, k=rng.randint(6, 13))) for _ in range(300_000)]
+    tok = toklab.train_bpe([" ".join(words * 2)], vocab_size=262_144)
+    assert tok.vocab_size == 262_144
+    sample = " ".join(words[:1000])
+    assert tok.decode(tok.encode(sample)) == sample
+
+
+# -- determinism ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[str]:
+    from toklab.data import default_corpus
+
+    text = next(default_corpus(["brown"]))[:3_000_000]
+    return text.split("\n\n")
+
+
+def test_same_merges_any_threads_order_and_chunking(docs, tmp_path):
+    reference = toklab.train_bpe(docs, vocab_size=2_000, num_threads=1)
+    shuffled = docs[:]
+    random.Random(1).shuffle(shuffled)
+    assert toklab.train_bpe(shuffled, vocab_size=2_000, num_threads=2) == reference
+    assert toklab.train_bpe(iter(docs), vocab_size=2_000, num_threads=4) == reference
+    # Counts are partial results: shards counted separately add up to the same training.
+    half = len(docs) // 2
+    a, b = toklab.count_words(docs[:half]), toklab.count_words(docs[half:], num_threads=1)
+    assert toklab.train_bpe_from_counts(b + a, vocab_size=2_000) == reference
+    # Files, read in blocks on several threads, train like the same documents as texts
+    # (one document per file here).
+    for i, d in enumerate(docs[:300]):
+        (tmp_path / f"{i:04d}.txt").write_text(d)
+    from_files = toklab.train_bpe(str(tmp_path / "*.txt"), vocab_size=600)
+    assert from_files == toklab.train_bpe(docs[:300], vocab_size=600, num_threads=1)
+
+
+def test_one_big_text_equals_its_safe_parts(docs):
+    whole = "\n".join(docs)
+    a = toklab.count_words([whole], num_threads=1)
+    b = toklab.count_words([whole], num_threads=3)
+    assert a.most_common(len(a)) == b.most_common(len(b))
+
+
+def test_datasets_input(docs):
+    datasets = pytest.importorskip("datasets")
+    reference = toklab.train_bpe(docs[:200], vocab_size=500)
+    ds = datasets.Dataset.from_dict({"body": docs[:200], "n": list(range(len(docs[:200])))})
+    assert toklab.train_bpe(ds, vocab_size=500, text_column="body") == reference
+    assert toklab.train_bpe(ds.to_iterable_dataset(), vocab_size=500, text_column="body") == reference
+    with pytest.raises(InvalidInputError, match="no column 'text'"):
+        toklab.train_bpe(ds, vocab_size=500)
+
+
+def test_datasets_map_with_processes(small_tokenizer, docs):
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"text": docs[:64]})
+    small_tokenizer.encode_batch(docs[:64], num_threads=2)  # threads used before the fork
+
+    def tokenize(batch):
+        return {"ids": [t.tolist() for t in small_tokenizer.encode_batch(batch["text"])]}
+
+    mapped = ds.map(tokenize, batched=True, num_proc=2)
+    expected = [small_tokenizer.encode(t).tolist() for t in docs[:64]]
+    assert mapped["ids"] == expected
+
+
+# -- pickling, threads, fork ------------------------------------------------------------------
+
+
+def test_pickle_round_trip(small_tokenizer):
+    back = pickle.loads(pickle.dumps(small_tokenizer))
+    assert back == small_tokenizer
+    text = "Now is the winter of our discontent<|endoftext|>"
+    assert np.array_equal(
+        back.encode(text, allowed_special="all"),
+        small_tokenizer.encode(text, allowed_special="all"),
+    )
+    assert back.metadata == small_tokenizer.metadata
+
+
+def test_save_load_round_trip(small_tokenizer, tmp_path):
+    path = tmp_path / "tok.json"
+    small_tokenizer.save(path)
+    back = toklab.load(path)
+    assert back == small_tokenizer
+    assert '"format": "toklab.bpe"' in path.read_text()
+
+
+def test_concurrent_use_from_threads(small_tokenizer, docs):
+    texts = docs[:400]
+    expected = [small_tokenizer.encode(t) for t in texts]
+
+    def work(i):
+        t = texts[i % len(texts)]
+        ids = small_tokenizer.encode(t)
+        return i % len(texts), ids, small_tokenizer.decode(ids) == t
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for i, ids, ok in pool.map(work, range(2000)):
+            assert ok and np.array_equal(ids, expected[i])
+
+
+def _encode_in_child(args):
+    tok, text = args
+    return tok.encode_ordinary(text, num_threads=2).tolist()
+
+
+def test_works_after_fork(small_tokenizer, docs):
+    text = "\n".join(docs[:200])
+    expected = small_tokenizer.encode_ordinary(text, num_threads=2).tolist()
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(2) as pool:
+        results = pool.map(_encode_in_child, [(small_tokenizer, text)] * 4)
+    assert all(r == expected for r in results)
