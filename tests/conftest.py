@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 import toklab
 
 REPO = Path(__file__).resolve().parent.parent
@@ -14,7 +13,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _shared_data() -> Path | None:
     env = os.environ.get("TOKLAB_SHARED_DATA")
-    for candidate in [Path(env)] if env else [REPO.parent / "shared" / "data", REPO / "shared" / "data"]:
+    for candidate in (
+        [Path(env)] if env else [REPO.parent / "shared" / "data", REPO / "shared" / "data"]
+    ):
         if (candidate / "en").is_dir():
             return candidate
     return None

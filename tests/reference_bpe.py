@@ -7,6 +7,7 @@ bytes); occurrences merge left to right; a merge whose bytes already form a toke
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 
@@ -24,7 +25,7 @@ def train(
     while len(tokens) < vocab_size:
         pairs: Counter[tuple[int, int]] = Counter()
         for syms, count in words:
-            for a, b in zip(syms, syms[1:]):
+            for a, b in itertools.pairwise(syms):
                 pairs[(a, b)] += count
         allowed = [
             (count, pair)
@@ -62,7 +63,9 @@ def encode_piece(piece: bytes, tokens: list[bytes], merges: list[tuple[int, int]
     rank = {pair: r for r, pair in enumerate(merges)}
     syms = [ids[bytes([b])] for b in piece]
     while len(syms) > 1:
-        candidates = [(rank.get((a, b), float("inf")), i) for i, (a, b) in enumerate(zip(syms, syms[1:]))]
+        candidates = [
+            (rank.get((a, b), float("inf")), i) for i, (a, b) in enumerate(itertools.pairwise(syms))
+        ]
         best, at = min(candidates)
         if best == float("inf"):
             break

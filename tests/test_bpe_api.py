@@ -11,10 +11,9 @@ import warnings
 
 import numpy as np
 import pytest
+import toklab
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import toklab
 from toklab import (
     BPETokenizer,
     ConfigError,
@@ -324,7 +323,9 @@ def test_datasets_input(docs):
     reference = toklab.train_bpe(docs[:200], vocab_size=500)
     ds = datasets.Dataset.from_dict({"body": docs[:200], "n": list(range(len(docs[:200])))})
     assert toklab.train_bpe(ds, vocab_size=500, text_column="body") == reference
-    assert toklab.train_bpe(ds.to_iterable_dataset(), vocab_size=500, text_column="body") == reference
+    assert (
+        toklab.train_bpe(ds.to_iterable_dataset(), vocab_size=500, text_column="body") == reference
+    )
     with pytest.raises(InvalidInputError, match="no column 'text'"):
         toklab.train_bpe(ds, vocab_size=500)
 

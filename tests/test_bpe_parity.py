@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import documents, needs_shared
-
 import toklab
+from conftest import documents, needs_shared
 
 tokenizers = pytest.importorskip("tokenizers")
 tiktoken = pytest.importorskip("tiktoken")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import warnings
 
 import reference_bpe
+import toklab
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import toklab
 
 # Small alphabets make many ties and overlapping pairs ("aaa"), the cases that go wrong.
 texts = st.lists(
@@ -42,7 +41,9 @@ def test_trainer_matches_reference(corpus, extra):
 
 
 @settings(max_examples=60, deadline=None)
-@given(corpus=texts, min_frequency=st.integers(1, 4), max_len=st.one_of(st.none(), st.integers(1, 4)))
+@given(
+    corpus=texts, min_frequency=st.integers(1, 4), max_len=st.one_of(st.none(), st.integers(1, 4))
+)
 def test_trainer_options_match_reference(corpus, min_frequency, max_len):
     kw = {"min_frequency": min_frequency, "max_token_length": max_len}
     tok, ref_tokens, ref_merges = rust_and_reference(corpus, 300, **kw)

@@ -6,7 +6,6 @@ import ast
 from pathlib import Path
 
 import pytest
-
 import toklab
 from toklab import _core, data
 
@@ -43,9 +42,7 @@ def _stub_names() -> tuple[set[str], dict[str, set[str]]]:
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
             top.add(node.name)
-            members[node.name] = {
-                n.name for n in node.body if isinstance(n, ast.FunctionDef)
-            }
+            members[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
         elif isinstance(node, ast.FunctionDef):
             top.add(node.name)
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):

@@ -1,0 +1,182 @@
+"""The ``toklab`` command line, in-process (click's runner) and as the installed program."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import toklab
+from click.testing import CliRunner
+from toklab.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """`toklab train` with no files: the embedded default corpus."""
+    out = tmp_path_factory.mktemp("cli") / "bpe.json"
+    result = CliRunner().invoke(
+        main, ["train", "--vocab-size", "1000", "--output", str(out), "--special-token", "<|eot|>"]
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_on_embedded_corpus(trained):
+    tok = toklab.load(trained)
+    assert tok.vocab_size == 1000
+    assert tok.special_tokens == {"<|eot|>": 999}
+    assert tok.metadata["trainer"]["bytes_seen"] > 10_000_000
+
+
+def test_train_on_files_and_globs(tmp_path):
+    for i in range(3):
+        (tmp_path / f"doc{i}.txt").write_text("the rain in spain stays mainly in the plain\n" * 50)
+    out = tmp_path / "tok.json"
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            str(tmp_path / "*.txt"),
+            "--vocab-size",
+            "270",
+            "--pattern",
+            "gpt2",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert toklab.load(out).pattern == toklab.PATTERNS["gpt2"]
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "*.nope"), "-o", str(out)])
+    assert result.exit_code != 0 and "no file matches" in result.output
+
+
+def test_encode_decode_round_trip(trained, tmp_path):
+    text = "Thou art more lovely and more temperate.\nRough winds do shake 🌸 the buds of May\n"
+    src, src2 = tmp_path / "sonnet.txt", tmp_path / "sonnet2.txt"
+    src.write_text(text * 20)
+    src2.write_text(text * 20)
+    ids_path = tmp_path / "ids.npy"
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["encode", str(trained), str(src), str(src2), "--output", str(ids_path)]
+    )
+    assert result.exit_code == 0, result.output
+    ids = np.load(ids_path)
+    assert ids.dtype == np.uint16  # 1000 ids fit
+    assert np.array_equal(ids, toklab.load(trained).encode((text * 20) * 2))
+    result = runner.invoke(main, ["decode", str(trained), str(ids_path)])
+    assert result.exit_code == 0
+    assert result.stdout_bytes == ((text * 20) * 2).encode()
+    out = tmp_path / "back.txt"
+    runner.invoke(main, ["decode", str(trained), str(ids_path), "--output", str(out)])
+    assert out.read_text() == (text * 20) * 2
+
+
+def test_encode_uses_uint32_for_big_vocabularies(tmp_path):
+    tok = toklab.BPETokenizer.from_parts(
+        [bytes([b]) for b in range(256)] + [f"<|r{i}|>".encode() for i in range(70_000)],
+        [],
+        {f"<|r{i}|>": 256 + i for i in range(70_000)},
+    )
+    path = tmp_path / "big.json"
+    tok.save(path)
+    src = tmp_path / "a.txt"
+    src.write_text("hello")
+    result = CliRunner().invoke(
+        main, ["encode", str(path), str(src), "-o", str(tmp_path / "ids.npy")]
+    )
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "ids.npy").dtype == np.uint32
+
+
+def test_decode_errors(trained, tmp_path):
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.array([1, 5000]))
+    result = CliRunner().invoke(main, ["decode", str(trained), str(bad)])
+    assert result.exit_code != 0 and "unknown token id 5000" in result.output
+    np.save(bad, np.array([1.5]))
+    result = CliRunner().invoke(main, ["decode", str(trained), str(bad)])
+    assert result.exit_code != 0 and "integers" in result.output
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text('{"format": "toklab.bpe", "version": 1')
+    result = CliRunner().invoke(main, ["info", str(corrupt)])
+    assert result.exit_code != 0 and "corrupt tokenizer file" in result.output
+
+
+def test_invalid_utf8_file(trained, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok\n\xff")
+    result = CliRunner().invoke(
+        main, ["encode", str(trained), str(bad), "-o", str(tmp_path / "x.npy")]
+    )
+    assert result.exit_code != 0 and "invalid UTF-8 at byte 3" in result.output
+
+
+def test_info(trained):
+    result = CliRunner().invoke(main, ["info", str(trained)])
+    assert result.exit_code == 0
+    assert "vocab size:     1000" in result.output
+    assert "cl100k" in result.output and "<|eot|>" in result.output
+
+
+def test_export_and_import(trained, tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    runner = CliRunner()
+    hf_path = tmp_path / "tokenizer.json"
+    assert (
+        runner.invoke(
+            main, ["export", str(trained), "--format", "hf", "-o", str(hf_path)]
+        ).exit_code
+        == 0
+    )
+    hf = tokenizers.Tokenizer.from_file(str(hf_path))
+    tok = toklab.load(trained)
+    text = "Shall I compare thee to a summer's day? 12345"
+    assert hf.encode(text).ids == tok.encode(text).tolist()
+    tk_path = tmp_path / "bpe.tiktoken"
+    assert (
+        runner.invoke(
+            main, ["export", str(trained), "--format", "tiktoken", "-o", str(tk_path)]
+        ).exit_code
+        == 0
+    )
+    assert len(tk_path.read_text().splitlines()) == 999
+    back = tmp_path / "back.json"
+    result = runner.invoke(main, ["import", str(hf_path), "--format", "hf", "-o", str(back)])
+    assert result.exit_code == 0, result.output
+    assert toklab.load(back) == tok
+    result = runner.invoke(
+        main,
+        ["import", str(tk_path), "--format", "tiktoken", "--pattern", "cl100k", "-o", str(back)],
+    )
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(toklab.load(back).encode(text), tok.encode(text))
+
+
+@pytest.mark.parametrize("command", ["train", "encode", "decode", "info", "export", "import"])
+def test_help_has_an_example(command):
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output
+
+
+def test_installed_program_runs(trained):
+    result = subprocess.run(
+        [sys.executable, "-m", "toklab", "info", str(trained)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "merges:" in result.stdout
+    # Not a terminal: no progress bar output.
+    assert "counting" not in result.stderr and "merging" not in result.stderr
+
+
+def test_metadata_is_json(trained):
+    meta = json.loads(trained.read_text())["metadata"]
+    assert meta["trainer"]["method"] == "bpe"
