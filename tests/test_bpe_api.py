@@ -179,6 +179,14 @@ def test_unknown_and_bad_ids(small_tokenizer):
     assert small_tokenizer.decode(ids.tolist()) == "hello there"
 
 
+def test_lone_surrogates_are_rejected(small_tokenizer):
+    # Python strs may hold lone surrogates, which have no UTF-8 form: a ValueError, not a crash.
+    with pytest.raises(UnicodeEncodeError):
+        small_tokenizer.encode("a\ud800b")
+    with pytest.raises(ValueError):
+        toklab.train_bpe(["a\ud800b"], vocab_size=300)
+
+
 def test_bad_text_types(small_tokenizer):
     with pytest.raises(TypeError, match="decode bytes first"):
         small_tokenizer.encode(b"bytes")

@@ -10,6 +10,7 @@ A Rust core (``toklab._core``) behind a typed Python API. Every method is a
 'the cat'
 """
 
+from toklab.bpe import _VERSION as __version__
 from toklab.bpe import PATTERNS, BPETokenizer, count_words, train_bpe, train_bpe_from_counts
 from toklab.errors import (
     ConfigError,
@@ -24,8 +25,6 @@ from toklab.errors import (
     UnknownTokenError,
 )
 from toklab.tokenizer import Tokenizer, load
-
-__version__ = "0.1.0"
 
 __all__ = [
     "PATTERNS",

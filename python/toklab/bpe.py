@@ -21,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import base64
+import importlib.metadata
 import json
 import os
 import sys
@@ -47,7 +48,10 @@ PATTERNS: Mapping[str, str] = {
     "o200k": _core.O200K_PATTERN,
 }
 
-_VERSION = "0.1.0"
+try:
+    _VERSION = importlib.metadata.version("toklab")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    _VERSION = "unknown"
 
 
 def _threads(num_threads: int | None) -> int:
@@ -216,7 +220,6 @@ class BPETokenizer:
 
     def _special_ids(
         self,
-        text_or_texts: str | Sequence[str],
         allowed_special: Literal["all"] | Collection[str],
         disallowed_special: Literal["all"] | Collection[str],
     ) -> tuple[list[int], list[int]]:
@@ -257,7 +260,7 @@ class BPETokenizer:
         'hello<|eot|>'
         """
         _check_text(text)
-        allowed, disallowed = self._special_ids(text, allowed_special, disallowed_special)
+        allowed, disallowed = self._special_ids(allowed_special, disallowed_special)
         if not allowed and not disallowed:
             return ids_from_buffer(self._core.encode_ordinary(text))
         return ids_from_buffer(self._core.encode(text, allowed, disallowed))
@@ -290,7 +293,7 @@ class BPETokenizer:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise TypeError(f"texts must be str; item {i} is {type(t).__name__}")
-        allowed, disallowed = self._special_ids(texts, allowed_special, disallowed_special)
+        allowed, disallowed = self._special_ids(allowed_special, disallowed_special)
         flat, lengths = self._core.encode_batch(texts, allowed, disallowed, _threads(num_threads))
         ids = ids_from_buffer(flat)
         return np.split(ids, np.cumsum(lengths)[:-1]) if texts else []
@@ -311,7 +314,7 @@ class BPETokenizer:
         [True, True]
         """
         _check_text(text)
-        allowed, disallowed = self._special_ids(text, allowed_special, disallowed_special)
+        allowed, disallowed = self._special_ids(allowed_special, disallowed_special)
         ids, offsets = self._core.encode_with_offsets(text, allowed, disallowed)
         return ids_from_buffer(ids), np.frombuffer(offsets, dtype="<u8").reshape(-1, 2)
 
