@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 import toklab
 
 REPO = Path(__file__).resolve().parent.parent

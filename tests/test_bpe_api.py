@@ -11,9 +11,10 @@ import warnings
 
 import numpy as np
 import pytest
-import toklab
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import toklab
 from toklab import (
     BPETokenizer,
     ConfigError,

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 import toklab
 from conftest import documents, needs_shared
 

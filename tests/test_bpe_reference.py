@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import warnings
 
-import reference_bpe
-import toklab
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import reference_bpe
+import toklab
 
 # Small alphabets make many ties and overlapping pairs ("aaa"), the cases that go wrong.
 texts = st.lists(

@@ -8,8 +8,9 @@ import sys
 
 import numpy as np
 import pytest
-import toklab
 from click.testing import CliRunner
+
+import toklab
 from toklab.cli import main
 
 

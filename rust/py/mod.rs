@@ -485,6 +485,28 @@ fn progress_bar(show: bool, total: Option<u64>) -> indicatif::ProgressBar {
     bar
 }
 
+/// The pieces of `text` under `pattern`; `engine="regex"` bypasses the hand-written matchers of
+/// the named patterns (for differential tests).
+#[pyfunction]
+#[pyo3(signature = (text, pattern, engine="fast"))]
+fn pretokenize(py: Python<'_>, text: &str, pattern: &str, engine: &str) -> PyResult<Vec<String>> {
+    let pre = PreTokenizer::new(pattern).map_err(to_py)?;
+    let pre = match engine {
+        "fast" => pre,
+        "regex" => pre.regex_only(),
+        other => {
+            return Err(to_py(Error::Config(format!(
+                "engine must be \"fast\" or \"regex\", not {other:?}"
+            ))))
+        }
+    };
+    py.detach(|| {
+        pre.pieces(text)
+            .map(|p| p.into_iter().map(str::to_string).collect())
+    })
+    .map_err(to_py)
+}
+
 /// Resolves a pattern name (`gpt2`, `cl100k`, `o200k`, ...) to its regex.
 #[pyfunction]
 fn resolve_pattern(name_or_regex: &str) -> String {
@@ -498,6 +520,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(count_files, m)?)?;
     m.add_function(wrap_pyfunction!(count_iter, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_pattern, m)?)?;
+    m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
     m.add("GPT2_PATTERN", crate::pretok::GPT2_PATTERN)?;
     m.add("CL100K_PATTERN", crate::pretok::CL100K_PATTERN)?;
     m.add("O200K_PATTERN", crate::pretok::O200K_PATTERN)?;

@@ -15,7 +15,13 @@
 //! counting and encoding run on many threads and stream files in blocks while giving exactly the
 //! result of processing each text whole. Custom patterns are never cut.
 
+mod classes;
+mod fast;
+
 use crate::error::{Error, Result};
+
+/// A hand-written matcher: where the pattern's match starting at `start` ends.
+type FastMatcher = fn(&[u8], &[u8], usize) -> usize;
 
 /// GPT-2 / r50k_base (tiktoken's possessive form of the original GPT-2 pattern).
 pub const GPT2_PATTERN: &str =
@@ -82,6 +88,8 @@ pub struct PreTokenizer {
     pattern: String,
     regex: fancy_regex::Regex,
     kind: PatternKind,
+    /// For the named patterns: a hand-written matcher and the class table it reads.
+    fast: Option<(FastMatcher, &'static [u8])>,
 }
 
 impl PreTokenizer {
@@ -96,11 +104,28 @@ impl PreTokenizer {
                 reason: e.to_string(),
             })?;
         let kind = kind_of(&pattern);
+        let matcher: Option<FastMatcher> = match kind {
+            PatternKind::Gpt2 => Some(fast::gpt2_end),
+            PatternKind::Cl100k => Some(fast::cl100k_end),
+            PatternKind::O200k => Some(fast::o200k_end),
+            PatternKind::Custom => None,
+        };
+        let fast = matcher.zip(classes::table());
         Ok(Self {
             pattern,
             regex,
             kind,
+            fast,
         })
+    }
+
+    /// The same pre-tokenizer without the hand-written matcher: the regex engine only. For
+    /// differential tests and benchmarks.
+    pub fn regex_only(&self) -> Self {
+        Self {
+            fast: None,
+            ..self.clone()
+        }
     }
 
     /// The regex source (named patterns resolved).
@@ -113,7 +138,18 @@ impl PreTokenizer {
     }
 
     /// Calls `f(start, end)` for each piece of `text`, in order, covering all of it.
+    #[inline]
     pub fn for_each_piece(&self, text: &str, mut f: impl FnMut(usize, usize)) -> Result<()> {
+        if let Some((matcher, table)) = self.fast {
+            let b = text.as_bytes();
+            let mut s = 0;
+            while s < b.len() {
+                let e = matcher(b, table, s);
+                f(s, e);
+                s = e;
+            }
+            return Ok(());
+        }
         let mut covered = 0;
         for m in self.regex.find_iter(text) {
             let m = m.map_err(|e| Error::PreTokenize(e.to_string()))?;
@@ -274,6 +310,50 @@ mod tests {
             PreTokenizer::new("(unclosed"),
             Err(Error::Pattern { .. })
         ));
+    }
+
+    /// The hand-written matchers against the regexes, on text built to hit every alternative.
+    #[test]
+    fn fast_matchers_equal_the_regexes() {
+        let samples = [
+            "Hello world's THE'S we'LL they'Re I'd 'x ' ſ 'ſ 'Ş",
+            "  leading and trailing  \n\n \t\r\n x\u{3000}y\u{85}z \u{a0}\u{a0}a  ",
+            "12345 1 22 333 4444 ١٢٣٤ ²³ Ⅻ x1y2 a.b,c!? !!!\n\n?!/\n/x //\n",
+            "HelloWorld ABCdef abcDEF ǅungla Ǆ MᵃᵇC DŽx x\u{301}y \u{301}\u{301}a É\u{301}",
+            "日本語のテキスト 中文 한국어 עברית العربية देवनागरी ไทย 🦀🦀 emoji👍🏽",
+            "  \n",
+            "\n",
+            " ",
+            "",
+            "'",
+            "a'",
+            "' s",
+            "\r\n\r\n",
+            "x  \n  y",
+            "..\n\n  \n",
+        ];
+        for pat in ["gpt2", "cl100k", "o200k"] {
+            let fast = PreTokenizer::new(pat).expect("ok");
+            assert!(fast.fast.is_some());
+            let slow = fast.regex_only();
+            for text in samples {
+                assert_eq!(
+                    fast.pieces(text).expect("ok"),
+                    slow.pieces(text).expect("ok"),
+                    "{pat}: {text:?}"
+                );
+            }
+            // Every suffix, so every character is tried as a piece start.
+            let all = samples.concat();
+            for (i, _) in all.char_indices() {
+                let t = &all[i..];
+                assert_eq!(
+                    fast.pieces(t).expect("ok"),
+                    slow.pieces(t).expect("ok"),
+                    "{pat}: {t:?}"
+                );
+            }
+        }
     }
 
     #[test]
