@@ -3,6 +3,8 @@
 from collections.abc import Iterable, Sequence
 from os import PathLike
 
+import numpy as np
+
 GPT2_PATTERN: str
 CL100K_PATTERN: str
 O200K_PATTERN: str
@@ -49,7 +51,7 @@ class Bpe:
         disallowed: Sequence[int],
         num_threads: int,
     ) -> tuple[bytearray, list[int]]: ...
-    def decode_bytes(self, ids: bytes) -> bytes: ...
+    def decode_bytes(self, ids: np.ndarray) -> bytes: ...
     def find_special(self, text: str, ids: Sequence[int]) -> str | None: ...
 
 class WordCounts:

@@ -327,7 +327,7 @@ class BPETokenizer:
 
     def decode_bytes(self, ids: Any) -> bytes:
         """The bytes of a sequence of ids (special tokens give their text)."""
-        return self._core.decode_bytes(as_ids(ids, self.vocab_size).tobytes())
+        return self._core.decode_bytes(as_ids(ids, self.vocab_size))
 
     def decode(self, ids: Any, errors: str = "replace") -> str:
         """Decodes ids to text. Tokens can end mid-character, so ``errors`` (as in

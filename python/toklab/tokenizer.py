@@ -60,18 +60,21 @@ def as_ids(ids: IdsLike, vocab_size: int) -> np.ndarray:
         else:
             raise InvalidIdsError(f"token ids must be a 1-D sequence, got shape {arr.shape}")
     if arr.size == 0:
-        return np.zeros(0, dtype="<u4")
+        return np.zeros(0, dtype=np.uint32)
     if arr.dtype.kind not in "iu":
         raise InvalidIdsError(
             f"token ids must be integers, got dtype {arr.dtype}; convert with "
             "np.asarray(ids, dtype=np.uint32) if the values are whole numbers"
         )
+    if arr.dtype == np.uint32:
+        # The common case (ids from encode): no copy, no pass; the core checks the range.
+        return np.ascontiguousarray(arr)
     if arr.dtype.kind == "i" and arr.min() < 0:
         raise UnknownTokenError(f"unknown token id {int(arr.min())}: ids are never negative")
     top = int(arr.max())
     if top >= vocab_size or top > _U32_MAX:
         raise UnknownTokenError(f"unknown token id {top}: the vocabulary has ids 0..{vocab_size}")
-    return np.ascontiguousarray(arr, dtype="<u4")
+    return np.ascontiguousarray(arr, dtype=np.uint32)
 
 
 def load(path: str | os.PathLike[str]) -> Any:

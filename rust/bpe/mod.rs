@@ -74,7 +74,7 @@ impl Bpe {
                 return;
             }
         }
-        self.vocab.merge_piece(piece, out);
+        self.vocab.encode_piece(piece, out);
     }
 
     /// Encodes text with no special-token handling: special token strings are plain text.
@@ -242,19 +242,17 @@ impl Bpe {
 
     /// The bytes of a sequence of ids; fails on an id outside the vocabulary.
     pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(ids.len() * 4);
-        for &id in ids {
-            match self.vocab.token_bytes(id) {
-                Some(b) => out.extend_from_slice(b),
-                None => {
-                    return Err(Error::UnknownId {
-                        id: u64::from(id),
-                        vocab_size: self.vocab.len(),
-                    })
-                }
-            }
-        }
+        let mut out = vec![0; self.decoded_len(ids)?];
+        self.vocab.decode_into(ids, &mut out);
         Ok(out)
+    }
+
+    /// How many bytes `ids` decode to; fails on an id outside the vocabulary.
+    pub fn decoded_len(&self, ids: &[u32]) -> Result<usize> {
+        self.vocab.decoded_len(ids).map_err(|id| Error::UnknownId {
+            id: u64::from(id),
+            vocab_size: self.vocab.len(),
+        })
     }
 }
 

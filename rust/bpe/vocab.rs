@@ -29,7 +29,18 @@ pub struct Vocab {
     token_ids: FxHashMap<Vec<u8>, u32>,
     /// (content, id), sorted by id.
     specials: Vec<(String, u32)>,
+    /// Bit `id` is set when BPE encodes the bytes of token `id` as that one token, so that a piece
+    /// found in the vocabulary can skip merging. True of every token a BPE trainer makes; not
+    /// always of imported vocabularies. Computed on first use.
+    whole: std::sync::OnceLock<Vec<u64>>,
+    /// All token bytes back to back, then `DECODE_PAD` zero bytes, and where each token starts
+    /// (`offsets[id]..offsets[id + 1]`): decoding reads one flat table, not a `Vec` per token.
+    flat: Vec<u8>,
+    offsets: Vec<usize>,
 }
+
+/// Tokens up to this long are decoded with one fixed-size copy.
+const DECODE_PAD: usize = 16;
 
 impl Vocab {
     /// Builds and validates a vocabulary.
@@ -123,6 +134,14 @@ impl Vocab {
                 merged,
             });
         }
+        let mut offsets = Vec::with_capacity(n + 1);
+        let mut flat = Vec::with_capacity(tokens.iter().map(Vec::len).sum::<usize>() + DECODE_PAD);
+        for t in &tokens {
+            offsets.push(flat.len());
+            flat.extend_from_slice(t);
+        }
+        offsets.push(flat.len());
+        flat.resize(flat.len() + DECODE_PAD, 0);
         Ok(Self {
             tokens,
             byte_ids,
@@ -130,6 +149,9 @@ impl Vocab {
             merge_map,
             token_ids,
             specials,
+            whole: std::sync::OnceLock::new(),
+            flat,
+            offsets,
         })
     }
 
@@ -142,6 +164,7 @@ impl Vocab {
         // of lower rank, which are all in place by then.
         let mut vocab = Self::new(tokens, &[], specials)?;
         let mut scratch = Vec::new();
+        // (`whole` is computed lazily, after all merges are in place.)
         for id in 0..vocab.tokens.len() as u32 {
             if vocab.tokens[id as usize].len() < 2 || vocab.is_special(id) {
                 continue;
@@ -164,6 +187,38 @@ impl Vocab {
 
     pub fn len(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// The number of bytes that `ids` decode to; `Err(id)` for the first id out of range.
+    pub fn decoded_len(&self, ids: &[u32]) -> std::result::Result<usize, u32> {
+        let n = self.tokens.len();
+        let mut total = 0;
+        for &id in ids {
+            let i = id as usize;
+            if i >= n {
+                return Err(id);
+            }
+            total += self.offsets[i + 1] - self.offsets[i];
+        }
+        Ok(total)
+    }
+
+    /// Writes the bytes of `ids` into `out`, which must be exactly `decoded_len(ids)` long (ids
+    /// already checked). Short tokens are copied as fixed 16-byte blocks (the tail of each block
+    /// is overwritten by the next token), which is what makes decoding fast.
+    pub fn decode_into(&self, ids: &[u32], out: &mut [u8]) {
+        let mut pos = 0;
+        for &id in ids {
+            let i = id as usize;
+            let (s, e) = (self.offsets[i], self.offsets[i + 1]);
+            let len = e - s;
+            if len <= DECODE_PAD && pos + DECODE_PAD <= out.len() {
+                out[pos..pos + DECODE_PAD].copy_from_slice(&self.flat[s..s + DECODE_PAD]);
+            } else {
+                out[pos..pos + len].copy_from_slice(&self.flat[s..e]);
+            }
+            pos += len;
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -205,13 +260,45 @@ impl Vocab {
         self.merge_map.get(&(left, right)).copied()
     }
 
+    fn whole_tokens(&self) -> &[u64] {
+        self.whole.get_or_init(|| {
+            let mut bits = vec![0u64; self.tokens.len().div_ceil(64)];
+            let mut scratch = Vec::with_capacity(64);
+            for (bytes, &id) in &self.token_ids {
+                scratch.clear();
+                self.merge_piece(bytes, &mut scratch);
+                if scratch == [id] {
+                    bits[id as usize / 64] |= 1 << (id % 64);
+                }
+            }
+            bits
+        })
+    }
+
+    /// `merge_piece`, with a shortcut for pieces that are whole tokens (most pieces of most
+    /// text): one hash lookup instead of a merge loop.
+    #[inline]
+    pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
+        if piece.len() > 1 {
+            if let Some(&id) = self.token_ids.get(piece) {
+                let bits = self.whole_tokens();
+                if bits[id as usize / 64] & (1 << (id % 64)) != 0 {
+                    out.push(id);
+                    return;
+                }
+            }
+        }
+        self.merge_piece(piece, out);
+    }
+
     /// Appends the BPE encoding of one piece: start from its bytes and repeatedly apply the
     /// lowest-ranked merge among adjacent pairs, leftmost first on ties.
     pub fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
         match piece.len() {
             0 => {}
             1 => out.push(self.byte_ids[piece[0] as usize]),
-            n if n <= SMALL_PIECE => self.merge_small(piece, out),
+            n if n <= 16 => self.merge_small::<16>(piece, out),
+            n if n <= SMALL_PIECE => self.merge_small::<SMALL_PIECE>(piece, out),
             n if n < u32::MAX as usize => self.merge_large(piece, out),
             _ => {
                 // Beyond 4 GiB in one piece: merge in 1 GiB windows. Merges never reach across
@@ -224,19 +311,30 @@ impl Vocab {
         }
     }
 
-    /// Quadratic in the piece length, but with tiny constants: the right tool for the short
-    /// pieces that make up almost all text.
-    fn merge_small(&self, piece: &[u8], out: &mut Vec<u32>) {
-        let mut syms: Vec<u32> = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
-        let rank_at = |syms: &[u32], i: usize| -> u32 {
-            self.merge_of(syms[i], syms[i + 1])
-                .map_or(u32::MAX, |(rank, _)| rank)
-        };
-        let mut ranks: Vec<u32> = (0..syms.len() - 1).map(|i| rank_at(&syms, i)).collect();
-        loop {
+    /// Quadratic in the piece length, but with tiny constants and no allocation: the right tool
+    /// for the short pieces that make up almost all text. `N` bounds the piece length.
+    fn merge_small<const N: usize>(&self, piece: &[u8], out: &mut Vec<u32>) {
+        let n = piece.len();
+        debug_assert!(n >= 2 && n <= N);
+        let mut syms = [0u32; N];
+        // ranks[i], merged[i]: the merge of the pair (syms[i], syms[i + 1]), if any.
+        let mut ranks = [u32::MAX; N];
+        let mut merged = [0u32; N];
+        for (s, &b) in syms.iter_mut().zip(piece) {
+            *s = self.byte_ids[b as usize];
+        }
+        let pair = |syms: &[u32; N], i: usize| self.merge_of(syms[i], syms[i + 1]);
+        for i in 0..n - 1 {
+            if let Some((r, m)) = pair(&syms, i) {
+                ranks[i] = r;
+                merged[i] = m;
+            }
+        }
+        let mut len = n;
+        while len > 1 {
             let mut best = u32::MAX;
             let mut at = 0;
-            for (i, &r) in ranks.iter().enumerate() {
+            for (i, &r) in ranks[..len - 1].iter().enumerate() {
                 if r < best {
                     best = r;
                     at = i;
@@ -245,20 +343,20 @@ impl Vocab {
             if best == u32::MAX {
                 break;
             }
-            let (_, merged) = self
-                .merge_of(syms[at], syms[at + 1])
-                .unwrap_or((u32::MAX, u32::MAX));
-            syms[at] = merged;
-            syms.remove(at + 1);
-            ranks.remove(at);
-            if at < ranks.len() {
-                ranks[at] = rank_at(&syms, at);
+            syms[at] = merged[at];
+            syms.copy_within(at + 2..len, at + 1);
+            ranks.copy_within(at + 1..len - 1, at);
+            merged.copy_within(at + 1..len - 1, at);
+            len -= 1;
+            ranks[len - 1] = u32::MAX;
+            if at + 1 < len {
+                (ranks[at], merged[at]) = pair(&syms, at).unwrap_or((u32::MAX, 0));
             }
             if at > 0 {
-                ranks[at - 1] = rank_at(&syms, at - 1);
+                (ranks[at - 1], merged[at - 1]) = pair(&syms, at - 1).unwrap_or((u32::MAX, 0));
             }
         }
-        out.extend_from_slice(&syms);
+        out.extend_from_slice(&syms[..len]);
     }
 
     /// O(n log n): a linked list over the piece and a heap of candidate merges, validated lazily
@@ -355,9 +453,9 @@ mod tests {
     fn large_and_small_paths_agree() {
         let v = small();
         let piece: Vec<u8> = b"abaababbaaab".iter().copied().cycle().take(1000).collect();
-        for len in [2, 3, 10, 127, 128, 129, 500, 1000] {
+        for len in [2, 3, 10, 16, 17, 100, 127, 128] {
             let (mut s, mut l) = (Vec::new(), Vec::new());
-            v.merge_small(&piece[..len], &mut s);
+            v.merge_small::<SMALL_PIECE>(&piece[..len], &mut s);
             v.merge_large(&piece[..len], &mut l);
             assert_eq!(s, l, "length {len}");
         }

@@ -51,6 +51,8 @@ fn build() -> Option<Box<[u8]>> {
 }
 
 /// The characters that `(?i)x` matches, for an ASCII letter `x` (e.g. `s` -> `s`, `S`, `ſ`).
+/// Used by the tests to check the case folds that `fast.rs` hard-codes.
+#[cfg(test)]
 pub fn case_insensitive(letter: char) -> Vec<char> {
     let Ok(hir) = regex_syntax::parse(&format!("(?i){letter}")) else {
         return vec![letter];

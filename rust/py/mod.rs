@@ -50,25 +50,24 @@ fn to_py(e: Error) -> PyErr {
     }
 }
 
-fn ids_to_py<'py>(py: Python<'py>, ids: &[u32]) -> Bound<'py, PyByteArray> {
-    let mut raw = Vec::with_capacity(ids.len() * 4);
-    for id in ids {
-        raw.extend_from_slice(&id.to_le_bytes());
-    }
-    PyByteArray::new(py, &raw)
+fn ids_to_py<'py>(py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyByteArray>> {
+    PyByteArray::new_with(py, ids.len() * 4, |buf| {
+        for (chunk, id) in buf.chunks_exact_mut(4).zip(ids) {
+            chunk.copy_from_slice(&id.to_le_bytes());
+        }
+        Ok(())
+    })
 }
 
-fn ids_from_bytes(raw: &[u8]) -> PyResult<Vec<u32>> {
-    if raw.len() % 4 != 0 {
-        return Err(raise(
+/// Token ids from a buffer of native uint32 (what `toklab.tokenizer.as_ids` hands over).
+fn ids_from_buffer(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+    let buf = pyo3::buffer::PyBuffer::<u32>::get(obj).map_err(|_| {
+        raise(
             "InvalidIdsError",
-            "token ids must be packed little-endian uint32".into(),
-        ));
-    }
-    Ok(raw
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+            "token ids must be a contiguous uint32 buffer".into(),
+        )
+    })?;
+    buf.to_vec(obj.py())
 }
 
 /// A byte-level BPE tokenizer (immutable, thread-safe). The Python class
@@ -210,7 +209,7 @@ impl PyBpe {
         let ids = py
             .detach(|| self.inner.encode_ordinary_parallel(text, num_threads))
             .map_err(to_py)?;
-        Ok(ids_to_py(py, &ids))
+        ids_to_py(py, &ids)
     }
 
     fn encode<'py>(
@@ -223,13 +222,13 @@ impl PyBpe {
         let ids = py
             .detach(|| self.inner.encode(text, &allowed, &disallowed))
             .map_err(to_py)?;
-        Ok(ids_to_py(py, &ids))
+        ids_to_py(py, &ids)
     }
 
     /// Encodes arbitrary bytes (invalid UTF-8 included) with no special tokens.
     fn encode_bytes<'py>(&self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyByteArray>> {
         let ids = py.detach(|| self.inner.encode_bytes(data)).map_err(to_py)?;
-        Ok(ids_to_py(py, &ids))
+        ids_to_py(py, &ids)
     }
 
     /// `(ids, offsets)`: offsets packed as little-endian u64 `start, end` pairs.
@@ -248,7 +247,7 @@ impl PyBpe {
             raw.extend_from_slice(&(s as u64).to_le_bytes());
             raw.extend_from_slice(&(e as u64).to_le_bytes());
         }
-        Ok((ids_to_py(py, &ids), PyByteArray::new(py, &raw)))
+        Ok((ids_to_py(py, &ids)?, PyByteArray::new(py, &raw)))
     }
 
     /// `(flat_ids, lengths)` for many texts, encoded on `num_threads` threads.
@@ -268,14 +267,21 @@ impl PyBpe {
             .map_err(to_py)?;
         let lengths = encoded.iter().map(Vec::len).collect();
         let flat: Vec<u32> = encoded.concat();
-        Ok((ids_to_py(py, &flat), lengths))
+        Ok((ids_to_py(py, &flat)?, lengths))
     }
 
-    /// Bytes of ids given as packed little-endian u32.
-    fn decode_bytes<'py>(&self, py: Python<'py>, ids: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        let ids = ids_from_bytes(ids)?;
-        let bytes = py.detach(|| self.inner.decode_bytes(&ids)).map_err(to_py)?;
-        Ok(PyBytes::new(py, &bytes))
+    /// Bytes of ids given as a contiguous uint32 buffer (a numpy array).
+    fn decode_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let ids = ids_from_buffer(ids)?;
+        let len = py.detach(|| self.inner.decoded_len(&ids)).map_err(to_py)?;
+        PyBytes::new_with(py, len, |out| {
+            py.detach(|| self.inner.vocab().decode_into(&ids, out));
+            Ok(())
+        })
     }
 
     /// The first special token among `ids` that occurs in `text`, or None.
