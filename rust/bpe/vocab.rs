@@ -37,6 +37,10 @@ pub struct Vocab {
     /// (`offsets[id]..offsets[id + 1]`): decoding reads one flat table, not a `Vec` per token.
     flat: Vec<u8>,
     offsets: Vec<usize>,
+    /// Every merge ranks after the merges that made its two parts, so a merge never creates a
+    /// pair of lower rank than itself. True of every vocabulary a BPE trainer makes; it lets long
+    /// pieces be merged rank by rank in linear time (`merge_by_rank`).
+    monotone: bool,
 }
 
 /// Tokens up to this long are decoded with one fixed-size copy.
@@ -142,6 +146,7 @@ impl Vocab {
         }
         offsets.push(flat.len());
         flat.resize(flat.len() + DECODE_PAD, 0);
+        let monotone = is_monotone(n, &merge_list);
         Ok(Self {
             tokens,
             byte_ids,
@@ -152,6 +157,7 @@ impl Vocab {
             whole: std::sync::OnceLock::new(),
             flat,
             offsets,
+            monotone,
         })
     }
 
@@ -182,6 +188,7 @@ impl Vocab {
                 });
             }
         }
+        vocab.monotone = is_monotone(vocab.tokens.len(), &vocab.merges);
         Ok(vocab)
     }
 
@@ -299,13 +306,13 @@ impl Vocab {
             1 => out.push(self.byte_ids[piece[0] as usize]),
             n if n <= 16 => self.merge_small::<16>(piece, out),
             n if n <= SMALL_PIECE => self.merge_small::<SMALL_PIECE>(piece, out),
-            n if n < u32::MAX as usize => self.merge_large(piece, out),
+            n if n < u32::MAX as usize => self.merge_long(piece, out),
             _ => {
                 // Beyond 4 GiB in one piece: merge in 1 GiB windows. Merges never reach across
                 // the windows' edges, so this is the only place where the result can differ from
                 // exact BPE; no real text has such a piece.
                 for window in piece.chunks(1 << 30) {
-                    self.merge_large(window, out);
+                    self.merge_long(window, out);
                 }
             }
         }
@@ -359,8 +366,91 @@ impl Vocab {
         out.extend_from_slice(&syms[..len]);
     }
 
-    /// O(n log n): a linked list over the piece and a heap of candidate merges, validated lazily
-    /// when popped, so one 100 MB piece encodes in seconds rather than never.
+    fn merge_long(&self, piece: &[u8], out: &mut Vec<u32>) {
+        if self.monotone {
+            self.merge_by_rank(piece, out);
+        } else {
+            self.merge_large(piece, out);
+        }
+    }
+
+    /// Linear time for monotone vocabularies: since a merge only ever creates pairs of higher
+    /// rank, lowest-rank-first BPE equals applying the merges in rank order, each to all its
+    /// occurrences left to right (exactly what training did). Occurrences wait in one bucket per
+    /// rank; a small heap holds the ranks that have a bucket.
+    fn merge_by_rank(&self, piece: &[u8], out: &mut Vec<u32>) {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        const NONE: u32 = u32::MAX;
+        let n = piece.len();
+        let mut syms: Vec<u32> = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
+        let mut next: Vec<u32> = (1..=n as u32).collect();
+        next[n - 1] = NONE;
+        let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
+        prev[0] = NONE;
+        let mut buckets: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+        let mut ranks: BinaryHeap<Reverse<u32>> = BinaryHeap::new();
+        fn add(
+            buckets: &mut FxHashMap<u32, Vec<u32>>,
+            ranks: &mut BinaryHeap<Reverse<u32>>,
+            rank: u32,
+            pos: u32,
+        ) {
+            buckets
+                .entry(rank)
+                .or_insert_with(|| {
+                    ranks.push(Reverse(rank));
+                    Vec::new()
+                })
+                .push(pos);
+        }
+        for i in 0..n - 1 {
+            if let Some((rank, _)) = self.merge_of(syms[i], syms[i + 1]) {
+                add(&mut buckets, &mut ranks, rank, i as u32);
+            }
+        }
+        while let Some(Reverse(rank)) = ranks.pop() {
+            let Some(mut positions) = buckets.remove(&rank) else {
+                continue;
+            };
+            // Positions arrive in runs of increasing order; sorting them is cheap, and it makes
+            // overlapping occurrences (`a a a` with merge `(a, a)`) merge leftmost first.
+            positions.sort_unstable();
+            let m = self.merges[rank as usize];
+            for pos in positions {
+                let p = pos as usize;
+                let right = next[p];
+                if syms[p] != m.left || right == NONE || syms[right as usize] != m.right {
+                    continue;
+                }
+                let r = right as usize;
+                syms[p] = m.merged;
+                syms[r] = NONE;
+                let after = next[r];
+                next[p] = after;
+                if after != NONE {
+                    prev[after as usize] = pos;
+                    if let Some((rk, _)) = self.merge_of(m.merged, syms[after as usize]) {
+                        add(&mut buckets, &mut ranks, rk, pos);
+                    }
+                }
+                let before = prev[p];
+                if before != NONE {
+                    if let Some((rk, _)) = self.merge_of(syms[before as usize], m.merged) {
+                        add(&mut buckets, &mut ranks, rk, before);
+                    }
+                }
+            }
+        }
+        let mut i = 0u32;
+        while i != NONE {
+            out.push(syms[i as usize]);
+            i = next[i as usize];
+        }
+    }
+
+    /// O(n log n) for any vocabulary: a linked list over the piece and a heap of candidate
+    /// merges, validated lazily when popped.
     fn merge_large(&self, piece: &[u8], out: &mut Vec<u32>) {
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
@@ -417,8 +507,21 @@ impl Vocab {
     }
 }
 
-/// Pieces up to this many bytes use the quadratic scan; longer ones the heap.
+/// Pieces up to this many bytes use the quadratic scan; longer ones `merge_long`.
 const SMALL_PIECE: usize = 128;
+
+/// Whether every merge ranks after the merges that made its parts (see `Vocab::monotone`).
+fn is_monotone(n_tokens: usize, merges: &[Merge]) -> bool {
+    // made_at[t]: the last rank that produces t (+1; 0 for tokens no merge makes).
+    let mut made_at = vec![0usize; n_tokens];
+    for (rank, m) in merges.iter().enumerate() {
+        made_at[m.merged as usize] = rank + 1;
+    }
+    merges
+        .iter()
+        .enumerate()
+        .all(|(rank, m)| made_at[m.left as usize] <= rank && made_at[m.right as usize] <= rank)
+}
 
 #[cfg(test)]
 mod tests {
@@ -458,7 +561,31 @@ mod tests {
             v.merge_small::<SMALL_PIECE>(&piece[..len], &mut s);
             v.merge_large(&piece[..len], &mut l);
             assert_eq!(s, l, "length {len}");
+            let mut r = Vec::new();
+            v.merge_by_rank(&piece[..len], &mut r);
+            assert_eq!(s, r, "length {len}");
         }
+    }
+
+    #[test]
+    fn non_monotone_vocabularies_merge_correctly() {
+        // (ab, c) ranks before (a, b), which makes "ab": merging (a, b) creates a pair of
+        // lower rank, so long pieces must take the heap, not the rank-by-rank pass.
+        let mut tokens = bytes_vocab();
+        tokens.push(b"ab".to_vec()); // 256
+        tokens.push(b"abc".to_vec()); // 257
+        let (a, b, c) = (u32::from(b'a'), u32::from(b'b'), u32::from(b'c'));
+        let v = Vocab::new(tokens, &[(256, c), (a, b)], vec![]).expect("valid");
+        assert!(!v.monotone);
+        assert!(small().monotone);
+        let piece: Vec<u8> = b"abcab".iter().copied().cycle().take(1000).collect();
+        let (mut short, mut long) = (Vec::new(), Vec::new());
+        v.merge_small::<SMALL_PIECE>(&piece[..100], &mut short);
+        v.merge_piece(&piece[..100], &mut long);
+        assert_eq!(short, long);
+        long.clear();
+        v.merge_piece(&piece, &mut long);
+        assert_eq!(long, [257, 256].repeat(200)); // "abc", "ab", ...
     }
 
     #[test]
