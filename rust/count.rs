@@ -22,7 +22,7 @@ use crate::pretok::PreTokenizer;
 const PART_BYTES: usize = 1 << 20;
 /// Files are read in blocks of about this size (small in tests, to exercise the block logic).
 #[cfg(not(test))]
-const BLOCK_BYTES: usize = 8 << 20;
+const BLOCK_BYTES: usize = 1 << 20;
 #[cfg(test)]
 const BLOCK_BYTES: usize = 1 << 16;
 
@@ -179,7 +179,7 @@ impl Counter {
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<()> {
         let threads = crate::par::thread_count(self.threads, usize::MAX);
-        let (tx, rx) = mpsc::sync_channel::<String>(threads * 2);
+        let (tx, rx) = mpsc::sync_channel::<String>(threads);
         let rx = Mutex::new(rx);
         let this = &*self;
         let (read_result, partial) = std::thread::scope(|s| {

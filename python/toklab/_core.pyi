@@ -71,6 +71,7 @@ class WordCounts:
         min_frequency: int = 1,
         max_token_length: int | None = None,
         progress: bool = False,
+        consume: bool = False,
     ) -> Bpe: ...
 
 def count_files(

@@ -294,9 +294,10 @@ class BPETokenizer:
             if not isinstance(t, str):
                 raise TypeError(f"texts must be str; item {i} is {type(t).__name__}")
         allowed, disallowed = self._special_ids(allowed_special, disallowed_special)
-        flat, lengths = self._core.encode_batch(texts, allowed, disallowed, _threads(num_threads))
+        flat, offsets = self._core.encode_batch(texts, allowed, disallowed, _threads(num_threads))
         ids = ids_from_buffer(flat)
-        return np.split(ids, np.cumsum(lengths)[:-1]) if texts else []
+        # Slicing views is several times faster than np.split for many short texts.
+        return [ids[s:e] for s, e in zip(offsets, offsets[1:], strict=False)]
 
     def encode_with_offsets(
         self,
@@ -550,6 +551,7 @@ def train_bpe(
         min_frequency=min_frequency,
         max_token_length=max_token_length,
         progress=progress,
+        _consume=True,  # the counts are ours alone: let the trainer free them as it goes
     )
 
 
@@ -561,6 +563,7 @@ def train_bpe_from_counts(
     min_frequency: int = 1,
     max_token_length: int | None = None,
     progress: bool | None = None,
+    _consume: bool = False,
 ) -> BPETokenizer:
     """Trains on counts from :func:`count_words` (possibly summed over shards)."""
     if min_frequency < 1:
@@ -569,8 +572,9 @@ def train_bpe_from_counts(
         raise ConfigError(f"max_token_length must be at least 1, not {max_token_length}")
     if progress is None:
         progress = sys.stderr.isatty()
+    bytes_seen, distinct = counts.bytes_seen, len(counts)
     core = counts.train_bpe(
-        vocab_size, list(special_tokens), min_frequency, max_token_length, progress
+        vocab_size, list(special_tokens), min_frequency, max_token_length, progress, _consume
     )
     metadata = {
         "toklab_version": _VERSION,
@@ -579,8 +583,8 @@ def train_bpe_from_counts(
             "vocab_size": vocab_size,
             "min_frequency": min_frequency,
             "max_token_length": max_token_length,
-            "bytes_seen": counts.bytes_seen,
-            "distinct_pieces": len(counts),
+            "bytes_seen": bytes_seen,
+            "distinct_pieces": distinct,
         },
     }
     tok = BPETokenizer(core, metadata)

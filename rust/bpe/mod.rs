@@ -233,11 +233,62 @@ impl Bpe {
         disallowed: &[u32],
         threads: usize,
     ) -> Result<Vec<Vec<u32>>> {
-        crate::par::map(texts, threads, |t| {
-            self.encode(t.as_ref(), allowed, disallowed)
-        })
-        .into_iter()
-        .collect()
+        let (flat, offsets) = self.encode_batch_flat(texts, allowed, disallowed, threads)?;
+        Ok(offsets
+            .windows(2)
+            .map(|w| flat[w[0]..w[1]].to_vec())
+            .collect())
+    }
+
+    /// `encode_batch` as one flat id vector and `texts.len() + 1` offsets into it. Texts are
+    /// grouped into runs of about 64 KiB, so that threads take work in sizeable pieces and each
+    /// run fills one vector: no allocation per text, whatever the batch looks like.
+    pub fn encode_batch_flat<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        allowed: &[u32],
+        disallowed: &[u32],
+        threads: usize,
+    ) -> Result<(Vec<u32>, Vec<usize>)> {
+        const RUN_BYTES: usize = 64 << 10;
+        let mut runs = Vec::new();
+        let (mut start, mut size) = (0, 0);
+        for (i, t) in texts.iter().enumerate() {
+            size += t.as_ref().len() + 16;
+            if size >= RUN_BYTES {
+                runs.push(start..i + 1);
+                (start, size) = (i + 1, 0);
+            }
+        }
+        if start < texts.len() {
+            runs.push(start..texts.len());
+        }
+        let encoded = crate::par::map(&runs, threads, |run| -> Result<(Vec<u32>, Vec<usize>)> {
+            let mut ids = Vec::new();
+            let mut lengths = Vec::with_capacity(run.len());
+            for t in &texts[run.clone()] {
+                let before = ids.len();
+                let t = t.as_ref();
+                if allowed.is_empty() && disallowed.is_empty() {
+                    self.encode_ordinary_into(t, &mut ids)?;
+                } else {
+                    ids.extend(self.encode(t, allowed, disallowed)?);
+                }
+                lengths.push(ids.len() - before);
+            }
+            Ok((ids, lengths))
+        });
+        let mut flat = Vec::new();
+        let mut offsets = Vec::with_capacity(texts.len() + 1);
+        offsets.push(0);
+        for run in encoded {
+            let (ids, lengths) = run?;
+            for len in lengths {
+                offsets.push(offsets[offsets.len() - 1] + len);
+            }
+            flat.extend_from_slice(&ids);
+        }
+        Ok((flat, offsets))
     }
 
     /// The bytes of a sequence of ids; fails on an id outside the vocabulary.

@@ -14,10 +14,6 @@
 //! the same); training stops when the vocabulary is full, when no pair is left, or when the best
 //! pair occurs fewer than `min_frequency` times.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-use std::rc::Rc;
-
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::vocab::Vocab;
@@ -85,33 +81,105 @@ impl TrainConfig {
 
 const NONE: u32 = u32::MAX;
 
-/// A candidate merge in the heap. Its count may be stale (higher than the pair's current count);
-/// that is checked when it reaches the top.
+/// A candidate merge: a pair and its count when pushed. The count may be stale (higher than the
+/// pair's current count); that is checked when it reaches the top.
+#[derive(Clone, Copy)]
 struct Candidate {
     count: i64,
-    left: Rc<[u8]>,
-    right: Rc<[u8]>,
     pair: (u32, u32),
 }
 
-impl PartialEq for Candidate {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
+/// A max-heap of candidates ordered by count, then by the smaller `(left bytes, right bytes)`.
+/// Hand-written rather than `BinaryHeap` so that entries are 16 bytes of ids and the byte
+/// comparison reads the token table, instead of each entry carrying its own bytes.
+struct CandidateHeap {
+    data: Vec<Candidate>,
+}
+
+impl CandidateHeap {
+    /// Whether `x` should be popped before `y`.
+    #[inline]
+    fn above(tokens: &[Vec<u8>], x: &Candidate, y: &Candidate) -> bool {
+        if x.count != y.count {
+            return x.count > y.count;
+        }
+        let key = |c: &Candidate| {
+            (
+                &tokens[c.pair.0 as usize],
+                &tokens[c.pair.1 as usize],
+                c.pair,
+            )
+        };
+        key(x) < key(y)
+    }
+
+    fn new(data: Vec<Candidate>, tokens: &[Vec<u8>]) -> Self {
+        let mut heap = Self { data };
+        for i in (0..heap.data.len() / 2).rev() {
+            heap.sift_down(i, tokens);
+        }
+        heap
+    }
+
+    fn push(&mut self, c: Candidate, tokens: &[Vec<u8>]) {
+        self.data.push(c);
+        let mut i = self.data.len() - 1;
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if !Self::above(tokens, &self.data[i], &self.data[parent]) {
+                break;
+            }
+            self.data.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn pop(&mut self, tokens: &[Vec<u8>]) -> Option<Candidate> {
+        if self.data.is_empty() {
+            return None;
+        }
+        let top = self.data.swap_remove(0);
+        self.sift_down(0, tokens);
+        Some(top)
+    }
+
+    fn sift_down(&mut self, mut i: usize, tokens: &[Vec<u8>]) {
+        let n = self.data.len();
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut best = i;
+            if l < n && Self::above(tokens, &self.data[l], &self.data[best]) {
+                best = l;
+            }
+            if r < n && Self::above(tokens, &self.data[r], &self.data[best]) {
+                best = r;
+            }
+            if best == i {
+                return;
+            }
+            self.data.swap(i, best);
+            i = best;
+        }
     }
 }
-impl Eq for Candidate {}
-impl PartialOrd for Candidate {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
+
+/// A pair's total count and the positions where it may occur (some stale).
+#[derive(Default)]
+struct PairStats {
+    count: i64,
+    positions: Vec<u32>,
 }
-impl Ord for Candidate {
-    /// Max-heap order: higher count first, then the smaller `(left, right)` bytes.
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.count
-            .cmp(&other.count)
-            .then_with(|| (&*other.left, &*other.right).cmp(&(&*self.left, &*self.right)))
-            .then_with(|| other.pair.cmp(&self.pair))
+
+/// Adds `delta` to a pair's count (recording `pos` as an occurrence if it grew); a pair whose
+/// count drops to zero is forgotten, with its positions, which are all stale by then.
+#[inline]
+fn bump(pairs: &mut FxHashMap<(u32, u32), PairStats>, pair: (u32, u32), delta: i64, pos: u32) {
+    let stats = pairs.entry(pair).or_default();
+    stats.count += delta;
+    if delta > 0 {
+        stats.positions.push(pos);
+    } else if stats.count <= 0 {
+        pairs.remove(&pair);
     }
 }
 
@@ -128,8 +196,19 @@ struct Corpus {
 /// Trains byte-level BPE on word counts. Token ids: bytes are `0..256` (id = byte value), then
 /// merged tokens in the order they were made, then `special_tokens` in the order given.
 pub fn train(counts: &WordCounts, cfg: &TrainConfig) -> Result<Vocab> {
+    let words = counts.words.iter().map(|(w, c)| (w.as_slice(), *c));
+    train_words(words.collect(), cfg)
+}
+
+/// `train`, consuming the counts: each word's memory is freed as soon as it is laid out, so
+/// the counts and the trainer's arrays are never both held whole.
+pub fn train_owned(counts: WordCounts, cfg: &TrainConfig) -> Result<Vocab> {
+    train_words(counts.words.into_iter().collect(), cfg)
+}
+
+fn train_words<W: AsRef<[u8]> + Ord>(mut words: Vec<(W, u64)>, cfg: &TrainConfig) -> Result<Vocab> {
     cfg.validate()?;
-    if counts.words.is_empty() {
+    if words.is_empty() {
         return Err(Error::EmptyCorpus);
     }
     let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
@@ -138,20 +217,14 @@ pub fn train(counts: &WordCounts, cfg: &TrainConfig) -> Result<Vocab> {
         .enumerate()
         .map(|(i, t)| (t.clone(), i as u32))
         .collect();
-    let mut shared: Vec<Rc<[u8]>> = tokens.iter().map(|t| Rc::from(t.as_slice())).collect();
     let mut merges: Vec<(u32, u32)> = Vec::new();
     let new_tokens = cfg.vocab_size - 256 - cfg.special_tokens.len();
 
     // Lay the words out in a fixed order (the order does not affect the result, but it makes
     // runs reproducible to the byte).
-    let mut words: Vec<(&Vec<u8>, u64)> = counts
-        .words
-        .iter()
-        .filter(|(w, c)| w.len() >= 2 && **c > 0)
-        .map(|(w, c)| (w, *c))
-        .collect();
+    words.retain(|(w, c)| w.as_ref().len() >= 2 && *c > 0);
     words.sort_unstable();
-    let total: usize = words.iter().map(|(w, _)| w.len()).sum();
+    let total: usize = words.iter().map(|(w, _)| w.as_ref().len()).sum();
     if total >= NONE as usize {
         return Err(Error::Config(format!(
             "the distinct words hold {total} bytes; at most {} are supported",
@@ -165,12 +238,12 @@ pub fn train(counts: &WordCounts, cfg: &TrainConfig) -> Result<Vocab> {
         word: Vec::with_capacity(total),
         word_count: Vec::with_capacity(words.len()),
     };
-    let mut pair_count: FxHashMap<(u32, u32), i64> = FxHashMap::default();
-    let mut pair_pos: FxHashMap<(u32, u32), Vec<u32>> = FxHashMap::default();
-    for (word, count) in &words {
+    let mut pairs: FxHashMap<(u32, u32), PairStats> = FxHashMap::default();
+    for (word, count) in words {
+        let word = word.as_ref();
         let start = c.sym.len() as u32;
         let word_index = c.word_count.len() as u32;
-        c.word_count.push(*count);
+        c.word_count.push(count);
         let n = word.len() as u32;
         for (i, &b) in word.iter().enumerate() {
             let i = i as u32;
@@ -180,23 +253,21 @@ pub fn train(counts: &WordCounts, cfg: &TrainConfig) -> Result<Vocab> {
             c.word.push(word_index);
             if i > 0 {
                 let pair = (u32::from(word[i as usize - 1]), u32::from(b));
-                *pair_count.entry(pair).or_insert(0) += *count as i64;
-                pair_pos.entry(pair).or_default().push(start + i - 1);
+                bump(&mut pairs, pair, count as i64, start + i - 1);
             }
         }
     }
-    drop(words);
 
-    let candidate = |shared: &[Rc<[u8]>], pair: (u32, u32), count: i64| Candidate {
-        count,
-        left: shared[pair.0 as usize].clone(),
-        right: shared[pair.1 as usize].clone(),
-        pair,
-    };
-    let mut heap: BinaryHeap<Candidate> = pair_count
-        .iter()
-        .map(|(&pair, &count)| candidate(&shared, pair, count))
-        .collect();
+    let mut heap = CandidateHeap::new(
+        pairs
+            .iter()
+            .map(|(&pair, s)| Candidate {
+                count: s.count,
+                pair,
+            })
+            .collect(),
+        &tokens,
+    );
 
     let bar = if cfg.progress {
         indicatif::ProgressBar::new(new_tokens as u64)
@@ -213,30 +284,34 @@ pub fn train(counts: &WordCounts, cfg: &TrainConfig) -> Result<Vocab> {
     let mut added = 0usize;
     let mut grown: FxHashSet<(u32, u32)> = FxHashSet::default();
     while added < new_tokens {
-        let Some(top) = heap.pop() else { break };
-        let current = pair_count.get(&top.pair).copied().unwrap_or(0);
+        let Some(top) = heap.pop(&tokens) else { break };
+        let current = pairs.get(&top.pair).map_or(0, |s| s.count);
         if current != top.count {
             if current > 0 {
-                heap.push(candidate(&shared, top.pair, current));
+                let fresh = Candidate {
+                    count: current,
+                    pair: top.pair,
+                };
+                heap.push(fresh, &tokens);
             }
             continue;
         }
         if current <= 0 || (current as u64) < cfg.min_frequency {
             break;
         }
+        let (a, b) = top.pair;
+        let (left, right) = (&tokens[a as usize], &tokens[b as usize]);
         if let Some(max) = cfg.max_token_length {
-            if top.left.len() + top.right.len() > max {
+            if left.len() + right.len() > max {
                 continue;
             }
         }
-        let (a, b) = top.pair;
-        let mut joined = top.left.to_vec();
-        joined.extend_from_slice(&top.right);
+        let mut joined = left.clone();
+        joined.extend_from_slice(right);
         let merged = match token_ids.get(&joined) {
             Some(&id) => id,
             None => {
                 let id = tokens.len() as u32;
-                shared.push(Rc::from(joined.as_slice()));
                 token_ids.insert(joined.clone(), id);
                 tokens.push(joined);
                 added += 1;
@@ -246,7 +321,7 @@ pub fn train(counts: &WordCounts, cfg: &TrainConfig) -> Result<Vocab> {
         };
         merges.push((a, b));
 
-        let mut positions = pair_pos.remove(&top.pair).unwrap_or_default();
+        let mut positions = pairs.remove(&top.pair).unwrap_or_default().positions;
         positions.sort_unstable();
         positions.dedup();
         grown.clear();
@@ -260,17 +335,19 @@ pub fn train(counts: &WordCounts, cfg: &TrainConfig) -> Result<Vocab> {
             let before = c.prev[p];
             if before != NONE {
                 let s = c.sym[before as usize];
-                *pair_count.entry((s, a)).or_insert(0) -= w;
-                *pair_count.entry((s, merged)).or_insert(0) += w;
-                pair_pos.entry((s, merged)).or_default().push(before);
+                if (s, a) != top.pair {
+                    bump(&mut pairs, (s, a), -w, before);
+                }
+                bump(&mut pairs, (s, merged), w, before);
                 grown.insert((s, merged));
             }
             let after = c.next[right as usize];
             if after != NONE {
                 let s = c.sym[after as usize];
-                *pair_count.entry((b, s)).or_insert(0) -= w;
-                *pair_count.entry((merged, s)).or_insert(0) += w;
-                pair_pos.entry((merged, s)).or_default().push(pos);
+                if (b, s) != top.pair {
+                    bump(&mut pairs, (b, s), -w, pos);
+                }
+                bump(&mut pairs, (merged, s), w, pos);
                 grown.insert((merged, s));
                 c.prev[after as usize] = pos;
             }
@@ -281,11 +358,11 @@ pub fn train(counts: &WordCounts, cfg: &TrainConfig) -> Result<Vocab> {
             c.next[r] = NONE;
             c.prev[r] = NONE;
         }
-        pair_count.remove(&top.pair);
         for &pair in &grown {
-            if let Some(&count) = pair_count.get(&pair) {
-                if count > 0 {
-                    heap.push(candidate(&shared, pair, count));
+            if let Some(s) = pairs.get(&pair) {
+                if s.count > 0 {
+                    let count = s.count;
+                    heap.push(Candidate { count, pair }, &tokens);
                 }
             }
         }

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyByteArray, PyBytes};
 
-use crate::bpe::train::{train, TrainConfig};
+use crate::bpe::train::{train, train_owned, TrainConfig};
 use crate::bpe::{io, Bpe, Vocab};
 use crate::count::{Counter, Utf8Errors, WordCounts};
 use crate::error::Error;
@@ -250,7 +250,8 @@ impl PyBpe {
         Ok((ids_to_py(py, &ids)?, PyByteArray::new(py, &raw)))
     }
 
-    /// `(flat_ids, lengths)` for many texts, encoded on `num_threads` threads.
+    /// `(flat_ids, offsets)` for many texts, encoded on `num_threads` threads: text `i` has the
+    /// ids `flat[offsets[i]..offsets[i + 1]]`.
     fn encode_batch<'py>(
         &self,
         py: Python<'py>,
@@ -259,15 +260,13 @@ impl PyBpe {
         disallowed: Vec<u32>,
         num_threads: usize,
     ) -> PyResult<(Bound<'py, PyByteArray>, Vec<usize>)> {
-        let encoded = py
+        let (flat, offsets) = py
             .detach(|| {
                 self.inner
-                    .encode_batch(&texts, &allowed, &disallowed, num_threads)
+                    .encode_batch_flat(&texts, &allowed, &disallowed, num_threads)
             })
             .map_err(to_py)?;
-        let lengths = encoded.iter().map(Vec::len).collect();
-        let flat: Vec<u32> = encoded.concat();
-        Ok((ids_to_py(py, &flat)?, lengths))
+        Ok((ids_to_py(py, &flat)?, offsets))
     }
 
     /// Bytes of ids given as a contiguous uint32 buffer (a numpy array).
@@ -302,24 +301,42 @@ impl PyBpe {
 /// Piece counts of a corpus: a mergeable partial result (`a + b`), and what BPE trains on.
 #[pyclass(frozen, module = "toklab._core", name = "WordCounts")]
 pub struct PyWordCounts {
-    inner: WordCounts,
+    /// Behind a lock so that training can take the counts (`consume=True`) and free them early.
+    inner: std::sync::Mutex<WordCounts>,
     pattern: String,
+}
+
+impl PyWordCounts {
+    fn new(inner: WordCounts, pattern: String) -> Self {
+        Self {
+            inner: std::sync::Mutex::new(inner),
+            pattern,
+        }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, WordCounts> {
+        // A panic while holding the lock cannot leave the counts half-updated in a way that
+        // matters more than the panic itself, so a poisoned lock is simply taken over.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[pymethods]
 impl PyWordCounts {
     fn __len__(&self) -> usize {
-        self.inner.words.len()
+        self.counts().words.len()
     }
 
     #[getter]
     fn bytes_seen(&self) -> u64 {
-        self.inner.bytes_seen
+        self.counts().bytes_seen
     }
 
     #[getter]
     fn total(&self) -> u64 {
-        self.inner.words.values().sum()
+        self.counts().words.values().sum()
     }
 
     #[getter]
@@ -329,7 +346,8 @@ impl PyWordCounts {
 
     /// The `n` most frequent pieces as `(bytes, count)`, ties by bytes.
     fn most_common<'py>(&self, py: Python<'py>, n: usize) -> Vec<(Bound<'py, PyBytes>, u64)> {
-        let mut all: Vec<(&Vec<u8>, &u64)> = self.inner.words.iter().collect();
+        let counts = self.counts();
+        let mut all: Vec<(&Vec<u8>, &u64)> = counts.words.iter().collect();
         all.sort_unstable_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
         all.into_iter()
             .take(n)
@@ -343,16 +361,16 @@ impl PyWordCounts {
                 "cannot add word counts made with different pre-tokenization patterns".into(),
             )));
         }
-        let mut inner = self.inner.clone();
-        py.detach(|| inner.merge(other.inner.clone()));
-        Ok(Self {
-            inner,
-            pattern: self.pattern.clone(),
-        })
+        let mut inner = self.counts().clone();
+        let theirs = other.counts().clone();
+        py.detach(|| inner.merge(theirs));
+        Ok(Self::new(inner, self.pattern.clone()))
     }
 
-    /// Trains BPE on these counts.
-    #[pyo3(signature = (vocab_size, special_tokens, min_frequency=1, max_token_length=None, progress=false))]
+    /// Trains BPE on these counts. `consume=True` hands the counts over to the trainer, which
+    /// frees them as it goes (lower peak memory); these counts are then empty.
+    #[pyo3(signature = (vocab_size, special_tokens, min_frequency=1, max_token_length=None, progress=false, consume=false))]
+    #[allow(clippy::too_many_arguments)]
     fn train_bpe(
         &self,
         py: Python<'_>,
@@ -361,6 +379,7 @@ impl PyWordCounts {
         min_frequency: u64,
         max_token_length: Option<usize>,
         progress: bool,
+        consume: bool,
     ) -> PyResult<PyBpe> {
         let cfg = TrainConfig {
             vocab_size,
@@ -369,8 +388,14 @@ impl PyWordCounts {
             special_tokens,
             progress,
         };
+        let mut guard = self.counts();
+        let owned = consume.then(|| std::mem::take(&mut *guard));
+        let borrowed: &WordCounts = &guard;
         py.detach(|| {
-            let vocab = train(&self.inner, &cfg)?;
+            let vocab = match owned {
+                Some(counts) => train_owned(counts, &cfg)?,
+                None => train(borrowed, &cfg)?,
+            };
             Bpe::new(vocab, PreTokenizer::new(&self.pattern)?, false)
         })
         .map(|inner| PyBpe { inner })
@@ -385,10 +410,7 @@ fn new_counter(pattern: &str, special_tokens: &[String], num_threads: usize) -> 
 
 fn counts_of(counter: Counter) -> PyWordCounts {
     let pattern = counter.pattern().to_string();
-    PyWordCounts {
-        inner: counter.into_counts(),
-        pattern,
-    }
+    PyWordCounts::new(counter.into_counts(), pattern)
 }
 
 /// Counts the pieces of files (UTF-8; `errors` is "strict" or "replace").
