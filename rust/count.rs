@@ -35,6 +35,9 @@ pub enum Utf8Errors {
     Replace,
 }
 
+const COUNTS_MAGIC: &[u8; 4] = b"TLWC";
+const COUNTS_VERSION: u32 = 1;
+
 /// Piece -> count, plus how much text was seen.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WordCounts {
@@ -65,6 +68,68 @@ impl WordCounts {
             }
         }
         self.bytes_seen += other.bytes_seen;
+    }
+
+    /// A compact binary form, for shipping partial counts between processes or machines:
+    /// `b"TLWC"`, format version (u32), bytes seen (u64), word count (u64), then per word its
+    /// length (u32), bytes and count (u64); integers little-endian, words sorted by bytes so
+    /// that equal counts serialize identically.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut words: Vec<(&Vec<u8>, &u64)> = self.words.iter().collect();
+        words.sort_unstable();
+        let size: usize = words.iter().map(|(w, _)| w.len() + 12).sum();
+        let mut out = Vec::with_capacity(24 + size);
+        out.extend_from_slice(COUNTS_MAGIC);
+        out.extend_from_slice(&COUNTS_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.bytes_seen.to_le_bytes());
+        out.extend_from_slice(&(words.len() as u64).to_le_bytes());
+        for (w, c) in words {
+            out.extend_from_slice(&(w.len() as u32).to_le_bytes());
+            out.extend_from_slice(w);
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads `to_bytes`'s form; anything truncated or malformed is `Error::Corrupt`.
+    pub fn from_bytes(data: &[u8]) -> Result<Self> {
+        let corrupt = |what: &str| Error::Corrupt(format!("word counts: {what}"));
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Result<&[u8]> {
+            let end = at.checked_add(n).filter(|&e| e <= data.len());
+            let end = end.ok_or_else(|| corrupt("truncated"))?;
+            let slice = &data[at..end];
+            at = end;
+            Ok(slice)
+        };
+        let u32_at = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let u64_at = |b: &[u8]| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(b);
+            u64::from_le_bytes(x)
+        };
+        if take(4)? != COUNTS_MAGIC {
+            return Err(corrupt("not toklab word counts (bad magic)"));
+        }
+        let version = u32_at(take(4)?);
+        if version != COUNTS_VERSION {
+            return Err(corrupt(&format!("unsupported format version {version}")));
+        }
+        let bytes_seen = u64_at(take(8)?);
+        let n = u64_at(take(8)?);
+        let mut words = FxHashMap::default();
+        for _ in 0..n {
+            let len = u32_at(take(4)?) as usize;
+            let w = take(len)?.to_vec();
+            let c = u64_at(take(8)?);
+            if words.insert(w, c).is_some() {
+                return Err(corrupt("a word appears twice"));
+            }
+        }
+        if take(1).is_ok() {
+            return Err(corrupt("trailing bytes"));
+        }
+        Ok(Self { words, bytes_seen })
     }
 
     /// Removes the words seen fewer than `min_count` times.
@@ -303,6 +368,28 @@ mod tests {
         assert_eq!(w.get(b"the".as_slice()), Some(&2));
         assert_eq!(w.get(b" cat".as_slice()), Some(&1));
         assert!(!w.keys().any(|k| k.windows(2).any(|x| x == b"<|")));
+    }
+
+    #[test]
+    fn bytes_round_trip_and_reject_corruption() {
+        let mut c = counter("cl100k", &[], 1);
+        c.add_texts(&["the cat and the hat", "\u{1F980} crabs"])
+            .expect("ok");
+        let counts = c.into_counts();
+        let raw = counts.to_bytes();
+        assert_eq!(WordCounts::from_bytes(&raw).expect("ok"), counts);
+        for cut in [0, 3, 10, raw.len() - 1] {
+            assert!(matches!(
+                WordCounts::from_bytes(&raw[..cut]),
+                Err(Error::Corrupt(_))
+            ));
+        }
+        let mut longer = raw.clone();
+        longer.push(0);
+        assert!(WordCounts::from_bytes(&longer).is_err());
+        let mut bad = raw;
+        bad[0] = b'X';
+        assert!(WordCounts::from_bytes(&bad).is_err());
     }
 
     #[test]

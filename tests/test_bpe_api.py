@@ -320,6 +320,39 @@ def test_same_merges_any_threads_order_and_chunking(docs, tmp_path):
     assert from_files == toklab.train_bpe(docs[:300], vocab_size=600, num_threads=1)
 
 
+def _count_shard(shard: list[str]):
+    return toklab.count_words(shard, num_threads=1, progress=False)
+
+
+def test_sharded_counts_from_processes_train_identically(docs):
+    """Distributed-ready: shards counted in other processes, shipped back (pickled), summed in
+    any order, train exactly the merges of the whole corpus."""
+    whole = toklab.train_bpe(docs, vocab_size=3_000)
+    shards = [docs[i::8] for i in range(8)]
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        partial = pool.map(_count_shard, shards)
+    total = partial[5]
+    for counts in partial[:5] + partial[6:]:
+        total = counts + total
+    assert toklab.train_bpe_from_counts(total, vocab_size=3_000) == whole
+    # The partial counts are untouched by training from them (no consume), so train again.
+    assert toklab.train_bpe_from_counts(total, vocab_size=3_000) == whole
+
+
+def test_word_counts_serialize(docs):
+    counts = toklab.count_words(docs[:50])
+    back = pickle.loads(pickle.dumps(counts))
+    assert back.most_common(len(back)) == counts.most_common(len(counts))
+    assert back.bytes_seen == counts.bytes_seen and back.pattern == counts.pattern
+    raw = counts.to_bytes()
+    for bad in [raw[:-1], raw + b"x", b"junk" + raw[4:], b""]:
+        with pytest.raises(CorruptFileError):
+            toklab._core.WordCounts.from_bytes(bad, counts.pattern)
+    other = toklab.count_words(docs[:5], pattern="gpt2")
+    with pytest.raises(ConfigError, match="different pre-tokenization"):
+        counts + other
+
+
 def test_one_big_text_equals_its_safe_parts(docs):
     whole = "\n".join(docs)
     a = toklab.count_words([whole], num_threads=1)

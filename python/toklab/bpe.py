@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import importlib.metadata
+import itertools
 import json
 import os
 import sys
@@ -297,7 +298,7 @@ class BPETokenizer:
         flat, offsets = self._core.encode_batch(texts, allowed, disallowed, _threads(num_threads))
         ids = ids_from_buffer(flat)
         # Slicing views is several times faster than np.split for many short texts.
-        return [ids[s:e] for s, e in zip(offsets, offsets[1:], strict=False)]
+        return [ids[s:e] for s, e in itertools.pairwise(offsets)]
 
     def encode_with_offsets(
         self,

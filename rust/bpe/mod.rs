@@ -14,7 +14,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 
 use crate::error::{Error, Result};
 use crate::pretok::PreTokenizer;
-pub use vocab::{Merge, Vocab};
+pub use vocab::{Merge, PieceCache, Vocab};
 
 /// Token ids with the `[start, end)` byte range of each token.
 pub type IdsWithOffsets = (Vec<u32>, Vec<(usize, usize)>);
@@ -33,7 +33,21 @@ pub struct Bpe {
     specials_overlapping: Option<AhoCorasick>,
     /// HF's `ignore_merges`: a piece that is itself a token is emitted whole.
     ignore_merges: bool,
+    /// Identifies this tokenizer's piece cache in each thread (see `with_cache`).
+    id: u64,
 }
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+thread_local! {
+    /// Each thread's piece caches, most recently used first, for a few tokenizers. A cache only
+    /// ever holds exact encodings, so results never depend on it; it is per thread, so it needs
+    /// no lock.
+    static CACHES: std::cell::RefCell<Vec<(u64, PieceCache)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Tokenizers whose caches a thread keeps.
+const CACHES_PER_THREAD: usize = 4;
 
 impl Bpe {
     pub fn new(vocab: Vocab, pre: PreTokenizer, ignore_merges: bool) -> Result<Self> {
@@ -52,6 +66,24 @@ impl Bpe {
             specials,
             specials_overlapping,
             ignore_merges,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        })
+    }
+
+    /// Runs `f` with this thread's piece cache for this tokenizer, which persists across calls.
+    fn with_cache<R>(&self, f: impl FnOnce(&mut PieceCache) -> R) -> R {
+        CACHES.with(|caches| {
+            let Ok(mut caches) = caches.try_borrow_mut() else {
+                return f(&mut PieceCache::default()); // re-entered: use a fresh one
+            };
+            let at = caches.iter().position(|(id, _)| *id == self.id);
+            let entry = match at {
+                Some(i) => caches.remove(i),
+                None => (self.id, PieceCache::default()),
+            };
+            caches.insert(0, entry);
+            caches.truncate(CACHES_PER_THREAD);
+            f(&mut caches[0].1)
         })
     }
 
@@ -67,14 +99,15 @@ impl Bpe {
         self.ignore_merges
     }
 
-    fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
+    #[inline]
+    fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>, cache: &mut PieceCache) {
         if self.ignore_merges {
             if let Some(id) = self.vocab.token_id(piece) {
                 out.push(id);
                 return;
             }
         }
-        self.vocab.encode_piece(piece, out);
+        self.vocab.encode_piece(piece, out, cache);
     }
 
     /// Encodes text with no special-token handling: special token strings are plain text.
@@ -85,9 +118,18 @@ impl Bpe {
     }
 
     fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        self.with_cache(|cache| self.encode_ordinary_cached(text, out, cache))
+    }
+
+    fn encode_ordinary_cached(
+        &self,
+        text: &str,
+        out: &mut Vec<u32>,
+        cache: &mut PieceCache,
+    ) -> Result<()> {
         let bytes = text.as_bytes();
         self.pre
-            .for_each_piece(text, |s, e| self.encode_piece(&bytes[s..e], out))
+            .for_each_piece(text, |s, e| self.encode_piece(&bytes[s..e], out, cache))
     }
 
     /// Encodes arbitrary bytes: each maximal run of valid UTF-8 exactly as `encode_ordinary`
@@ -97,7 +139,7 @@ impl Bpe {
         let mut out = Vec::with_capacity(bytes.len() / 3 + 1);
         for chunk in bytes.utf8_chunks() {
             self.encode_ordinary_into(chunk.valid(), &mut out)?;
-            self.encode_piece(chunk.invalid(), &mut out);
+            self.encode_piece(chunk.invalid(), &mut out, &mut PieceCache::default());
         }
         Ok(out)
     }
@@ -241,7 +283,7 @@ impl Bpe {
     }
 
     /// `encode_batch` as one flat id vector and `texts.len() + 1` offsets into it. Texts are
-    /// grouped into runs of about 64 KiB, so that threads take work in sizeable pieces and each
+    /// grouped into runs of about 256 KiB, so that threads take work in sizeable pieces and each
     /// run fills one vector: no allocation per text, whatever the batch looks like.
     pub fn encode_batch_flat<S: AsRef<str> + Sync>(
         &self,
@@ -250,7 +292,7 @@ impl Bpe {
         disallowed: &[u32],
         threads: usize,
     ) -> Result<(Vec<u32>, Vec<usize>)> {
-        const RUN_BYTES: usize = 64 << 10;
+        const RUN_BYTES: usize = 256 << 10;
         let mut runs = Vec::new();
         let (mut start, mut size) = (0, 0);
         for (i, t) in texts.iter().enumerate() {
@@ -266,11 +308,12 @@ impl Bpe {
         let encoded = crate::par::map(&runs, threads, |run| -> Result<(Vec<u32>, Vec<usize>)> {
             let mut ids = Vec::new();
             let mut lengths = Vec::with_capacity(run.len());
+            let mut cache = PieceCache::default();
             for t in &texts[run.clone()] {
                 let before = ids.len();
                 let t = t.as_ref();
                 if allowed.is_empty() && disallowed.is_empty() {
-                    self.encode_ordinary_into(t, &mut ids)?;
+                    self.encode_ordinary_cached(t, &mut ids, &mut cache)?;
                 } else {
                     ids.extend(self.encode(t, allowed, disallowed)?);
                 }

@@ -29,10 +29,10 @@ pub struct Vocab {
     token_ids: FxHashMap<Vec<u8>, u32>,
     /// (content, id), sorted by id.
     specials: Vec<(String, u32)>,
-    /// Bit `id` is set when BPE encodes the bytes of token `id` as that one token, so that a piece
-    /// found in the vocabulary can skip merging. True of every token a BPE trainer makes; not
-    /// always of imported vocabularies. Computed on first use.
-    whole: std::sync::OnceLock<Vec<u64>>,
+    /// Tokens that BPE encodes as themselves (true of every token a BPE trainer makes, not
+    /// always of imported vocabularies), so that a piece found among them skips merging.
+    /// Computed on first use.
+    whole: std::sync::OnceLock<WholeTokens>,
     /// All token bytes back to back, then `DECODE_PAD` zero bytes, and where each token starts
     /// (`offsets[id]..offsets[id + 1]`): decoding reads one flat table, not a `Vec` per token.
     flat: Vec<u8>,
@@ -41,6 +41,29 @@ pub struct Vocab {
     /// pair of lower rank than itself. True of every vocabulary a BPE trainer makes; it lets long
     /// pieces be merged rank by rank in linear time (`merge_by_rank`).
     monotone: bool,
+}
+
+/// The tokens that encode as themselves: short ones (up to 15 bytes) in a map keyed by their
+/// packed bytes, which needs no pointer chasing to compare keys; longer ones as a bitset over
+/// `token_ids`.
+#[derive(Clone, Debug, Default)]
+struct WholeTokens {
+    short: FxHashMap<u128, u32>,
+    long: Vec<u64>,
+}
+
+/// Packs a piece of at most 15 bytes into one integer (the bytes, then the length in the top
+/// byte), a cheap exact hash key.
+#[inline(always)]
+pub fn pack(piece: &[u8]) -> Option<u128> {
+    let n = piece.len();
+    if n > 15 {
+        return None;
+    }
+    let mut b = [0u8; 16];
+    b[..n].copy_from_slice(piece);
+    b[15] = n as u8;
+    Some(u128::from_le_bytes(b))
 }
 
 /// Tokens up to this long are decoded with one fixed-size copy.
@@ -267,35 +290,67 @@ impl Vocab {
         self.merge_map.get(&(left, right)).copied()
     }
 
-    fn whole_tokens(&self) -> &[u64] {
+    fn whole_tokens(&self) -> &WholeTokens {
         self.whole.get_or_init(|| {
-            let mut bits = vec![0u64; self.tokens.len().div_ceil(64)];
+            let mut whole = WholeTokens {
+                short: FxHashMap::default(),
+                long: vec![0u64; self.tokens.len().div_ceil(64)],
+            };
             let mut scratch = Vec::with_capacity(64);
             for (bytes, &id) in &self.token_ids {
                 scratch.clear();
                 self.merge_piece(bytes, &mut scratch);
                 if scratch == [id] {
-                    bits[id as usize / 64] |= 1 << (id % 64);
+                    match pack(bytes) {
+                        Some(key) => {
+                            whole.short.insert(key, id);
+                        }
+                        None => whole.long[id as usize / 64] |= 1 << (id % 64),
+                    }
                 }
             }
-            bits
+            whole
         })
     }
 
-    /// `merge_piece`, with a shortcut for pieces that are whole tokens (most pieces of most
-    /// text): one hash lookup instead of a merge loop.
+    /// `merge_piece`, with shortcuts: a piece that is a whole token (most pieces of most text)
+    /// costs one hash lookup, and a short piece seen before in this `cache` another.
     #[inline]
-    pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
-        if piece.len() > 1 {
-            if let Some(&id) = self.token_ids.get(piece) {
-                let bits = self.whole_tokens();
-                if bits[id as usize / 64] & (1 << (id % 64)) != 0 {
+    pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>, cache: &mut PieceCache) {
+        if piece.len() == 1 {
+            out.push(self.byte_ids[piece[0] as usize]);
+            return;
+        }
+        let whole = self.whole_tokens();
+        match pack(piece) {
+            Some(key) => {
+                if let Some(&id) = whole.short.get(&key) {
                     out.push(id);
                     return;
                 }
+                if let Some(ids) = cache.map.get(&key) {
+                    out.extend_from_slice(&ids.1[..ids.0 as usize]);
+                    return;
+                }
+                let start = out.len();
+                self.merge_piece(piece, out);
+                let n = out.len() - start;
+                if n <= 4 && cache.map.len() < PieceCache::CAPACITY {
+                    let mut ids = [0u32; 4];
+                    ids[..n].copy_from_slice(&out[start..]);
+                    cache.map.insert(key, (n as u8, ids));
+                }
+            }
+            None => {
+                if let Some(&id) = self.token_ids.get(piece) {
+                    if whole.long[id as usize / 64] & (1 << (id % 64)) != 0 {
+                        out.push(id);
+                        return;
+                    }
+                }
+                self.merge_piece(piece, out);
             }
         }
-        self.merge_piece(piece, out);
     }
 
     /// Appends the BPE encoding of one piece: start from its bytes and repeatedly apply the
@@ -505,6 +560,18 @@ impl Vocab {
             i = next[i as usize];
         }
     }
+}
+
+/// Encodings of short pieces that are not whole tokens, remembered for the length of one call
+/// (one text, or one run of a batch). Per call rather than shared: no locks, no growth without
+/// bound, and results never depend on what was encoded before.
+#[derive(Default)]
+pub struct PieceCache {
+    map: FxHashMap<u128, (u8, [u32; 4])>,
+}
+
+impl PieceCache {
+    const CAPACITY: usize = 1 << 16;
 }
 
 /// Pieces up to this many bytes use the quadratic scan; longer ones `merge_long`.

@@ -298,6 +298,9 @@ impl PyBpe {
     }
 }
 
+/// What `__reduce__` returns: a constructor and its arguments.
+type Reduced<'py> = (Bound<'py, PyAny>, (Bound<'py, PyBytes>, String));
+
 /// Piece counts of a corpus: a mergeable partial result (`a + b`), and what BPE trains on.
 #[pyclass(frozen, module = "toklab._core", name = "WordCounts")]
 pub struct PyWordCounts {
@@ -353,6 +356,27 @@ impl PyWordCounts {
             .take(n)
             .map(|(w, c)| (PyBytes::new(py, w), *c))
             .collect()
+    }
+
+    /// The counts in a compact, versioned binary form (see `WordCounts::to_bytes`), with the
+    /// pattern; `WordCounts.from_bytes` reads it back. Pickling uses it.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let raw = self.counts().to_bytes();
+        PyBytes::new(py, &raw)
+    }
+
+    #[staticmethod]
+    fn from_bytes(py: Python<'_>, data: &[u8], pattern: &str) -> PyResult<Self> {
+        let counts = py.detach(|| WordCounts::from_bytes(data)).map_err(to_py)?;
+        PreTokenizer::new(pattern).map_err(to_py)?;
+        Ok(Self::new(counts, pattern.to_string()))
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Reduced<'py>> {
+        let py = slf.py();
+        let this = slf.get();
+        let ctor = py.get_type::<Self>().getattr("from_bytes")?;
+        Ok((ctor, (this.to_bytes(py), this.pattern.clone())))
     }
 
     fn __add__(&self, py: Python<'_>, other: &Self) -> PyResult<Self> {
