@@ -117,6 +117,21 @@ def test_offsets_are_byte_ranges(small_tokenizer):
         assert raw[s:e] == small_tokenizer.token_bytes(i)
 
 
+def test_piece_caches_never_change_results(docs):
+    """Each thread caches piece encodings per tokenizer; interleaving tokenizers and texts must
+    give exactly what fresh tokenizers give."""
+    a = toklab.train_bpe(docs[:100], vocab_size=700)
+    b = toklab.train_bpe(docs[100:200], vocab_size=500)
+    texts = ["\n".join(docs[i : i + 20]) for i in range(0, 200, 20)]
+    expected = {
+        id(tok): [pickle.loads(pickle.dumps(tok)).encode(t) for t in texts] for tok in (a, b)
+    }
+    for _ in range(2):
+        for i, t in enumerate(texts):
+            for tok in (a, b, a):
+                assert np.array_equal(tok.encode(t), expected[id(tok)][i])
+
+
 def test_writable_arrays(small_tokenizer):
     ids = small_tokenizer.encode("hello")
     ids[0] = 0  # the arrays are the caller's own
