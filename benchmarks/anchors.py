@@ -43,15 +43,18 @@ import importlib.util
 import io
 import json
 import os
-import re
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from pathlib import Path
 from typing import Any
+
+# HF's byte-level alphabet and the Oniguruma rewrite of tiktoken patterns are toklab's own
+# helpers; the adapters share them rather than repeat them.
+from toklab._hf import pattern_to_onig, unicode_to_bytes
+from toklab._hf import token_to_hf as _to_hf
 
 Ranks = dict[bytes, int]
 Encode = Callable[[str], Sequence[int]]
@@ -150,48 +153,9 @@ def tiktoken_file_bytes(ranks: Ranks) -> bytes:
     return b"".join(base64.b64encode(t) + b" %d\n" % r for t, r in items)
 
 
-@cache
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from bytes to printable characters (HF's byte-level alphabet)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
-    keep += range(ord("®"), ord("ÿ") + 1)
-    mapping = {b: chr(b) for b in keep}
-    extra = 0
-    for b in range(256):
-        if b not in mapping:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    return mapping
-
-
-@cache
-def _unicode_to_bytes() -> dict[str, int]:
-    return {c: b for b, c in bytes_to_unicode().items()}
-
-
-def _to_hf(token: bytes) -> str:
-    table = bytes_to_unicode()
-    return "".join(table[b] for b in token)
-
-
 def _from_hf(token: str) -> bytes:
-    table = _unicode_to_bytes()
+    table = unicode_to_bytes()
     return bytes(table[c] for c in token)
-
-
-# A quantifiable atom: \p{..}, an escape, a character class, a group (one level), or one character.
-_ATOM = r"(\\[pP]\{[^}]*\}|\\.|\[(?:\\.|[^\]\\])*\]|\((?:\\.|[^()\\])*\)|[^\\()\[\]{}|])"
-_BOUNDED_POSSESSIVE = re.compile(_ATOM + r"\{(\d+(?:,\d*)?)\}\+")
-
-
-def pattern_to_onig(pattern: str) -> str:
-    """Rewrites a tiktoken (fancy-regex) pattern for HF's Oniguruma.
-
-    Oniguruma (Ruby syntax) reads ``X{1,3}+`` as a repetition of ``X{1,3}`` rather than a
-    possessive quantifier, so it becomes the atomic group ``(?>X{1,3})``. ``?+``, ``*+`` and
-    ``++`` are possessive in both dialects and stay.
-    """
-    return _BOUNDED_POSSESSIVE.sub(r"(?>\1{\2})", pattern)
 
 
 def strip_possessive(pattern: str) -> str:

@@ -421,6 +421,17 @@ impl Vocab {
         out.extend_from_slice(&syms[..len]);
     }
 
+    /// A piece as a doubly linked list of byte tokens: `(syms, next, prev)`, `u32::MAX` for none.
+    /// Positions are u32 (`merge_piece` splits pieces of 4 GiB and more), which halves the
+    /// memory of the lists and the heaps.
+    fn linked(&self, piece: &[u8]) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+        let n = piece.len() as u32;
+        let syms = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
+        let next = (1..=n).map(|i| if i == n { u32::MAX } else { i }).collect();
+        let prev = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        (syms, next, prev)
+    }
+
     fn merge_long(&self, piece: &[u8], out: &mut Vec<u32>) {
         if self.monotone {
             self.merge_by_rank(piece, out);
@@ -438,11 +449,7 @@ impl Vocab {
         use std::collections::BinaryHeap;
         const NONE: u32 = u32::MAX;
         let n = piece.len();
-        let mut syms: Vec<u32> = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
-        let mut next: Vec<u32> = (1..=n as u32).collect();
-        next[n - 1] = NONE;
-        let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
-        prev[0] = NONE;
+        let (mut syms, mut next, mut prev) = self.linked(piece);
         let mut buckets: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
         let mut ranks: BinaryHeap<Reverse<u32>> = BinaryHeap::new();
         fn add(
@@ -497,11 +504,7 @@ impl Vocab {
                 }
             }
         }
-        let mut i = 0u32;
-        while i != NONE {
-            out.push(syms[i as usize]);
-            i = next[i as usize];
-        }
+        collect_linked(&syms, &next, out);
     }
 
     /// O(n log n) for any vocabulary: a linked list over the piece and a heap of candidate
@@ -509,15 +512,9 @@ impl Vocab {
     fn merge_large(&self, piece: &[u8], out: &mut Vec<u32>) {
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
-        // Positions are u32 (`merge_piece` splits pieces of 4 GiB and more), which halves the
-        // memory of the lists and the heap.
         const NONE: u32 = u32::MAX;
         let n = piece.len();
-        let mut syms: Vec<u32> = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
-        let mut next: Vec<u32> = (1..=n as u32).collect();
-        next[n - 1] = NONE;
-        let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
-        prev[0] = NONE;
+        let (mut syms, mut next, mut prev) = self.linked(piece);
         let mut heap: BinaryHeap<Reverse<(u32, u32)>> = (0..n - 1)
             .filter_map(|i| {
                 self.merge_of(syms[i], syms[i + 1])
@@ -554,11 +551,7 @@ impl Vocab {
                 }
             }
         }
-        let mut i = 0u32;
-        while i != NONE {
-            out.push(syms[i as usize]);
-            i = next[i as usize];
-        }
+        collect_linked(&syms, &next, out);
     }
 }
 
@@ -576,6 +569,15 @@ impl PieceCache {
 
 /// Pieces up to this many bytes use the quadratic scan; longer ones `merge_long`.
 const SMALL_PIECE: usize = 128;
+
+/// Appends the symbols of a linked list, from position 0 (which merging never removes).
+fn collect_linked(syms: &[u32], next: &[u32], out: &mut Vec<u32>) {
+    let mut i = 0u32;
+    while i != u32::MAX {
+        out.push(syms[i as usize]);
+        i = next[i as usize];
+    }
+}
 
 /// Whether every merge ranks after the merges that made its parts (see `Vocab::monotone`).
 fn is_monotone(n_tokens: usize, merges: &[Merge]) -> bool {

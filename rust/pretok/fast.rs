@@ -70,6 +70,38 @@ fn is_other(f: u8) -> bool {
     f & (SPACE | LETTER | NUMBER | END) == 0
 }
 
+/// `\p{N}{1,3}`: up to three numeric characters from `s`.
+#[inline(always)]
+fn digits_end(b: &[u8], table: &[u8], s: usize) -> usize {
+    let mut i = s;
+    for _ in 0..3 {
+        let (_, g, m) = at(b, table, i);
+        if g & NUMBER == 0 || g == END {
+            break;
+        }
+        i += m;
+    }
+    i
+}
+
+/// ` ?[^\s\p{L}\p{N}]+` followed by any run of the ASCII bytes in `tail`, from `s` (whose
+/// character is `c` with flags `f`); `None` if neither `s` nor, after a space, `s + 1` starts
+/// such a run.
+#[inline(always)]
+fn other_end(b: &[u8], table: &[u8], s: usize, c: u32, f: u8, tail: &[u8]) -> Option<usize> {
+    let start = if c == u32::from(b' ') {
+        let (_, g, _) = at(b, table, s + 1);
+        is_other(g).then_some(s + 1)
+    } else {
+        is_other(f).then_some(s)
+    }?;
+    let mut i = run_other(b, table, start);
+    while b.get(i).is_some_and(|x| tail.contains(x)) {
+        i += 1;
+    }
+    Some(i)
+}
+
 /// Whitespace starting at `s`: `(end of the run, start of its last char, end of its last
 /// \r or \n if any)`.
 #[inline(always)]
@@ -203,29 +235,11 @@ pub fn cl100k_end(b: &[u8], table: &[u8], s: usize) -> usize {
         }
     }
     if f & NUMBER != 0 {
-        let mut i = s;
-        for _ in 0..3 {
-            let (_, g, m) = at(b, table, i);
-            if g & NUMBER == 0 || g == END {
-                break;
-            }
-            i += m;
-        }
-        return i;
+        return digits_end(b, table, s);
     }
     // ` ?[^\s\p{L}\p{N}]++[\r\n]*+`
-    let other_start = if c == u32::from(b' ') {
-        let (_, g, _) = at(b, table, s + 1);
-        is_other(g).then_some(s + 1)
-    } else {
-        is_other(f).then_some(s)
-    };
-    if let Some(o) = other_start {
-        let mut i = run_other(b, table, o);
-        while matches!(b.get(i), Some(b'\r' | b'\n')) {
-            i += 1;
-        }
-        return i;
+    if let Some(e) = other_end(b, table, s, c, f, b"\r\n") {
+        return e;
     }
     space_end(b, table, s, true, true)
 }
@@ -296,28 +310,11 @@ pub fn o200k_end(b: &[u8], table: &[u8], s: usize) -> usize {
         return e;
     }
     if f & NUMBER != 0 {
-        let mut i = s;
-        for _ in 0..3 {
-            let (_, g, m) = at(b, table, i);
-            if g & NUMBER == 0 || g == END {
-                break;
-            }
-            i += m;
-        }
-        return i;
+        return digits_end(b, table, s);
     }
-    let other_start = if c == u32::from(b' ') {
-        let (_, g, _) = at(b, table, s + 1);
-        is_other(g).then_some(s + 1)
-    } else {
-        is_other(f).then_some(s)
-    };
-    if let Some(o) = other_start {
-        let mut i = run_other(b, table, o);
-        while matches!(b.get(i), Some(b'\r' | b'\n' | b'/')) {
-            i += 1;
-        }
-        return i;
+    // ` ?[^\s\p{L}\p{N}]+[\r\n/]*`
+    if let Some(e) = other_end(b, table, s, c, f, b"\r\n/") {
+        return e;
     }
     space_end(b, table, s, false, true)
 }
