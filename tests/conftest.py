@@ -53,8 +53,9 @@ def documents(path: Path) -> list[str]:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
+    # Tests that use this fixture carry `needs_shared`, so this only fires if one forgets to.
     if SHARED_DATA is None:
-        pytest.skip("../shared/data is not available")
+        pytest.fail("../shared/data is not available; mark the test with needs_shared")
     return SHARED_DATA
 
 
