@@ -348,7 +348,18 @@ impl Vocab {
                         return;
                     }
                 }
+                if let Some(&(at, n)) = cache.long.get(piece) {
+                    out.extend_from_slice(&cache.arena[at as usize..(at + n) as usize]);
+                    return;
+                }
+                let start = out.len();
                 self.merge_piece(piece, out);
+                if piece.len() <= PieceCache::LONGEST && cache.arena.len() < PieceCache::ARENA {
+                    let at = cache.arena.len() as u32;
+                    let n = (out.len() - start) as u32;
+                    cache.arena.extend_from_slice(&out[start..]);
+                    cache.long.insert(piece.into(), (at, n));
+                }
             }
         }
     }
@@ -560,11 +571,20 @@ impl Vocab {
 /// bound, and results never depend on what was encoded before.
 #[derive(Default)]
 pub struct PieceCache {
+    /// Pieces of up to 15 bytes, by packed bytes.
     map: FxHashMap<u128, (u8, [u32; 4])>,
+    /// Longer pieces (common in scripts of 2 to 4 bytes a character); their ids are
+    /// `arena[at..at + n]`.
+    long: FxHashMap<Box<[u8]>, (u32, u32)>,
+    arena: Vec<u32>,
 }
 
 impl PieceCache {
+    /// Short pieces remembered; later ones are merged each time.
     const CAPACITY: usize = 1 << 16;
+    /// Ids held for long pieces, and the longest piece remembered.
+    const ARENA: usize = 1 << 18;
+    const LONGEST: usize = 256;
 }
 
 /// Pieces up to this many bytes use the quadratic scan; longer ones `merge_long`.
