@@ -581,9 +581,9 @@ pub struct PieceCache {
 
 impl PieceCache {
     /// Short pieces remembered; later ones are merged each time.
-    const CAPACITY: usize = 1 << 16;
+    const CAPACITY: usize = 1 << 18;
     /// Ids held for long pieces, and the longest piece remembered.
-    const ARENA: usize = 1 << 18;
+    const ARENA: usize = 1 << 20;
     const LONGEST: usize = 256;
 }
 
