@@ -131,11 +131,6 @@ impl WordCounts {
         }
         Ok(Self { words, bytes_seen })
     }
-
-    /// Removes the words seen fewer than `min_count` times.
-    pub fn prune(&mut self, min_count: u64) {
-        self.words.retain(|_, c| *c >= min_count);
-    }
 }
 
 /// Counts pieces of texts and files with one pre-tokenizer and set of special tokens.

@@ -35,7 +35,7 @@ import numpy as np
 
 from toklab import _core, _hf, data
 from toklab.errors import ConfigError, CorruptFileError, InvalidInputError, TokLabWarning
-from toklab.tokenizer import as_ids, ids_from_buffer
+from toklab.tokenizer import as_ids, check_texts, ids_from_buffer
 
 if TYPE_CHECKING:
     import tiktoken
@@ -290,10 +290,7 @@ class BPETokenizer:
         disallowed_special: Literal["all"] | Collection[str] = "all",
     ) -> list[np.ndarray]:
         """Encodes many texts on ``num_threads`` threads (None: all cores)."""
-        texts = list(texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"texts must be str; item {i} is {type(t).__name__}")
+        texts = check_texts(texts)
         allowed, disallowed = self._special_ids(allowed_special, disallowed_special)
         flat, offsets = self._core.encode_batch(texts, allowed, disallowed, _threads(num_threads))
         ids = ids_from_buffer(flat)
@@ -528,14 +525,14 @@ def train_bpe(
     """
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
         raise ConfigError(f"vocab_size must be an int, not {type(vocab_size).__name__}")
+    if isinstance(special_tokens, str):
+        raise ConfigError("special_tokens must be a list of str, not a str")
     floor = 256 + len(special_tokens)
     if vocab_size < floor:
         raise ConfigError(
             f"vocab_size {vocab_size} is too small: byte-level BPE needs 256 byte tokens plus "
             f"{len(special_tokens)} special token(s), so at least {floor}"
         )
-    if isinstance(special_tokens, str):
-        raise ConfigError("special_tokens must be a list of str, not a str")
     counts = count_words(
         corpus,
         pattern=pattern,

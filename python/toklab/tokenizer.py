@@ -93,7 +93,8 @@ def ids_from_buffer(raw: bytearray) -> np.ndarray:
     return np.frombuffer(raw, dtype="<u4")
 
 
-def _check_texts(texts: Iterable[Any]) -> list[str]:
+def check_texts(texts: Iterable[Any]) -> list[str]:
+    """The texts as a list, or a TypeError naming the first item that is not a str."""
     out = list(texts)
     for i, t in enumerate(out):
         if not isinstance(t, str):

@@ -283,11 +283,6 @@ impl PyBpe {
         })
     }
 
-    /// The first special token among `ids` that occurs in `text`, or None.
-    fn find_special(&self, text: &str, ids: Vec<u32>) -> Option<String> {
-        self.inner.find_special(text, &ids)
-    }
-
     fn __repr__(&self) -> String {
         format!(
             "Bpe(vocab_size={}, merges={}, specials={})",
