@@ -97,6 +97,25 @@ def test_encode_batch_equals_encode(small_tokenizer):
     assert all(np.array_equal(b, small_tokenizer.encode(t)) for b, t in zip(batch, texts))
 
 
+def test_encode_batch_many_runs_on_threads(small_tokenizer):
+    # Megabytes of texts: many runs, encoded by workers while the caller builds the arrays.
+    from toklab.data import default_corpus
+
+    texts = next(default_corpus(["shakespeare"])).splitlines()
+    assert sum(map(len, texts)) > 1 << 20  # four runs or more
+    serial = [small_tokenizer.encode(t) for t in texts]
+    for threads in [1, 2, 3]:
+        batch = small_tokenizer.encode_batch(texts, num_threads=threads)
+        assert len(batch) == len(texts)
+        assert all(b.dtype == np.uint32 and np.array_equal(b, s) for b, s in zip(batch, serial))
+    # An error in a late run, on a worker thread, reaches the caller as the typed error.
+    bad = [*texts, "x <|endoftext|> y"]
+    with pytest.raises(DisallowedSpecialTokenError):
+        small_tokenizer.encode_batch(bad, num_threads=2)
+    last = small_tokenizer.encode_batch(bad, num_threads=2, allowed_special="all")[-1]
+    assert np.array_equal(last, small_tokenizer.encode("x <|endoftext|> y", allowed_special="all"))
+
+
 def test_parallel_encode_ordinary_equals_serial(small_tokenizer):
     from toklab.data import default_corpus
 
@@ -199,6 +218,8 @@ def test_lone_surrogates_are_rejected(small_tokenizer):
     # Python strs may hold lone surrogates, which have no UTF-8 form: a ValueError, not a crash.
     with pytest.raises(UnicodeEncodeError):
         small_tokenizer.encode("a\ud800b")
+    with pytest.raises(UnicodeEncodeError):
+        small_tokenizer.encode_batch(["ok", "a\ud800b"], num_threads=2)
     with pytest.raises(ValueError):
         toklab.train_bpe(["a\ud800b"], vocab_size=300)
 
@@ -206,8 +227,10 @@ def test_lone_surrogates_are_rejected(small_tokenizer):
 def test_bad_text_types(small_tokenizer):
     with pytest.raises(TypeError, match="decode bytes first"):
         small_tokenizer.encode(b"bytes")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="item 1 is int"):
         small_tokenizer.encode_batch(["ok", 3])
+    with pytest.raises(TypeError, match="item 0 is bytes"):
+        small_tokenizer.encode_batch(iter([b"ok"]))
 
 
 def test_vocab_size_checks():

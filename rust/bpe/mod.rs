@@ -16,6 +16,49 @@ use crate::error::{Error, Result};
 use crate::pretok::PreTokenizer;
 pub use vocab::{Merge, PieceCache, Vocab};
 
+/// The encodings of consecutive texts of a batch: their ids one after another, and how many
+/// belong to each text.
+#[derive(Clone, Debug, Default)]
+pub struct BatchRun {
+    pub ids: Vec<u32>,
+    pub lengths: Vec<usize>,
+}
+
+impl BatchRun {
+    /// Offsets into the concatenated ids of `runs`: text `i` has `offsets[i]..offsets[i + 1]`.
+    pub fn offsets(runs: &[BatchRun]) -> Vec<usize> {
+        let mut offsets =
+            Vec::with_capacity(runs.iter().map(|r| r.lengths.len()).sum::<usize>() + 1);
+        let mut at = 0;
+        offsets.push(at);
+        for len in runs.iter().flat_map(|r| &r.lengths) {
+            at += len;
+            offsets.push(at);
+        }
+        offsets
+    }
+}
+
+/// Groups a batch into runs of consecutive texts of about 256 KiB: threads take work in sizeable
+/// pieces, and each run fills one vector, so there is no allocation per text whatever the batch
+/// looks like.
+pub fn batch_runs<S: AsRef<str>>(texts: &[S]) -> Vec<std::ops::Range<usize>> {
+    const RUN_BYTES: usize = 256 << 10;
+    let mut runs = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, t) in texts.iter().enumerate() {
+        size += t.as_ref().len() + 16;
+        if size >= RUN_BYTES {
+            runs.push(start..i + 1);
+            (start, size) = (i + 1, 0);
+        }
+    }
+    if start < texts.len() {
+        runs.push(start..texts.len());
+    }
+    runs
+}
+
 /// Token ids with the `[start, end)` byte range of each token.
 pub type IdsWithOffsets = (Vec<u32>, Vec<(usize, usize)>);
 
@@ -35,6 +78,54 @@ pub struct Bpe {
     ignore_merges: bool,
     /// Identifies this tokenizer's piece cache in each thread (see `with_cache`).
     id: u64,
+    /// Caches of threads that have ended (worker threads live for one call), for the next
+    /// thread that encodes with this tokenizer, so that workers do not start cold.
+    spare: std::sync::Arc<SpareCaches>,
+}
+
+/// Piece caches waiting for a thread (see `Bpe::with_cache`).
+#[derive(Default)]
+struct SpareCaches(std::sync::Mutex<Vec<PieceCache>>);
+
+impl std::fmt::Debug for SpareCaches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpareCaches")
+    }
+}
+
+impl SpareCaches {
+    fn take(&self) -> PieceCache {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop())
+            .unwrap_or_default()
+    }
+
+    fn give(&self, cache: PieceCache) {
+        let most = std::thread::available_parallelism().map_or(1, usize::from);
+        if let Ok(mut spare) = self.0.lock() {
+            if spare.len() < most {
+                spare.push(cache);
+            }
+        }
+    }
+}
+
+/// One thread's cache for one tokenizer; handed back to the tokenizer's spare caches when the
+/// thread ends or drops it for another tokenizer's.
+struct ThreadCache {
+    id: u64,
+    cache: PieceCache,
+    owner: std::sync::Weak<SpareCaches>,
+}
+
+impl Drop for ThreadCache {
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner.upgrade() {
+            owner.give(std::mem::take(&mut self.cache));
+        }
+    }
 }
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -43,7 +134,7 @@ thread_local! {
     /// Each thread's piece caches, most recently used first, for a few tokenizers. A cache only
     /// ever holds exact encodings, so results never depend on it; it is per thread, so it needs
     /// no lock.
-    static CACHES: std::cell::RefCell<Vec<(u64, PieceCache)>> = const { std::cell::RefCell::new(Vec::new()) };
+    static CACHES: std::cell::RefCell<Vec<ThreadCache>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Tokenizers whose caches a thread keeps.
@@ -67,23 +158,29 @@ impl Bpe {
             specials_overlapping,
             ignore_merges,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            spare: std::sync::Arc::default(),
         })
     }
 
-    /// Runs `f` with this thread's piece cache for this tokenizer, which persists across calls.
+    /// Runs `f` with this thread's piece cache for this tokenizer, which persists across calls
+    /// (a new thread takes over the cache of one that ended, if any).
     fn with_cache<R>(&self, f: impl FnOnce(&mut PieceCache) -> R) -> R {
         CACHES.with(|caches| {
             let Ok(mut caches) = caches.try_borrow_mut() else {
                 return f(&mut PieceCache::default()); // re-entered: use a fresh one
             };
-            let at = caches.iter().position(|(id, _)| *id == self.id);
+            let at = caches.iter().position(|c| c.id == self.id);
             let entry = match at {
                 Some(i) => caches.remove(i),
-                None => (self.id, PieceCache::default()),
+                None => ThreadCache {
+                    id: self.id,
+                    cache: self.spare.take(),
+                    owner: std::sync::Arc::downgrade(&self.spare),
+                },
             };
             caches.insert(0, entry);
             caches.truncate(CACHES_PER_THREAD);
-            f(&mut caches[0].1)
+            f(&mut caches[0].cache)
         })
     }
 
@@ -282,9 +379,7 @@ impl Bpe {
             .collect())
     }
 
-    /// `encode_batch` as one flat id vector and `texts.len() + 1` offsets into it. Texts are
-    /// grouped into runs of about 256 KiB, so that threads take work in sizeable pieces and each
-    /// run fills one vector: no allocation per text, whatever the batch looks like.
+    /// `encode_batch` as one flat id vector and `texts.len() + 1` offsets into it.
     pub fn encode_batch_flat<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
@@ -292,46 +387,58 @@ impl Bpe {
         disallowed: &[u32],
         threads: usize,
     ) -> Result<(Vec<u32>, Vec<usize>)> {
-        const RUN_BYTES: usize = 256 << 10;
-        let mut runs = Vec::new();
-        let (mut start, mut size) = (0, 0);
-        for (i, t) in texts.iter().enumerate() {
-            size += t.as_ref().len() + 16;
-            if size >= RUN_BYTES {
-                runs.push(start..i + 1);
-                (start, size) = (i + 1, 0);
-            }
+        let runs = self.encode_batch_runs(texts, allowed, disallowed, threads)?;
+        let mut flat = Vec::with_capacity(runs.iter().map(|r| r.ids.len()).sum());
+        for run in &runs {
+            flat.extend_from_slice(&run.ids);
         }
-        if start < texts.len() {
-            runs.push(start..texts.len());
-        }
-        let encoded = crate::par::map(&runs, threads, |run| -> Result<(Vec<u32>, Vec<usize>)> {
-            let mut ids = Vec::new();
-            let mut lengths = Vec::with_capacity(run.len());
-            let mut cache = PieceCache::default();
-            for t in &texts[run.clone()] {
-                let before = ids.len();
-                let t = t.as_ref();
-                if allowed.is_empty() && disallowed.is_empty() {
-                    self.encode_ordinary_cached(t, &mut ids, &mut cache)?;
-                } else {
-                    ids.extend(self.encode(t, allowed, disallowed)?);
+        Ok((flat, BatchRun::offsets(&runs)))
+    }
+
+    /// `encode_batch` as runs of consecutive texts (see `batch_runs`), encoded on `threads`
+    /// threads.
+    pub fn encode_batch_runs<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        allowed: &[u32],
+        disallowed: &[u32],
+        threads: usize,
+    ) -> Result<Vec<BatchRun>> {
+        let runs = batch_runs(texts);
+        crate::par::map(&runs, threads, |run| {
+            self.encode_run(&texts[run.clone()], allowed, disallowed)
+        })
+        .into_iter()
+        .collect()
+    }
+
+    /// Encodes consecutive texts of a batch into one `BatchRun`.
+    pub fn encode_run<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        allowed: &[u32],
+        disallowed: &[u32],
+    ) -> Result<BatchRun> {
+        let bytes: usize = texts.iter().map(|t| t.as_ref().len()).sum();
+        let mut ids = Vec::with_capacity(bytes / 3 + 16);
+        let mut lengths = Vec::with_capacity(texts.len());
+        if allowed.is_empty() && disallowed.is_empty() {
+            self.with_cache(|cache| -> Result<()> {
+                for t in texts {
+                    let before = ids.len();
+                    self.encode_ordinary_cached(t.as_ref(), &mut ids, cache)?;
+                    lengths.push(ids.len() - before);
                 }
+                Ok(())
+            })?;
+        } else {
+            for t in texts {
+                let before = ids.len();
+                ids.extend(self.encode(t.as_ref(), allowed, disallowed)?);
                 lengths.push(ids.len() - before);
             }
-            Ok((ids, lengths))
-        });
-        let mut flat = Vec::new();
-        let mut offsets = Vec::with_capacity(texts.len() + 1);
-        offsets.push(0);
-        for run in encoded {
-            let (ids, lengths) = run?;
-            for len in lengths {
-                offsets.push(offsets[offsets.len() - 1] + len);
-            }
-            flat.extend_from_slice(&ids);
         }
-        Ok((flat, offsets))
+        Ok(BatchRun { ids, lengths })
     }
 
     /// The bytes of a sequence of ids; fails on an id outside the vocabulary.

@@ -566,9 +566,9 @@ impl Vocab {
     }
 }
 
-/// Encodings of short pieces that are not whole tokens, remembered for the length of one call
-/// (one text, or one run of a batch). Per call rather than shared: no locks, no growth without
-/// bound, and results never depend on what was encoded before.
+/// Encodings of pieces that are not whole tokens, remembered by one thread for one tokenizer
+/// (see `Bpe::with_cache`): no locks, bounded size, and since it only ever holds exact
+/// encodings, results never depend on what was encoded before.
 #[derive(Default)]
 pub struct PieceCache {
     /// Pieces of up to 15 bytes, by packed bytes.
@@ -581,7 +581,7 @@ pub struct PieceCache {
 
 impl PieceCache {
     /// Short pieces remembered; later ones are merged each time.
-    const CAPACITY: usize = 1 << 18;
+    const CAPACITY: usize = 1 << 17;
     /// Ids held for long pieces, and the longest piece remembered.
     const ARENA: usize = 1 << 20;
     const LONGEST: usize = 256;

@@ -7,14 +7,15 @@
 //! subclasses of `ValueError`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyTypeError};
+use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyByteArray, PyBytes};
+use pyo3::types::{PyByteArray, PyBytes, PyList, PySlice, PyString};
 
 use crate::bpe::train::{train, train_owned, TrainConfig};
-use crate::bpe::{io, Bpe, Vocab};
+use crate::bpe::{io, BatchRun, Bpe, Vocab};
 use crate::count::{Counter, Utf8Errors, WordCounts};
 use crate::error::Error;
 use crate::pretok::PreTokenizer;
@@ -57,6 +58,35 @@ fn ids_to_py<'py>(py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyByteArr
         }
         Ok(())
     })
+}
+
+/// Turns encoded runs of a batch into one numpy array per text: views of one array per run.
+struct RunViews<'py> {
+    frombuffer: Bound<'py, PyAny>,
+    dtype: Bound<'py, PyString>,
+}
+
+impl<'py> RunViews<'py> {
+    fn new(py: Python<'py>) -> PyResult<Self> {
+        Ok(Self {
+            frombuffer: py.import("numpy")?.getattr("frombuffer")?,
+            dtype: PyString::new(py, "<u4"),
+        })
+    }
+
+    fn append(&self, out: &Bound<'py, PyList>, run: &BatchRun) -> PyResult<()> {
+        let py = out.py();
+        let array = self
+            .frombuffer
+            .call1((ids_to_py(py, &run.ids)?, &self.dtype))?;
+        let mut at = 0isize;
+        for &len in &run.lengths {
+            let end = at + len as isize;
+            out.append(array.get_item(PySlice::new(py, at, end, 1))?)?;
+            at = end;
+        }
+        Ok(())
+    }
 }
 
 /// Token ids from a buffer of native uint32 (what `toklab.tokenizer.as_ids` hands over).
@@ -255,18 +285,85 @@ impl PyBpe {
     fn encode_batch<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<PyBackedStr>,
+        texts: &Bound<'py, PyList>,
         allowed: Vec<u32>,
         disallowed: Vec<u32>,
         num_threads: usize,
-    ) -> PyResult<(Bound<'py, PyByteArray>, Vec<usize>)> {
-        let (flat, offsets) = py
-            .detach(|| {
-                self.inner
-                    .encode_batch_flat(&texts, &allowed, &disallowed, num_threads)
+    ) -> PyResult<Bound<'py, PyList>> {
+        // Borrowed UTF-8 (cached inside each str object): no copy, no new objects.
+        let owned: Vec<Bound<'py, PyString>> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.cast_into::<PyString>().map_err(|e| {
+                    let kind = e.into_inner().get_type().name();
+                    let kind = kind.map_or(String::new(), |n| n.to_string());
+                    PyTypeError::new_err(format!("texts must be str; item {i} is {kind}"))
+                })
             })
-            .map_err(to_py)?;
-        Ok((ids_to_py(py, &flat)?, offsets))
+            .collect::<PyResult<_>>()?;
+        let strs: Vec<&str> = owned.iter().map(|s| s.to_str()).collect::<PyResult<_>>()?;
+        let runs = crate::bpe::batch_runs(&strs);
+        let out = PyList::empty(py);
+        let views = RunViews::new(py)?;
+        let threads = crate::par::thread_count(num_threads, runs.len());
+        if threads <= 1 {
+            for run in &runs {
+                let encoded = py
+                    .detach(|| {
+                        self.inner
+                            .encode_run(&strs[run.clone()], &allowed, &disallowed)
+                    })
+                    .map_err(to_py)?;
+                views.append(&out, &encoded)?;
+            }
+            return Ok(out);
+        }
+        // Workers encode runs while this thread (which holds the GIL) turns finished runs into
+        // numpy views, in order: the Python-side work overlaps the encoding.
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, crate::error::Result<BatchRun>)>();
+        let (strs, allowed, disallowed, runs) = (&strs, &allowed, &disallowed, &runs);
+        std::thread::scope(|s| -> PyResult<()> {
+            for _ in 0..threads {
+                let (tx, next, stop) = (tx.clone(), &next, &stop);
+                s.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(run) = runs.get(i) else { break };
+                        let encoded =
+                            self.inner
+                                .encode_run(&strs[run.clone()], allowed, disallowed);
+                        if tx.send((i, encoded)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let rx = std::sync::Mutex::new(rx); // Sync, so that `detach` can wait on it
+            let result = (|| -> PyResult<()> {
+                let mut pending: Vec<Option<BatchRun>> = (0..runs.len()).map(|_| None).collect();
+                let mut done = 0;
+                while done < runs.len() {
+                    let received = py.detach(|| rx.lock().ok().and_then(|rx| rx.recv().ok()));
+                    let Some((i, encoded)) = received else {
+                        return Err(PyRuntimeError::new_err("encode_batch: a worker stopped"));
+                    };
+                    pending[i] = Some(encoded.map_err(to_py)?);
+                    while let Some(run) = pending.get_mut(done).and_then(Option::take) {
+                        views.append(&out, &run)?;
+                        done += 1;
+                    }
+                }
+                Ok(())
+            })();
+            stop.store(true, Ordering::Relaxed);
+            drop(rx);
+            result
+        })?;
+        Ok(out)
     }
 
     /// Bytes of ids given as a contiguous uint32 buffer (a numpy array).
