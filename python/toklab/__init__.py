@@ -12,9 +12,12 @@ A Rust core (``toklab._core``) behind a typed Python API. Every method is a
 
 from toklab.bpe import _VERSION as __version__
 from toklab.bpe import PATTERNS, BPETokenizer, count_words, train_bpe, train_bpe_from_counts
+from toklab.bytes import ByteTokenizer
 from toklab.errors import (
     ConfigError,
+    ContextLengthError,
     CorruptFileError,
+    DeviceError,
     DisallowedSpecialTokenError,
     EmptyCorpusError,
     InvalidIdsError,
@@ -22,15 +25,20 @@ from toklab.errors import (
     PatternError,
     TokLabError,
     TokLabWarning,
+    TrainingDivergedError,
     UnknownTokenError,
+    VocabularyMismatchError,
 )
-from toklab.tokenizer import Tokenizer, load
+from toklab.tokenizer import Tokenizer, load, loads
 
 __all__ = [
     "PATTERNS",
     "BPETokenizer",
+    "ByteTokenizer",
     "ConfigError",
+    "ContextLengthError",
     "CorruptFileError",
+    "DeviceError",
     "DisallowedSpecialTokenError",
     "EmptyCorpusError",
     "InvalidIdsError",
@@ -39,10 +47,13 @@ __all__ = [
     "TokLabError",
     "TokLabWarning",
     "Tokenizer",
+    "TrainingDivergedError",
     "UnknownTokenError",
+    "VocabularyMismatchError",
     "__version__",
     "count_words",
     "load",
+    "loads",
     "train_bpe",
     "train_bpe_from_counts",
 ]

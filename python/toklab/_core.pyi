@@ -46,11 +46,11 @@ class Bpe:
     ) -> tuple[bytearray, bytearray]: ...
     def encode_batch(
         self,
-        texts: Sequence[str],
+        texts: list[str],
         allowed: Sequence[int],
         disallowed: Sequence[int],
         num_threads: int,
-    ) -> tuple[bytearray, list[int]]: ...
+    ) -> list[np.ndarray]: ...
     def decode_bytes(self, ids: np.ndarray) -> bytes: ...
 
 class WordCounts:

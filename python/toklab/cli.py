@@ -303,5 +303,202 @@ def import_(source: str, fmt: str, pattern: str | None, output: str) -> None:
     click.echo(f"imported {tok!r} -> {output}", err=True)
 
 
+# -- language models -------------------------------------------------------------------------
+
+
+def _amount(text: str) -> float:
+    """``10M``, ``2.5G``, ``500k`` or ``1e15`` as a number."""
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+    t = text.strip().lower()
+    try:
+        if t and t[-1] in scale:
+            return float(t[:-1]) * scale[t[-1]]
+        return float(t)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an amount such as 10M, 2.5G or 1e15") from None
+
+
+def _lm_tokenizer(spec: str) -> object:
+    from toklab.bytes import ByteTokenizer
+    from toklab.tokenizer import load
+
+    if spec == "bytes":
+        return ByteTokenizer()
+    try:
+        return load(spec)
+    except (TokLabError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _import_lm() -> object:
+    try:
+        import torch
+
+        import toklab.lm
+    except ImportError as e:
+        raise click.ClickException(f"{e}. Install the extra: pip install 'toklab[lm]'") from None
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    return toklab.lm
+
+
+def _read_documents(files: tuple[str, ...]) -> list[str]:
+    """Each file (or each file a glob or directory expands to) as one document."""
+    return [p.read_text(encoding="utf-8") for p in data.expand_files(files)]
+
+
+def _write_json(path: str | None, result: dict[str, object]) -> None:
+    import json
+
+    if path is not None:
+        Path(path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        click.echo(f"results -> {path}", err=True)
+
+
+@main.group(context_settings=CONTEXT)
+def lm() -> None:
+    """Train and score small GPTs over any tokenizer (needs toklab[lm]).
+
+    \b
+    Example:
+      toklab lm train --tokenizer bytes --preset small --budget-bytes 20M --output bytes.pt
+      toklab lm eval bytes.pt --json eval.json
+    """
+
+
+@lm.command("train", context_settings=CONTEXT)
+@click.argument("files", nargs=-1)
+@click.option(
+    "--tokenizer",
+    "tokenizer_spec",
+    required=True,
+    help="A toklab tokenizer file, or 'bytes' for a byte-level model.",
+)
+@click.option("--preset", default="small", show_default=True, help="tiny, small, base or 25m.")
+@click.option("--context", type=int, default=None, help="Context length (default: the preset's).")
+@click.option("--budget-bytes", default=None, help="Bytes of text to read, e.g. 20M.")
+@click.option("--budget-flops", default=None, help="Training FLOPs to spend, e.g. 1e15.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option(
+    "--holdout",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Share of each document held out and scored after training.",
+)
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Checkpoint.")
+@click.option("--checkpoint-every", type=int, default=None, help="Also save every N steps.")
+@click.option("--resume", is_flag=True, help="Continue from --output if it exists.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+def lm_train(
+    files: tuple[str, ...],
+    tokenizer_spec: str,
+    preset: str,
+    context: int | None,
+    budget_bytes: str | None,
+    budget_flops: str | None,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: str,
+    holdout: float,
+    output: str,
+    checkpoint_every: int | None,
+    resume: bool,
+    json_path: str | None,
+    threads: int | None,
+) -> None:
+    """Train a GPT on FILES (default: the embedded corpus) and score its held-out part."""
+    lmod = _import_lm()
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    tokenizer = _lm_tokenizer(tokenizer_spec)
+    try:
+        texts = _read_documents(files) if files else list(data.default_corpus())
+        train_texts, held = data.split_holdout(texts, holdout)
+        run = lmod.train_lm(  # type: ignore[attr-defined]
+            tokenizer,
+            train_texts,
+            preset=preset,
+            context=context,
+            budget_bytes=int(_amount(budget_bytes)) if budget_bytes else None,
+            budget_flops=_amount(budget_flops) if budget_flops else None,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+            checkpoint=output,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+        )
+        result: dict[str, object] = {"train": run.to_dict()}
+        click.echo(
+            f"trained {run.lm!r}: {run.steps} steps, {run.bytes_seen / 1e6:.1f} MB of text, "
+            f"loss {run.final_loss:.3f}, {run.tokens_per_second:,.0f} tokens/s -> {output}",
+            err=True,
+        )
+        if held:
+            ev = lmod.evaluate(run.lm, held)  # type: ignore[attr-defined]
+            result["eval"] = ev.to_dict()
+            click.echo(
+                f"held-out: {ev.bits_per_byte:.4f} bits per byte over {ev.bytes:,} bytes",
+                err=True,
+            )
+    except (TokLabError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    _write_json(json_path, result)
+
+
+@lm.command("eval", context_settings=CONTEXT)
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("files", nargs=-1)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--stride", type=int, default=None, help="Window stride (default: half the context).")
+@click.option(
+    "--holdout",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Without FILES: score this held-out share of the embedded corpus.",
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+def lm_eval(
+    model: str,
+    files: tuple[str, ...],
+    device: str,
+    stride: int | None,
+    holdout: float,
+    json_path: str | None,
+    threads: int | None,
+) -> None:
+    """Bits per byte of MODEL on FILES (each file one document)."""
+    lmod = _import_lm()
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        lm_ = lmod.LanguageModel.load(model, device=device)  # type: ignore[attr-defined]
+        if files:
+            texts = _read_documents(files)
+        else:
+            texts = data.split_holdout(data.default_corpus(), holdout)[1]
+        ev = lmod.evaluate(lm_, texts, stride=stride)  # type: ignore[attr-defined]
+    except (TokLabError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(
+        f"{ev.bits_per_byte:.4f} bits per byte over {ev.bytes:,} bytes in {len(texts)} "
+        f"documents ({ev.bytes_per_token:.2f} bytes per token, {ev.tokens_per_second:,.0f} "
+        f"tokens/s, {ev.flops_per_byte:.3g} FLOPs per byte)"
+    )
+    _write_json(json_path, {"model": model, "eval": ev.to_dict()})
+
+
 if __name__ == "__main__":
     main()

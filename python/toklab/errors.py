@@ -9,7 +9,9 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ContextLengthError",
     "CorruptFileError",
+    "DeviceError",
     "DisallowedSpecialTokenError",
     "EmptyCorpusError",
     "InvalidIdsError",
@@ -17,7 +19,9 @@ __all__ = [
     "PatternError",
     "TokLabError",
     "TokLabWarning",
+    "TrainingDivergedError",
     "UnknownTokenError",
+    "VocabularyMismatchError",
 ]
 
 
@@ -55,6 +59,22 @@ class DisallowedSpecialTokenError(TokLabError):
 
 class CorruptFileError(TokLabError):
     """A saved tokenizer that cannot be read back: truncated, edited, or of an unknown version."""
+
+
+class DeviceError(ConfigError):
+    """A device that is not there (CUDA asked for on a machine without it) or not understood."""
+
+
+class VocabularyMismatchError(ConfigError):
+    """A model (or checkpoint) used with a tokenizer other than the one it was trained over."""
+
+
+class ContextLengthError(InvalidInputError):
+    """A sequence longer than a model's context."""
+
+
+class TrainingDivergedError(TokLabError):
+    """Training produced a non-finite loss; the last checkpoint written is still the good one."""
 
 
 class TokLabWarning(UserWarning):

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from toklab.errors import CorruptFileError, InvalidIdsError, UnknownTokenError
 
-__all__ = ["IdsLike", "Tokenizer", "as_ids", "load"]
+__all__ = ["IdsLike", "Tokenizer", "as_ids", "load", "loads"]
 
 #: Anything that holds token ids: a 1-D integer numpy array, a list or tuple of ints, ...
 IdsLike = npt.ArrayLike
@@ -79,13 +79,25 @@ def as_ids(ids: IdsLike, vocab_size: int) -> np.ndarray:
 
 def load(path: str | os.PathLike[str]) -> Any:
     """Loads any tokenizer saved by toklab, whatever its method."""
-    from toklab.bpe import BPETokenizer
+    try:
+        return loads(Path(path).read_text(encoding="utf-8"))
+    except CorruptFileError as e:
+        raise CorruptFileError(f"{path}: {e}") from None
+    except UnicodeDecodeError:
+        raise CorruptFileError(f"{path}: not a toklab tokenizer file (not UTF-8 text)") from None
 
-    text = Path(path).read_text(encoding="utf-8")
+
+def loads(text: str) -> Any:
+    """Reads a tokenizer from the JSON text that its ``to_json()`` gave."""
+    from toklab.bpe import BPETokenizer
+    from toklab.bytes import ByteTokenizer
+
     head = text[:200]
     if '"toklab.bpe"' in head:
         return BPETokenizer.from_json(text)
-    raise CorruptFileError(f"{path}: not a toklab tokenizer file (no known format field)")
+    if '"toklab.bytes"' in head:
+        return ByteTokenizer.from_json(text)
+    raise CorruptFileError("not a toklab tokenizer file (no known format field)")
 
 
 def ids_from_buffer(raw: bytearray) -> np.ndarray:

@@ -25,6 +25,7 @@ __all__ = [
     "is_dataset",
     "iter_dataset_texts",
     "iter_texts",
+    "split_holdout",
 ]
 
 #: The parts of the embedded corpus, in the order :func:`default_corpus` yields them.
@@ -113,3 +114,29 @@ def iter_texts(source: Any, text_column: str = "text") -> Iterator[str]:
         yield from iter_dataset_texts(source, text_column)
     else:
         yield from source
+
+
+def split_holdout(texts: Iterable[str], fraction: float) -> tuple[list[str], list[str]]:
+    """Splits each document into a training head and a held-out tail of about ``fraction`` of
+    its characters, cut at a line break near the cut (or exactly there if none is close).
+    Deterministic, so training and evaluation agree on the split.
+
+    >>> split_holdout(["a\\nb\\nc\\nd\\n"], 0.5)
+    (['a\\nb\\n'], ['c\\nd\\n'])
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise InvalidInputError(f"the held-out fraction must be in [0, 1), got {fraction}")
+    train: list[str] = []
+    held: list[str] = []
+    for text in texts:
+        cut = round(len(text) * (1.0 - fraction))
+        if 0 < cut < len(text):
+            window = max(200, len(text) // 100)
+            line = text.rfind("\n", max(0, cut - window), cut)
+            if line >= 0:
+                cut = line + 1
+        if text[:cut]:
+            train.append(text[:cut])
+        if text[cut:]:
+            held.append(text[cut:])
+    return train, held

@@ -1,0 +1,174 @@
+"""Raw bytes as tokens: the identity tokenizer, and the baseline every other method is judged by.
+
+Token ``b`` (0 to 255) is the byte ``b`` of the UTF-8 text; special tokens, if any, take the ids
+after 255. Byte-level language models (ByteSpan's signal model, Equal-Info's compressor) read
+this.
+
+>>> tok = ByteTokenizer()
+>>> tok.encode("hé").tolist()
+[104, 195, 169]
+>>> tok.decode([104, 195, 169])
+'hé'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from toklab.errors import (
+    ConfigError,
+    CorruptFileError,
+    DisallowedSpecialTokenError,
+    UnknownTokenError,
+)
+from toklab.tokenizer import IdsLike, as_ids
+
+__all__ = ["ByteTokenizer"]
+
+_FORMAT = "toklab.bytes"
+_VERSION = 1
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as token ids 0 to 255, then optional special tokens."""
+
+    def __init__(self, special_tokens: Iterable[str] = ()) -> None:
+        specials = list(special_tokens)
+        if len(set(specials)) != len(specials) or any(not s for s in specials):
+            raise ConfigError("special tokens must be distinct, non-empty strings")
+        self._specials: dict[str, int] = {s: 256 + i for i, s in enumerate(specials)}
+        self._special_bytes = [s.encode("utf-8") for s in specials]
+
+    @property
+    def vocab_size(self) -> int:
+        return 256 + len(self._specials)
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return dict(self._specials)
+
+    def __repr__(self) -> str:
+        return f"ByteTokenizer(special_tokens={list(self._specials)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ByteTokenizer) and other._specials == self._specials
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._specials))
+
+    # -- encoding ---------------------------------------------------------------------------
+
+    def encode(
+        self,
+        text: str,
+        *,
+        allowed_special: Literal["all"] | Collection[str] = (),
+        disallowed_special: Literal["all"] | Collection[str] = "all",
+    ) -> np.ndarray:
+        """The UTF-8 bytes of ``text`` as ``uint32`` ids (special tokens as tiktoken treats them:
+        allowed ones become their id, disallowed ones raise, the rest are plain text)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, not {type(text).__name__}")
+        allowed = set(self._specials) if allowed_special == "all" else set(allowed_special)
+        if disallowed_special == "all":
+            disallowed = set(self._specials) - allowed
+        else:
+            disallowed = set(disallowed_special)
+        for s in disallowed:
+            if s in text:
+                raise DisallowedSpecialTokenError(
+                    f"text contains the special token {s!r}; pass allowed_special={{{s!r}}} to "
+                    "encode it as one token, or disallowed_special=() to encode it as text"
+                )
+        if not allowed or not any(s in text for s in allowed):
+            return self.encode_bytes(text.encode("utf-8"))
+        out: list[np.ndarray] = []
+        at = 0
+        while at < len(text):
+            hits = [(text.find(s, at), -len(s), s) for s in allowed]
+            hits = [h for h in hits if h[0] >= 0]
+            if not hits:
+                break
+            start, neg_len, s = min(hits)
+            out.append(self.encode_bytes(text[at:start].encode("utf-8")))
+            out.append(np.array([self._specials[s]], dtype=np.uint32))
+            at = start - neg_len
+        out.append(self.encode_bytes(text[at:].encode("utf-8")))
+        return np.concatenate(out)
+
+    def encode_ordinary(self, text: str) -> np.ndarray:
+        """``encode`` with special token strings treated as plain text."""
+        return self.encode(text, disallowed_special=())
+
+    def encode_bytes(self, data: bytes) -> np.ndarray:
+        """Any bytes, valid UTF-8 or not, as ids."""
+        return np.frombuffer(bytes(data), dtype=np.uint8).astype(np.uint32)
+
+    def encode_batch(self, texts: Iterable[str], **kwargs: Any) -> list[np.ndarray]:
+        return [self.encode(t, **kwargs) for t in texts]
+
+    # -- decoding ---------------------------------------------------------------------------
+
+    def decode_bytes(self, ids: IdsLike) -> bytes:
+        arr = as_ids(ids, self.vocab_size)
+        if arr.size and int(arr.max()) >= self.vocab_size:
+            raise UnknownTokenError(
+                f"unknown token id {int(arr.max())}: the vocabulary has ids 0..{self.vocab_size}"
+            )
+        if not self._specials or not (arr >= 256).any():
+            return arr.astype(np.uint8).tobytes()
+        parts = []
+        for i in arr.tolist():
+            parts.append(bytes([i]) if i < 256 else self._special_bytes[i - 256])
+        return b"".join(parts)
+
+    def decode(self, ids: IdsLike, errors: str = "replace") -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        if not 0 <= token_id < self.vocab_size:
+            raise UnknownTokenError(
+                f"unknown token id {token_id}: the vocabulary has ids 0..{self.vocab_size}"
+            )
+        return bytes([token_id]) if token_id < 256 else self._special_bytes[token_id - 256]
+
+    # -- saving -----------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"format": _FORMAT, "version": _VERSION, "special_tokens": list(self._specials)},
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ByteTokenizer:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CorruptFileError(f"not a toklab byte tokenizer: {e}") from None
+        if not isinstance(data, Mapping) or data.get("format") != _FORMAT:
+            raise CorruptFileError("not a toklab byte tokenizer (format field)")
+        if data.get("version") != _VERSION:
+            raise CorruptFileError(
+                f"byte tokenizer format version {data.get('version')!r}; this toklab reads "
+                f"version {_VERSION}"
+            )
+        specials = data.get("special_tokens", [])
+        if not isinstance(specials, list) or not all(isinstance(s, str) for s in specials):
+            raise CorruptFileError("byte tokenizer: special_tokens must be a list of strings")
+        try:
+            return cls(specials)
+        except ConfigError as e:
+            raise CorruptFileError(f"byte tokenizer: {e}") from None
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ByteTokenizer, (list(self._specials),))

@@ -1,0 +1,381 @@
+"""A trained GPT with the tokenizer it reads, on a device: the lab's :class:`TokenLM`, and its
+:class:`ByteLM` when the tokenizer is :class:`~toklab.bytes.ByteTokenizer`.
+
+Checkpoints are single files written with ``torch.save`` (loaded with ``weights_only=True``):
+the format name and version, the model config and weights, the tokenizer as its JSON text, and,
+when written by training, the optimizer, the step, the random states and the training options,
+so that training resumes exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from toklab.bytes import ByteTokenizer
+from toklab.errors import (
+    ConfigError,
+    ContextLengthError,
+    CorruptFileError,
+    DeviceError,
+    VocabularyMismatchError,
+)
+from toklab.lm.model import GPT, GPTConfig, KVCache
+from toklab.tokenizer import loads
+
+__all__ = ["GPTState", "LanguageModel", "resolve_device"]
+
+CHECKPOINT_FORMAT = "toklab.lm"
+CHECKPOINT_VERSION = 1
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None): CUDA when present, else CPU; ``"cuda"`` on a machine without CUDA
+    raises :class:`~toklab.errors.DeviceError`."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise DeviceError(f"unknown device {device!r}: {e}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device {device!r} asked for, but torch sees no CUDA device here "
+                f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use device='cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+    elif dev.type != "cpu":
+        raise DeviceError(f"device {device!r}: toklab runs on 'cpu' or 'cuda'")
+    return dev
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA; nothing on CPU (where float32 keeps results exact and stable)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def tokenizer_json(tokenizer: Any) -> str:
+    to_json = getattr(tokenizer, "to_json", None)
+    if to_json is None:
+        raise ConfigError(
+            f"{type(tokenizer).__name__} cannot be saved with a model (it has no to_json)"
+        )
+    return str(to_json())
+
+
+def is_byte_tokenizer(tokenizer: Any) -> bool:
+    return isinstance(tokenizer, ByteTokenizer)
+
+
+class LanguageModel:
+    """A :class:`~toklab.lm.model.GPT` over ``tokenizer``'s ids, on ``device``.
+
+    Implements :class:`~toklab.lm.protocols.TokenLM`; over a :class:`ByteTokenizer` it is also a
+    :class:`~toklab.lm.protocols.ByteLM` (256 columns: the byte GPT predicts no end of text).
+    """
+
+    def __init__(
+        self, model: GPT, tokenizer: Any, device: str | torch.device | None = None
+    ) -> None:
+        if tokenizer.vocab_size != model.cfg.vocab_size:
+            raise VocabularyMismatchError(
+                f"the model predicts {model.cfg.vocab_size} ids, the tokenizer has "
+                f"{tokenizer.vocab_size}"
+            )
+        self.device = resolve_device(device if device is not None else _model_device(model))
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+
+    @property
+    def cfg(self) -> GPTConfig:
+        return self.model.cfg
+
+    @property
+    def vocab_size(self) -> int:
+        return self.cfg.vocab_size
+
+    @property
+    def context(self) -> int:
+        return self.cfg.context
+
+    @property
+    def has_end(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        c = self.cfg
+        return (
+            f"LanguageModel(layers={c.n_layer}, width={c.n_embd}, heads={c.n_head}, "
+            f"context={c.context}, vocab={c.vocab_size}, params={self.model.num_params():,}, "
+            f"device={self.device})"
+        )
+
+    # -- TokenLM -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def next_token_logprobs(
+        self, prefixes: Sequence[Sequence[int]], *, truncate: bool = False, batch_size: int = 64
+    ) -> np.ndarray:
+        """``[len(prefixes), vocab_size]`` float64 log-probabilities of the next token after
+        each prefix (a document start comes before every prefix). A prefix that does not fit
+        the context raises :class:`~toklab.errors.ContextLengthError`, or with ``truncate``
+        keeps only its last ``context`` positions."""
+        seqs = [self._sequence(p, truncate) for p in prefixes]
+        out = np.empty((len(seqs), self.vocab_size), dtype=np.float64)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        for at in range(0, len(order), batch_size):
+            rows = order[at : at + batch_size]
+            width = max(len(seqs[i]) for i in rows)
+            ids = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, i in enumerate(rows):
+                ids[j, : len(seqs[i])] = torch.as_tensor(seqs[i])
+            last = torch.tensor([len(seqs[i]) - 1 for i in rows])
+            ids, last = ids.to(self.device), last.to(self.device)
+            with autocast(self.device):
+                h = self.model.hidden(ids)
+                h = h[torch.arange(len(rows), device=self.device), last]
+                logits = self.model.head(h)
+            out[rows] = _logprobs(logits)
+        return out
+
+    @torch.no_grad()
+    def start(self, prefixes: Sequence[Sequence[int]]) -> GPTState:
+        """The incremental path: a state after each prefix (KV caches), advanced by ``append``."""
+        return GPTState.start(self, [self._sequence(p, False) for p in prefixes])
+
+    # -- ByteLM --------------------------------------------------------------------------------
+
+    def next_byte_logprobs(self, prefixes: Sequence[bytes]) -> np.ndarray:
+        """``[len(prefixes), 256]`` log-probabilities of the next byte (byte GPTs only)."""
+        self._check_bytes()
+        lp = self.next_token_logprobs([list(bytes(p)) for p in prefixes])
+        return _renormalised_bytes(lp)
+
+    def start_bytes(self, prefixes: Sequence[bytes]) -> GPTState:
+        self._check_bytes()
+        state = self.start([list(bytes(p)) for p in prefixes])
+        state.byte_columns = self.vocab_size > 256
+        return state
+
+    def _check_bytes(self) -> None:
+        if not is_byte_tokenizer(self.tokenizer):
+            raise ConfigError(
+                "next_byte_logprobs needs a model over raw bytes (ByteTokenizer); for a token "
+                "model use toklab's exact byte-level conversion"
+            )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def encode(self, text: str) -> np.ndarray:
+        """The tokenizer's ids of ``text`` (special-token strings as plain text)."""
+        encode_ordinary = getattr(self.tokenizer, "encode_ordinary", None)
+        if encode_ordinary is not None:
+            return np.asarray(encode_ordinary(text))
+        return np.asarray(self.tokenizer.encode(text))
+
+    def _sequence(self, prefix: Sequence[int], truncate: bool) -> list[int]:
+        ids = [int(i) for i in prefix]
+        if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
+            bad = min(ids) if min(ids) < 0 else max(ids)
+            from toklab.errors import UnknownTokenError
+
+            raise UnknownTokenError(f"token id {bad} outside 0..{self.vocab_size}")
+        seq = [self.cfg.bos_id, *ids]
+        if len(seq) > self.context:
+            if not truncate:
+                raise ContextLengthError(
+                    f"a prefix of {len(ids)} tokens (+1 for the document start) does not fit "
+                    f"the model's context of {self.context}; pass truncate=True to keep the "
+                    "last positions"
+                )
+            seq = seq[-self.context :]
+        return seq
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes the weights, config and tokenizer to one file (atomically)."""
+        save_checkpoint(path, self.model, self.tokenizer)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        device: str | torch.device | None = "auto",
+        tokenizer: Any = None,
+    ) -> LanguageModel:
+        """Loads a checkpoint. ``tokenizer``, if given, must be the one the model was trained
+        over (else :class:`~toklab.errors.VocabularyMismatchError`)."""
+        ckpt = read_checkpoint(path)
+        model, stored = model_from_checkpoint(ckpt, path)
+        if tokenizer is not None:
+            check_same_tokenizer(tokenizer, stored, path)
+        return cls(model, stored if tokenizer is None else tokenizer, device)
+
+
+def check_same_tokenizer(tokenizer: Any, stored: Any, where: Any) -> None:
+    if tokenizer_json(tokenizer) != tokenizer_json(stored):
+        raise VocabularyMismatchError(
+            f"{where}: the model was trained over another tokenizer ({stored.vocab_size} ids; "
+            f"this one has {tokenizer.vocab_size}, and its vocabulary differs)"
+        )
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: GPT,
+    tokenizer: Any,
+    training: dict[str, Any] | None = None,
+) -> None:
+    """Writes a checkpoint to ``path`` through a temporary file, so a crash never leaves a torn
+    file in place of a good one."""
+    data: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": model.cfg.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "tokenizer": tokenizer_json(tokenizer),
+    }
+    if training is not None:
+        data["training"] = training
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(data, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises many types for a damaged file
+        raise CorruptFileError(f"{path}: not a readable toklab LM checkpoint ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise CorruptFileError(f"{path}: not a toklab LM checkpoint (format field)")
+    if data.get("version") != CHECKPOINT_VERSION:
+        raise CorruptFileError(
+            f"{path}: checkpoint version {data.get('version')!r}; this toklab reads "
+            f"version {CHECKPOINT_VERSION}"
+        )
+    return data
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], where: Any) -> tuple[GPT, Any]:
+    try:
+        cfg = GPTConfig.from_dict(ckpt["config"])
+        tokenizer = loads(ckpt["tokenizer"])
+        model = GPT(cfg)
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, RuntimeError, ConfigError) as e:
+        raise CorruptFileError(f"{where}: damaged checkpoint ({e})") from None
+    if tokenizer.vocab_size != cfg.vocab_size:
+        raise CorruptFileError(f"{where}: the stored tokenizer does not fit the model")
+    return model, tokenizer
+
+
+def _model_device(model: GPT) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _logprobs(logits: torch.Tensor) -> np.ndarray:
+    """Log-softmax in float64 (so each row sums to one to double precision)."""
+    return logits.double().log_softmax(-1).cpu().numpy()
+
+
+def _renormalised_bytes(lp: np.ndarray) -> np.ndarray:
+    """The 256 byte columns of a byte tokenizer's distribution; if it also has special tokens,
+    renormalised over the bytes alone."""
+    if lp.shape[1] == 256:
+        return lp
+    b = lp[:, :256]
+    return b - np.logaddexp.reduce(b, axis=1, keepdims=True)
+
+
+class GPTState:
+    """Incremental next-token distributions of a batch, with one KV cache per group of rows of
+    the same length (rows advance together, so groups never mix)."""
+
+    def __init__(self, lm: LanguageModel, groups: list[tuple[list[int], KVCache]], lp: np.ndarray):
+        self._lm = lm
+        self._groups = groups  # (batch rows, cache of those rows in that order)
+        self._logprobs = lp
+        self.byte_columns = False
+
+    @classmethod
+    def start(cls, lm: LanguageModel, seqs: list[list[int]]) -> GPTState:
+        lp = np.empty((len(seqs), lm.vocab_size), dtype=np.float64)
+        by_len: dict[int, list[int]] = {}
+        for i, s in enumerate(seqs):
+            by_len.setdefault(len(s), []).append(i)
+        groups = []
+        for rows in by_len.values():
+            cache = KVCache(lm.cfg.n_layer)
+            ids = torch.tensor([seqs[i] for i in rows], dtype=torch.long, device=lm.device)
+            with torch.no_grad(), autocast(lm.device):
+                logits = lm.model(ids, cache)[:, -1]
+            lp[rows] = _logprobs(logits)
+            groups.append((rows, cache))
+        return cls(lm, groups, lp)
+
+    @property
+    def logprobs(self) -> np.ndarray:
+        return _renormalised_bytes(self._logprobs) if self.byte_columns else self._logprobs
+
+    @property
+    def length(self) -> list[int]:
+        """Positions seen by each row, the document start included."""
+        out = [0] * len(self._logprobs)
+        for rows, cache in self._groups:
+            for r in rows:
+                out[r] = cache.length
+        return out
+
+    def append(self, symbols: Sequence[int]) -> None:
+        symbols = [int(s) for s in symbols]
+        if len(symbols) != len(self._logprobs):
+            raise ConfigError(f"append: {len(symbols)} symbols for {len(self._logprobs)} rows")
+        if symbols and (min(symbols) < 0 or max(symbols) >= self._lm.vocab_size):
+            from toklab.errors import UnknownTokenError
+
+            raise UnknownTokenError(f"append: a symbol outside 0..{self._lm.vocab_size}")
+        for rows, cache in self._groups:
+            ids = torch.tensor([[symbols[r]] for r in rows], dtype=torch.long)
+            with torch.no_grad(), autocast(self._lm.device):
+                logits = self._lm.model(ids.to(self._lm.device), cache)[:, -1]
+            self._logprobs[rows] = _logprobs(logits)
+
+    def select(self, rows: Sequence[int]) -> GPTState:
+        rows = [int(r) for r in rows]
+        where = {}
+        for g, (members, _) in enumerate(self._groups):
+            for k, r in enumerate(members):
+                where[r] = (g, k)
+        picked: dict[int, tuple[list[int], list[int]]] = {}
+        for new, old in enumerate(rows):
+            if old not in where:
+                raise ConfigError(f"select: no row {old} in a batch of {len(self._logprobs)}")
+            g, k = where[old]
+            picked.setdefault(g, ([], []))
+            picked[g][0].append(new)
+            picked[g][1].append(k)
+        groups = []
+        for g, (new_rows, in_group) in picked.items():
+            index = torch.tensor(in_group, dtype=torch.long, device=self._lm.device)
+            groups.append((new_rows, self._groups[g][1].select(index)))
+        state = GPTState(self._lm, groups, self._logprobs[rows].copy())
+        state.byte_columns = self.byte_columns
+        return state

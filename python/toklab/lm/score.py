@@ -1,0 +1,187 @@
+"""Scoring held-out text in bits per byte, the one scale on which tokenizers compare.
+
+``bits_per_byte = sum over tokens of -log2 p(token | context) / bytes of the text``, with the
+byte count taken from the text itself (``len(text.encode("utf-8"))``), never from a token count
+times an assumed length. Each document starts from the model's document-start id, as in
+training; the end of a document is not scored.
+
+Documents longer than the context are scored with a strided window: windows of ``context``
+positions start every ``stride`` positions (default half the context), and each window scores
+only the tokens that earlier windows did not, so every token after the first window is scored
+with at least ``context - stride`` tokens of context. The sums are in float64 and do not depend
+on how windows are batched.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from toklab.errors import ConfigError, EmptyCorpusError
+from toklab.lm.language_model import LanguageModel, autocast
+
+__all__ = ["DocumentScore", "EvalResult", "evaluate"]
+
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class DocumentScore:
+    bytes: int
+    tokens: int
+    bits: float
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.bits / self.bytes if self.bytes else float("nan")
+
+
+@dataclass
+class EvalResult:
+    bits_per_byte: float
+    bits: float
+    bytes: int
+    tokens: int
+    seconds: float
+    tokens_per_second: float
+    flops_per_byte: float
+    documents: list[DocumentScore] = field(default_factory=list)
+
+    @property
+    def bytes_per_token(self) -> float:
+        return self.bytes / self.tokens if self.tokens else float("nan")
+
+    @property
+    def loss(self) -> float:
+        """Mean negative log-likelihood per token, in nats."""
+        return self.bits * LN2 / self.tokens if self.tokens else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bits_per_byte": self.bits_per_byte,
+            "bits": self.bits,
+            "bytes": self.bytes,
+            "tokens": self.tokens,
+            "bytes_per_token": self.bytes_per_token,
+            "loss_nats_per_token": self.loss,
+            "seconds": self.seconds,
+            "tokens_per_second": self.tokens_per_second,
+            "flops_per_byte": self.flops_per_byte,
+            "documents": [
+                {"bytes": d.bytes, "tokens": d.tokens, "bits": d.bits, "bpb": d.bits_per_byte}
+                for d in self.documents
+            ],
+        }
+
+
+def _windows(n_tokens: int, context: int, stride: int) -> list[tuple[int, int, int]]:
+    """``(start, end, first)`` over the sequence ``[bos, t_1..t_n]``: the window holds positions
+    ``start..end`` and scores the targets at positions ``first..end - 1`` (position p's target
+    is the token at p + 1).
+
+    >>> _windows(10, 4, 2)
+    [(0, 4, 0), (2, 6, 3), (4, 8, 5), (6, 10, 7), (8, 11, 9)]
+    """
+    out = []
+    length = n_tokens + 1
+    start, scored = 0, 0  # positions < scored have had their target scored
+    while scored < n_tokens:
+        end = min(start + context, length)
+        out.append((start, end, scored))
+        scored = end - 1
+        start += stride
+    return out
+
+
+@torch.no_grad()
+def evaluate(
+    lm: LanguageModel,
+    texts: Iterable[str],
+    *,
+    stride: int | None = None,
+    batch_tokens: int = 1 << 14,
+    max_logits: int = 1 << 25,
+) -> EvalResult:
+    """Bits per byte of ``lm`` on ``texts`` (each one document), with per-document results.
+
+    ``batch_tokens`` (positions per forward pass) and ``max_logits`` (logit entries held at
+    once) bound memory and do not change the result beyond float rounding.
+    """
+    context = lm.context
+    stride = context // 2 if stride is None else stride
+    if not 1 <= stride <= context - 1 and context > 1:
+        raise ConfigError(f"stride must be in 1..{context - 1}, got {stride}")
+    stride = max(stride, 1)
+    bos = lm.cfg.bos_id
+    docs: list[tuple[np.ndarray, int]] = []
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"texts must be str, not {type(text).__name__}")
+        ids = np.asarray(lm.encode(text), dtype=np.int64)
+        docs.append((np.concatenate([[bos], ids]), len(text.encode("utf-8"))))
+    if not any(n for _, n in docs):
+        raise EmptyCorpusError("no text to score")
+
+    jobs = []  # (doc, start, end, first)
+    for d, (seq, _) in enumerate(docs):
+        for start, end, first in _windows(len(seq) - 1, context, stride):
+            jobs.append((d, start, end, first))
+    jobs.sort(key=lambda j: j[2] - j[1])
+    bits = np.zeros(len(docs), dtype=np.float64)
+    positions = 0
+    began = time.perf_counter()
+    at = 0
+    while at < len(jobs):
+        width = jobs[at][2] - jobs[at][1]
+        rows = max(1, min(batch_tokens // max(width, 1), max_logits // (width * lm.vocab_size)))
+        batch = jobs[at : at + rows]
+        at += len(batch)
+        width = max(j[2] - j[1] for j in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        targets = torch.full((len(batch), width), -1, dtype=torch.long)
+        for r, (d, start, end, first) in enumerate(batch):
+            seq = torch.from_numpy(docs[d][0])
+            ids[r, : end - start] = seq[start:end]
+            # position p (window offset p - start) predicts seq[p + 1]
+            lo, hi = first - start, end - 1 - start
+            targets[r, lo:hi] = seq[first + 1 : end]
+        positions += sum(j[2] - j[1] for j in batch)
+        ids, targets = ids.to(lm.device), targets.to(lm.device)
+        with autocast(lm.device):
+            logits = lm.model(ids)
+        # log p(target) = logit(target) - logsumexp(logits), in float64.
+        logits = logits.float()
+        lse = torch.logsumexp(logits.double(), dim=-1)
+        picked = logits.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1).double() - lse
+        picked = torch.where(targets >= 0, picked, torch.zeros_like(picked))
+        per_row = (-picked.sum(-1) / LN2).cpu().numpy()
+        for r, (d, *_) in enumerate(batch):
+            bits[d] += per_row[r]
+    if lm.device.type == "cuda":
+        torch.cuda.synchronize(lm.device)
+    seconds = time.perf_counter() - began
+    scores = [
+        DocumentScore(bytes=n, tokens=len(seq) - 1, bits=float(b))
+        for (seq, n), b in zip(docs, bits, strict=True)
+    ]
+    total_bits = float(bits.sum())
+    total_bytes = sum(s.bytes for s in scores)
+    total_tokens = sum(s.tokens for s in scores)
+    mean_window = positions / max(len(jobs), 1)
+    flops = lm.cfg.forward_flops_per_token(round(mean_window)) * positions
+    return EvalResult(
+        bits_per_byte=total_bits / total_bytes,
+        bits=total_bits,
+        bytes=total_bytes,
+        tokens=total_tokens,
+        seconds=seconds,
+        tokens_per_second=positions / seconds if seconds > 0 else 0.0,
+        flops_per_byte=flops / total_bytes,
+        documents=scores,
+    )
