@@ -102,6 +102,15 @@ class ByteTokenizer:
         out.append(self.encode_bytes(text[at:].encode("utf-8")))
         return np.concatenate(out)
 
+    def encode_with_offsets(self, text: str, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, offsets)``: ``offsets[i] = (start, end)``, the bytes of token ``i``."""
+        ids = self.encode(text, **kwargs)
+        lengths = np.ones(len(ids), dtype=np.uint64)
+        for special, i in self._specials.items():
+            lengths[ids == i] = len(special.encode("utf-8"))
+        ends = np.cumsum(lengths, dtype=np.uint64)
+        return ids, np.stack([ends - lengths, ends], axis=1)
+
     def encode_ordinary(self, text: str) -> np.ndarray:
         """``encode`` with special token strings treated as plain text."""
         return self.encode(text, disallowed_special=())

@@ -303,6 +303,127 @@ def import_(source: str, fmt: str, pattern: str | None, output: str) -> None:
     click.echo(f"imported {tok!r} -> {output}", err=True)
 
 
+# -- comparison --------------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(_amount(x)) for x in text.split(",") if x.strip()]
+    except click.BadParameter:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of sizes") from None
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("files", nargs=-1)
+@click.option(
+    "--methods",
+    default=None,
+    help="Comma-separated methods (default: all that are installed). See --list-methods.",
+)
+@click.option("--list-methods", is_flag=True, help="List the methods and exit.")
+@click.option(
+    "--vocab-sizes",
+    default="4096,8192,16384,32768",
+    show_default=True,
+    help="Vocabulary sizes of toklab BPE.",
+)
+@click.option(
+    "--baseline-sizes",
+    default="8192,32768",
+    show_default=True,
+    help="Vocabulary sizes of the other libraries' methods ('same': as --vocab-sizes).",
+)
+@click.option("--holdout", type=float, default=0.05, show_default=True)
+@click.option("--languages", default=None, help="UDHR languages (ISO 639-3, comma-separated).")
+@click.option(
+    "--morph-data",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Morphology data (default: shared/data/morph beside or above the working directory).",
+)
+@click.option("--lm", "with_lm", is_flag=True, help="Also train a small LM per tokenizer.")
+@click.option("--lm-budget", default="2M", show_default=True, help="Bytes each LM reads.")
+@click.option("--lm-preset", default="tiny", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="LM device.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False),
+    default="toklab-compare",
+    show_default=True,
+    help="Directory for compare.md, compare.json and the plots.",
+)
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+def compare(
+    files: tuple[str, ...],
+    methods: str | None,
+    list_methods: bool,
+    vocab_sizes: str,
+    baseline_sizes: str,
+    holdout: float,
+    languages: str | None,
+    morph_data: str | None,
+    with_lm: bool,
+    lm_budget: str,
+    lm_preset: str,
+    device: str,
+    seed: int,
+    output: str,
+    no_plots: bool,
+) -> None:
+    """Train tokenizers on FILES (default: the embedded corpus) and compare them.
+
+    Each method is trained on all but the held-out tail of every document, then scored on that
+    held-out English, on the UDHR in 63 languages and, when the shared morphology data is
+    found, on MorphScore and morpheme boundaries. Prints a table; writes Markdown, JSON and
+    PNG plots to --output.
+
+    \b
+    Examples:
+      toklab compare
+      toklab compare 'corpus/*.txt' --methods bpe,bytes,spm-unigram --vocab-sizes 8k,32k
+      toklab compare --lm --lm-budget 5M
+    """
+    from toklab import compare as cmp
+
+    if list_methods:
+        for m in cmp.METHODS.values():
+            state = "" if m.available() else f"  (needs {', '.join(m.requires)})"
+            click.echo(f"{m.name:<12} {m.description}{state}")
+        return
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    if chosen is None:
+        chosen = cmp.available_methods()
+    baselines = None if baseline_sizes == "same" else _int_list(baseline_sizes)
+    try:
+        texts = _read_documents(files) if files else None
+        result = cmp.run_compare(
+            texts,
+            methods=chosen,
+            vocab_sizes=_int_list(vocab_sizes),
+            baseline_sizes=baselines,
+            holdout=holdout,
+            languages=[x.strip() for x in languages.split(",")] if languages else None,
+            morph_data=morph_data,
+            lm_budget=int(_amount(lm_budget)) if with_lm else None,
+            lm_preset=lm_preset,
+            lm_device=device,
+            seed=seed,
+            progress=True,
+        )
+        written = cmp.write_reports(result, output, plots=not no_plots)
+    except (TokLabError, OSError, UnicodeDecodeError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(cmp.render_text(result))
+    click.echo(f"\n{result.info['seconds']:.0f} s; wrote " + ", ".join(map(str, written)), err=True)
+    if result.failures:
+        raise click.ClickException(
+            f"{len(result.failures)} method(s) failed (the others' results are written): "
+            + "; ".join(f"{f['method']}: {f['error']}" for f in result.failures)
+        )
+
+
 # -- language models -------------------------------------------------------------------------
 
 
