@@ -168,3 +168,27 @@ def test_bytespan_english_bpe_ordering():
     for column in range(3):
         values = [r[column] for r in rows]
         assert values[0] > values[1] > values[2], (column, values)
+
+
+def test_lm_column(corpus):
+    torch = pytest.importorskip("torch", reason="toklab[lm] is not installed")
+    torch.set_num_threads(2)
+    methods = ["bytes", "bpe"] + (["hf-bpe"] if cmp.METHODS["hf-bpe"].available() else [])
+    res = cmp.run_compare(
+        [t[:100_000] for t in corpus],
+        methods=methods,
+        vocab_sizes=[400],
+        baseline_sizes=[400],
+        languages=["eng"],
+        morph_data=None,
+        lm_budget=30_000,
+        lm_preset="tiny",
+        lm_device="cpu",
+        progress=False,
+    )
+    assert not res.failures, res.failures
+    for r in res.rows:
+        assert 0 < r["lm_bits_per_byte"] < 9
+        # every model read about the same number of bytes
+        assert abs(r["lm_bytes_seen"] - 30_000) < 0.6 * 30_000
+    assert "LM bits/byte" in cmp.render_text(res)

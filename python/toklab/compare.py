@@ -536,7 +536,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("fertility", "fertility", "{:.3f}"),
     ("split_share", "split", "{:.1%}"),
     ("renyi_observed", "Rényi(obs)", "{:.3f}"),
-    ("renyi_vocab", "Rényi(|V|)", "{:.3f}"),
+    ("renyi_vocab", "Rényi(V)", "{:.3f}"),
     ("utilisation", "used", "{:.1%}"),
     ("byte_fallback_rate", "fallback", "{:.2%}"),
     ("unk_rate", "unk", "{:.2%}"),
@@ -677,13 +677,24 @@ def plot(result: CompareResult, out_dir: str | os.PathLike[str]) -> list[Path]:
         ref = next((r for r in largest if r["method"] == "bpe"), largest[0])
         codes = sorted(ref["udhr_bytes_per_token"], key=lambda c: ref["udhr_bytes_per_token"][c])
         fig, ax = plt.subplots(figsize=(max(8, len(codes) * 0.22), 4.8))
+        # An unknown token stands for any amount of text: such rows are drawn dashed, and the
+        # axis follows the others.
+        top = 0.0
         for r in sorted(largest, key=lambda r: r["method"]):
+            unk = r.get("udhr_mean_unk_rate") or 0.0
+            ys = [r["udhr_bytes_per_token"][c] for c in codes]
+            if unk <= 0.01:
+                top = max(top, *ys)
             ax.plot(
                 range(len(codes)),
-                [r["udhr_bytes_per_token"][c] for c in codes],
+                ys,
                 marker=".",
-                label=f"{r['method']} {r['vocab_size']}",
+                linestyle="--" if unk > 0.01 else "-",
+                label=f"{r['method']} {r['vocab_size']}"
+                + (f" ({unk:.0%} unknown)" if unk > 0.01 else ""),
             )
+        if top > 0:
+            ax.set_ylim(0, top * 1.25)
         ax.set_xticks(range(len(codes)), codes, rotation=90, fontsize=7)
         ax.set_ylabel("bytes per token")
         ax.set_title("Compression across the UDHR languages (sorted by toklab BPE)")
