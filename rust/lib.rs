@@ -6,12 +6,14 @@
 //! - [`pretok`]: pre-tokenization with tiktoken's named patterns or any regex.
 //! - [`count`]: counting pieces of texts and files as mergeable partial results.
 //! - [`bpe`]: byte-level BPE training, encoding, decoding and its file format.
+//! - [`stochastok`]: StochasTok's split table and exact, fast stochastic expansion.
 
 pub mod bpe;
 pub mod count;
 pub mod error;
 pub mod par;
 pub mod pretok;
+pub mod stochastok;
 
 #[cfg(feature = "python")]
 mod py;

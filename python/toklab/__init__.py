@@ -29,6 +29,7 @@ from toklab.errors import (
     UnknownTokenError,
     VocabularyMismatchError,
 )
+from toklab.stochastok import StochasTok
 from toklab.tokenizer import Tokenizer, load, loads
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "InvalidIdsError",
     "InvalidInputError",
     "PatternError",
+    "StochasTok",
     "TokLabError",
     "TokLabWarning",
     "Tokenizer",

@@ -133,19 +133,42 @@ def train(
 )
 @click.option("--allow-special", is_flag=True, help="Encode special token text as special tokens.")
 @click.option("--threads", type=int, default=None, help="Encoding threads (default: all cores).")
+@click.option(
+    "--stochastok",
+    type=float,
+    default=None,
+    help="Expand the ids with StochasTok at this p (the paper's semantics).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="StochasTok's seed.")
 def encode(
-    tokenizer: str, files: tuple[str, ...], output: str, allow_special: bool, threads: int | None
+    tokenizer: str,
+    files: tuple[str, ...],
+    output: str,
+    allow_special: bool,
+    threads: int | None,
+    stochastok: float | None,
+    seed: int,
 ) -> None:
     """Encode FILES (UTF-8) with TOKENIZER into one .npy array of ids.
 
     The ids of all files are concatenated in order; the array is uint16 when the vocabulary
-    fits, else uint32.
+    fits, else uint32. With --stochastok P, each file's ids are expanded once (file i is
+    sequence i under --seed), as the paper prepared its training data.
 
     \b
     Example:
       toklab encode bpe.json book.txt notes.txt --output ids.npy
+      toklab encode bpe.json book.txt --stochastok 0.1 --seed 1 --output expanded.npy
     """
     tok = _load(tokenizer)
+    expander = None
+    if stochastok is not None:
+        from toklab.stochastok import StochasTok
+
+        try:
+            expander = StochasTok(tok, p=stochastok, seed=seed)
+        except TokLabError as e:
+            raise click.ClickException(str(e)) from None
     try:
         paths = data.expand_files(list(files))
     except OSError as e:
@@ -167,6 +190,8 @@ def encode(
                     ids = tok.encode_ordinary(text, num_threads=threads)
             except TokLabError as e:
                 raise click.ClickException(f"{path}: {e}") from None
+            if expander is not None:
+                ids = expander.expand(ids, index=len(parts))
             parts.append(ids)
             bar.update(path.stat().st_size)
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)

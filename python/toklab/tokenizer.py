@@ -7,6 +7,7 @@ loss. Tokenizers are immutable (training returns a new object), picklable and th
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -92,11 +93,17 @@ def loads(text: str) -> Any:
     from toklab.bpe import BPETokenizer
     from toklab.bytes import ByteTokenizer
 
-    head = text[:200]
-    if '"toklab.bpe"' in head:
+    # The first "format" field is the file's own (a wrapper's base comes later).
+    found = re.search(r'"format"\s*:\s*"([^"]+)"', text[:2000])
+    kind = found.group(1) if found else None
+    if kind == "toklab.bpe":
         return BPETokenizer.from_json(text)
-    if '"toklab.bytes"' in head:
+    if kind == "toklab.bytes":
         return ByteTokenizer.from_json(text)
+    if kind == "toklab.stochastok":
+        from toklab.stochastok import StochasTok
+
+        return StochasTok.from_json(text)
     raise CorruptFileError("not a toklab tokenizer file (no known format field)")
 
 

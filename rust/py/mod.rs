@@ -19,6 +19,7 @@ use crate::bpe::{io, BatchRun, Bpe, Vocab};
 use crate::count::{Counter, Utf8Errors, WordCounts};
 use crate::error::Error;
 use crate::pretok::PreTokenizer;
+use crate::stochastok::{Mode, Options, SplitTable};
 
 /// Raises the `toklab.errors` class called `name`.
 fn raise(name: &str, msg: String) -> PyErr {
@@ -657,10 +658,134 @@ fn resolve_pattern(name_or_regex: &str) -> String {
     crate::pretok::resolve_pattern(name_or_regex).to_string()
 }
 
+/// StochasTok's split table over a vocabulary, and the expansion that uses it.
+#[pyclass(frozen, module = "toklab._core", name = "SplitTable")]
+pub struct PySplitTable {
+    inner: SplitTable,
+}
+
+#[pymethods]
+impl PySplitTable {
+    /// The table of arbitrary tokens (index = id); `special[id]` marks ids that never split.
+    #[new]
+    fn new(py: Python<'_>, tokens: Vec<Vec<u8>>, special: Vec<bool>) -> PyResult<Self> {
+        let inner = py
+            .detach(|| {
+                let refs: Vec<&[u8]> = tokens.iter().map(Vec::as_slice).collect();
+                SplitTable::new(&refs, &special)
+            })
+            .map_err(to_py)?;
+        Ok(Self { inner })
+    }
+
+    /// The table of a toklab BPE vocabulary, built without copying its tokens to Python.
+    #[staticmethod]
+    fn from_bpe(py: Python<'_>, bpe: &PyBpe) -> PyResult<Self> {
+        let vocab = bpe.inner.vocab();
+        let inner = py
+            .detach(|| {
+                let n = vocab.len() as u32;
+                let refs: Vec<&[u8]> = (0..n)
+                    .map(|i| vocab.token_bytes(i).unwrap_or(b""))
+                    .collect();
+                let special: Vec<bool> = (0..n).map(|i| vocab.is_special(i)).collect();
+                SplitTable::new(&refs, &special)
+            })
+            .map_err(to_py)?;
+        Ok(Self { inner })
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// The splits of a token, each a list of part ids.
+    fn splits(&self, id: u32) -> PyResult<Vec<Vec<u32>>> {
+        if id as usize >= self.inner.len() {
+            return Err(to_py(Error::UnknownId {
+                id: u64::from(id),
+                vocab_size: self.inner.len(),
+            }));
+        }
+        Ok((0..self.inner.split_count(id))
+            .map(|k| self.inner.split(id, k).to_vec())
+            .collect())
+    }
+
+    /// `(tokens that can split, tokens whose split is the fallback, splits in all)`.
+    fn stats(&self) -> (usize, usize, usize) {
+        (
+            self.inner.splittable(),
+            self.inner.fallback_count(),
+            self.inner.total_splits(),
+        )
+    }
+
+    /// Expands the sequences `flat[offsets[i]:offsets[i + 1]]`; returns the new flat ids (u32
+    /// bytes) and offsets (u64 bytes). `mode` is "reference" or "bernoulli".
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (flat, offsets, p, mode, seed, first_index, max_splits, max_depth, num_threads))]
+    fn expand_batch<'py>(
+        &self,
+        py: Python<'py>,
+        flat: &Bound<'py, PyAny>,
+        offsets: &Bound<'py, PyAny>,
+        p: f64,
+        mode: &str,
+        seed: u64,
+        first_index: u64,
+        max_splits: Option<usize>,
+        max_depth: Option<u8>,
+        num_threads: usize,
+    ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+        let flat = ids_from_buffer(flat)?;
+        let offsets: Vec<usize> = pyo3::buffer::PyBuffer::<u64>::get(offsets)
+            .map_err(|_| raise("InvalidIdsError", "offsets must be a uint64 buffer".into()))?
+            .to_vec(py)?
+            .into_iter()
+            .map(|o| o as usize)
+            .collect();
+        let mode = match mode {
+            "reference" => Mode::Reference { max_splits },
+            "bernoulli" => Mode::Bernoulli,
+            other => {
+                return Err(raise(
+                    "ConfigError",
+                    format!("unknown StochasTok mode {other:?}: use 'reference' or 'bernoulli'"),
+                ))
+            }
+        };
+        let opts = Options {
+            p,
+            mode,
+            max_depth,
+            seed,
+        };
+        let (ids, new_offsets) = py
+            .detach(|| {
+                crate::stochastok::expand_batch(
+                    &self.inner,
+                    &flat,
+                    &offsets,
+                    &opts,
+                    first_index,
+                    num_threads,
+                )
+            })
+            .map_err(to_py)?;
+        let raw: Vec<u8> = new_offsets
+            .iter()
+            .flat_map(|&o| (o as u64).to_le_bytes())
+            .collect();
+        Ok((ids_to_py(py, &ids)?, PyByteArray::new(py, &raw)))
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBpe>()?;
     m.add_class::<PyWordCounts>()?;
+    m.add_class::<PySplitTable>()?;
     m.add_function(wrap_pyfunction!(count_files, m)?)?;
     m.add_function(wrap_pyfunction!(count_iter, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_pattern, m)?)?;
