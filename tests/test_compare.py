@@ -23,7 +23,7 @@ def corpus():
 
 @pytest.fixture(scope="module")
 def result(corpus):
-    methods = [n for n in ["bpe", "bytes", "tiktoken", "hf-bpe", "spm-unigram"] if n in cmp.METHODS]
+    methods = ["bpe", "bytes", "tiktoken", "hf-bpe", "spm-unigram", "stochastok"]
     return cmp.run_compare(
         corpus,
         methods=methods,
@@ -44,6 +44,10 @@ def test_rows(result):
     # tiktoken runs toklab's ranks: the same ids, so the same numbers.
     for key in ["bytes_per_token", "fertility", "renyi_observed", "udhr_mean_bytes_per_token"]:
         assert rows[("tiktoken", 1000)][key] == rows[("bpe", 1000)][key]
+    # StochasTok: the same vocabulary, longer sequences, and it says by how much.
+    st = rows[("stochastok", 1000)]
+    assert 0.01 < st["expansion"] < 0.1
+    assert st["bytes_per_token"] < rows[("bpe", 1000)]["bytes_per_token"]
     for r in result.rows:
         assert set(r["udhr_bytes_per_token"]) == {"eng", "jpn", "rus"}
         assert 0 < r["utilisation"] <= 1 and 0 < r["renyi_observed"] <= 1

@@ -269,6 +269,13 @@ def _build_spm_unigram(texts: list[str], vocab_size: int | None, seed: int) -> A
     return _build_spm(texts, vocab_size, seed, "unigram")
 
 
+@register_method("stochastok", description="StochasTok p=0.1 over toklab BPE (seeded)")
+def _build_stochastok(texts: list[str], vocab_size: int | None, seed: int) -> Any:
+    from toklab.stochastok import StochasTok
+
+    return StochasTok(_build_bpe(texts, vocab_size, seed), p=0.1, seed=seed)
+
+
 class TiktokenAdapter:
     """tiktoken running toklab BPE's ranks: the same ids, tiktoken's engine."""
 
@@ -462,6 +469,8 @@ def _evaluate(
         "byte_fallback_rate": v["byte_fallback_rate"],
         "encode_mb_s": metrics.encoding_speed(tok, held, repeat=1),
     }
+    if hasattr(tok, "expansion_rate"):  # StochasTok: how much longer than its base
+        row["expansion"] = tok.expansion_rate(held)
     per_lang, fallback, unk = {}, {}, {}
     for code, doc in langs.items():
         lc = metrics.compression(tok, [doc["text"]])
@@ -500,7 +509,12 @@ def _lm_score(
     run = lm.train_lm(
         tok, train, preset=preset, budget_bytes=budget, device=device, seed=seed, progress=False
     )
-    score = lm.evaluate(run.lm, held)
+    scorer = run.lm
+    base = getattr(tok, "base", None)
+    if base is not None and hasattr(base, "to_json"):
+        # A stochastic tokenizer is scored on its base's (deterministic) ids, as the paper does.
+        scorer = lm.LanguageModel(run.lm.model, base, run.lm.device)
+    score = lm.evaluate(scorer, held)
     return {
         "lm_bits_per_byte": score.bits_per_byte,
         "lm_train_seconds": run.seconds,
@@ -533,6 +547,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("method", "method", "{}"),
     ("vocab_size", "vocab", "{}"),
     ("bytes_per_token", "bytes/tok", "{:.3f}"),
+    ("expansion", "expansion", "{:.1%}"),
     ("fertility", "fertility", "{:.3f}"),
     ("split_share", "split", "{:.1%}"),
     ("renyi_observed", "Rényi(obs)", "{:.3f}"),
@@ -600,7 +615,8 @@ def render_markdown(result: CompareResult) -> str:
         "unknown-token rate over the UDHR languages (an unknown token counts as the bytes it "
         "replaced, so a high unknown rate flatters compression); MorphScore v1 (English, and "
         "the mean over its 22 languages; single-token words excluded); morpheme-boundary F1 on "
-        "MorphyNet's English surface segmentations; LM bits per byte (with --lm); encoding "
+        "MorphyNet's English surface segmentations; StochasTok's realised expansion over its "
+        "base; LM bits per byte (with --lm); encoding "
         "speed (one thread); training time. Formulas: `toklab.metrics`.",
         "",
         _md_table(*table_rows(result)),

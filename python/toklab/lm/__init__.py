@@ -23,6 +23,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
         "toklab.lm needs torch: pip install 'toklab[lm]' (or pip install torch)"
     ) from e
 
+from toklab.lm.finetune import choose, finetune, generate
 from toklab.lm.hf import HFTokenLM
 from toklab.lm.language_model import GPTState, LanguageModel, resolve_device
 from toklab.lm.model import GPT, PRESETS, GPTConfig, KVCache
@@ -45,8 +46,11 @@ __all__ = [
     "TokenLM",
     "TrainOptions",
     "TrainResult",
+    "choose",
     "encode_corpus",
     "evaluate",
+    "finetune",
+    "generate",
     "peak_flops",
     "resolve_device",
     "train_lm",

@@ -1,0 +1,88 @@
+"""Language games: deterministic generators whose answers are right, scoring, and the LM
+helpers that play them (fine-tuning on answers, greedy generation, multiple choice)."""
+
+from __future__ import annotations
+
+import pytest
+
+import toklab
+from toklab import tasks
+from toklab.errors import ConfigError
+
+WORDS = tasks.word_list(n=1000)
+
+
+def _right(ex: tasks.Example, option: str) -> bool:
+    q = ex.prompt
+    if ex.kind == "most_letter":
+        return option.count(q.split("'")[1]) >= 2
+    if ex.kind == "contains":
+        return q.split("'")[1] in option
+    if ex.kind == "starts_with":
+        return option.startswith(q.split("'")[1])
+    if ex.kind == "ends_with":
+        return option.endswith(q.split("'")[1])
+    if ex.kind == "longest":
+        return len(option) >= 7
+    return len(option) <= 3
+
+
+def test_word_list_is_deterministic():
+    assert WORDS == tasks.word_list(n=1000)
+    assert len(WORDS) == 1000 and "the" in WORDS[:5] and all(w.isalpha() for w in WORDS)
+
+
+def test_langgame_questions_have_exactly_one_right_option():
+    qs = tasks.langgame(WORDS, 600, seed=3)
+    assert qs == tasks.langgame(WORDS, 600, seed=3)
+    assert qs != tasks.langgame(WORDS, 600, seed=4)
+    assert {q.kind for q in qs} == set(tasks.KINDS)
+    for q in qs:
+        assert len(q.options) == 4 and len(set(q.options)) == 4
+        assert [_right(q, o) for o in q.options].count(True) == 1, q
+        assert _right(q, q.answer.strip()) and q.answer.startswith(" ")
+        assert q.prompt.endswith("Answer:")
+    with pytest.raises(ConfigError):
+        tasks.langgame(WORDS, 5, kinds=["rhymes"])
+    with pytest.raises(ConfigError):
+        tasks.langgame(["a", "b"], 5)
+
+
+def test_addition():
+    qs = tasks.addition(500, seed=1)
+    assert qs == tasks.addition(500, seed=1)
+    for q in qs:
+        a, b = q.prompt[1:-1].split("+")
+        assert q.prompt.startswith("$") and q.prompt.endswith("=") and len(b) == 3
+        assert 100 <= int(a) <= 999 and q.answer == str(int(a) + int(b))[::-1]
+
+
+def test_scoring():
+    ex = [tasks.Example("p", " cat", "x"), tasks.Example("q", "123", "addition")]
+    assert tasks.score(["cat", "1234"], ex) == 0.5
+    assert tasks.score(["cat", "1234"], ex, lenient=True) == 1.0
+    assert tasks.score([" cat ", "12"], ex) == 0.5
+    with pytest.raises(ConfigError):
+        tasks.score(["x"], ex)
+
+
+def test_finetune_generate_and_choose():
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(2)
+    import toklab.lm as lm
+
+    tok = toklab.ByteTokenizer()
+    run = lm.train_lm(
+        tok, ["abc " * 200], preset="tiny", budget_bytes=5_000, device="cpu", progress=False
+    )
+    items = [("$12=", "21;"), ("$34=", "43;"), ("$56=", "65;"), ("$78=", "87;")]
+    pairs = [(tok.encode(p).tolist(), tok.encode(a).tolist()) for p, a in items]
+    losses = lm.finetune(run.lm, pairs, steps=150, batch_size=8, lr=3e-3, warmup=10)
+    assert losses[-1] < losses[0] / 4
+    prompts = [p for p, _ in pairs]
+    outs = lm.generate(run.lm, prompts, max_tokens=5, stop=[ord(";")])
+    assert [tok.decode(o) for o in outs] == [a for _, a in items]
+    best, scores = lm.choose(run.lm, prompts[0], [tok.encode(x).tolist() for x in ["12;", "21;"]])
+    assert best == 1 and scores[1] > scores[0]
+    with pytest.raises(ConfigError):
+        lm.finetune(run.lm, [], steps=3)
