@@ -59,8 +59,10 @@ def main() -> int:
     held = [t[:150_000] for t in held]  # enough to compare, quick to score
     bpe = toklab.train_bpe(train, vocab_size=args.vocab, progress=False)
     st = StochasTok(bpe, p=args.p, seed=args.seed)
-    print(f"BPE {bpe.vocab_size}; StochasTok expands held-out text by "
-          f"{st.expansion_rate(held):.1%}", flush=True)
+    print(
+        f"BPE {bpe.vocab_size}; StochasTok expands held-out text by {st.expansion_rate(held):.1%}",
+        flush=True,
+    )
 
     cfg = lm.GPTConfig(vocab_size=bpe.vocab_size, n_layer=4, n_head=4, n_embd=128, context=128)
     flops = 1.6e13 * args.scale
@@ -86,8 +88,11 @@ def main() -> int:
         )
         model = lm.LanguageModel(run.lm.model, bpe, run.lm.device)  # score with plain BPE
         bpb = lm.evaluate(model, held).bits_per_byte
-        print(f"{name}: pretrained {run.steps} steps in {run.seconds:.0f} s; held-out "
-              f"{bpb:.4f} bits per byte", flush=True)
+        print(
+            f"{name}: pretrained {run.steps} steps in {run.seconds:.0f} s; held-out "
+            f"{bpb:.4f} bits per byte",
+            flush=True,
+        )
         pairs = [(bpe.encode(q.prompt).tolist(), bpe.encode(q.answer).tolist()) for q in train_q]
         losses = lm.finetune(
             model, pairs, steps=int(400 * args.scale), batch_size=32, lr=1e-3, seed=args.seed
@@ -113,8 +118,10 @@ def main() -> int:
         results[name] = row
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
 
-    print("\n| pretraining | held-out bits/byte | LangGame MCQ (base / StochasTok / chars prompts) "
-          "| exact match (base / StochasTok / chars) |")
+    print(
+        "\n| pretraining | held-out bits/byte | LangGame MCQ (base / StochasTok / chars prompts) "
+        "| exact match (base / StochasTok / chars) |"
+    )
     print("| --- | --- | --- | --- |")
     for name, r in results.items():
         print(
@@ -122,11 +129,19 @@ def main() -> int:
             f"{r['mcq_stochastok']:.3f} / {r['mcq_chars']:.3f} | {r['exact_base']:.3f} / "
             f"{r['exact_stochastok']:.3f} / {r['exact_chars']:.3f} |"
         )
-    print(f"\nchance: MCQ 0.25; {len(test_q)} test questions; "
-          f"{time.perf_counter() - began:.0f} s in all")
-    args.out.write_text(json.dumps({"args": vars(args) | {"data": str(args.data),
-                                                          "out": str(args.out)},
-                                    "results": results}, indent=2))
+    print(
+        f"\nchance: MCQ 0.25; {len(test_q)} test questions; "
+        f"{time.perf_counter() - began:.0f} s in all"
+    )
+    args.out.write_text(
+        json.dumps(
+            {
+                "args": vars(args) | {"data": str(args.data), "out": str(args.out)},
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
