@@ -6,9 +6,11 @@
 //! - [`pretok`]: pre-tokenization with tiktoken's named patterns or any regex.
 //! - [`count`]: counting pieces of texts and files as mergeable partial results.
 //! - [`bpe`]: byte-level BPE training, encoding, decoding and its file format.
+//! - [`bytespan`]: ByteSpan's span finding, vocabulary and longest-match inference.
 //! - [`stochastok`]: StochasTok's split table and exact, fast stochastic expansion.
 
 pub mod bpe;
+pub mod bytespan;
 pub mod count;
 pub mod error;
 pub mod par;

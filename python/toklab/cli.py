@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -13,6 +14,15 @@ from toklab.bpe import PATTERNS, BPETokenizer, train_bpe
 from toklab.errors import TokLabError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _load_any(path: str) -> Any:
+    from toklab.tokenizer import load
+
+    try:
+        return load(path)
+    except (TokLabError, OSError) as e:
+        raise click.ClickException(str(e)) from None
 
 
 def _load(path: str) -> BPETokenizer:
@@ -73,6 +83,32 @@ def main() -> None:
 @click.option("--max-token-length", type=int, default=None, help="Longest token, in bytes.")
 @click.option("--threads", type=int, default=None, help="Counting threads (default: all cores).")
 @click.option(
+    "--method",
+    type=click.Choice(["bpe", "bytespan"]),
+    default="bpe",
+    show_default=True,
+    help="bpe, or bytespan (needs toklab[lm]: it trains a byte LM for its signal).",
+)
+@click.option(
+    "--signal",
+    type=click.Choice(["entropy", "surprisal"]),
+    default="entropy",
+    show_default=True,
+    help="ByteSpan: the byte LM's signal.",
+)
+@click.option(
+    "--constraint",
+    type=click.Choice(["monotonic", "combined"]),
+    default="combined",
+    show_default=True,
+    help="ByteSpan: how bytes group into spans.",
+)
+@click.option("--percentile", type=float, default=30.0, show_default=True, help="ByteSpan.")
+@click.option("--lm-preset", default="small", show_default=True, help="ByteSpan's byte LM.")
+@click.option("--lm-budget", default=None, help="ByteSpan: bytes the byte LM reads (e.g. 20M).")
+@click.option("--device", default="auto", show_default=True, help="ByteSpan: LM device.")
+@click.option("--cache-dir", default=None, help="ByteSpan: where to keep the signals.")
+@click.option(
     "--errors",
     type=click.Choice(["strict", "replace"]),
     default="strict",
@@ -88,9 +124,17 @@ def train(
     min_frequency: int,
     max_token_length: int | None,
     threads: int | None,
+    method: str,
+    signal: str,
+    constraint: str,
+    percentile: float,
+    lm_preset: str,
+    lm_budget: str | None,
+    device: str,
+    cache_dir: str | None,
     errors: str,
 ) -> None:
-    """Train byte-level BPE on FILES (paths, directories or globs).
+    """Train byte-level BPE (or ByteSpan) on FILES (paths, directories or globs).
 
     With no FILES, trains on the embedded default corpus (12 MB of English).
 
@@ -99,7 +143,24 @@ def train(
       toklab train --vocab-size 8192 --output bpe.json
       toklab train 'corpus/**/*.txt' --vocab-size 50000 --pattern gpt2 \\
           --special-token '<|endoftext|>' --output gpt2ish.json
+      toklab train --method bytespan --signal entropy --constraint combined \\
+          --vocab-size 16384 --output bytespan.json
     """
+    if method == "bytespan":
+        _train_bytespan(
+            files,
+            vocab_size,
+            output,
+            signal,
+            constraint,
+            percentile,
+            lm_preset,
+            lm_budget,
+            device,
+            cache_dir,
+            threads,
+        )
+        return
     corpus = list(files) if files else None
     try:
         if corpus is not None:
@@ -119,6 +180,43 @@ def train(
     tok.save(output)
     seen = tok.metadata.get("trainer", {}).get("bytes_seen", 0)
     click.echo(f"trained {tok!r} on {seen:,} bytes -> {output}", err=True)
+
+
+def _train_bytespan(
+    files: tuple[str, ...],
+    vocab_size: int,
+    output: str,
+    signal: str,
+    constraint: str,
+    percentile: float,
+    lm_preset: str,
+    lm_budget: str | None,
+    device: str,
+    cache_dir: str | None,
+    threads: int | None,
+) -> None:
+    from toklab.bytespan import train_bytespan
+
+    try:
+        texts = _read_documents(files) if files else None
+        tok = train_bytespan(
+            texts,
+            vocab_size=vocab_size,
+            signal=signal,  # type: ignore[arg-type]
+            constraint=constraint,  # type: ignore[arg-type]
+            percentile=percentile,
+            lm_preset=lm_preset,
+            lm_budget_bytes=int(_amount(lm_budget)) if lm_budget else None,
+            device=device,
+            cache_dir=cache_dir,
+            num_threads=threads,
+        )
+    except ImportError as e:
+        raise click.ClickException(f"{e}. ByteSpan needs toklab[lm]") from None
+    except (TokLabError, OSError, UnicodeDecodeError) as e:
+        raise click.ClickException(str(e)) from None
+    tok.save(output)
+    click.echo(f"trained {tok!r} -> {output}", err=True)
 
 
 @main.command(context_settings=CONTEXT)
@@ -160,7 +258,7 @@ def encode(
       toklab encode bpe.json book.txt notes.txt --output ids.npy
       toklab encode bpe.json book.txt --stochastok 0.1 --seed 1 --output expanded.npy
     """
-    tok = _load(tokenizer)
+    tok = _load_any(tokenizer)
     expander = None
     if stochastok is not None:
         from toklab.stochastok import StochasTok
@@ -184,7 +282,9 @@ def encode(
             except UnicodeDecodeError as e:
                 raise click.ClickException(f"{path}: invalid UTF-8 at byte {e.start}") from None
             try:
-                if allow_special:
+                if not isinstance(tok, BPETokenizer):
+                    ids = tok.encode(text)
+                elif allow_special:
                     ids = tok.encode(text, allowed_special="all")
                 else:
                     ids = tok.encode_ordinary(text, num_threads=threads)
@@ -221,7 +321,7 @@ def decode(tokenizer: str, ids: str, output: str | None) -> None:
     Example:
       toklab decode bpe.json ids.npy > book.txt
     """
-    tok = _load(tokenizer)
+    tok = _load_any(tokenizer)
     try:
         arr = np.load(ids, allow_pickle=False)
         raw = tok.decode_bytes(arr.reshape(-1) if arr.ndim > 1 else arr)

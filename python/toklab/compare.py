@@ -86,8 +86,9 @@ def register_method(
     return wrap
 
 
-def available_methods() -> list[str]:
-    return [m.name for m in METHODS.values() if m.available()]
+def available_methods(defaults_only: bool = True) -> list[str]:
+    """Installed methods (only those run by default, unless ``defaults_only`` is False)."""
+    return [m.name for m in METHODS.values() if m.available() and (m.default or not defaults_only)]
 
 
 # -- built-in methods ---------------------------------------------------------------------------
@@ -276,6 +277,35 @@ def _build_stochastok(texts: list[str], vocab_size: int | None, seed: int) -> An
     return StochasTok(_build_bpe(texts, vocab_size, seed), p=0.1, seed=seed)
 
 
+#: Signals shared by the ByteSpan runs of one comparison (the byte LM is trained once).
+_BYTESPAN_SIGNALS: dict[int, list[Any]] = {}
+
+
+@register_method(
+    "bytespan",
+    description="ByteSpan (entropy, combined, frequency) from a small byte GPT; opt-in, slow",
+    requires=("torch",),
+    default=False,
+)
+def _build_bytespan(texts: list[str], vocab_size: int | None, seed: int) -> Any:
+    import warnings as _warnings
+
+    import toklab.lm as lm
+    from toklab.bytes import ByteTokenizer
+    from toklab.bytespan import cached_signals, train_bytespan
+    from toklab.errors import TokLabWarning
+
+    key = hash(tuple(hash(t) for t in texts))
+    if key not in _BYTESPAN_SIGNALS:
+        run = lm.train_lm(ByteTokenizer(), texts, preset="tiny", seed=seed, progress=False)
+        _BYTESPAN_SIGNALS[key] = [e for _, e in cached_signals(run.lm, texts, None)]
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", TokLabWarning)
+        return train_bytespan(
+            texts, vocab_size=vocab_size or 8192, signals=_BYTESPAN_SIGNALS[key], seed=seed
+        )
+
+
 class TiktokenAdapter:
     """tiktoken running toklab BPE's ranks: the same ids, tiktoken's engine."""
 
@@ -356,7 +386,9 @@ def run_compare(
     """
     from toklab.data import default_corpus
 
-    names = list(methods) if methods is not None else [m.name for m in METHODS.values()]
+    names = (
+        list(methods) if methods is not None else [m.name for m in METHODS.values() if m.default]
+    )
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")

@@ -100,6 +100,10 @@ def loads(text: str) -> Any:
         return BPETokenizer.from_json(text)
     if kind == "toklab.bytes":
         return ByteTokenizer.from_json(text)
+    if kind == "toklab.bytespan":
+        from toklab.bytespan import ByteSpan
+
+        return ByteSpan.from_json(text)
     if kind == "toklab.stochastok":
         from toklab.stochastok import StochasTok
 

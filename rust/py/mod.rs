@@ -16,6 +16,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyList, PySlice, PyString};
 
 use crate::bpe::train::{train, train_owned, TrainConfig};
 use crate::bpe::{io, BatchRun, Bpe, Vocab};
+use crate::bytespan::{Constraint, SpanCounts, SpanVocab};
 use crate::count::{Counter, Utf8Errors, WordCounts};
 use crate::error::Error;
 use crate::pretok::PreTokenizer;
@@ -781,11 +782,132 @@ impl PySplitTable {
     }
 }
 
+/// Counts ByteSpan spans over documents and their per-byte signals (float32 buffers), on all
+/// threads; returns `(word_initial, bytes, count)` by count (descending).
+#[pyfunction]
+#[pyo3(signature = (texts, signals, pattern, threshold=None, num_threads=0))]
+fn span_counts(
+    py: Python<'_>,
+    texts: Vec<PyBackedStr>,
+    signals: Vec<Bound<'_, PyAny>>,
+    pattern: &str,
+    threshold: Option<f32>,
+    num_threads: usize,
+) -> PyResult<Vec<(bool, Py<PyBytes>, u64)>> {
+    if texts.len() != signals.len() {
+        return Err(to_py(Error::Config(format!(
+            "{} texts but {} signals",
+            texts.len(),
+            signals.len()
+        ))));
+    }
+    let signals: Vec<Vec<f32>> = signals
+        .iter()
+        .map(|s| {
+            pyo3::buffer::PyBuffer::<f32>::get(s)
+                .map_err(|_| raise("InvalidInputError", "signals must be float32 arrays".into()))?
+                .to_vec(py)
+        })
+        .collect::<PyResult<_>>()?;
+    let pre = PreTokenizer::new(pattern).map_err(to_py)?;
+    let constraint = match threshold {
+        None => Constraint::Monotonic,
+        Some(t) if t.is_finite() => Constraint::Combined { threshold: t },
+        Some(t) => return Err(to_py(Error::Config(format!("threshold {t} is not finite")))),
+    };
+    let docs: Vec<usize> = (0..texts.len()).collect();
+    let top = py
+        .detach(|| -> crate::error::Result<_> {
+            let parts = crate::par::fold(
+                &docs,
+                num_threads,
+                || (SpanCounts::default(), None),
+                |(acc, err), &i| {
+                    if err.is_none() {
+                        if let Err(e) = acc.add(&pre, &texts[i], &signals[i], constraint) {
+                            *err = Some((i, e));
+                        }
+                    }
+                },
+            );
+            let mut total = SpanCounts::default();
+            let mut first_err: Option<(usize, Error)> = None;
+            for (counts, err) in parts {
+                if let Some((i, e)) = err {
+                    if first_err.as_ref().is_none_or(|(j, _)| i < *j) {
+                        first_err = Some((i, e));
+                    }
+                }
+                total.merge(counts);
+            }
+            if let Some((i, e)) = first_err {
+                return Err(Error::Config(format!("document {i}: {e}")));
+            }
+            Ok(total.top(usize::MAX))
+        })
+        .map_err(to_py)?;
+    Ok(top
+        .into_iter()
+        .map(|((initial, bytes), n)| (initial, PyBytes::new(py, &bytes).unbind(), n))
+        .collect())
+}
+
+/// A ByteSpan vocabulary with longest-match inference.
+#[pyclass(frozen, module = "toklab._core", name = "SpanVocab")]
+pub struct PySpanVocab {
+    inner: SpanVocab,
+}
+
+#[pymethods]
+impl PySpanVocab {
+    #[new]
+    fn new(learned: Vec<(bool, Vec<u8>)>, pattern: &str) -> PyResult<Self> {
+        let pre = PreTokenizer::new(pattern).map_err(to_py)?;
+        Ok(Self {
+            inner: SpanVocab::new(&learned, pre).map_err(to_py)?,
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// `(word_initial, bytes)` of a token.
+    fn token<'py>(&self, py: Python<'py>, id: u32) -> PyResult<(bool, Bound<'py, PyBytes>)> {
+        let (flag, bytes) = self.inner.token(id).ok_or_else(|| {
+            to_py(Error::UnknownId {
+                id: u64::from(id),
+                vocab_size: self.inner.len(),
+            })
+        })?;
+        Ok((*flag, PyBytes::new(py, bytes)))
+    }
+
+    fn encode<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyByteArray>> {
+        let mut ids = Vec::with_capacity(text.len() / 3 + 1);
+        py.detach(|| self.inner.encode(text, &mut ids))
+            .map_err(to_py)?;
+        ids_to_py(py, &ids)
+    }
+
+    fn decode_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let ids = ids_from_buffer(ids)?;
+        let out = py.detach(|| self.inner.decode(&ids)).map_err(to_py)?;
+        Ok(PyBytes::new(py, &out))
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBpe>()?;
     m.add_class::<PyWordCounts>()?;
     m.add_class::<PySplitTable>()?;
+    m.add_class::<PySpanVocab>()?;
+    m.add_function(wrap_pyfunction!(span_counts, m)?)?;
     m.add_function(wrap_pyfunction!(count_files, m)?)?;
     m.add_function(wrap_pyfunction!(count_iter, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_pattern, m)?)?;

@@ -1,0 +1,53 @@
+"""ByteSpan speed given the signals: span finding and vocabulary building, and inference.
+
+    python benchmarks/bench_bytespan.py
+
+Uses the embedded corpus (about 11 MB, split into paragraphs) with a synthetic per-byte signal
+(the speed does not depend on where the values come from), on all threads and on one.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from toklab import _core
+from toklab.bpe import PATTERNS
+from toklab.bytespan import train_bytespan
+from toklab.data import default_corpus
+
+
+def main() -> None:
+    docs = [d for t in default_corpus() for d in t.split("\n\n") if d]
+    size = sum(len(d.encode()) for d in docs)
+    rng = np.random.default_rng(0)
+    signals = [rng.gamma(2.0, 1.0, size=len(d.encode())).astype(np.float32) for d in docs]
+    print(f"{len(docs):,} documents, {size / 1e6:.1f} MB")
+    for threads in (1, 0):
+        t = time.perf_counter()
+        counts = _core.span_counts(docs, signals, PATTERNS["gpt2"], 1.5, threads)
+        secs = time.perf_counter() - t
+        label = "1 thread" if threads == 1 else "all threads"
+        print(
+            f"span finding + counting ({label}): {size / secs / 1e6:.1f} MB/s, "
+            f"{len(counts):,} distinct spans"
+        )
+    t = time.perf_counter()
+    vocab = train_bytespan(docs, vocab_size=32768, signals=signals)
+    secs = time.perf_counter() - t
+    print(
+        f"train_bytespan given signals (percentile, spans, vocabulary of 32k): "
+        f"{size / secs / 1e6:.1f} MB/s"
+    )
+    text = "\n\n".join(docs)
+    t = time.perf_counter()
+    ids = vocab.encode(text)
+    secs = time.perf_counter() - t
+    print(
+        f"longest-match encoding: {size / secs / 1e6:.1f} MB/s, {size / len(ids):.2f} bytes/token"
+    )
+
+
+if __name__ == "__main__":
+    main()

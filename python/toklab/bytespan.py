@@ -1,0 +1,343 @@
+"""ByteSpan (Goriely et al. 2025, "ByteSpan: Information-Driven Subword Tokenisation"): a subword
+vocabulary of the byte spans that a byte-level LM finds predictable, with greedy longest-match
+inference.
+
+1. **Signals**: the per-byte surprisal ``-ln p(b_t | b_<t)`` or entropy ``H(p(. | b_<t))`` (nats)
+   of a byte LM (:func:`byte_signals`; by default toklab's byte GPT trained on the corpus).
+2. **Spans** (Rust, one linear pass): a byte and the run of bytes after it over which the
+   signal falls (``monotonic``), or falls or stays under the ``percentile``-th percentile of all
+   signal values (``combined``, default 30); the reference's pre-token rules (absorb the space
+   that opens a pre-token; never cross a pre-token boundary). See ``rust/bytespan.rs``.
+3. **Vocabulary by frequency**: the byte alphabet twice (word-initial and continuation, so every
+   input encodes), then the most frequent spans.
+4. **Inference**: within each pre-token, the longest word-initial token, then the longest
+   continuation tokens. Tokens are raw bytes plus a flag, never markers, so
+   ``decode(encode(x)) == x`` for any text, ``##`` and all.
+
+Not yet here (issue 7): the global constraint, vocabulary seeding with BPE fill, the balanced
+multilingual option, BPE-merge inference and the HF ``tokenizer.json`` export.
+
+>>> vocab = ByteSpan([(True, b" the"), (False, b"ing")])
+>>> ids = vocab.encode(" the thing")
+>>> [vocab.token_bytes(int(i)) for i in ids]
+[b' the', b' ', b't', b'h', b'ing']
+>>> vocab.decode(ids)
+' the thing'
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from toklab import _core
+from toklab.errors import (
+    ConfigError,
+    CorruptFileError,
+    EmptyCorpusError,
+    InvalidInputError,
+    TokLabWarning,
+)
+from toklab.tokenizer import IdsLike, as_ids, ids_from_buffer
+
+__all__ = ["ByteSpan", "byte_signals", "train_bytespan"]
+
+_FORMAT = "toklab.bytespan"
+_VERSION = 1
+#: Ids of the byte alphabet: 256 word-initial bytes, then 256 continuation bytes.
+ALPHABET = 512
+
+
+class ByteSpan:
+    """A ByteSpan vocabulary and its longest-match inference (see the module)."""
+
+    def __init__(
+        self,
+        learned: Sequence[tuple[bool, bytes]],
+        pattern: str = "gpt2",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        from toklab.bpe import PATTERNS
+
+        self.pattern = pattern
+        self._core = _core.SpanVocab(
+            [(bool(f), bytes(b)) for f, b in learned], PATTERNS.get(pattern, pattern)
+        )
+        self._tokens = [self._core.token(i) for i in range(len(self._core))]
+        self.metadata = dict(metadata or {})
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._tokens)
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return {}
+
+    def __repr__(self) -> str:
+        return f"ByteSpan(vocab_size={self.vocab_size}, pattern={self.pattern!r})"
+
+    def is_word_initial(self, token_id: int) -> bool:
+        return bool(self._token(token_id)[0])
+
+    def _token(self, token_id: int) -> tuple[bool, bytes]:
+        if not 0 <= int(token_id) < len(self._tokens):
+            from toklab.errors import UnknownTokenError
+
+            raise UnknownTokenError(f"unknown token id {token_id}: ids are 0..{self.vocab_size}")
+        return self._tokens[int(token_id)]
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return bytes(self._token(token_id)[1])
+
+    def encode(self, text: str) -> np.ndarray:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, not {type(text).__name__}")
+        return ids_from_buffer(self._core.encode(text))
+
+    def encode_batch(self, texts: Iterable[str]) -> list[np.ndarray]:
+        return [self.encode(t) for t in texts]
+
+    def decode_bytes(self, ids: IdsLike) -> bytes:
+        return bytes(self._core.decode_bytes(as_ids(ids, self.vocab_size)))
+
+    def decode(self, ids: IdsLike, errors: str = "replace") -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+    def learned(self) -> list[tuple[bool, bytes]]:
+        """The tokens after the byte alphabet, in id order."""
+        return [(bool(f), bytes(b)) for f, b in self._tokens[ALPHABET:]]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": _FORMAT,
+                "version": _VERSION,
+                "pattern": self.pattern,
+                "metadata": self.metadata,
+                "tokens": [
+                    [int(f), base64.b64encode(b).decode("ascii")] for f, b in self.learned()
+                ],
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ByteSpan:
+        try:
+            data = json.loads(text)
+            if data.get("format") != _FORMAT:
+                raise CorruptFileError("not a ByteSpan file (format field)")
+            if data.get("version") != _VERSION:
+                raise CorruptFileError(f"ByteSpan file version {data.get('version')!r}")
+            learned = [(bool(f), base64.b64decode(b, validate=True)) for f, b in data["tokens"]]
+            return cls(learned, data["pattern"], data.get("metadata"))
+        except CorruptFileError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CorruptFileError(f"damaged ByteSpan file: {e}") from None
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ByteSpan, (self.learned(), self.pattern, self.metadata))
+
+
+def byte_signals(
+    lm: Any, texts: Sequence[str], *, stride: int | None = None, batch_tokens: int = 1 << 14
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-byte ``(surprisal, entropy)`` in nats (float32) of each text under a byte GPT
+    (:class:`toklab.lm.LanguageModel` over :class:`~toklab.bytes.ByteTokenizer`), computed in
+    batched strided windows (every byte predicted once, from the document start or from at
+    least ``context - stride`` bytes of context)."""
+    import torch
+
+    from toklab.bytes import ByteTokenizer
+    from toklab.lm.language_model import autocast
+    from toklab.lm.score import _windows
+
+    if not isinstance(getattr(lm, "tokenizer", None), ByteTokenizer):
+        raise ConfigError("byte_signals needs a byte-level toklab LM (over ByteTokenizer)")
+    context = lm.context
+    stride = context // 2 if stride is None else stride
+    bos = lm.cfg.bos_id
+    seqs = [np.concatenate([[bos], np.frombuffer(t.encode("utf-8"), np.uint8)]) for t in texts]
+    out = [(np.zeros(len(s) - 1, np.float32), np.zeros(len(s) - 1, np.float32)) for s in seqs]
+    jobs = [(d, *w) for d, s in enumerate(seqs) for w in _windows(len(s) - 1, context, stride)]
+    jobs.sort(key=lambda j: j[2] - j[1])
+    at = 0
+    with torch.no_grad():
+        while at < len(jobs):
+            width = jobs[at][2] - jobs[at][1]
+            batch = jobs[at : at + max(1, batch_tokens // max(width, 1))]
+            at += len(batch)
+            width = max(j[2] - j[1] for j in batch)
+            ids = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, (d, start, end, _first) in enumerate(batch):
+                ids[r, : end - start] = torch.from_numpy(seqs[d][start:end].astype(np.int64))
+            with autocast(lm.device):
+                logits = lm.model(ids.to(lm.device))
+            logp = logits.float().log_softmax(-1)
+            entropy = -(logp.exp() * logp).sum(-1).cpu().numpy()
+            logp = logp.cpu().numpy()
+            for r, (d, start, end, first) in enumerate(batch):
+                seq = seqs[d]
+                pos = np.arange(first, end - 1)  # positions whose predictions are kept
+                targets = seq[pos + 1].astype(np.int64)
+                out[d][0][pos] = -logp[r, pos - start, targets]
+                out[d][1][pos] = entropy[r, pos - start]
+    return out
+
+
+def _signal_cache_key(lm: Any, texts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(lm.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().numpy().tobytes())
+    for t in texts:
+        h.update(hashlib.sha256(t.encode("utf-8")).digest())
+    return h.hexdigest()[:32]
+
+
+def cached_signals(
+    lm: Any, texts: Sequence[str], cache_dir: str | os.PathLike[str] | None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`byte_signals`, stored in ``cache_dir`` (float32 beside the byte offsets, keyed by
+    the model's weights and the texts), so each corpus and model is scored once."""
+    if cache_dir is None:
+        return byte_signals(lm, texts)
+    path = Path(cache_dir) / f"signals-{_signal_cache_key(lm, texts)}.npz"
+    if path.exists():
+        data = np.load(path)
+        offs = data["offsets"]
+        return [
+            (data["surprisal"][offs[i] : offs[i + 1]], data["entropy"][offs[i] : offs[i + 1]])
+            for i in range(len(texts))
+        ]
+    sig = byte_signals(lm, texts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s, _ in sig])])
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(
+        tmp,
+        offsets=offsets,
+        surprisal=np.concatenate([s for s, _ in sig]) if sig else np.zeros(0, np.float32),
+        entropy=np.concatenate([e for _, e in sig]) if sig else np.zeros(0, np.float32),
+    )
+    os.replace(tmp, path)
+    return sig
+
+
+def train_bytespan(
+    corpus: Any = None,
+    *,
+    vocab_size: int = 16_384,
+    signal: Literal["entropy", "surprisal"] = "entropy",
+    constraint: Literal["monotonic", "combined"] = "combined",
+    percentile: float = 30.0,
+    signals: Sequence[np.ndarray] | None = None,
+    byte_lm: Any = None,
+    lm_preset: str = "small",
+    lm_budget_bytes: int | None = None,
+    pattern: str = "gpt2",
+    device: str = "auto",
+    seed: int = 0,
+    cache_dir: str | os.PathLike[str] | None = None,
+    num_threads: int | None = None,
+    progress: bool | None = None,
+) -> ByteSpan:
+    """Trains a ByteSpan vocabulary by frequency (see the module).
+
+    Args:
+        corpus: documents, as ``train_bpe`` takes them (None: the embedded corpus).
+        signals: per-byte signal arrays, one per document (skips the byte LM).
+        byte_lm: a byte-level :class:`toklab.lm.LanguageModel`; default: one trained here on
+            the corpus (``lm_preset``, ``lm_budget_bytes``, default one pass).
+        percentile: the combined constraint's threshold, a percentile of all signal values.
+    """
+    from toklab.data import iter_texts
+
+    if not isinstance(vocab_size, int) or vocab_size < ALPHABET:
+        raise ConfigError(
+            f"vocab_size must be at least {ALPHABET} (the byte alphabet, word-initial and "
+            f"continuation), got {vocab_size!r}"
+        )
+    if signal not in ("entropy", "surprisal"):
+        raise ConfigError(f"signal must be 'entropy' or 'surprisal', got {signal!r}")
+    if constraint not in ("monotonic", "combined"):
+        raise ConfigError(
+            f"constraint must be 'monotonic' or 'combined', got {constraint!r} (the global "
+            "constraint is not implemented yet)"
+        )
+    if not 0.0 <= percentile <= 100.0:
+        raise ConfigError(f"percentile must be in [0, 100], got {percentile}")
+    texts = [t for t in iter_texts(corpus) if t]
+    if not texts:
+        raise EmptyCorpusError("the corpus holds no text")
+    if signals is None:
+        if byte_lm is None:
+            import toklab.lm as lm
+            from toklab.bytes import ByteTokenizer
+
+            byte_lm = lm.train_lm(
+                ByteTokenizer(),
+                texts,
+                preset=lm_preset,
+                budget_bytes=lm_budget_bytes,
+                device=device,
+                seed=seed,
+                progress=progress,
+            ).lm
+        pairs = cached_signals(byte_lm, texts, cache_dir)
+        signals = [p[0] if signal == "surprisal" else p[1] for p in pairs]
+    signals = [np.ascontiguousarray(s, dtype=np.float32) for s in signals]
+    if len(signals) != len(texts):
+        raise InvalidInputError(f"{len(signals)} signal arrays for {len(texts)} documents")
+    for i, (t, s) in enumerate(zip(texts, signals, strict=True)):
+        n = len(t.encode("utf-8"))
+        if s.ndim != 1 or len(s) != n:
+            raise InvalidInputError(f"document {i}: {s.shape} signal values for {n} bytes")
+        if not np.isfinite(s).all():
+            raise InvalidInputError(f"document {i}: the signal has NaN or infinite values")
+    threshold = None
+    if constraint == "combined":
+        values = np.concatenate(signals)
+        values = values[values != 0]
+        if values.size == 0:
+            raise InvalidInputError("the signal is zero everywhere")
+        threshold = float(np.percentile(values, percentile))
+    from toklab.bpe import PATTERNS
+
+    counts = _core.span_counts(
+        texts,
+        signals,
+        PATTERNS.get(pattern, pattern),
+        threshold,
+        0 if num_threads is None else num_threads,
+    )
+    learned = [(f, b) for f, b, _ in counts if len(b) > 1][: vocab_size - ALPHABET]
+    if len(learned) < vocab_size - ALPHABET:
+        warnings.warn(
+            f"only {len(learned)} distinct spans: the vocabulary has {ALPHABET + len(learned)} "
+            f"ids, not {vocab_size}",
+            TokLabWarning,
+            stacklevel=2,
+        )
+    meta = {
+        "signal": signal,
+        "constraint": constraint,
+        "percentile": percentile if constraint == "combined" else None,
+        "threshold": threshold,
+        "vocab_building": "frequency",
+        "pattern": pattern,
+    }
+    return ByteSpan(learned, pattern, meta)

@@ -1,0 +1,378 @@
+//! ByteSpan (Goriely et al., "ByteSpan: Information-Driven Subword Tokenisation", 2025): a
+//! vocabulary of contiguous byte spans that a byte-level LM finds predictable, and greedy
+//! longest-match inference over it.
+//!
+//! **Spans** (one linear pass over a document's bytes and its per-byte signal, surprisal or
+//! entropy). A byte is *grouped* with the one before it when the signal falls (`s[t] <
+//! s[t - 1]`, the monotonic constraint) or, with a threshold `θ` (the combined constraint), also
+//! when `s[t] < θ`; the first byte of a document never is. A span is a byte that is not grouped
+//! followed by the run of grouped bytes after it, two bytes or more. Then the reference's
+//! pre-token rules: a span that starts just after a space that opens its pre-token takes the
+//! space in; a span never ends on the first byte of the next pre-token; a span is cut at every
+//! pre-token boundary inside it (pieces of one byte are dropped: every byte is in the
+//! vocabulary anyway).
+//!
+//! **Tokens** are byte strings with a flag: *word-initial* (starting at a pre-token boundary) or
+//! *continuation*. All 256 bytes are tokens of both kinds, so every input encodes; no marker
+//! (`##`, `Ġ`) is ever part of a token's bytes, so decoding is concatenation and always exact.
+//!
+//! **Inference**: within each pre-token, the longest word-initial token that prefixes it, then
+//! repeatedly the longest continuation token that prefixes the rest. No length limit, no
+//! unknown token.
+
+use rustc_hash::FxHashMap;
+
+use crate::error::{Error, Result};
+use crate::pretok::PreTokenizer;
+
+/// How the signal groups bytes into spans.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Constraint {
+    /// Grouped when the signal falls.
+    Monotonic,
+    /// Grouped when the signal falls or is below the threshold.
+    Combined { threshold: f32 },
+}
+
+/// Pre-token boundaries of a text: `true` at the first byte of every piece.
+pub fn boundaries(pre: &PreTokenizer, text: &str) -> Result<Vec<bool>> {
+    let mut out = vec![false; text.len()];
+    pre.for_each_piece(text, |s, _| {
+        if s < out.len() {
+            out[s] = true;
+        }
+    })?;
+    Ok(out)
+}
+
+/// Checks a signal: one finite value per byte.
+pub fn check_signal(signal: &[f32], n_bytes: usize) -> Result<()> {
+    if signal.len() != n_bytes {
+        return Err(Error::Config(format!(
+            "the signal has {} values for {} bytes: one per byte is needed",
+            signal.len(),
+            n_bytes
+        )));
+    }
+    if let Some(i) = signal.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Config(format!(
+            "the signal is not finite at byte {i} ({})",
+            signal[i]
+        )));
+    }
+    Ok(())
+}
+
+/// Calls `f(start, end, initial)` for every span of one document (see the module
+/// documentation); `initial` says whether the span starts at a pre-token boundary.
+pub fn find_spans(
+    bytes: &[u8],
+    signal: &[f32],
+    ptb: &[bool],
+    constraint: Constraint,
+    mut f: impl FnMut(usize, usize, bool),
+) {
+    let n = bytes.len();
+    let grouped = |t: usize| -> bool {
+        if t == 0 {
+            return false;
+        }
+        let falls = signal[t] < signal[t - 1];
+        match constraint {
+            Constraint::Monotonic => falls,
+            Constraint::Combined { threshold } => falls || signal[t] < threshold,
+        }
+    };
+    let mut i = 0;
+    while i < n {
+        // i is an onset (not grouped); extend over the grouped bytes after it.
+        let mut j = i;
+        while j + 1 < n && grouped(j + 1) {
+            j += 1;
+        }
+        let next = j + 1;
+        if j > i {
+            let (mut s, mut e) = (i, j);
+            if !ptb[s] && s > 0 && bytes[s - 1] == b' ' && ptb[s - 1] {
+                s -= 1; // absorb the space that opens the pre-token
+            }
+            if ptb[e] {
+                e -= 1; // never end on the first byte of the next pre-token
+            }
+            if s < e {
+                // Cut at internal pre-token boundaries; keep pieces of two bytes or more.
+                let mut from = s;
+                for k in s + 1..=e {
+                    if ptb[k] {
+                        if k - from >= 2 {
+                            f(from, k, ptb[from]);
+                        }
+                        from = k;
+                    }
+                }
+                if e + 1 - from >= 2 {
+                    f(from, e + 1, ptb[from]);
+                }
+            }
+        }
+        i = next;
+    }
+}
+
+/// Counts of span strings by (word-initial, bytes): mergeable across documents and shards.
+#[derive(Clone, Debug, Default)]
+pub struct SpanCounts {
+    pub counts: FxHashMap<(bool, Vec<u8>), u64>,
+}
+
+impl SpanCounts {
+    /// Adds the spans of one document.
+    pub fn add(
+        &mut self,
+        pre: &PreTokenizer,
+        text: &str,
+        signal: &[f32],
+        constraint: Constraint,
+    ) -> Result<()> {
+        check_signal(signal, text.len())?;
+        let bytes = text.as_bytes();
+        let ptb = boundaries(pre, text)?;
+        find_spans(bytes, signal, &ptb, constraint, |s, e, initial| {
+            *self
+                .counts
+                .entry((initial, bytes[s..e].to_vec()))
+                .or_insert(0) += 1;
+        });
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: SpanCounts) {
+        for (k, v) in other.counts {
+            *self.counts.entry(k).or_insert(0) += v;
+        }
+    }
+
+    /// The `n` most frequent spans (ties: shorter first, then by flag and bytes).
+    pub fn top(&self, n: usize) -> Vec<((bool, Vec<u8>), u64)> {
+        let mut all: Vec<_> = self.counts.iter().map(|(k, &v)| (k.clone(), v)).collect();
+        all.sort_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then(a.0 .1.len().cmp(&b.0 .1.len()))
+                .then(a.0.cmp(&b.0))
+        });
+        all.truncate(n);
+        all
+    }
+}
+
+/// A ByteSpan vocabulary: ids `0..256` are the word-initial bytes, `256..512` the continuation
+/// bytes, then learned tokens.
+#[derive(Clone, Debug)]
+pub struct SpanVocab {
+    tokens: Vec<(bool, Vec<u8>)>,
+    initial: FxHashMap<Vec<u8>, u32>,
+    continuation: FxHashMap<Vec<u8>, u32>,
+    longest: usize,
+    pre: PreTokenizer,
+}
+
+impl SpanVocab {
+    /// The byte alphabet (both kinds) followed by `learned` (duplicates and single bytes are
+    /// skipped).
+    pub fn new(learned: &[(bool, Vec<u8>)], pre: PreTokenizer) -> Result<Self> {
+        let mut tokens: Vec<(bool, Vec<u8>)> = (0..=255u8).map(|b| (true, vec![b])).collect();
+        tokens.extend((0..=255u8).map(|b| (false, vec![b])));
+        for t in learned {
+            if t.1.is_empty() {
+                return Err(Error::Config("an empty token".into()));
+            }
+            if t.1.len() > 1 {
+                tokens.push(t.clone());
+            }
+        }
+        let mut initial = FxHashMap::default();
+        let mut continuation = FxHashMap::default();
+        let mut kept = Vec::with_capacity(tokens.len());
+        for (flag, bytes) in tokens {
+            let map = if flag {
+                &mut initial
+            } else {
+                &mut continuation
+            };
+            if map.contains_key(&bytes) {
+                continue;
+            }
+            map.insert(bytes.clone(), kept.len() as u32);
+            kept.push((flag, bytes));
+        }
+        let longest = kept.iter().map(|t| t.1.len()).max().unwrap_or(1);
+        Ok(Self {
+            tokens: kept,
+            initial,
+            continuation,
+            longest,
+            pre,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub fn token(&self, id: u32) -> Option<&(bool, Vec<u8>)> {
+        self.tokens.get(id as usize)
+    }
+
+    pub fn tokens(&self) -> &[(bool, Vec<u8>)] {
+        &self.tokens
+    }
+
+    pub fn pre_tokenizer(&self) -> &PreTokenizer {
+        &self.pre
+    }
+
+    /// Greedy longest match within each pre-token (see the module documentation).
+    pub fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        let bytes = text.as_bytes();
+        self.pre.for_each_piece(text, |s, e| {
+            let mut at = s;
+            while at < e {
+                let map = if at == s {
+                    &self.initial
+                } else {
+                    &self.continuation
+                };
+                let most = (e - at).min(self.longest);
+                let (n, id) = (1..=most)
+                    .rev()
+                    .find_map(|n| map.get(&bytes[at..at + n]).map(|&id| (n, id)))
+                    // Every byte is a token of both kinds, so n = 1 always matches.
+                    .unwrap_or((1, u32::from(bytes[at]) + if at == s { 0 } else { 256 }));
+                out.push(id);
+                at += n;
+            }
+        })
+    }
+
+    /// Concatenated token bytes; fails on an unknown id.
+    pub fn decode(&self, ids: &[u32]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for &id in ids {
+            let t = self.tokens.get(id as usize).ok_or(Error::UnknownId {
+                id: u64::from(id),
+                vocab_size: self.tokens.len(),
+            })?;
+            out.extend_from_slice(&t.1);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spans(text: &str, signal: &[f32], c: Constraint) -> Vec<(String, bool)> {
+        let pre = PreTokenizer::new("gpt2").expect("pattern");
+        let ptb = boundaries(&pre, text).expect("ptb");
+        let mut out = Vec::new();
+        find_spans(text.as_bytes(), signal, &ptb, c, |s, e, initial| {
+            out.push((text[s..e].to_string(), initial));
+        });
+        out
+    }
+
+    #[test]
+    fn monotonic_spans_follow_falling_signal() {
+        // "abcd": a high, then falling b, c; d rises.
+        let got = spans("abcd", &[5.0, 3.0, 1.0, 4.0], Constraint::Monotonic);
+        assert_eq!(got, vec![("abc".to_string(), true)]);
+        // Nothing falls: no span.
+        assert!(spans("abcd", &[1.0, 2.0, 3.0, 4.0], Constraint::Monotonic).is_empty());
+    }
+
+    #[test]
+    fn combined_groups_low_values_too() {
+        let sig = [5.0, 1.0, 2.0, 3.0];
+        assert_eq!(
+            spans("abcd", &sig, Constraint::Monotonic),
+            vec![("ab".into(), true)]
+        );
+        let got = spans("abcd", &sig, Constraint::Combined { threshold: 2.5 });
+        assert_eq!(got, vec![("abc".to_string(), true)]);
+    }
+
+    #[test]
+    fn pre_token_rules() {
+        // " cat sat": pre-tokens " cat" and " sat". The falling run from " " to "s" crosses the
+        // boundary: it is cut into " cat" and " s"; then "at" is a continuation span.
+        let text = " cat sat";
+        let sig = [9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 9.0, 8.0];
+        let got = spans(text, &sig, Constraint::Monotonic);
+        assert_eq!(
+            got,
+            vec![
+                (" cat".to_string(), true),
+                (" s".to_string(), true),
+                ("at".to_string(), false)
+            ]
+        );
+        // A span starting on "s" right after the space that opens " sat" takes the space in.
+        let sig = [9.0, 1.0, 0.5, 0.2, 0.1, 9.0, 1.0, 0.5];
+        let got = spans(text, &sig, Constraint::Monotonic);
+        assert_eq!(
+            got,
+            vec![(" cat".to_string(), true), (" sat".to_string(), true)]
+        );
+        // Inside a word there is no space to absorb.
+        let got = spans(" cat", &[9.0, 1.0, 8.0, 7.0], Constraint::Monotonic);
+        assert_eq!(
+            got,
+            vec![(" c".to_string(), true), ("at".to_string(), false)]
+        );
+    }
+
+    #[test]
+    fn longest_match_with_both_kinds() {
+        let pre = PreTokenizer::new("gpt2").expect("pattern");
+        let learned = vec![
+            (true, b" un".to_vec()),
+            (false, b"believ".to_vec()),
+            (false, b"able".to_vec()),
+            (true, b" unbeliev".to_vec()),
+            (false, b"un".to_vec()),
+        ];
+        let v = SpanVocab::new(&learned, pre).expect("vocab");
+        let mut ids = Vec::new();
+        v.encode(" unbelievable unable", &mut ids).expect("encode");
+        let shown: Vec<String> = ids
+            .iter()
+            .map(|&i| {
+                let t = v.token(i).expect("token");
+                format!(
+                    "{}{}",
+                    if t.0 { "^" } else { "" },
+                    String::from_utf8_lossy(&t.1)
+                )
+            })
+            .collect();
+        assert_eq!(shown, ["^ unbeliev", "able", "^ un", "able"]);
+        assert_eq!(v.decode(&ids).expect("decode"), b" unbelievable unable");
+        // "##" and other would-be markers are plain text.
+        ids.clear();
+        v.encode("##x ##", &mut ids).expect("encode");
+        assert_eq!(v.decode(&ids).expect("decode"), b"##x ##");
+    }
+
+    #[test]
+    fn signal_checks() {
+        assert!(check_signal(&[1.0, 2.0], 3).is_err());
+        assert!(check_signal(&[1.0, f32::NAN], 2).is_err());
+        assert!(check_signal(&[1.0, f32::INFINITY], 2).is_err());
+        assert!(check_signal(&[1.0, 2.0], 2).is_ok());
+    }
+}
