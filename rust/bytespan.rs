@@ -238,24 +238,54 @@ impl SpanVocab {
     /// Greedy longest match within each pre-token (see the module documentation).
     pub fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
         let bytes = text.as_bytes();
-        self.pre.for_each_piece(text, |s, e| {
-            let mut at = s;
-            while at < e {
-                let map = if at == s {
-                    &self.initial
-                } else {
-                    &self.continuation
-                };
-                let most = (e - at).min(self.longest);
-                let (n, id) = (1..=most)
-                    .rev()
-                    .find_map(|n| map.get(&bytes[at..at + n]).map(|&id| (n, id)))
-                    // Every byte is a token of both kinds, so n = 1 always matches.
-                    .unwrap_or((1, u32::from(bytes[at]) + if at == s { 0 } else { 256 }));
-                out.push(id);
-                at += n;
-            }
-        })
+        self.pre
+            .for_each_piece(text, |s, e| self.encode_piece(&bytes[s..e], out))
+    }
+
+    /// Greedy longest match over one pre-token.
+    pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
+        let mut at = 0;
+        while at < piece.len() {
+            let map = if at == 0 {
+                &self.initial
+            } else {
+                &self.continuation
+            };
+            let most = (piece.len() - at).min(self.longest);
+            let (n, id) = (1..=most)
+                .rev()
+                .find_map(|n| map.get(&piece[at..at + n]).map(|&id| (n, id)))
+                // Every byte is a token of both kinds, so n = 1 always matches.
+                .unwrap_or((1, u32::from(piece[at]) + if at == 0 { 0 } else { 256 }));
+            out.push(id);
+            at += n;
+        }
+    }
+
+    /// Grows the vocabulary to `target` tokens by BPE over the pre-tokens of `texts`, each
+    /// first encoded by longest match (ByteSpan's "seeding": spans first, then BPE).
+    pub fn fill_with_bpe(&self, texts: &[&str], target: usize) -> Result<Self> {
+        let mut counts: FxHashMap<&[u8], u64> = FxHashMap::default();
+        for text in texts {
+            let bytes = text.as_bytes();
+            self.pre.for_each_piece(text, |s, e| {
+                *counts.entry(&bytes[s..e]).or_insert(0) += 1;
+            })?;
+        }
+        let mut pieces: Vec<(&[u8], u64)> = counts.into_iter().collect();
+        pieces.sort_unstable();
+        let words: Vec<(Vec<u32>, u64)> = pieces
+            .iter()
+            .map(|(p, c)| {
+                let mut ids = Vec::new();
+                self.encode_piece(p, &mut ids);
+                (ids, *c)
+            })
+            .collect();
+        let added = bpe_fill(&self.tokens, &words, target);
+        let mut learned: Vec<(bool, Vec<u8>)> = self.tokens[512..].to_vec();
+        learned.extend(added);
+        SpanVocab::new(&learned, self.pre.clone())
     }
 
     /// Concatenated token bytes; fails on an unknown id.
@@ -270,6 +300,128 @@ impl SpanVocab {
         }
         Ok(out)
     }
+}
+
+/// Calls `f` for each adjacent pair of `seq` as a left-to-right merge would see them: a run of
+/// `k` equal symbols holds `k / 2` pairs of that symbol, not `k - 1`.
+fn for_pairs(seq: &[u32], mut f: impl FnMut((u32, u32))) {
+    let mut counted_equal_at = usize::MAX;
+    for i in 0..seq.len().saturating_sub(1) {
+        let p = (seq[i], seq[i + 1]);
+        if p.0 == p.1 {
+            if i > 0 && counted_equal_at == i - 1 {
+                counted_equal_at = usize::MAX; // overlaps the pair just counted
+                continue;
+            }
+            counted_equal_at = i;
+        }
+        f(p);
+    }
+}
+
+/// Fills a vocabulary up to `target` tokens by BPE over the words of a corpus, each given as
+/// its token ids under the vocabulary so far (longest match) and its count: repeatedly the most
+/// frequent adjacent pair inside a word (ties: the smaller pair of token bytes) becomes a token
+/// (word-initial if its left part is), and its occurrences are replaced left to right without
+/// overlap. Pair counts are kept incrementally (each merge touches only the words that hold the
+/// pair). Returns the tokens added, in order.
+pub fn bpe_fill(
+    tokens: &[(bool, Vec<u8>)],
+    words: &[(Vec<u32>, u64)],
+    target: usize,
+) -> Vec<(bool, Vec<u8>)> {
+    use std::collections::BinaryHeap;
+
+    let mut tokens: Vec<(bool, Vec<u8>)> = tokens.to_vec();
+    let mut index: FxHashMap<(bool, Vec<u8>), u32> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let mut seqs: Vec<Vec<u32>> = words.iter().map(|w| w.0.clone()).collect();
+    let mut counts: FxHashMap<(u32, u32), i64> = FxHashMap::default();
+    let mut holders: FxHashMap<(u32, u32), Vec<u32>> = FxHashMap::default();
+    for (w, seq) in seqs.iter().enumerate() {
+        for_pairs(seq, |p| {
+            *counts.entry(p).or_insert(0) += words[w].1 as i64;
+            holders.entry(p).or_default().push(w as u32);
+        });
+    }
+    // Max-heap of (count, reversed tie-break) with lazy invalidation.
+    let key = |tokens: &Vec<(bool, Vec<u8>)>, p: (u32, u32)| {
+        let (a, b) = (&tokens[p.0 as usize].1, &tokens[p.1 as usize].1);
+        std::cmp::Reverse((a.clone(), b.clone(), p))
+    };
+    let mut heap: BinaryHeap<(i64, std::cmp::Reverse<(Vec<u8>, Vec<u8>, (u32, u32))>)> = counts
+        .iter()
+        .filter(|(_, &c)| c > 0)
+        .map(|(&p, &c)| (c, key(&tokens, p)))
+        .collect();
+    let mut added = Vec::new();
+    while tokens.len() < target {
+        let Some((c, std::cmp::Reverse((_, _, pair)))) = heap.pop() else {
+            break;
+        };
+        if counts.get(&pair).copied().unwrap_or(0) != c || c <= 0 {
+            continue; // stale entry
+        }
+        let (l, r) = pair;
+        let merged = (tokens[l as usize].0, {
+            let mut b = tokens[l as usize].1.clone();
+            b.extend_from_slice(&tokens[r as usize].1);
+            b
+        });
+        let id = match index.get(&merged) {
+            Some(&id) => id,
+            None => {
+                let id = tokens.len() as u32;
+                index.insert(merged.clone(), id);
+                tokens.push(merged.clone());
+                added.push(merged);
+                id
+            }
+        };
+        let mut ws = holders.remove(&pair).unwrap_or_default();
+        ws.sort_unstable();
+        ws.dedup();
+        let mut touched: FxHashMap<(u32, u32), ()> = FxHashMap::default();
+        for w in ws {
+            let weight = words[w as usize].1 as i64;
+            let seq = &mut seqs[w as usize];
+            if !seq.windows(2).any(|p| p[0] == l && p[1] == r) {
+                continue;
+            }
+            for_pairs(seq, |p| {
+                *counts.entry(p).or_insert(0) -= weight;
+                touched.insert(p, ());
+            });
+            let mut out = Vec::with_capacity(seq.len());
+            let mut i = 0;
+            while i < seq.len() {
+                if i + 1 < seq.len() && seq[i] == l && seq[i + 1] == r {
+                    out.push(id);
+                    i += 2;
+                } else {
+                    out.push(seq[i]);
+                    i += 1;
+                }
+            }
+            *seq = out;
+            for_pairs(seq, |p| {
+                *counts.entry(p).or_insert(0) += weight;
+                holders.entry(p).or_default().push(w);
+                touched.insert(p, ());
+            });
+        }
+        for (p, ()) in touched {
+            let c = counts.get(&p).copied().unwrap_or(0);
+            if c > 0 && p != pair {
+                heap.push((c, key(&tokens, p)));
+            }
+        }
+        counts.remove(&pair);
+    }
+    added
 }
 
 #[cfg(test)]
@@ -366,6 +518,41 @@ mod tests {
         ids.clear();
         v.encode("##x ##", &mut ids).expect("encode");
         assert_eq!(v.decode(&ids).expect("decode"), b"##x ##");
+    }
+
+    #[test]
+    fn bpe_fill_merges_the_most_frequent_pairs() {
+        let pre = PreTokenizer::new("gpt2").expect("pattern");
+        let v = SpanVocab::new(&[], pre).expect("vocab");
+        let id = |flag: bool, b: u8| u32::from(b) + if flag { 0 } else { 256 };
+        // " ab" x5, " abc" x3: pairs (" ", a) 8, (a, b) 8, (b, c) 3. Ties by bytes: " " < "a".
+        let w1 = vec![id(true, b' '), id(false, b'a'), id(false, b'b')];
+        let w2 = vec![
+            id(true, b' '),
+            id(false, b'a'),
+            id(false, b'b'),
+            id(false, b'c'),
+        ];
+        let added = bpe_fill(v.tokens(), &[(w1, 5), (w2, 3)], v.len() + 3);
+        let shown: Vec<(bool, &[u8])> = added.iter().map(|t| (t.0, t.1.as_slice())).collect();
+        assert_eq!(
+            shown,
+            vec![
+                (true, &b" a"[..]),
+                (true, &b" ab"[..]),
+                (true, &b" abc"[..])
+            ]
+        );
+        // Non-overlapping: "aaaa" merges to "aa aa", counted once per word.
+        let a = id(false, b'a');
+        let added = bpe_fill(v.tokens(), &[(vec![a, a, a, a], 1)], v.len() + 2);
+        let shown: Vec<&[u8]> = added.iter().map(|t| t.1.as_slice()).collect();
+        assert_eq!(shown, vec![&b"aa"[..], &b"aaaa"[..]]);
+        // "aaa" x10 holds 10 mergeable (a, a) pairs, not 20: "bc" x15 goes first.
+        let (b, c) = (id(false, b'b'), id(false, b'c'));
+        let words = [(vec![a, a, a], 10), (vec![b, c], 15)];
+        let added = bpe_fill(v.tokens(), &words, v.len() + 1);
+        assert_eq!(added[0].1, b"bc");
     }
 
     #[test]

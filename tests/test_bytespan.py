@@ -5,6 +5,7 @@ training end to end, saving, and bad input."""
 from __future__ import annotations
 
 import collections
+import itertools
 import pickle
 import warnings
 
@@ -176,6 +177,11 @@ def test_train_end_to_end(byte_lm, tmp_path):
     # ByteSpan compresses the text it was trained on better than bytes.
     text = "\n\n".join(docs[:200])
     assert len(vocabs["combined"].encode(text)) < 0.7 * len(text.encode())
+    # The HF export of a trained vocabulary gives the same ids.
+    tokenizers = pytest.importorskip("tokenizers")
+    vocabs["combined"].save_hf(tmp_path / "tokenizer.json")
+    hf = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert hf.encode(text).ids == vocabs["combined"].encode(text).tolist()
 
 
 def test_saving(tmp_path):
@@ -238,3 +244,104 @@ def test_cli_train_encode_decode(tmp_path):
     assert back.read_bytes() == corpus.read_bytes()
     r = runner.invoke(main, [*args[:-1], "--vocab-size", "10"])
     assert r.exit_code != 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(max_size=80), min_size=1, max_size=8))
+def test_hf_export_gives_the_same_ids(texts):
+    tokenizers = pytest.importorskip("tokenizers")
+    import json
+
+    texts = [t for t in texts if not any(0xD800 <= ord(c) <= 0xDFFF for c in t)]
+    learned = [(w.startswith(" "), w.encode()) for w in WORDS] + [(False, "é".encode())]
+    vocab = ByteSpan(learned)
+    hf = tokenizers.Tokenizer.from_str(json.dumps(vocab.to_hf()))
+    for t in [*texts, "##x ## ⁂", " unbelievable thing"]:
+        ids = vocab.encode(t).tolist()
+        assert hf.encode(t).ids == ids
+        assert hf.decode(ids) == t
+
+
+def reference_fill(seed: list[tuple[bool, bytes]], texts: list[str], target: int):
+    """BPE fill as the issue states it, slowly: longest-match segmentation of each pre-token,
+    then repeatedly merge the most frequent adjacent pair (non-overlapping counts; ties by the
+    smaller pair of token bytes), the merged token word-initial if its left part is."""
+    vocab = ByteSpan(seed)
+    tokens = [(vocab.is_word_initial(i), vocab.token_bytes(i)) for i in range(vocab.vocab_size)]
+    index = {t: i for i, t in enumerate(tokens)}
+    words = collections.Counter(
+        p for t in texts for p in _core.pretokenize(t, PATTERNS["gpt2"]) if p
+    )
+    seqs = {w: reference_encode(vocab, w) for w in words}
+    added = []
+    while len(tokens) < target:
+        counts = collections.Counter()
+        for w, seq in seqs.items():
+            # A pair counts as often as a left-to-right merge of it would fire.
+            for p in set(itertools.pairwise(seq)):
+                i = fired = 0
+                while i < len(seq) - 1:
+                    if (seq[i], seq[i + 1]) == p:
+                        fired += 1
+                        i += 2
+                    else:
+                        i += 1
+                counts[p] += fired * words[w]
+        counts = {p: c for p, c in counts.items() if c > 0}
+        if not counts:
+            break
+        top = max(counts.values())
+        pair = min(
+            (p for p, c in counts.items() if c == top),
+            key=lambda p: (tokens[p[0]][1], tokens[p[1]][1], p),
+        )
+        merged = (tokens[pair[0]][0], tokens[pair[0]][1] + tokens[pair[1]][1])
+        if merged not in index:
+            index[merged] = len(tokens)
+            tokens.append(merged)
+            added.append(merged)
+        new = index[merged]
+        for w, seq in seqs.items():
+            out, i = [], 0
+            while i < len(seq):
+                if i + 1 < len(seq) and (seq[i], seq[i + 1]) == pair:
+                    out.append(new)
+                    i += 2
+                else:
+                    out.append(seq[i])
+                    i += 1
+            seqs[w] = out
+    return added
+
+
+def test_bpe_fill_matches_the_reference():
+    from toklab.data import default_corpus
+
+    texts = [next(default_corpus(["shakespeare"]))[:20_000], "aaaa aaa bbbb ab ab"]
+    for seed in [[], [(True, b" the"), (False, b"ing"), (True, b" and")]]:
+        got = _core.SpanVocab(seed, PATTERNS["gpt2"]).fill_with_bpe(texts, ALPHABET + 150)
+        learned = [got.token(i) for i in range(ALPHABET + len(seed), len(got))]
+        assert learned == reference_fill(seed, texts, ALPHABET + 150)
+        assert len(got) == ALPHABET + 150
+
+
+def test_seeding_keeps_the_top_spans_then_fills():
+    docs = ["the cat sat on the mat. " * 3, "a theme of the thing"] * 20
+    sig = [
+        np.tile(np.array([3, 2, 1], np.float32), len(d.encode()) // 3 + 1)[: len(d.encode())]
+        for d in docs
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", toklab.TokLabWarning)
+        freq = train_bytespan(docs, vocab_size=600, signals=sig, building="frequency")
+        seeded = train_bytespan(
+            docs, vocab_size=600, signals=sig, building="seeding", proportion=0.9
+        )
+    keep = min(int(0.9 * 600) - ALPHABET, len(freq.learned()))
+    assert seeded.learned()[:keep] == freq.learned()[:keep]
+    assert seeded.vocab_size > freq.vocab_size  # BPE filled the rest
+    assert seeded.metadata["vocab_building"] == "seeding"
+    for d in docs[:2]:
+        assert seeded.decode(seeded.encode(d)) == d
+    with pytest.raises(ConfigError, match="proportion"):
+        train_bytespan(docs, vocab_size=600, signals=sig, building="seeding", proportion=2)

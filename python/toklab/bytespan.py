@@ -14,8 +14,9 @@ inference.
    continuation tokens. Tokens are raw bytes plus a flag, never markers, so
    ``decode(encode(x)) == x`` for any text, ``##`` and all.
 
-Not yet here (issue 7): the global constraint, vocabulary seeding with BPE fill, the balanced
-multilingual option, BPE-merge inference and the HF ``tokenizer.json`` export.
+Vocabulary by seeding (spans first, then BPE fill) is here too, and :meth:`ByteSpan.to_hf`
+exports a ``tokenizer.json`` that gives the same ids. Not yet here (issue 7): the global
+constraint, the balanced multilingual option and BPE-merge inference.
 
 >>> vocab = ByteSpan([(True, b" the"), (False, b"ing")])
 >>> ids = vocab.encode(" the thing")
@@ -54,6 +55,9 @@ _FORMAT = "toklab.bytespan"
 _VERSION = 1
 #: Ids of the byte alphabet: 256 word-initial bytes, then 256 continuation bytes.
 ALPHABET = 512
+#: The HF export's continuation prefix and unknown token (never in byte-level text).
+CONTINUATION = "\u2042"
+UNK = "\u2042unk\u2042"
 
 
 class ByteSpan:
@@ -68,9 +72,8 @@ class ByteSpan:
         from toklab.bpe import PATTERNS
 
         self.pattern = pattern
-        self._core = _core.SpanVocab(
-            [(bool(f), bytes(b)) for f, b in learned], PATTERNS.get(pattern, pattern)
-        )
+        self._regex = PATTERNS.get(pattern, pattern)
+        self._core = _core.SpanVocab([(bool(f), bytes(b)) for f, b in learned], self._regex)
         self._tokens = [self._core.token(i) for i in range(len(self._core))]
         self.metadata = dict(metadata or {})
 
@@ -115,6 +118,64 @@ class ByteSpan:
     def learned(self) -> list[tuple[bool, bytes]]:
         """The tokens after the byte alphabet, in id order."""
         return [(bool(f), bytes(b)) for f, b in self._tokens[ALPHABET:]]
+
+    def to_hf(self) -> dict[str, Any]:
+        """A HF ``tokenizer.json`` (as a dict) that encodes to the same ids: a WordPiece model
+        over GPT-2's byte-level alphabet, continuation tokens prefixed by ``⁂`` (a character
+        that byte-level text never contains, so nothing collides), no length limit, and an
+        unknown token at the last id that is never produced. It decodes exactly too."""
+        from toklab._hf import bytes_to_unicode
+        from toklab.bpe import PATTERNS
+
+        if self._regex != PATTERNS["gpt2"]:
+            raise ConfigError("the HF export needs the gpt2 pre-tokenization pattern")
+        table = bytes_to_unicode()
+        vocab: dict[str, int] = {}
+        for i, (initial, data) in enumerate(self._tokens):
+            text = "".join(table[b] for b in data)
+            vocab[("" if initial else CONTINUATION) + text] = i
+        vocab[UNK] = len(self._tokens)
+        return {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": [],
+            "normalizer": None,
+            "pre_tokenizer": {
+                "type": "ByteLevel",
+                "add_prefix_space": False,
+                "trim_offsets": False,
+                "use_regex": True,
+            },
+            "post_processor": None,
+            "decoder": {
+                "type": "Sequence",
+                "decoders": [
+                    {
+                        "type": "Replace",
+                        "pattern": {"String": CONTINUATION},
+                        "content": "",
+                    },
+                    {
+                        "type": "ByteLevel",
+                        "add_prefix_space": False,
+                        "trim_offsets": False,
+                        "use_regex": True,
+                    },
+                ],
+            },
+            "model": {
+                "type": "WordPiece",
+                "unk_token": UNK,
+                "continuing_subword_prefix": CONTINUATION,
+                "max_input_chars_per_word": 1 << 30,
+                "vocab": vocab,
+            },
+        }
+
+    def save_hf(self, path: str | os.PathLike[str]) -> None:
+        """Writes :meth:`to_hf` as a ``tokenizer.json`` file."""
+        Path(path).write_text(json.dumps(self.to_hf(), ensure_ascii=False), encoding="utf-8")
 
     def to_json(self) -> str:
         return json.dumps(
@@ -248,6 +309,8 @@ def train_bytespan(
     byte_lm: Any = None,
     lm_preset: str = "small",
     lm_budget_bytes: int | None = None,
+    building: Literal["frequency", "seeding"] = "frequency",
+    proportion: float = 0.5,
     pattern: str = "gpt2",
     device: str = "auto",
     seed: int = 0,
@@ -263,6 +326,12 @@ def train_bytespan(
         byte_lm: a byte-level :class:`toklab.lm.LanguageModel`; default: one trained here on
             the corpus (``lm_preset``, ``lm_budget_bytes``, default one pass).
         percentile: the combined constraint's threshold, a percentile of all signal values.
+        building: ``"frequency"`` (the most frequent spans) or ``"seeding"``: the most frequent
+            spans up to ``proportion * vocab_size`` ids (alphabet included), then BPE over the
+            corpus's pre-tokens, each first segmented by longest match, merging the most frequent
+            adjacent pair (non-overlapping counts) until the vocabulary is full. ``proportion=0``
+            is a BPE vocabulary with longest-match inference (the brief's "BPEWP"), and needs no
+            signal.
     """
     from toklab.data import iter_texts
 
@@ -278,11 +347,24 @@ def train_bytespan(
             f"constraint must be 'monotonic' or 'combined', got {constraint!r} (the global "
             "constraint is not implemented yet)"
         )
+    if building not in ("frequency", "seeding"):
+        raise ConfigError(f"building must be 'frequency' or 'seeding', got {building!r}")
+    if not 0.0 <= proportion <= 1.0:
+        raise ConfigError(f"proportion must be in [0, 1], got {proportion}")
     if not 0.0 <= percentile <= 100.0:
         raise ConfigError(f"percentile must be in [0, 100], got {percentile}")
     texts = [t for t in iter_texts(corpus) if t]
     if not texts:
         raise EmptyCorpusError("the corpus holds no text")
+    from toklab.bpe import PATTERNS
+
+    regex = PATTERNS.get(pattern, pattern)
+    if building == "seeding" and int(proportion * vocab_size) <= ALPHABET:
+        # No spans kept: plain BPE over the alphabet, no signal needed.
+        full = _core.SpanVocab([], regex).fill_with_bpe(texts, vocab_size)
+        learned = [full.token(i) for i in range(ALPHABET, len(full))]
+        meta = {"vocab_building": "seeding", "proportion": proportion, "pattern": pattern}
+        return _finish(learned, vocab_size, pattern, meta)
     if signals is None:
         if byte_lm is None:
             import toklab.lm as lm
@@ -318,26 +400,35 @@ def train_bytespan(
     from toklab.bpe import PATTERNS
 
     counts = _core.span_counts(
-        texts,
-        signals,
-        PATTERNS.get(pattern, pattern),
-        threshold,
-        0 if num_threads is None else num_threads,
+        texts, signals, regex, threshold, 0 if num_threads is None else num_threads
     )
-    learned = [(f, b) for f, b, _ in counts if len(b) > 1][: vocab_size - ALPHABET]
-    if len(learned) < vocab_size - ALPHABET:
-        warnings.warn(
-            f"only {len(learned)} distinct spans: the vocabulary has {ALPHABET + len(learned)} "
-            f"ids, not {vocab_size}",
-            TokLabWarning,
-            stacklevel=2,
-        )
+    spans = [(f, b) for f, b, _ in counts if len(b) > 1]
+    if building == "seeding":
+        keep = max(0, int(proportion * vocab_size) - ALPHABET)
+        full = _core.SpanVocab(spans[:keep], regex).fill_with_bpe(texts, vocab_size)
+        learned = [full.token(i) for i in range(ALPHABET, len(full))]
+    else:
+        learned = spans[: vocab_size - ALPHABET]
     meta = {
         "signal": signal,
         "constraint": constraint,
         "percentile": percentile if constraint == "combined" else None,
         "threshold": threshold,
-        "vocab_building": "frequency",
+        "vocab_building": building,
+        "proportion": proportion if building == "seeding" else None,
         "pattern": pattern,
     }
+    return _finish(learned, vocab_size, pattern, meta)
+
+
+def _finish(
+    learned: list[tuple[bool, bytes]], vocab_size: int, pattern: str, meta: dict[str, Any]
+) -> ByteSpan:
+    if len(learned) < vocab_size - ALPHABET:
+        warnings.warn(
+            f"only {len(learned)} tokens beyond the byte alphabet could be made: the "
+            f"vocabulary has {ALPHABET + len(learned)} ids, not {vocab_size}",
+            TokLabWarning,
+            stacklevel=3,
+        )
     return ByteSpan(learned, pattern, meta)

@@ -104,6 +104,16 @@ def main() -> None:
     help="ByteSpan: how bytes group into spans.",
 )
 @click.option("--percentile", type=float, default=30.0, show_default=True, help="ByteSpan.")
+@click.option(
+    "--building",
+    type=click.Choice(["frequency", "seeding"]),
+    default="frequency",
+    show_default=True,
+    help="ByteSpan: the most frequent spans, or spans then BPE fill.",
+)
+@click.option(
+    "--proportion", type=float, default=0.5, show_default=True, help="ByteSpan seeding: q."
+)
 @click.option("--lm-preset", default="small", show_default=True, help="ByteSpan's byte LM.")
 @click.option("--lm-budget", default=None, help="ByteSpan: bytes the byte LM reads (e.g. 20M).")
 @click.option("--device", default="auto", show_default=True, help="ByteSpan: LM device.")
@@ -128,6 +138,8 @@ def train(
     signal: str,
     constraint: str,
     percentile: float,
+    building: str,
+    proportion: float,
     lm_preset: str,
     lm_budget: str | None,
     device: str,
@@ -159,6 +171,8 @@ def train(
             device,
             cache_dir,
             threads,
+            building,
+            proportion,
         )
         return
     corpus = list(files) if files else None
@@ -194,6 +208,8 @@ def _train_bytespan(
     device: str,
     cache_dir: str | None,
     threads: int | None,
+    building: str = "frequency",
+    proportion: float = 0.5,
 ) -> None:
     from toklab.bytespan import train_bytespan
 
@@ -210,6 +226,8 @@ def _train_bytespan(
             device=device,
             cache_dir=cache_dir,
             num_threads=threads,
+            building=building,  # type: ignore[arg-type]
+            proportion=proportion,
         )
     except ImportError as e:
         raise click.ClickException(f"{e}. ByteSpan needs toklab[lm]") from None

@@ -899,6 +899,22 @@ impl PySpanVocab {
         let out = py.detach(|| self.inner.decode(&ids)).map_err(to_py)?;
         Ok(PyBytes::new(py, &out))
     }
+
+    /// This vocabulary grown to `target` tokens by BPE over `texts` (seeding).
+    fn fill_with_bpe(
+        &self,
+        py: Python<'_>,
+        texts: Vec<PyBackedStr>,
+        target: usize,
+    ) -> PyResult<PySpanVocab> {
+        let inner = py
+            .detach(|| {
+                let refs: Vec<&str> = texts.iter().map(|t| &**t).collect();
+                self.inner.fill_with_bpe(&refs, target)
+            })
+            .map_err(to_py)?;
+        Ok(PySpanVocab { inner })
+    }
 }
 
 #[pymodule]
