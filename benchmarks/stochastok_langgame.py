@@ -2,7 +2,7 @@
 language games after fine-tuning, at similar held-out loss (Sims et al. 2025, Fig. 1).
 
     python benchmarks/stochastok_langgame.py              # CPU, about 15 minutes on 2 cores
-    python benchmarks/stochastok_langgame.py --scale 8 --device cuda   # larger, on a GPU
+    python benchmarks/stochastok_langgame.py --scale 16 --device cuda  # larger, on a GPU
 
 1. BPE (4k) trained on ../shared/data/en (or the embedded corpus), the last 5% of each file
    held out.
@@ -40,7 +40,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "en")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiplies compute and data")
+    ap.add_argument("--scale", type=float, default=2.0, help="multiplies compute and steps")
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--p", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
