@@ -319,6 +319,9 @@ fn for_pairs(seq: &[u32], mut f: impl FnMut((u32, u32))) {
     }
 }
 
+/// Among pairs of equal count, the one with the smaller (left bytes, right bytes, ids) wins.
+type TieBreak = std::cmp::Reverse<(Vec<u8>, Vec<u8>, (u32, u32))>;
+
 /// Fills a vocabulary up to `target` tokens by BPE over the words of a corpus, each given as
 /// its token ids under the vocabulary so far (longest match) and its count: repeatedly the most
 /// frequent adjacent pair inside a word (ties: the smaller pair of token bytes) becomes a token
@@ -352,7 +355,7 @@ pub fn bpe_fill(
         let (a, b) = (&tokens[p.0 as usize].1, &tokens[p.1 as usize].1);
         std::cmp::Reverse((a.clone(), b.clone(), p))
     };
-    let mut heap: BinaryHeap<(i64, std::cmp::Reverse<(Vec<u8>, Vec<u8>, (u32, u32))>)> = counts
+    let mut heap: BinaryHeap<(i64, TieBreak)> = counts
         .iter()
         .filter(|(_, &c)| c > 0)
         .map(|(&p, &c)| (c, key(&tokens, p)))
