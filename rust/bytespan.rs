@@ -119,18 +119,19 @@ pub fn find_spans(
     }
 }
 
-/// Counts of span strings by (word-initial, bytes): mergeable across documents and shards.
+/// Counts of span strings by (word-initial, bytes), borrowing the bytes from the documents:
+/// mergeable across documents and threads.
 #[derive(Clone, Debug, Default)]
-pub struct SpanCounts {
-    pub counts: FxHashMap<(bool, Vec<u8>), u64>,
+pub struct SpanCounts<'a> {
+    pub counts: FxHashMap<(bool, &'a [u8]), u64>,
 }
 
-impl SpanCounts {
+impl<'a> SpanCounts<'a> {
     /// Adds the spans of one document.
     pub fn add(
         &mut self,
         pre: &PreTokenizer,
-        text: &str,
+        text: &'a str,
         signal: &[f32],
         constraint: Constraint,
     ) -> Result<()> {
@@ -138,15 +139,19 @@ impl SpanCounts {
         let bytes = text.as_bytes();
         let ptb = boundaries(pre, text)?;
         find_spans(bytes, signal, &ptb, constraint, |s, e, initial| {
-            *self
-                .counts
-                .entry((initial, bytes[s..e].to_vec()))
-                .or_insert(0) += 1;
+            *self.counts.entry((initial, &bytes[s..e])).or_insert(0) += 1;
         });
         Ok(())
     }
 
-    pub fn merge(&mut self, other: SpanCounts) {
+    pub fn merge(&mut self, other: SpanCounts<'a>) {
+        if other.counts.len() > self.counts.len() {
+            let mine = std::mem::replace(&mut self.counts, other.counts);
+            for (k, v) in mine {
+                *self.counts.entry(k).or_insert(0) += v;
+            }
+            return;
+        }
         for (k, v) in other.counts {
             *self.counts.entry(k).or_insert(0) += v;
         }
@@ -154,15 +159,42 @@ impl SpanCounts {
 
     /// The `n` most frequent spans (ties: shorter first, then by flag and bytes).
     pub fn top(&self, n: usize) -> Vec<((bool, Vec<u8>), u64)> {
-        let mut all: Vec<_> = self.counts.iter().map(|(k, &v)| (k.clone(), v)).collect();
-        all.sort_by(|a, b| {
+        let mut all: Vec<((bool, &[u8]), u64)> =
+            self.counts.iter().map(|(&k, &v)| (k, v)).collect();
+        all.sort_unstable_by(|a, b| {
             b.1.cmp(&a.1)
                 .then(a.0 .1.len().cmp(&b.0 .1.len()))
                 .then(a.0.cmp(&b.0))
         });
         all.truncate(n);
-        all
+        all.into_iter()
+            .map(|((f, b), c)| ((f, b.to_vec()), c))
+            .collect()
     }
+}
+
+/// The `q`-th percentile (0 to 100, linear interpolation, as numpy's default) of the values
+/// that are not zero; None if there are none.
+pub fn percentile_nonzero(signals: &[&[f32]], q: f64) -> Option<f32> {
+    let mut v: Vec<f32> = signals
+        .iter()
+        .flat_map(|s| s.iter().copied())
+        .filter(|&x| x != 0.0)
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    let pos = q.clamp(0.0, 100.0) / 100.0 * (v.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let frac = pos - lo as f64;
+    let (_, &mut a, rest) = v.select_nth_unstable_by(lo, f32::total_cmp);
+    let a = f64::from(a);
+    let b = if frac > 0.0 && !rest.is_empty() {
+        f64::from(rest.iter().copied().fold(f32::INFINITY, f32::min))
+    } else {
+        a
+    };
+    Some((a + (b - a) * frac) as f32)
 }
 
 /// A ByteSpan vocabulary: ids `0..256` are the word-initial bytes, `256..512` the continuation
@@ -556,6 +588,16 @@ mod tests {
         let words = [(vec![a, a, a], 10), (vec![b, c], 15)];
         let added = bpe_fill(v.tokens(), &words, v.len() + 1);
         assert_eq!(added[0].1, b"bc");
+    }
+
+    #[test]
+    fn percentile_like_numpy() {
+        let v = [0.0f32, 1.0, 2.0, 3.0, 4.0, 0.0];
+        assert_eq!(percentile_nonzero(&[&v], 0.0), Some(1.0));
+        assert_eq!(percentile_nonzero(&[&v], 100.0), Some(4.0));
+        assert_eq!(percentile_nonzero(&[&v[..3], &v[3..]], 50.0), Some(2.5));
+        assert_eq!(percentile_nonzero(&[&v], 30.0), Some(1.9));
+        assert_eq!(percentile_nonzero(&[&[0.0f32]], 30.0), None);
     }
 
     #[test]

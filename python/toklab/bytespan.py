@@ -392,13 +392,9 @@ def train_bytespan(
             raise InvalidInputError(f"document {i}: the signal has NaN or infinite values")
     threshold = None
     if constraint == "combined":
-        values = np.concatenate(signals)
-        values = values[values != 0]
-        if values.size == 0:
+        threshold = _core.signal_percentile(signals, float(percentile))
+        if threshold is None:
             raise InvalidInputError("the signal is zero everywhere")
-        threshold = float(np.percentile(values, percentile))
-    from toklab.bpe import PATTERNS
-
     counts = _core.span_counts(
         texts, signals, regex, threshold, 0 if num_threads is None else num_threads
     )

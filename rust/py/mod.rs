@@ -782,6 +782,27 @@ impl PySplitTable {
     }
 }
 
+/// The `q`-th percentile of the non-zero values of float32 signals (None: all zero).
+#[pyfunction]
+fn signal_percentile(
+    py: Python<'_>,
+    signals: Vec<Bound<'_, PyAny>>,
+    q: f64,
+) -> PyResult<Option<f32>> {
+    let signals: Vec<Vec<f32>> = signals
+        .iter()
+        .map(|s| {
+            pyo3::buffer::PyBuffer::<f32>::get(s)
+                .map_err(|_| raise("InvalidInputError", "signals must be float32 arrays".into()))?
+                .to_vec(py)
+        })
+        .collect::<PyResult<_>>()?;
+    Ok(py.detach(|| {
+        let refs: Vec<&[f32]> = signals.iter().map(Vec::as_slice).collect();
+        crate::bytespan::percentile_nonzero(&refs, q)
+    }))
+}
+
 /// Counts ByteSpan spans over documents and their per-byte signals (float32 buffers), on all
 /// threads; returns `(word_initial, bytes, count)` by count (descending).
 #[pyfunction]
@@ -924,6 +945,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySplitTable>()?;
     m.add_class::<PySpanVocab>()?;
     m.add_function(wrap_pyfunction!(span_counts, m)?)?;
+    m.add_function(wrap_pyfunction!(signal_percentile, m)?)?;
     m.add_function(wrap_pyfunction!(count_files, m)?)?;
     m.add_function(wrap_pyfunction!(count_iter, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_pattern, m)?)?;
