@@ -493,6 +493,14 @@ pub fn expand_batch(
 mod tests {
     use super::*;
 
+    /// One sequence expanded with the generator of sequence 0 under `seed`.
+    fn expand(t: &SplitTable, ids: &[u32], opts: &Options, seed: u64) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut rng = Rng::for_sequence(seed, 0);
+        expand_into(t, ids, opts, &mut rng, &mut Scratch::default(), &mut out).expect("expand");
+        out
+    }
+
     fn table(tokens: &[&str]) -> SplitTable {
         let bytes: Vec<&[u8]> = tokens.iter().map(|t| t.as_bytes()).collect();
         SplitTable::new(&bytes, &vec![false; tokens.len()]).expect("table")
@@ -544,10 +552,7 @@ mod tests {
                     max_depth: None,
                     seed,
                 };
-                let mut out = Vec::new();
-                let mut rng = Rng::for_sequence(seed, 0);
-                expand_into(&t, &ids, &opts, &mut rng, &mut Scratch::default(), &mut out)
-                    .expect("expand");
+                let out = expand(&t, &ids, &opts, seed);
                 assert_eq!(spell(&out), spell(&ids));
                 assert!(out.len() >= ids.len());
             }
@@ -566,36 +571,15 @@ mod tests {
             max_depth: None,
             seed: 1,
         };
-        let mut out = Vec::new();
-        let mut scratch = Scratch::default();
-        expand_into(
-            &t,
-            &ids,
-            &opts,
-            &mut Rng::for_sequence(1, 0),
-            &mut scratch,
-            &mut out,
-        )
-        .expect("expand");
-        assert_eq!(out.len(), 110);
+        assert_eq!(expand(&t, &ids, &opts, 1).len(), 110);
         let opts = Options {
             p: 1.0,
             mode: Mode::Bernoulli,
             max_depth: Some(1),
             seed: 1,
         };
-        out.clear();
-        let mut scratch = Scratch::default();
-        expand_into(
-            &t,
-            &ids,
-            &opts,
-            &mut Rng::for_sequence(1, 0),
-            &mut scratch,
-            &mut out,
-        )
-        .expect("expand");
-        assert_eq!(out, [2u32, 2].repeat(100)); // abab -> ab ab, then no deeper
+        // abab -> ab ab, then no deeper
+        assert_eq!(expand(&t, &ids, &opts, 1), [2u32, 2].repeat(100));
     }
 
     #[test]

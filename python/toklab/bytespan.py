@@ -224,7 +224,7 @@ def byte_signals(
 
     from toklab.bytes import ByteTokenizer
     from toklab.lm.language_model import autocast
-    from toklab.lm.score import _windows
+    from toklab.lm.score import window_batches
 
     if not isinstance(getattr(lm, "tokenizer", None), ByteTokenizer):
         raise ConfigError("byte_signals needs a byte-level toklab LM (over ByteTokenizer)")
@@ -233,18 +233,8 @@ def byte_signals(
     bos = lm.cfg.bos_id
     seqs = [np.concatenate([[bos], np.frombuffer(t.encode("utf-8"), np.uint8)]) for t in texts]
     out = [(np.zeros(len(s) - 1, np.float32), np.zeros(len(s) - 1, np.float32)) for s in seqs]
-    jobs = [(d, *w) for d, s in enumerate(seqs) for w in _windows(len(s) - 1, context, stride)]
-    jobs.sort(key=lambda j: j[2] - j[1])
-    at = 0
     with torch.no_grad():
-        while at < len(jobs):
-            width = jobs[at][2] - jobs[at][1]
-            batch = jobs[at : at + max(1, batch_tokens // max(width, 1))]
-            at += len(batch)
-            width = max(j[2] - j[1] for j in batch)
-            ids = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, (d, start, end, _first) in enumerate(batch):
-                ids[r, : end - start] = torch.from_numpy(seqs[d][start:end].astype(np.int64))
+        for batch, ids in window_batches(seqs, context, stride, lambda w: batch_tokens // w):
             with autocast(lm.device):
                 logits = lm.model(ids.to(lm.device))
             logp = logits.float().log_softmax(-1)

@@ -536,8 +536,6 @@ def _lm_score(
 ) -> dict[str, Any]:
     import toklab.lm as lm
 
-    if not hasattr(tok, "to_json"):
-        tok = _AsTokenizer(tok)
     run = lm.train_lm(
         tok, train, preset=preset, budget_bytes=budget, device=device, seed=seed, progress=False
     )
@@ -553,23 +551,6 @@ def _lm_score(
         "lm_tokens_seen": run.tokens_seen,
         "lm_bytes_seen": run.bytes_seen,
     }
-
-
-class _AsTokenizer:
-    """An adapter as the LM trainer sees it (it never saves these models)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.vocab_size = inner.vocab_size
-
-    def encode(self, text: str) -> np.ndarray:
-        return np.asarray(self.inner.encode(text), dtype=np.uint32)
-
-    def token_bytes(self, i: int) -> bytes:
-        return bytes(self.inner.token_bytes(i))
-
-    def to_json(self) -> str:
-        return json.dumps({"format": "adapter", "name": getattr(self.inner, "name", "?")})
 
 
 # -- reports ------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from toklab import _core
+from toklab.bpe import _threads
 from toklab.errors import ConfigError, CorruptFileError
 from toklab.tokenizer import IdsLike, as_ids, ids_from_buffer
 
@@ -44,10 +45,6 @@ __all__ = ["StochasTok", "StochasTokDataset", "expand_to_memmap"]
 
 _FORMAT = "toklab.stochastok"
 _VERSION = 1
-
-
-def _threads(n: int | None) -> int:
-    return 0 if n is None else max(1, int(n))
 
 
 class StochasTok:

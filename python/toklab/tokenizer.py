@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -114,12 +114,3 @@ def loads(text: str) -> Any:
 def ids_from_buffer(raw: bytearray) -> np.ndarray:
     """Wraps the ``u32`` bytes that the core returns, without copying."""
     return np.frombuffer(raw, dtype="<u4")
-
-
-def check_texts(texts: Iterable[Any]) -> list[str]:
-    """The texts as a list, or a TypeError naming the first item that is not a str."""
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise TypeError(f"texts must be str; item {i} is {type(t).__name__}")
-    return out

@@ -782,6 +782,18 @@ impl PySplitTable {
     }
 }
 
+/// Per-byte signals from float32 buffers (numpy arrays).
+fn signals_from_py(py: Python<'_>, signals: &[Bound<'_, PyAny>]) -> PyResult<Vec<Vec<f32>>> {
+    signals
+        .iter()
+        .map(|s| {
+            pyo3::buffer::PyBuffer::<f32>::get(s)
+                .map_err(|_| raise("InvalidInputError", "signals must be float32 arrays".into()))?
+                .to_vec(py)
+        })
+        .collect()
+}
+
 /// The `q`-th percentile of the non-zero values of float32 signals (None: all zero).
 #[pyfunction]
 fn signal_percentile(
@@ -789,14 +801,7 @@ fn signal_percentile(
     signals: Vec<Bound<'_, PyAny>>,
     q: f64,
 ) -> PyResult<Option<f32>> {
-    let signals: Vec<Vec<f32>> = signals
-        .iter()
-        .map(|s| {
-            pyo3::buffer::PyBuffer::<f32>::get(s)
-                .map_err(|_| raise("InvalidInputError", "signals must be float32 arrays".into()))?
-                .to_vec(py)
-        })
-        .collect::<PyResult<_>>()?;
+    let signals = signals_from_py(py, &signals)?;
     Ok(py.detach(|| {
         let refs: Vec<&[f32]> = signals.iter().map(Vec::as_slice).collect();
         crate::bytespan::percentile_nonzero(&refs, q)
@@ -822,14 +827,7 @@ fn span_counts(
             signals.len()
         ))));
     }
-    let signals: Vec<Vec<f32>> = signals
-        .iter()
-        .map(|s| {
-            pyo3::buffer::PyBuffer::<f32>::get(s)
-                .map_err(|_| raise("InvalidInputError", "signals must be float32 arrays".into()))?
-                .to_vec(py)
-        })
-        .collect::<PyResult<_>>()?;
+    let signals = signals_from_py(py, &signals)?;
     let pre = PreTokenizer::new(pattern).map_err(to_py)?;
     let constraint = match threshold {
         None => Constraint::Monotonic,

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from toklab.errors import ConfigError, ContextLengthError, TrainingDivergedError
 from toklab.lm.language_model import LanguageModel, autocast
+from toklab.lm.train import adamw
 
 __all__ = ["choose", "finetune", "generate"]
 
@@ -48,13 +49,7 @@ def finetune(
             raise ConfigError("an example with an empty answer")
         seqs.append((seq, len(seq) - len(answer)))
     model, dev = lm.model, lm.device
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
-        lr=lr,
-        betas=(0.9, 0.95),
-    )
+    opt = adamw(model, lr, weight_decay, dev)
     rng = np.random.Generator(np.random.PCG64(seed))
     losses = []
     model.train()

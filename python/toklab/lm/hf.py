@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from toklab.errors import ConfigError, ContextLengthError, UnknownTokenError
-from toklab.lm.language_model import resolve_device
+from toklab.lm.language_model import group_by_length, regroup, resolve_device
 
 __all__ = ["HFTokenLM"]
 
@@ -107,11 +107,8 @@ class HFState:
     @classmethod
     def start(cls, lm: HFTokenLM, seqs: list[list[int]]) -> HFState:
         lp = np.empty((len(seqs), lm.vocab_size), dtype=np.float64)
-        by_len: dict[int, list[int]] = {}
-        for i, s in enumerate(seqs):
-            by_len.setdefault(len(s), []).append(i)
         groups = []
-        for rows in by_len.values():
+        for rows in group_by_length(seqs):
             ids = torch.tensor([seqs[i] for i in rows], dtype=torch.long, device=lm.device)
             out = lm.model(input_ids=ids, use_cache=True)
             lp[rows] = out.logits[:, -1].double().log_softmax(-1).cpu().numpy()
@@ -141,21 +138,10 @@ class HFState:
 
     def select(self, rows: Sequence[int]) -> HFState:
         rows = [int(r) for r in rows]
-        where = {}
-        for g, (members, _) in enumerate(self._groups):
-            for k, r in enumerate(members):
-                where[r] = (g, k)
-        picked: dict[int, tuple[list[int], list[int]]] = {}
-        for new, old in enumerate(rows):
-            if old not in where:
-                raise ConfigError(f"select: no row {old} in a batch of {len(self._logprobs)}")
-            g, k = where[old]
-            picked.setdefault(g, ([], []))
-            picked[g][0].append(new)
-            picked[g][1].append(k)
+        members = [m for m, _ in self._groups]
         groups = []
-        for g, (new_rows, in_group) in picked.items():
+        for g, new_rows, inside in regroup(members, rows, len(self._logprobs)):
             cache = copy.deepcopy(self._groups[g][1])
-            cache.batch_select_indices(torch.tensor(in_group, device=self._lm.device))
+            cache.batch_select_indices(torch.tensor(inside, device=self._lm.device))
             groups.append((new_rows, cache))
         return HFState(self._lm, groups, self._logprobs[rows].copy())

@@ -24,6 +24,7 @@ from toklab.errors import (
     ContextLengthError,
     CorruptFileError,
     DeviceError,
+    UnknownTokenError,
     VocabularyMismatchError,
 )
 from toklab.lm.model import GPT, GPTConfig, KVCache
@@ -73,10 +74,6 @@ def tokenizer_json(tokenizer: Any) -> str:
             f"{type(tokenizer).__name__} cannot be saved with a model (it has no to_json)"
         )
     return str(to_json())
-
-
-def is_byte_tokenizer(tokenizer: Any) -> bool:
-    return isinstance(tokenizer, ByteTokenizer)
 
 
 class LanguageModel:
@@ -170,7 +167,7 @@ class LanguageModel:
         return state
 
     def _check_bytes(self) -> None:
-        if not is_byte_tokenizer(self.tokenizer):
+        if not isinstance(self.tokenizer, ByteTokenizer):
             raise ConfigError(
                 "next_byte_logprobs needs a model over raw bytes (ByteTokenizer); for a token "
                 "model use toklab's exact byte-level conversion"
@@ -189,8 +186,6 @@ class LanguageModel:
         ids = [int(i) for i in prefix]
         if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
             bad = min(ids) if min(ids) < 0 else max(ids)
-            from toklab.errors import UnknownTokenError
-
             raise UnknownTokenError(f"token id {bad} outside 0..{self.vocab_size}")
         seq = [self.cfg.bos_id, *ids]
         if len(seq) > self.context:
@@ -305,6 +300,31 @@ def _renormalised_bytes(lp: np.ndarray) -> np.ndarray:
     return b - np.logaddexp.reduce(b, axis=1, keepdims=True)
 
 
+def group_by_length(seqs: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Batch rows grouped by sequence length (rows of one group advance together)."""
+    by_len: dict[int, list[int]] = {}
+    for i, seq in enumerate(seqs):
+        by_len.setdefault(len(seq), []).append(i)
+    return list(by_len.values())
+
+
+def regroup(
+    groups: Sequence[Sequence[int]], rows: Sequence[int], batch: int
+) -> list[tuple[int, list[int], list[int]]]:
+    """For ``select(rows)``: ``(old group, new rows, indices inside the old group)`` for each old
+    group that the selected rows come from."""
+    where = {r: (g, k) for g, members in enumerate(groups) for k, r in enumerate(members)}
+    picked: dict[int, tuple[list[int], list[int]]] = {}
+    for new, old in enumerate(rows):
+        if old not in where:
+            raise ConfigError(f"select: no row {old} in a batch of {batch}")
+        g, k = where[old]
+        picked.setdefault(g, ([], []))
+        picked[g][0].append(new)
+        picked[g][1].append(k)
+    return [(g, new_rows, inside) for g, (new_rows, inside) in picked.items()]
+
+
 class GPTState:
     """Incremental next-token distributions of a batch, with one KV cache per group of rows of
     the same length (rows advance together, so groups never mix)."""
@@ -318,11 +338,8 @@ class GPTState:
     @classmethod
     def start(cls, lm: LanguageModel, seqs: list[list[int]]) -> GPTState:
         lp = np.empty((len(seqs), lm.vocab_size), dtype=np.float64)
-        by_len: dict[int, list[int]] = {}
-        for i, s in enumerate(seqs):
-            by_len.setdefault(len(s), []).append(i)
         groups = []
-        for rows in by_len.values():
+        for rows in group_by_length(seqs):
             cache = KVCache(lm.cfg.n_layer)
             ids = torch.tensor([seqs[i] for i in rows], dtype=torch.long, device=lm.device)
             with torch.no_grad(), autocast(lm.device):
@@ -349,8 +366,6 @@ class GPTState:
         if len(symbols) != len(self._logprobs):
             raise ConfigError(f"append: {len(symbols)} symbols for {len(self._logprobs)} rows")
         if symbols and (min(symbols) < 0 or max(symbols) >= self._lm.vocab_size):
-            from toklab.errors import UnknownTokenError
-
             raise UnknownTokenError(f"append: a symbol outside 0..{self._lm.vocab_size}")
         for rows, cache in self._groups:
             ids = torch.tensor([[symbols[r]] for r in rows], dtype=torch.long)
@@ -360,21 +375,10 @@ class GPTState:
 
     def select(self, rows: Sequence[int]) -> GPTState:
         rows = [int(r) for r in rows]
-        where = {}
-        for g, (members, _) in enumerate(self._groups):
-            for k, r in enumerate(members):
-                where[r] = (g, k)
-        picked: dict[int, tuple[list[int], list[int]]] = {}
-        for new, old in enumerate(rows):
-            if old not in where:
-                raise ConfigError(f"select: no row {old} in a batch of {len(self._logprobs)}")
-            g, k = where[old]
-            picked.setdefault(g, ([], []))
-            picked[g][0].append(new)
-            picked[g][1].append(k)
+        members = [m for m, _ in self._groups]
         groups = []
-        for g, (new_rows, in_group) in picked.items():
-            index = torch.tensor(in_group, dtype=torch.long, device=self._lm.device)
+        for g, new_rows, inside in regroup(members, rows, len(self._logprobs)):
+            index = torch.tensor(inside, dtype=torch.long, device=self._lm.device)
             groups.append((new_rows, self._groups[g][1].select(index)))
         state = GPTState(self._lm, groups, self._logprobs[rows].copy())
         state.byte_columns = self.byte_columns

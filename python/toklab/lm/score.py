@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +99,32 @@ def _windows(n_tokens: int, context: int, stride: int) -> list[tuple[int, int, i
     return out
 
 
+Window = tuple[int, int, int, int]  # (document, start, end, first), see _windows
+
+
+def window_batches(
+    seqs: Sequence[np.ndarray], context: int, stride: int, max_rows: Callable[[int], int]
+) -> Iterator[tuple[list[Window], torch.Tensor]]:
+    """The strided windows of every sequence (each ``[bos, t_1..t_n]``), shortest first, in
+    batches of at most ``max_rows(width)`` rows, with their ids right-padded with 0 (causal
+    attention never lets padding reach the positions before it)."""
+    jobs = [
+        (d, start, end, first)
+        for d, seq in enumerate(seqs)
+        for start, end, first in _windows(len(seq) - 1, context, stride)
+    ]
+    jobs.sort(key=lambda j: j[2] - j[1])
+    at = 0
+    while at < len(jobs):
+        batch = jobs[at : at + max(1, max_rows(jobs[at][2] - jobs[at][1]))]
+        at += len(batch)
+        width = max(j[2] - j[1] for j in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, (d, start, end, _first) in enumerate(batch):
+            ids[r, : end - start] = torch.from_numpy(np.asarray(seqs[d][start:end], np.int64))
+        yield batch, ids
+
+
 @torch.no_grad()
 def evaluate(
     lm: LanguageModel,
@@ -128,29 +154,20 @@ def evaluate(
     if not any(n for _, n in docs):
         raise EmptyCorpusError("no text to score")
 
-    jobs = []  # (doc, start, end, first)
-    for d, (seq, _) in enumerate(docs):
-        for start, end, first in _windows(len(seq) - 1, context, stride):
-            jobs.append((d, start, end, first))
-    jobs.sort(key=lambda j: j[2] - j[1])
     bits = np.zeros(len(docs), dtype=np.float64)
-    positions = 0
+    positions = windows = 0
     began = time.perf_counter()
-    at = 0
-    while at < len(jobs):
-        width = jobs[at][2] - jobs[at][1]
-        rows = max(1, min(batch_tokens // max(width, 1), max_logits // (width * lm.vocab_size)))
-        batch = jobs[at : at + rows]
-        at += len(batch)
-        width = max(j[2] - j[1] for j in batch)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        targets = torch.full((len(batch), width), -1, dtype=torch.long)
+    seqs = [seq for seq, _ in docs]
+
+    def max_rows(width: int) -> int:
+        return min(batch_tokens // max(width, 1), max_logits // (width * lm.vocab_size))
+
+    for batch, ids in window_batches(seqs, context, stride, max_rows):
+        targets = torch.full(ids.shape, -1, dtype=torch.long)
         for r, (d, start, end, first) in enumerate(batch):
-            seq = torch.from_numpy(docs[d][0])
-            ids[r, : end - start] = seq[start:end]
             # position p (window offset p - start) predicts seq[p + 1]
-            lo, hi = first - start, end - 1 - start
-            targets[r, lo:hi] = seq[first + 1 : end]
+            targets[r, first - start : end - 1 - start] = torch.from_numpy(seqs[d][first + 1 : end])
+        windows += len(batch)
         positions += sum(j[2] - j[1] for j in batch)
         ids, targets = ids.to(lm.device), targets.to(lm.device)
         with autocast(lm.device):
@@ -173,7 +190,7 @@ def evaluate(
     total_bits = float(bits.sum())
     total_bytes = sum(s.bytes for s in scores)
     total_tokens = sum(s.tokens for s in scores)
-    mean_window = positions / max(len(jobs), 1)
+    mean_window = positions / max(windows, 1)
     flops = lm.cfg.forward_flops_per_token(round(mean_window)) * positions
     return EvalResult(
         bits_per_byte=total_bits / total_bytes,

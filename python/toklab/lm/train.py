@@ -246,15 +246,7 @@ def train_lm(
     total = max(total, 1)
     warm = warmup if warmup is not None else min(200, max(1, total // 20))
 
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
-        lr=lr,
-        betas=(0.9, 0.95),
-        eps=1e-8,
-        fused=dev.type == "cuda",
-    )
+    opt = adamw(model, lr, weight_decay, dev)
     rng = np.random.Generator(np.random.PCG64(seed))
     step, bytes_seen, tokens_seen, seconds = 0, 0, 0, 0.0
     history: list[tuple[int, float, float]] = []
@@ -353,6 +345,21 @@ def train_lm(
         mfu=flops / seconds / peak if peak and seconds > 0 else None,
         options=options,
         history=history,
+    )
+
+
+def adamw(
+    model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW (betas 0.9/0.95) with weight decay on matrices only; fused on CUDA."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
+        lr=lr,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+        fused=device.type == "cuda",
     )
 
 
