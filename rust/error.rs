@@ -53,6 +53,10 @@ pub enum Error {
     /// A saved tokenizer that cannot be read back: truncated, edited, wrong version.
     #[error("corrupt tokenizer file: {0}")]
     Corrupt(String),
+
+    /// A token stream that no encoder produced: corrupted, truncated or from another model.
+    #[error("corrupt token stream: {0}")]
+    CorruptTokens(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -9,9 +9,11 @@
 //! - [`bytespan`]: ByteSpan's span finding, vocabulary and longest-match inference.
 //! - [`stochastok`]: StochasTok's split table and exact, fast stochastic expansion.
 
+pub mod arith;
 pub mod bpe;
 pub mod bytespan;
 pub mod count;
+pub mod equalinfo;
 pub mod error;
 pub mod par;
 pub mod pretok;

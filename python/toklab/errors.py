@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "ContextLengthError",
     "CorruptFileError",
+    "CorruptTokensError",
     "DeviceError",
     "DisallowedSpecialTokenError",
     "EmptyCorpusError",
@@ -59,6 +60,11 @@ class DisallowedSpecialTokenError(TokLabError):
 
 class CorruptFileError(TokLabError):
     """A saved tokenizer that cannot be read back: truncated, edited, or of an unknown version."""
+
+
+class CorruptTokensError(InvalidInputError):
+    """A token stream that no encoder produced: corrupted, truncated, or meant for another model
+    (Equal-Info and arithmetic-coded tokens, whose decoding can check what it reads)."""
 
 
 class DeviceError(ConfigError):

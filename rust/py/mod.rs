@@ -22,8 +22,10 @@ use crate::error::Error;
 use crate::pretok::PreTokenizer;
 use crate::stochastok::{Mode, Options, SplitTable};
 
+mod coding;
+
 /// Raises the `toklab.errors` class called `name`.
-fn raise(name: &str, msg: String) -> PyErr {
+pub(crate) fn raise(name: &str, msg: String) -> PyErr {
     Python::attach(|py| {
         match py
             .import("toklab.errors")
@@ -36,7 +38,7 @@ fn raise(name: &str, msg: String) -> PyErr {
     })
 }
 
-fn to_py(e: Error) -> PyErr {
+pub(crate) fn to_py(e: Error) -> PyErr {
     let msg = e.to_string();
     match e {
         Error::Pattern { .. } | Error::PreTokenize(_) => raise("PatternError", msg),
@@ -50,6 +52,7 @@ fn to_py(e: Error) -> PyErr {
         Error::UnknownId { .. } => raise("UnknownTokenError", msg),
         Error::DisallowedSpecial { .. } => raise("DisallowedSpecialTokenError", msg),
         Error::Corrupt(_) => raise("CorruptFileError", msg),
+        Error::CorruptTokens(_) => raise("CorruptTokensError", msg),
     }
 }
 
@@ -942,6 +945,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyWordCounts>()?;
     m.add_class::<PySplitTable>()?;
     m.add_class::<PySpanVocab>()?;
+    coding::register(m)?;
     m.add_function(wrap_pyfunction!(span_counts, m)?)?;
     m.add_function(wrap_pyfunction!(signal_percentile, m)?)?;
     m.add_function(wrap_pyfunction!(count_files, m)?)?;

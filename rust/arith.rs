@@ -1,0 +1,648 @@
+//! A bit-exact binary arithmetic coder (Witten, Neal and Cleary 1987) with integer CDFs, and the
+//! deterministic quantisation of a model's logits into those CDFs.
+//!
+//! **Precision.** CDFs are integers summing to `2^cdf_bits`; every symbol keeps a count of at
+//! least 1, so any symbol can be coded whatever the model says. The coder's interval lives in
+//! `state_bits`-bit integers (`cdf_bits + 2 <= state_bits <= 62`); after each renormalisation its
+//! width exceeds a quarter of the range, so every symbol gets a non-empty sub-interval.
+//! Lester et al. (2024) use 14-bit CDFs in 16-bit integers (`state_bits = cdf_bits + 2`); wider
+//! states lose less to rounding (a loss per symbol below `2^(cdf_bits + 2 - state_bits)` nats).
+//!
+//! **Exact bit accounting.** The interval's absolute position is the emitted bits, then the
+//! pending (underflow) bits, then the state: [`Interval::shifts`] counts emitted plus pending
+//! bits, which is what Equal-Info windows (`crate::equalinfo`) need to cut windows exactly.
+//!
+//! **Determinism.** [`quantize`] uses only IEEE additions, multiplications and divisions in a
+//! fixed order, and its own `exp`, so the same logits give the same CDF on every machine; the
+//! coder is integer arithmetic throughout.
+
+use crate::error::{Error, Result};
+
+/// Bits of the coder's state and of its CDFs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Precision {
+    pub state_bits: u32,
+    pub cdf_bits: u32,
+}
+
+impl Default for Precision {
+    fn default() -> Self {
+        Precision {
+            state_bits: 32,
+            cdf_bits: 14,
+        }
+    }
+}
+
+impl Precision {
+    /// Checks the bounds, and that `2^cdf_bits` leaves room for `alphabet` symbols of count 1.
+    pub fn check(&self, alphabet: usize) -> Result<()> {
+        if !(2..=60).contains(&self.cdf_bits) || self.state_bits > 62 {
+            return Err(Error::Config(format!(
+                "arithmetic coder precision: cdf_bits must be in 2..=60 and state_bits at most \
+                 62, got cdf_bits={} state_bits={}",
+                self.cdf_bits, self.state_bits
+            )));
+        }
+        if self.state_bits < self.cdf_bits + 2 {
+            return Err(Error::Config(format!(
+                "arithmetic coder precision: state_bits ({}) must be at least cdf_bits + 2 ({})",
+                self.state_bits,
+                self.cdf_bits + 2
+            )));
+        }
+        if alphabet < 2 || (alphabet as u64) * 2 > (1u64 << self.cdf_bits) {
+            return Err(Error::Config(format!(
+                "arithmetic coder precision: {} CDF bits cannot give {} symbols a non-zero \
+                 count each (need 2^cdf_bits >= 2 * alphabet)",
+                self.cdf_bits, alphabet
+            )));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn full(&self) -> u64 {
+        (1u64 << self.state_bits) - 1
+    }
+    #[inline]
+    fn half(&self) -> u64 {
+        1u64 << (self.state_bits - 1)
+    }
+    #[inline]
+    fn quarter(&self) -> u64 {
+        1u64 << (self.state_bits - 2)
+    }
+}
+
+/// `exp(x)` for `x <= 0`, from IEEE `+ - * /` only (no libm), so that it is the same everywhere.
+/// Relative error below 1e-15 on [-700, 0]; 0 below -708.
+#[inline]
+pub fn det_exp(x: f64) -> f64 {
+    if x < -708.0 || x.is_nan() {
+        return 0.0;
+    }
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    const INV_LN2: f64 = std::f64::consts::LOG2_E;
+    let k = (x * INV_LN2 - 0.5).ceil(); // round half down; any fixed rule works
+    let r = (x - k * LN2_HI) - k * LN2_LO;
+    // Taylor series to r^13 on |r| <= 0.35: error < 1e-17.
+    let mut p = 1.0 / 6_227_020_800.0;
+    for d in [
+        479_001_600.0,
+        39_916_800.0,
+        3_628_800.0,
+        362_880.0,
+        40_320.0,
+        5_040.0,
+        720.0,
+        120.0,
+        24.0,
+        6.0,
+        2.0,
+        1.0,
+        1.0,
+    ] {
+        p = p * r + 1.0 / d;
+    }
+    // 2^k by building the exponent bits (k >= -1022 here since x >= -708).
+    let scale = f64::from_bits(((k as i64 + 1023) as u64) << 52);
+    p * scale
+}
+
+/// Quantises one row of logits (any shift: log-probabilities or raw logits) into a CDF:
+/// `cdf.len() == logits.len() + 1`, `cdf[0] = 0`, `cdf[n] = 2^cdf_bits`, every count >= 1.
+///
+/// Counts are `1 + floor(p_s * (2^cdf_bits - n))`; what the floors leave goes to the most likely
+/// symbol (the first, on ties). `-inf` logits are allowed (count 1); NaN and `+inf` are errors.
+pub fn quantize(logits: &[f32], cdf_bits: u32, cdf: &mut [u32]) -> Result<()> {
+    if cdf_bits > 31 {
+        return Err(Error::Config(format!(
+            "cannot quantise to a {cdf_bits}-bit CDF (at most 31 bits)"
+        )));
+    }
+    quantize_total(logits, 1u64 << cdf_bits, cdf)
+}
+
+/// [`quantize`] to any total (`cdf[n] = total`).
+pub fn quantize_total(logits: &[f32], total: u64, cdf: &mut [u32]) -> Result<()> {
+    let n = logits.len();
+    debug_assert_eq!(cdf.len(), n + 1);
+    if n < 2 || (n as u64) * 2 > total || total > u32::MAX as u64 {
+        return Err(Error::Config(format!(
+            "cannot quantise {n} symbols to a CDF of total {total}"
+        )));
+    }
+    let mut best = 0usize;
+    let mut m = f32::NEG_INFINITY;
+    for (i, &l) in logits.iter().enumerate() {
+        if l.is_nan() || l == f32::INFINITY {
+            return Err(Error::Config(format!(
+                "model output is not finite ({l} at symbol {i}): cannot build a CDF"
+            )));
+        }
+        if l > m {
+            m = l;
+            best = i;
+        }
+    }
+    if m == f32::NEG_INFINITY {
+        return Err(Error::Config(
+            "model gives every symbol probability zero (all logits -inf)".into(),
+        ));
+    }
+    let m = m as f64;
+    let mut sum = 0.0f64;
+    for &l in logits {
+        sum += det_exp(l as f64 - m);
+    }
+    let free = (total - n as u64) as f64;
+    let scale = free / sum;
+    let mut acc = 0u64;
+    cdf[0] = 0;
+    let mut extra_at_best = 0u64;
+    // First pass: counts; second: prefix sums with the remainder added to `best`.
+    for (i, &l) in logits.iter().enumerate() {
+        let f = (det_exp(l as f64 - m) * scale).floor();
+        let f = if f > free { free as u64 } else { f as u64 };
+        acc += 1 + f;
+        cdf[i + 1] = (1 + f) as u32;
+    }
+    if acc < total {
+        extra_at_best = total - acc;
+    }
+    // The floors can only lose mass, but guard against a (theoretical) overshoot anyway.
+    if acc > total {
+        return Err(Error::Config(
+            "internal: quantised counts exceed the total".into(),
+        ));
+    }
+    cdf[best + 1] += extra_at_best as u32;
+    for i in 1..=n {
+        cdf[i] += cdf[i - 1];
+    }
+    debug_assert_eq!(cdf[n] as u64, total);
+    Ok(())
+}
+
+/// The coder's interval: `[low, high]` inclusive in the current frame, plus how many bits were
+/// shifted out so far (emitted or pending).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interval {
+    pub low: u64,
+    pub high: u64,
+    /// Underflow bits not yet emitted (their value is the opposite of the next emitted bit).
+    pub pending: u32,
+    /// Bits emitted so far.
+    pub emitted: u64,
+}
+
+impl Interval {
+    pub fn new(p: Precision) -> Self {
+        Interval {
+            low: 0,
+            high: p.full(),
+            pending: 0,
+            emitted: 0,
+        }
+    }
+
+    /// Emitted plus pending bits: the frame's scale is `2^-(state_bits + shifts)`.
+    #[inline]
+    pub fn shifts(&self) -> u64 {
+        self.emitted + self.pending as u64
+    }
+
+    #[inline]
+    pub fn range(&self) -> u64 {
+        self.high - self.low + 1
+    }
+
+    /// The start of the sub-interval of cumulative count `c` (frame units).
+    #[inline]
+    pub fn boundary(&self, p: Precision, c: u32) -> u64 {
+        self.low + ((self.range() as u128 * c as u128) >> p.cdf_bits) as u64
+    }
+
+    /// Narrows to the symbol with cumulative counts `[c_lo, c_hi)` and renormalises, calling
+    /// `emit(bit, pending)` for every determined bit (followed by `pending` opposite bits) and
+    /// `shift()` once per doubling (for a decoder's value register).
+    #[inline]
+    pub fn narrow(
+        &mut self,
+        p: Precision,
+        c_lo: u32,
+        c_hi: u32,
+        mut emit: impl FnMut(bool, u32),
+        mut shift: impl FnMut(u64),
+    ) {
+        debug_assert!(c_lo < c_hi);
+        let hi = self.boundary(p, c_hi) - 1;
+        let lo = self.boundary(p, c_lo);
+        self.low = lo;
+        self.high = hi;
+        let (half, quarter) = (p.half(), p.quarter());
+        loop {
+            let sub;
+            if self.high < half {
+                emit(false, self.pending);
+                self.emitted += 1 + self.pending as u64;
+                self.pending = 0;
+                sub = 0;
+            } else if self.low >= half {
+                emit(true, self.pending);
+                self.emitted += 1 + self.pending as u64;
+                self.pending = 0;
+                sub = half;
+            } else if self.low >= quarter && self.high < 3 * quarter {
+                self.pending += 1;
+                sub = quarter;
+            } else {
+                break;
+            }
+            self.low = (self.low - sub) << 1;
+            self.high = ((self.high - sub) << 1) | 1;
+            shift(sub);
+        }
+    }
+
+    /// The symbol whose sub-interval holds frame value `value` (binary search of the CDF).
+    #[inline]
+    pub fn find(&self, p: Precision, cdf: &[u32], value: u64) -> usize {
+        let range = self.range() as u128;
+        let count = ((((value - self.low) as u128 + 1) << p.cdf_bits) - 1) / range;
+        let count = count.min(u32::MAX as u128) as u32;
+        cdf.partition_point(|&c| c <= count) - 1
+    }
+}
+
+/// A stream of bits, most significant first within each byte.
+#[derive(Clone, Debug, Default)]
+pub struct BitWriter {
+    pub bytes: Vec<u8>,
+    pub len: u64,
+}
+
+impl BitWriter {
+    #[inline]
+    pub fn push(&mut self, bit: bool) {
+        if self.len % 8 == 0 {
+            self.bytes.push(0);
+        }
+        if bit {
+            let last = self.bytes.len() - 1;
+            self.bytes[last] |= 0x80 >> (self.len % 8);
+        }
+        self.len += 1;
+    }
+
+    #[inline]
+    pub fn push_run(&mut self, bit: bool, pending: u32) {
+        self.push(bit);
+        for _ in 0..pending {
+            self.push(!bit);
+        }
+    }
+}
+
+/// Bit `i` of a stream given as bytes (MSB first); zeros past the end.
+#[inline]
+pub fn bit_at(bytes: &[u8], i: u64) -> u64 {
+    let byte = (i / 8) as usize;
+    if byte < bytes.len() {
+        ((bytes[byte] >> (7 - (i % 8))) & 1) as u64
+    } else {
+        0
+    }
+}
+
+/// Streaming encoder: one symbol at a time, each with its own CDF.
+pub struct Encoder {
+    p: Precision,
+    iv: Interval,
+    out: BitWriter,
+    symbols: u64,
+}
+
+impl Encoder {
+    pub fn new(p: Precision) -> Self {
+        Encoder {
+            p,
+            iv: Interval::new(p),
+            out: BitWriter::default(),
+            symbols: 0,
+        }
+    }
+
+    /// Codes `symbol` under `cdf` (`cdf.len() == alphabet + 1`, counts summing to 2^cdf_bits).
+    pub fn encode(&mut self, cdf: &[u32], symbol: usize) {
+        let out = &mut self.out;
+        self.iv.narrow(
+            self.p,
+            cdf[symbol],
+            cdf[symbol + 1],
+            |b, n| out.push_run(b, n),
+            |_| {},
+        );
+        self.symbols += 1;
+    }
+
+    /// Bits that the interval has fixed so far (emitted plus pending).
+    pub fn bits_committed(&self) -> u64 {
+        self.iv.shifts()
+    }
+
+    /// Bits that `finish` would return now: the committed bits plus two.
+    pub fn bits_if_finished(&self) -> u64 {
+        self.iv.shifts() + 2
+    }
+
+    /// Ends the stream: two more bits (plus pending ones) select a point inside the interval;
+    /// a decoder reading zeros past the end decodes every symbol. Returns (bytes, bit length).
+    pub fn finish(mut self) -> (Vec<u8>, u64) {
+        self.iv.pending += 1;
+        let bit = self.iv.low >= self.p.quarter();
+        self.out.push_run(bit, self.iv.pending);
+        (self.out.bytes, self.out.len)
+    }
+}
+
+/// Streaming decoder over a bit stream (zeros past its end), borrowed or owned.
+pub struct Decoder<B: AsRef<[u8]>> {
+    p: Precision,
+    iv: Interval,
+    bits: B,
+    value: u64,
+    pos: u64,
+}
+
+impl<B: AsRef<[u8]>> Decoder<B> {
+    pub fn new(p: Precision, bits: B) -> Self {
+        let mut value = 0u64;
+        for i in 0..p.state_bits as u64 {
+            value = (value << 1) | bit_at(bits.as_ref(), i);
+        }
+        Decoder {
+            p,
+            iv: Interval::new(p),
+            bits,
+            value,
+            pos: p.state_bits as u64,
+        }
+    }
+
+    /// Decodes the next symbol under `cdf` (the same CDF the encoder used there).
+    pub fn decode(&mut self, cdf: &[u32]) -> usize {
+        let s = self.iv.find(self.p, cdf, self.value);
+        let (bits, value, pos) = (self.bits.as_ref(), &mut self.value, &mut self.pos);
+        self.iv.narrow(
+            self.p,
+            cdf[s],
+            cdf[s + 1],
+            |_, _| {},
+            |sub| {
+                *value = ((*value - sub) << 1) | bit_at(bits, *pos);
+                *pos += 1;
+            },
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xorshift64*: deterministic test randomness without a dependency.
+    pub(crate) struct Rng(pub u64);
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        pub fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    #[test]
+    fn det_exp_is_accurate() {
+        let mut x = 0.0;
+        while x > -700.0 {
+            let (a, b) = (det_exp(x), x.exp());
+            assert!((a - b).abs() <= 1e-14 * b, "{x}: {a} vs {b}");
+            x -= 0.0137;
+        }
+        assert_eq!(det_exp(-800.0), 0.0);
+        assert_eq!(det_exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn quantize_keeps_every_symbol_and_the_total() {
+        let mut rng = Rng(7);
+        for bits in [9u32, 14, 16, 24] {
+            for _ in 0..200 {
+                let logits: Vec<f32> = (0..256)
+                    .map(|_| (rng.unit() * 40.0 - 30.0) as f32)
+                    .collect();
+                let mut cdf = vec![0u32; 257];
+                quantize(&logits, bits, &mut cdf).expect("test");
+                assert_eq!(cdf[256], 1 << bits);
+                assert!(cdf.windows(2).all(|w| w[1] > w[0]));
+                let mut again = vec![0u32; 257];
+                quantize(&logits, bits, &mut again).expect("test");
+                assert_eq!(cdf, again);
+            }
+        }
+        let mut cdf = vec![0u32; 4];
+        let mut logits = [0.0f32, f32::NEG_INFINITY, 1.0];
+        quantize(&logits, 9, &mut cdf).expect("test");
+        assert_eq!(cdf[2] - cdf[1], 1);
+        logits[0] = f32::NAN;
+        assert!(quantize(&logits, 9, &mut cdf).is_err());
+        assert!(quantize(&[f32::NEG_INFINITY; 3], 9, &mut cdf).is_err());
+        assert!(quantize(&[0.0; 3], 2, &mut cdf).is_err());
+    }
+
+    fn cdf_from_counts(counts: &[u64], bits: u32) -> Vec<u32> {
+        let logits: Vec<f32> = counts.iter().map(|&c| (c as f32).ln()).collect();
+        let mut cdf = vec![0u32; counts.len() + 1];
+        quantize(&logits, bits, &mut cdf).expect("test");
+        cdf
+    }
+
+    /// Round trips under a model given as a function of the prefix; returns (bits, ideal bits).
+    fn round_trip(
+        p: Precision,
+        data: &[usize],
+        model: &dyn Fn(&[usize]) -> Vec<u32>,
+    ) -> (u64, f64) {
+        let mut enc = Encoder::new(p);
+        let mut ideal = 0.0;
+        for (i, &s) in data.iter().enumerate() {
+            let cdf = model(&data[..i]);
+            ideal -= ((cdf[s + 1] - cdf[s]) as f64 / (1u64 << p.cdf_bits) as f64).log2();
+            enc.encode(&cdf, s);
+        }
+        let (bytes, len) = enc.finish();
+        let mut dec = Decoder::new(p, &bytes);
+        for (i, &s) in data.iter().enumerate() {
+            let cdf = model(&data[..i]);
+            assert_eq!(dec.decode(&cdf), s, "symbol {i} with {p:?}");
+        }
+        (len, ideal)
+    }
+
+    fn precisions() -> Vec<Precision> {
+        vec![
+            Precision {
+                state_bits: 16,
+                cdf_bits: 14,
+            },
+            Precision {
+                state_bits: 32,
+                cdf_bits: 14,
+            },
+            Precision {
+                state_bits: 32,
+                cdf_bits: 16,
+            },
+            Precision {
+                state_bits: 62,
+                cdf_bits: 24,
+            },
+        ]
+    }
+
+    #[test]
+    fn static_model_round_trips_near_the_ideal_length() {
+        let mut rng = Rng(11);
+        let counts: Vec<u64> = (0..256).map(|i| 1 + (i % 7) * (i % 13) * 40).collect();
+        let total: u64 = counts.iter().sum();
+        let data: Vec<usize> = (0..20_000)
+            .map(|_| {
+                let mut r = rng.next() % total;
+                let mut s = 0;
+                while r >= counts[s] {
+                    r -= counts[s];
+                    s += 1;
+                }
+                s
+            })
+            .collect();
+        for p in precisions() {
+            let cdf = cdf_from_counts(&counts, p.cdf_bits);
+            let (bits, ideal) = round_trip(p, &data, &|_| cdf.clone());
+            // Rounding of the interval costs < 2^(cdf_bits + 2 - state_bits) nats per symbol.
+            let slack = 2.0
+                + data.len() as f64
+                    * (2f64.powi(p.cdf_bits as i32 + 2 - p.state_bits as i32) * 1.5);
+            assert!(
+                bits as f64 <= ideal + slack,
+                "{p:?}: {bits} bits vs ideal {ideal:.1}"
+            );
+            assert!(
+                bits as f64 >= ideal - 1.0,
+                "{p:?}: {bits} below the ideal {ideal:.1}"
+            );
+        }
+    }
+
+    #[test]
+    fn adaptive_order2_model_round_trips() {
+        // An adaptive order-2 count model over a small alphabet, on repetitive text.
+        let text = b"the cat sat on the mat; the rat ate the cat's hat. ".repeat(60);
+        let alphabet: Vec<u8> = {
+            let mut a: Vec<u8> = text.clone();
+            a.sort_unstable();
+            a.dedup();
+            a
+        };
+        let data: Vec<usize> = text
+            .iter()
+            .map(|b| alphabet.iter().position(|a| a == b).expect("test"))
+            .collect();
+        let n = alphabet.len();
+        let model = |prefix: &[usize]| {
+            let mut counts = vec![1u64; n];
+            if prefix.len() >= 2 {
+                let ctx = &prefix[prefix.len() - 2..];
+                for w in prefix.windows(3) {
+                    if w[..2] == *ctx {
+                        counts[w[2]] += 50;
+                    }
+                }
+            }
+            counts
+        };
+        for p in precisions() {
+            let model = |prefix: &[usize]| cdf_from_counts(&model(prefix), p.cdf_bits);
+            let (bits, ideal) = round_trip(p, &data, &model);
+            assert!(
+                (bits as f64) < ideal + 2.0 + data.len() as f64 * 0.01,
+                "{p:?}"
+            );
+            // Repetitive text compresses far below 8 bits per symbol.
+            assert!((bits as f64) < data.len() as f64 * 1.0, "{p:?}: {bits}");
+        }
+    }
+
+    #[test]
+    fn random_models_round_trip() {
+        let mut rng = Rng(3);
+        for p in precisions() {
+            for _ in 0..20 {
+                let n = 2 + (rng.next() % 300) as usize;
+                if (n as u64) * 2 > 1 << p.cdf_bits {
+                    continue;
+                }
+                let len = (rng.next() % 2000) as usize;
+                let seed = rng.next();
+                // A model that depends on the prefix through a hash: fresh, skewed CDF per step.
+                let model = |prefix: &[usize]| {
+                    let mut r = Rng(seed
+                        ^ (prefix.len() as u64 * 0x9E37_79B9)
+                        ^ prefix.last().map_or(0, |&s| s as u64));
+                    let logits: Vec<f32> =
+                        (0..n).map(|_| (r.unit() * 25.0 - 20.0) as f32).collect();
+                    let mut cdf = vec![0u32; n + 1];
+                    quantize(&logits, p.cdf_bits, &mut cdf).expect("test");
+                    cdf
+                };
+                let data: Vec<usize> = (0..len).map(|_| (rng.next() % n as u64) as usize).collect();
+                round_trip(p, &data, &model);
+            }
+        }
+    }
+
+    #[test]
+    fn precision_is_checked() {
+        assert!(Precision {
+            state_bits: 15,
+            cdf_bits: 14
+        }
+        .check(256)
+        .is_err());
+        assert!(Precision {
+            state_bits: 63,
+            cdf_bits: 14
+        }
+        .check(256)
+        .is_err());
+        assert!(Precision {
+            state_bits: 16,
+            cdf_bits: 8
+        }
+        .check(256)
+        .is_err());
+        assert!(Precision {
+            state_bits: 16,
+            cdf_bits: 14
+        }
+        .check(256)
+        .is_ok());
+    }
+}

@@ -1,0 +1,273 @@
+//! Bindings for arithmetic coding and Equal-Info windows (`toklab.equalinfo` drives them: it
+//! runs the model, these code).
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use super::{raise, to_py};
+use crate::arith::{quantize, Decoder, Encoder, Precision};
+use crate::equalinfo::{encode_window, Step, Window, WindowConfig, WindowDecoder, ALPHABET};
+
+fn floats(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<f32>> {
+    pyo3::buffer::PyBuffer::<f32>::get(obj)
+        .map_err(|_| {
+            raise(
+                "InvalidInputError",
+                format!("{what} must be a float32 array"),
+            )
+        })?
+        .to_vec(obj.py())
+}
+
+fn window_config(
+    window_bits: u32,
+    state_bits: u32,
+    cdf_bits: u32,
+    max_bytes: usize,
+) -> PyResult<WindowConfig> {
+    let cfg = WindowConfig {
+        precision: Precision {
+            state_bits,
+            cdf_bits,
+        },
+        window_bits,
+        max_bytes,
+    };
+    cfg.check().map_err(to_py)?;
+    Ok(cfg)
+}
+
+/// Cuts one window for each row: `logits` is `[rows, positions, 256]` float32 (row `r`,
+/// position `t`: byte `t` of the window given the bytes before it, the context starting at the
+/// window), `data[starts[r]:starts[r] + lens[r]]` the bytes left in row `r`'s segment.
+/// Returns `(value, consumed, escape)` per row.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn equalinfo_cut(
+    py: Python<'_>,
+    logits: &Bound<'_, PyAny>,
+    positions: usize,
+    data: &[u8],
+    starts: Vec<usize>,
+    lens: Vec<usize>,
+    window_bits: u32,
+    state_bits: u32,
+    cdf_bits: u32,
+    max_bytes: usize,
+) -> PyResult<Vec<(u128, usize, bool)>> {
+    let cfg = window_config(window_bits, state_bits, cdf_bits, max_bytes)?;
+    let logits = floats(logits, "logits")?;
+    let row = positions * ALPHABET;
+    if starts.len() != lens.len() || logits.len() != starts.len() * row {
+        return Err(raise(
+            "InvalidInputError",
+            format!(
+                "equalinfo_cut: {} logits for {} rows of {positions} positions",
+                logits.len(),
+                starts.len()
+            ),
+        ));
+    }
+    py.detach(|| {
+        starts
+            .iter()
+            .zip(&lens)
+            .enumerate()
+            .map(|(r, (&s, &n))| {
+                let bytes = data.get(s..s + n).ok_or_else(|| {
+                    crate::Error::Config(format!("equalinfo_cut: row {r} is out of range"))
+                })?;
+                let w = encode_window(&cfg, &logits[r * row..(r + 1) * row], bytes)?;
+                Ok(match w {
+                    Window::Coded { value, len } => (value, len, false),
+                    Window::Escape { byte } => (byte as u128, 1, true),
+                })
+            })
+            .collect::<crate::Result<Vec<_>>>()
+    })
+    .map_err(to_py)
+}
+
+/// Decodes many windows at once, one model step per call.
+#[pyclass(module = "toklab._core", name = "WindowDecoders")]
+struct PyWindowDecoders {
+    decoders: Vec<WindowDecoder>,
+    outputs: Vec<Vec<u8>>,
+    active: Vec<usize>,
+}
+
+#[pymethods]
+impl PyWindowDecoders {
+    #[new]
+    fn new(
+        values: Vec<u128>,
+        window_bits: u32,
+        state_bits: u32,
+        cdf_bits: u32,
+        max_bytes: usize,
+    ) -> PyResult<Self> {
+        let cfg = window_config(window_bits, state_bits, cdf_bits, max_bytes)?;
+        let decoders = values
+            .iter()
+            .map(|&v| WindowDecoder::new(cfg, v))
+            .collect::<crate::Result<Vec<_>>>()
+            .map_err(to_py)?;
+        let n = decoders.len();
+        Ok(PyWindowDecoders {
+            decoders,
+            outputs: vec![Vec::new(); n],
+            active: (0..n).collect(),
+        })
+    }
+
+    /// Indices of the windows still decoding, in the order `step` wants their logits.
+    fn active(&self) -> Vec<usize> {
+        self.active.clone()
+    }
+
+    /// The bytes decoded so far by window `i`.
+    fn output<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyBytes>> {
+        self.outputs
+            .get(i)
+            .map(|o| PyBytes::new(py, o))
+            .ok_or_else(|| raise("InvalidInputError", format!("no window {i}")))
+    }
+
+    /// Feeds `[len(active()), 256]` float32 logits (the next byte of each active window);
+    /// returns, per active window, the byte decoded, or -1 where the window ended.
+    fn step(&mut self, py: Python<'_>, logits: &Bound<'_, PyAny>) -> PyResult<Vec<i16>> {
+        let logits = floats(logits, "logits")?;
+        if logits.len() != self.active.len() * ALPHABET {
+            return Err(raise(
+                "InvalidInputError",
+                format!(
+                    "step: {} logits for {} active windows",
+                    logits.len(),
+                    self.active.len()
+                ),
+            ));
+        }
+        let (decoders, outputs, active) = (&mut self.decoders, &mut self.outputs, &mut self.active);
+        py.detach(|| {
+            let mut still = Vec::with_capacity(active.len());
+            let mut got = Vec::with_capacity(active.len());
+            for (k, &i) in active.iter().enumerate() {
+                match decoders[i].step(&logits[k * ALPHABET..(k + 1) * ALPHABET])? {
+                    Step::Byte(b) => {
+                        outputs[i].push(b);
+                        still.push(i);
+                        got.push(b as i16);
+                    }
+                    Step::End => got.push(-1),
+                }
+            }
+            *active = still;
+            Ok(got)
+        })
+        .map_err(to_py)
+    }
+}
+
+/// Plain arithmetic coding of `data` with one row of logits per byte (`[len(data), 256]`).
+/// Returns the bit stream (bytes, MSB first) and its length in bits.
+#[pyfunction]
+fn ac_encode<'py>(
+    py: Python<'py>,
+    logits: &Bound<'py, PyAny>,
+    data: &[u8],
+    state_bits: u32,
+    cdf_bits: u32,
+) -> PyResult<(Bound<'py, PyBytes>, u64)> {
+    let p = Precision {
+        state_bits,
+        cdf_bits,
+    };
+    p.check(ALPHABET).map_err(to_py)?;
+    let logits = floats(logits, "logits")?;
+    if logits.len() != data.len() * ALPHABET {
+        return Err(raise(
+            "InvalidInputError",
+            format!(
+                "ac_encode: {} logits for {} bytes",
+                logits.len(),
+                data.len()
+            ),
+        ));
+    }
+    let (bytes, len) = py
+        .detach(|| {
+            let mut enc = Encoder::new(p);
+            let mut cdf = [0u32; ALPHABET + 1];
+            for (t, &b) in data.iter().enumerate() {
+                quantize(
+                    &logits[t * ALPHABET..(t + 1) * ALPHABET],
+                    cdf_bits,
+                    &mut cdf,
+                )?;
+                enc.encode(&cdf, b as usize);
+            }
+            Ok(enc.finish())
+        })
+        .map_err(to_py)?;
+    Ok((PyBytes::new(py, &bytes), len))
+}
+
+/// Plain arithmetic decoding of several streams in step, one byte each per `step`.
+#[pyclass(module = "toklab._core", name = "AcDecoders")]
+struct PyAcDecoders {
+    p: Precision,
+    states: Vec<Decoder<Vec<u8>>>,
+}
+
+#[pymethods]
+impl PyAcDecoders {
+    #[new]
+    fn new(streams: Vec<Vec<u8>>, state_bits: u32, cdf_bits: u32) -> PyResult<Self> {
+        let p = Precision {
+            state_bits,
+            cdf_bits,
+        };
+        p.check(ALPHABET).map_err(to_py)?;
+        let states = streams.into_iter().map(|s| Decoder::new(p, s)).collect();
+        Ok(PyAcDecoders { p, states })
+    }
+
+    /// Feeds `[n_streams, 256]` float32 logits; returns one decoded byte per stream.
+    fn step<'py>(
+        &mut self,
+        py: Python<'py>,
+        logits: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let logits = floats(logits, "logits")?;
+        if logits.len() != self.states.len() * ALPHABET {
+            return Err(raise(
+                "InvalidInputError",
+                format!(
+                    "step: {} logits for {} streams",
+                    logits.len(),
+                    self.states.len()
+                ),
+            ));
+        }
+        let mut out = Vec::with_capacity(self.states.len());
+        let mut cdf = [0u32; ALPHABET + 1];
+        for (k, dec) in self.states.iter_mut().enumerate() {
+            quantize(
+                &logits[k * ALPHABET..(k + 1) * ALPHABET],
+                self.p.cdf_bits,
+                &mut cdf,
+            )
+            .map_err(to_py)?;
+            out.push(dec.decode(&cdf) as u8);
+        }
+        Ok(PyBytes::new(py, &out))
+    }
+}
+
+pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(equalinfo_cut, m)?)?;
+    m.add_function(wrap_pyfunction!(ac_encode, m)?)?;
+    m.add_class::<PyWindowDecoders>()?;
+    m.add_class::<PyAcDecoders>()?;
+    Ok(())
+}
