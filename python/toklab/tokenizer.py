@@ -108,6 +108,10 @@ def loads(text: str) -> Any:
         from toklab.stochastok import StochasTok
 
         return StochasTok.from_json(text)
+    if kind in ("toklab.equalinfo", "toklab.ac"):
+        from toklab.equalinfo import ArithmeticCoding, EqualInfo
+
+        return (EqualInfo if kind == "toklab.equalinfo" else ArithmeticCoding).from_json(text)
     raise CorruptFileError("not a toklab tokenizer file (no known format field)")
 
 
