@@ -196,3 +196,31 @@ def test_lm_column(corpus):
         # every model read about the same number of bytes
         assert abs(r["lm_bytes_seen"] - 30_000) < 0.6 * 30_000
     assert "LM bits/byte" in cmp.render_text(res)
+
+
+def test_equal_info_row(corpus, monkeypatch):
+    """The registered equal-info method (its byte GPT trained on a small budget here): bytes per
+    token, the code's bits per byte and M1's FLOPs per byte; windows end at token spans."""
+    torch = pytest.importorskip("torch", reason="toklab[lm] is not installed")
+    torch.set_num_threads(2)
+    import toklab.equalinfo as ei
+
+    real = ei.train_m1
+    monkeypatch.setattr(cmp, "find_morph_data", lambda explicit=None: None)  # keep it short
+    monkeypatch.setattr(
+        ei, "train_m1", lambda texts, **kw: real(texts, **{**kw, "budget_bytes": 30_000})
+    )
+    res = cmp.run_compare(
+        [t[:20_000] for t in corpus],
+        methods=["equal-info"],
+        languages=["eng"],
+        morph_data=None,
+        progress=False,
+    )
+    assert not res.failures, res.failures
+    (row,) = res.rows
+    assert row["vocab_size"] == 256
+    assert 0.5 < row["bytes_per_token"] < 4
+    assert row["code_bits_per_byte"] == pytest.approx(8 / row["bytes_per_token"])
+    assert row["m1_flops_per_byte"] > 0
+    assert row["fertility"] > 0 and 0 < row["renyi_observed"] < 1

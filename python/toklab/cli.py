@@ -84,10 +84,23 @@ def main() -> None:
 @click.option("--threads", type=int, default=None, help="Counting threads (default: all cores).")
 @click.option(
     "--method",
-    type=click.Choice(["bpe", "bytespan"]),
+    type=click.Choice(["bpe", "bytespan", "equal-info"]),
     default="bpe",
     show_default=True,
-    help="bpe, or bytespan (needs toklab[lm]: it trains a byte LM for its signal).",
+    help="bpe, bytespan or equal-info (both need toklab[lm]: they train a byte LM).",
+)
+@click.option(
+    "--window-bits", type=int, default=16, show_default=True, help="Equal-Info: bits per window."
+)
+@click.option(
+    "--token-bits",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Equal-Info: bits per token (8: 256 tokens, 16: 65,536).",
+)
+@click.option(
+    "--max-window-bytes", type=int, default=None, help="Equal-Info: most bytes per window."
 )
 @click.option(
     "--signal",
@@ -114,9 +127,13 @@ def main() -> None:
 @click.option(
     "--proportion", type=float, default=0.5, show_default=True, help="ByteSpan seeding: q."
 )
-@click.option("--lm-preset", default="small", show_default=True, help="ByteSpan's byte LM.")
-@click.option("--lm-budget", default=None, help="ByteSpan: bytes the byte LM reads (e.g. 20M).")
-@click.option("--device", default="auto", show_default=True, help="ByteSpan: LM device.")
+@click.option(
+    "--lm-preset", default="small", show_default=True, help="ByteSpan / Equal-Info: the byte LM."
+)
+@click.option(
+    "--lm-budget", default=None, help="ByteSpan / Equal-Info: bytes the byte LM reads (e.g. 20M)."
+)
+@click.option("--device", default="auto", show_default=True, help="The byte LM's device.")
 @click.option("--cache-dir", default=None, help="ByteSpan: where to keep the signals.")
 @click.option(
     "--errors",
@@ -135,6 +152,9 @@ def train(
     max_token_length: int | None,
     threads: int | None,
     method: str,
+    window_bits: int,
+    token_bits: int,
+    max_window_bytes: int | None,
     signal: str,
     constraint: str,
     percentile: float,
@@ -157,7 +177,13 @@ def train(
           --special-token '<|endoftext|>' --output gpt2ish.json
       toklab train --method bytespan --signal entropy --constraint combined \\
           --vocab-size 16384 --output bytespan.json
+      toklab train --method equal-info --window-bits 16 --token-bits 8 --output ei.json
     """
+    if method == "equal-info":
+        _train_equal_info(
+            files, output, window_bits, token_bits, max_window_bytes, lm_preset, lm_budget, device
+        )
+        return
     if method == "bytespan":
         _train_bytespan(
             files,
@@ -194,6 +220,40 @@ def train(
     tok.save(output)
     seen = tok.metadata.get("trainer", {}).get("bytes_seen", 0)
     click.echo(f"trained {tok!r} on {seen:,} bytes -> {output}", err=True)
+
+
+def _train_equal_info(
+    files: tuple[str, ...],
+    output: str,
+    window_bits: int,
+    token_bits: int,
+    max_window_bytes: int | None,
+    lm_preset: str,
+    lm_budget: str | None,
+    device: str,
+) -> None:
+    try:
+        from toklab.equalinfo import EqualInfo, train_m1
+        from toklab.lm.model import PRESETS
+
+        texts = _read_documents(files) if files else list(data.default_corpus())
+        longest = max_window_bytes or 2 * window_bits
+        preset_context = PRESETS.get(lm_preset, {}).get("context", 256)
+        m1 = train_m1(
+            texts,
+            preset=lm_preset,
+            budget_bytes=_amount(lm_budget) if lm_budget else 2e6,
+            context=max(preset_context, longest + 1),
+            device=device,
+            progress=sys.stderr.isatty(),
+        )
+        tok = EqualInfo(m1, window_bits, token_bits, max_window_bytes=max_window_bytes)
+    except ImportError as e:
+        raise click.ClickException(f"{e}. Equal-Info needs toklab[lm]") from None
+    except (TokLabError, OSError, UnicodeDecodeError) as e:
+        raise click.ClickException(str(e)) from None
+    tok.save(output)
+    click.echo(f"trained {tok!r} -> {output}", err=True)
 
 
 def _train_bytespan(
@@ -291,6 +351,19 @@ def encode(
         raise click.ClickException(str(e)) from None
     parts = []
     total = sum(p.stat().st_size for p in paths)
+    from toklab.equalinfo import ArithmeticCoding, EqualInfo
+
+    if isinstance(tok, (EqualInfo, ArithmeticCoding)):
+        # A code is one stream: the files' bytes are coded together (decode gives them back
+        # concatenated, as for every tokenizer).
+        try:
+            ids = tok.encode(b"".join(p.read_bytes() for p in paths))
+        except TokLabError as e:
+            raise click.ClickException(str(e)) from None
+        np.save(output, ids.astype(np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32))
+        written = output if output.endswith(".npy") else output + ".npy"
+        click.echo(f"{len(ids):,} tokens from {total:,} bytes -> {written}", err=True)
+        return
     with click.progressbar(
         length=total, label="encoding", file=sys.stderr, hidden=not sys.stderr.isatty()
     ) as bar:

@@ -296,7 +296,7 @@ class EqualInfo:
 
     Parameters: ``m1`` a ByteLM; ``window_bits`` (Lester's b: 16, 32, 64, 128; any of 8..128
     that ``token_bits`` divides); ``token_bits`` (8: 256 tokens, 16: 65,536); ``max_window_bytes``
-    (most bytes per window, default ``4 * window_bits``; M1's context must hold one more);
+    (most bytes per window, default ``2 * window_bits``; M1's context must hold one more);
     ``segment_bytes`` (texts are coded in independent segments of this many bytes, so that long
     texts batch; a window never crosses one); ``cdf_bits`` / ``state_bits`` (the coder's
     precision: Lester's 14-bit CDFs by default); ``header`` (length and CRC-32 first);
@@ -310,11 +310,11 @@ class EqualInfo:
         token_bits: int = 8,
         *,
         max_window_bytes: int | None = None,
-        segment_bytes: int = 4096,
+        segment_bytes: int = 1024,
         cdf_bits: int = 14,
         state_bits: int = 32,
         header: bool = True,
-        batch_rows: int = 64,
+        batch_rows: int = 32,
     ) -> None:
         for name, v in (("window_bits", window_bits), ("token_bits", token_bits)):
             if not isinstance(v, int) or isinstance(v, bool):
@@ -332,7 +332,7 @@ class EqualInfo:
             )
         if _HEADER_BITS % token_bits:
             raise ConfigError(f"token_bits ({token_bits}) must divide the 64-bit header")
-        self.max_window_bytes = int(max_window_bytes or 4 * window_bits)
+        self.max_window_bytes = int(max_window_bytes or 2 * window_bits)
         if self.max_window_bytes < 1:
             raise ConfigError("max_window_bytes must be at least 1")
         if segment_bytes < 1:
@@ -346,6 +346,7 @@ class EqualInfo:
         self.header = bool(header)
         self.batch_rows = int(batch_rows)
         self._m1 = _M1(m1, self.max_window_bytes + 1, self.batch_rows)
+        self._cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         # Checks the coder's precision now rather than at the first encode.
         _core.WindowDecoders([], window_bits, state_bits, cdf_bits, self.max_window_bytes)
         self.stats: dict[str, float] = {}
@@ -378,21 +379,60 @@ class EqualInfo:
 
     def encode_batch(self, texts: Sequence[str | bytes]) -> list[np.ndarray]:
         datas = [_as_bytes(t) for t in texts]
+        cache = self._cache
+        if cache and all(d in cache for d in datas):
+            return [cache[d][0].copy() for d in datas]
         windows = self.windows_batch(datas)
-        out = []
-        for data, wins in zip(datas, windows, strict=True):
-            values: list[int] = []
-            for value, _, escape in wins:
-                if escape:
-                    values.append((1 << self.window_bits) - 1)
-                    values.append(value << (self.window_bits - 8))
-                else:
-                    values.append(value)
-            toks = _to_tokens(values, self.window_bits, self.token_bits)
-            if self.header:
-                toks = _to_tokens([_header(data)], _HEADER_BITS, self.token_bits) + toks
-            out.append(np.asarray(toks, dtype=np.uint32))
-        return out
+        return [self._tokens(d, w)[0] for d, w in zip(datas, windows, strict=True)]
+
+    def prepare(self, texts: Iterable[str | bytes]) -> None:
+        """Encodes ``texts`` in one batch and remembers their tokens, so that later ``encode``
+        and ``spans`` calls on them one at a time (as metrics make them, word by word) cost no
+        M1 evaluation. ``prepare([])`` forgets everything."""
+        datas = list(dict.fromkeys(_as_bytes(t) for t in texts))
+        if not datas:
+            self._cache = {}
+            return
+        todo = [d for d in datas if d not in self._cache]
+        for d, w in zip(todo, self.windows_batch(todo), strict=True):
+            self._cache[d] = self._tokens(d, w)
+
+    #: No unknown or byte-fallback tokens (for :func:`toklab.metrics.vocabulary_stats`).
+    unk_ids: tuple[int, ...] = ()
+    byte_fallback_ids: tuple[int, ...] = ()
+
+    def spans(self, text: str | bytes) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, ends)`` for :func:`toklab.metrics.token_spans`: a window's bytes end at its
+        last token (its other tokens, and the header, cover no bytes)."""
+        data = _as_bytes(text)
+        hit = self._cache.get(data)
+        if hit is not None:
+            return hit[0].copy(), hit[1].copy()
+        return self._tokens(data, self.windows_batch([data])[0])
+
+    def _tokens(
+        self, data: bytes, wins: list[tuple[int, int, bool]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        per = self.window_bits // self.token_bits
+        values: list[int] = []
+        ends: list[int] = []
+        at = 0
+        if self.header:
+            ends += [0] * (_HEADER_BITS // self.token_bits)
+        for value, n, escape in wins:
+            if escape:
+                values.append((1 << self.window_bits) - 1)
+                values.append(value << (self.window_bits - 8))
+                ends += [at] * (2 * per - 1)
+            else:
+                values.append(value)
+                ends += [at] * (per - 1)
+            at += n
+            ends.append(at)
+        toks = _to_tokens(values, self.window_bits, self.token_bits)
+        if self.header:
+            toks = _to_tokens([_header(data)], _HEADER_BITS, self.token_bits) + toks
+        return np.asarray(toks, dtype=np.uint32), np.asarray(ends, dtype=np.int64)
 
     def windows_batch(self, datas: Sequence[bytes]) -> list[list[tuple[int, int, bool]]]:
         """Per text, its windows as ``(value, bytes, escape)`` (escape: value is a raw byte)."""

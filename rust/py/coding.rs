@@ -264,7 +264,119 @@ impl PyAcDecoders {
     }
 }
 
+fn u32s(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u32>> {
+    pyo3::buffer::PyBuffer::<u32>::get(obj)
+        .map_err(|_| {
+            raise(
+                "InvalidInputError",
+                format!("{what} must be a uint32 array"),
+            )
+        })?
+        .to_vec(obj.py())
+}
+
+/// Quantises `[n, 256]` float32 logits into `[n, 257]` uint32 CDFs (little-endian bytes).
+#[pyfunction]
+fn ac_quantize<'py>(
+    py: Python<'py>,
+    logits: &Bound<'py, PyAny>,
+    cdf_bits: u32,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let logits = floats(logits, "logits")?;
+    if logits.len() % ALPHABET != 0 {
+        return Err(raise("InvalidInputError", "logits must be [n, 256]".into()));
+    }
+    let n = logits.len() / ALPHABET;
+    let cdfs = py
+        .detach(|| {
+            let mut cdfs = vec![0u32; n * (ALPHABET + 1)];
+            for (row, cdf) in logits
+                .chunks_exact(ALPHABET)
+                .zip(cdfs.chunks_exact_mut(ALPHABET + 1))
+            {
+                quantize(row, cdf_bits, cdf)?;
+            }
+            Ok(cdfs)
+        })
+        .map_err(to_py)?;
+    let bytes: Vec<u8> = cdfs.iter().flat_map(|c| c.to_le_bytes()).collect();
+    Ok(PyBytes::new(py, &bytes))
+}
+
+fn check_cdfs(cdfs: &[u32], n: usize, cdf_bits: u32) -> PyResult<()> {
+    if cdfs.len() != n * (ALPHABET + 1) {
+        return Err(raise(
+            "InvalidInputError",
+            format!("{} CDF entries for {n} positions of 257", cdfs.len()),
+        ));
+    }
+    for cdf in cdfs.chunks_exact(ALPHABET + 1) {
+        if cdf[0] != 0 || cdf[ALPHABET] != 1 << cdf_bits || cdf.windows(2).any(|w| w[1] <= w[0]) {
+            return Err(raise(
+                "InvalidInputError",
+                "each CDF must rise strictly from 0 to 2^cdf_bits".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Plain arithmetic coding of `data` under given CDFs (`[len(data), 257]` uint32).
+#[pyfunction]
+fn ac_encode_cdfs<'py>(
+    py: Python<'py>,
+    cdfs: &Bound<'py, PyAny>,
+    data: &[u8],
+    state_bits: u32,
+    cdf_bits: u32,
+) -> PyResult<(Bound<'py, PyBytes>, u64)> {
+    let p = Precision {
+        state_bits,
+        cdf_bits,
+    };
+    p.check(ALPHABET).map_err(to_py)?;
+    let cdfs = u32s(cdfs, "cdfs")?;
+    check_cdfs(&cdfs, data.len(), cdf_bits)?;
+    let (bytes, len) = py.detach(|| {
+        let mut enc = Encoder::new(p);
+        for (cdf, &b) in cdfs.chunks_exact(ALPHABET + 1).zip(data) {
+            enc.encode(cdf, b as usize);
+        }
+        enc.finish()
+    });
+    Ok((PyBytes::new(py, &bytes), len))
+}
+
+/// Decodes `n` bytes from `stream` under given CDFs (`[n, 257]` uint32).
+#[pyfunction]
+fn ac_decode_cdfs<'py>(
+    py: Python<'py>,
+    cdfs: &Bound<'py, PyAny>,
+    stream: &[u8],
+    n: usize,
+    state_bits: u32,
+    cdf_bits: u32,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let p = Precision {
+        state_bits,
+        cdf_bits,
+    };
+    p.check(ALPHABET).map_err(to_py)?;
+    let cdfs = u32s(cdfs, "cdfs")?;
+    check_cdfs(&cdfs, n, cdf_bits)?;
+    let out = py.detach(|| {
+        let mut dec = Decoder::new(p, stream);
+        cdfs.chunks_exact(ALPHABET + 1)
+            .map(|cdf| dec.decode(cdf) as u8)
+            .collect::<Vec<u8>>()
+    });
+    Ok(PyBytes::new(py, &out))
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(ac_quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(ac_encode_cdfs, m)?)?;
+    m.add_function(wrap_pyfunction!(ac_decode_cdfs, m)?)?;
     m.add_function(wrap_pyfunction!(equalinfo_cut, m)?)?;
     m.add_function(wrap_pyfunction!(ac_encode, m)?)?;
     m.add_class::<PyWindowDecoders>()?;
