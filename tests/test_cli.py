@@ -181,3 +181,39 @@ def test_installed_program_runs(trained):
 def test_metadata_is_json(trained):
     meta = json.loads(trained.read_text())["metadata"]
     assert meta["trainer"]["method"] == "bpe"
+
+
+def test_equal_info_train_encode_decode(tmp_path):
+    """`toklab train --method equal-info` trains M1 (here tiny, on a small budget) and saves an
+    Equal-Info tokenizer; `encode` codes the files as one stream and `decode` gives the bytes."""
+    torch = pytest.importorskip("torch", reason="toklab[lm] is not installed")
+    torch.set_num_threads(2)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Equal information per window; windows of bits become tokens.\n" * 300)
+    out = tmp_path / "ei.json"
+    args = ["train", str(corpus), "--method", "equal-info", "--window-bits", "32"]
+    args += ["--token-bits", "16", "--lm-preset", "tiny", "--lm-budget", "20k", "--device", "cpu"]
+    result = CliRunner().invoke(main, [*args, "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    tok = toklab.load(out)
+    assert tok.vocab_size == 65536 and tok.window_bits == 32
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("windows of bits ")
+    b.write_bytes("become tokens — ünïcode too\n".encode())
+    ids = tmp_path / "ids.npy"
+    result = CliRunner().invoke(main, ["encode", str(out), str(a), str(b), "--output", str(ids)])
+    assert result.exit_code == 0, result.output
+    assert np.load(ids).dtype == np.uint16
+    back = tmp_path / "back.txt"
+    result = CliRunner().invoke(main, ["decode", str(out), str(ids), "--output", str(back)])
+    assert result.exit_code == 0, result.output
+    assert back.read_bytes() == a.read_bytes() + b.read_bytes()
+    bad = np.load(ids)[:-1]
+    np.save(ids, bad)
+    result = CliRunner().invoke(main, ["decode", str(out), str(ids)])
+    assert result.exit_code != 0 and "truncated" in result.output
+    result = CliRunner().invoke(
+        main, ["train", "--method", "equal-info", "--window-bits", "24", "--token-bits", "16",
+               "--lm-budget", "1k", "--output", str(out)]
+    )  # fmt: skip
+    assert result.exit_code != 0 and "multiple of token_bits" in result.output

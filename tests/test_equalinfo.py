@@ -17,6 +17,7 @@ from toklab.errors import (
     CorruptFileError,
     CorruptTokensError,
     InvalidIdsError,
+    InvalidInputError,
     UnknownTokenError,
 )
 
@@ -293,3 +294,25 @@ def test_gpt_m1_never_diverges_over_thousands_of_windows() -> None:
     assert ei.m1_flops_per_byte() > 0
     # Not asserted (it depends on the BLAS build), only recorded for the reader.
     print(f"naive batching changes logits: {naive_differs}")
+
+
+def test_coder_primitives_given_cdfs(ngram: NGramByteLM) -> None:
+    """The core's plain coder on explicit CDFs: quantise, encode, decode; bad CDFs are refused."""
+    from toklab import _core
+
+    data = TRAIN[:500].encode()
+    lp = ngram.next_byte_logprobs([data[max(0, i - 2) : i] for i in range(len(data))])
+    cdfs = np.frombuffer(_core.ac_quantize(lp.astype(np.float32), 14), dtype="<u4")
+    assert cdfs.reshape(len(data), 257)[:, -1].tolist() == [1 << 14] * len(data)
+    stream, nbits = _core.ac_encode_cdfs(cdfs, data, 32, 14)
+    # Same bits as coding from the logits.
+    assert (stream, nbits) == _core.ac_encode(lp.astype(np.float32), data, 32, 14)
+    assert _core.ac_decode_cdfs(cdfs, stream, len(data), 32, 14) == data
+    bad = cdfs.copy()
+    bad[5] = bad[4]  # a symbol with no mass
+    with pytest.raises(InvalidInputError, match="rise strictly"):
+        _core.ac_encode_cdfs(bad, data, 32, 14)
+    with pytest.raises(InvalidInputError):
+        _core.ac_encode_cdfs(cdfs, data[:-1], 32, 14)
+    with pytest.raises(ConfigError):
+        _core.ac_encode_cdfs(cdfs, data, 15, 14)
