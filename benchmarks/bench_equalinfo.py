@@ -91,6 +91,20 @@ def main() -> None:
         out[f"ei{w}_ngram_end_to_end_mb_s"] = s_mb / total
         out[f"ei{w}_bytes_per_window"] = len(sample) / len(wins)
 
+    # Lossless decoding, per rule: 1 KB documents, counted as decoded exactly or failed (CRC).
+    docs = [data[i : i + 1000].decode("utf-8", "ignore") for i in range(0, 200_000, 1000)]
+    for rule in ("straddle", "lester", "lester-delay"):
+        ei = EqualInfo(lm, 16, 8, rule=rule)
+        ids = ei.encode_batch(docs)
+        failed = 0
+        for d, t in zip(docs, ids, strict=True):
+            try:
+                failed += ei.decode(t) != d
+            except Exception:  # noqa: BLE001 - a failed decode is what is counted
+                failed += 1
+        out[f"{rule}_failed_share"] = failed / len(docs)
+        out[f"{rule}_bytes_per_token"] = sum(len(d.encode()) for d in docs) / sum(map(len, ids))
+
     try:
         import torch
 

@@ -144,7 +144,23 @@ def equalinfo_cut(
     state_bits: int,
     cdf_bits: int,
     max_bytes: int,
+    rule: str,
 ) -> list[tuple[int, int, bool]]: ...
+
+class LesterDecoders:
+    def __init__(
+        self,
+        values: list[int],
+        caps: list[int],
+        delay: bool,
+        window_bits: int,
+        state_bits: int,
+        cdf_bits: int,
+        max_bytes: int,
+    ) -> None: ...
+    def active(self) -> list[int]: ...
+    def step(self, logits: np.ndarray) -> list[int]: ...
+    def lengths(self) -> list[int]: ...
 
 class WindowDecoders:
     def __init__(

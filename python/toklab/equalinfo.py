@@ -300,7 +300,12 @@ class EqualInfo:
     ``segment_bytes`` (texts are coded in independent segments of this many bytes, so that long
     texts batch; a window never crosses one); ``cdf_bits`` / ``state_bits`` (the coder's
     precision: Lester's 14-bit CDFs by default); ``header`` (length and CRC-32 first);
-    ``batch_rows`` (the fixed batch shape of the GPT).
+    ``batch_rows`` (the fixed batch shape of the GPT); ``rule``: ``"straddle"`` (toklab's: every
+    window decodes exactly, without look-ahead), or Lester et al.'s greedy windows coded as the
+    shortest enclosed bitstring, decoded with one byte of look-ahead (``"lester"``: ambiguous
+    when the next byte re-encodes to the same bits, so some windows decode wrongly and the
+    header's CRC then fails) or with the "delay" variant (``"lester-delay"``: never ends a window
+    on a byte that adds no bits; decodes exactly, with a length header for the end).
     """
 
     def __init__(
@@ -315,7 +320,16 @@ class EqualInfo:
         state_bits: int = 32,
         header: bool = True,
         batch_rows: int = 32,
+        rule: str = "straddle",
     ) -> None:
+        if rule not in ("straddle", "lester", "lester-delay"):
+            raise ConfigError(f"rule must be 'straddle', 'lester' or 'lester-delay', got {rule!r}")
+        if rule != "straddle" and not header:
+            raise ConfigError(
+                f"rule={rule!r} needs header=True: Lester's windows do not mark where the text "
+                "ends, so the decoder needs the length"
+            )
+        self.rule = rule
         for name, v in (("window_bits", window_bits), ("token_bits", token_bits)):
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ConfigError(f"{name} must be an integer, got {v!r}")
@@ -473,6 +487,7 @@ class EqualInfo:
                     self.state_bits,
                     self.cdf_bits,
                     self.max_window_bytes,
+                    self.rule,
                 )
                 for k, (value, used, escape) in zip(idx.tolist(), res, strict=True):
                     seg_windows[k].append((value, used, escape))
@@ -543,10 +558,67 @@ class EqualInfo:
                     coded.append(v)
                     i += 1
             plans.append((header, items))
+        if self.rule != "straddle":
+            return self._decode_lester(plans, coded)
         outputs = self._decode_windows(coded)
         result = []
         for header, items in plans:
             data = b"".join(bytes([v]) if raw else outputs[v] for raw, v in items)
+            if header is not None:
+                _check_header(header, data)
+            result.append(data)
+        return result
+
+    def _decode_lester(
+        self, plans: list[tuple[int | None, list[tuple[bool, int]]]], coded: list[int]
+    ) -> list[bytes]:
+        """Lester's decoders need each window's cap (the bytes left in its segment), so the
+        windows of one text are decoded in order; texts go in parallel."""
+        width, seg = self.max_window_bytes, self.segment_bytes
+        outs = [bytearray() for _ in plans]
+        totals = [(h or 0) >> 32 for h, _ in plans]
+        cursor = [0] * len(plans)
+        while True:
+            batch: list[tuple[int, int, int]] = []  # (text, value, cap)
+            for k, (_, items) in enumerate(plans):
+                while cursor[k] < len(items) and items[cursor[k]][0]:
+                    outs[k].append(items[cursor[k]][1])
+                    cursor[k] += 1
+                if cursor[k] < len(items):
+                    at = len(outs[k])
+                    end = min(totals[k], (at // seg + 1) * seg)
+                    if end <= at:
+                        raise CorruptTokensError("more windows than the header's length allows")
+                    batch.append((k, coded[items[cursor[k]][1]], end - at))
+            if not batch:
+                break
+            dec = _core.LesterDecoders(
+                [v for _, v, _ in batch],
+                [c for _, _, c in batch],
+                self.rule == "lester-delay",
+                self.window_bits,
+                self.state_bits,
+                self.cdf_bits,
+                width,
+            )
+            rows = np.zeros((len(batch), width), dtype=np.uint8)
+            lengths = np.zeros(len(batch), dtype=np.int64)
+            active = np.asarray(dec.active(), dtype=np.int64)
+            while active.size:
+                got = dec.step(self._m1.at(rows[active], lengths[active]))
+                for i, b in zip(active.tolist(), got, strict=True):
+                    if lengths[i] < width:
+                        rows[i, lengths[i]] = b
+                    lengths[i] += 1
+                active = np.asarray(dec.active(), dtype=np.int64)
+            for (k, _, _), n, r in zip(batch, dec.lengths(), rows, strict=True):
+                if n == 0:
+                    raise CorruptTokensError("a window that decodes to no bytes")
+                outs[k] += bytes(r[:n])
+                cursor[k] += 1
+        result = []
+        for (header, _), out in zip(plans, outs, strict=True):
+            data = bytes(out)
             if header is not None:
                 _check_header(header, data)
             result.append(data)
@@ -589,6 +661,7 @@ class EqualInfo:
                     "state_bits": self.state_bits,
                     "header": self.header,
                     "batch_rows": self.batch_rows,
+                    "rule": self.rule,
                 },
                 "m1": _m1_to_dict(self.m1),
             }

@@ -6,7 +6,10 @@ use pyo3::types::PyBytes;
 
 use super::{raise, to_py};
 use crate::arith::{quantize, Decoder, Encoder, Precision};
-use crate::equalinfo::{encode_window, Step, Window, WindowConfig, WindowDecoder, ALPHABET};
+use crate::equalinfo::{
+    encode_window, encode_window_lester, LesterDecoder, Step, Window, WindowConfig, WindowDecoder,
+    ALPHABET,
+};
 
 fn floats(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<f32>> {
     pyo3::buffer::PyBuffer::<f32>::get(obj)
@@ -54,7 +57,19 @@ fn equalinfo_cut(
     state_bits: u32,
     cdf_bits: u32,
     max_bytes: usize,
+    rule: &str,
 ) -> PyResult<Vec<(u128, usize, bool)>> {
+    let lester = match rule {
+        "straddle" => None,
+        "lester" => Some(false),
+        "lester-delay" => Some(true),
+        _ => {
+            return Err(raise(
+                "ConfigError",
+                format!("rule must be 'straddle', 'lester' or 'lester-delay', got {rule:?}"),
+            ))
+        }
+    };
     let cfg = window_config(window_bits, state_bits, cdf_bits, max_bytes)?;
     let logits = floats(logits, "logits")?;
     let row = positions * ALPHABET;
@@ -77,7 +92,11 @@ fn equalinfo_cut(
                 let bytes = data.get(s..s + n).ok_or_else(|| {
                     crate::Error::Config(format!("equalinfo_cut: row {r} is out of range"))
                 })?;
-                let w = encode_window(&cfg, &logits[r * row..(r + 1) * row], bytes)?;
+                let lg = &logits[r * row..(r + 1) * row];
+                let w = match lester {
+                    None => encode_window(&cfg, lg, bytes)?,
+                    Some(delay) => encode_window_lester(&cfg, lg, bytes, delay)?,
+                };
                 Ok(match w {
                     Window::Coded { value, len } => (value, len, false),
                     Window::Escape { byte } => (byte as u128, 1, true),
@@ -165,6 +184,70 @@ impl PyWindowDecoders {
             Ok(got)
         })
         .map_err(to_py)
+    }
+}
+
+/// Lester's window decoders (look-ahead, or delay), one model step per call.
+#[pyclass(module = "toklab._core", name = "LesterDecoders")]
+struct PyLesterDecoders {
+    decoders: Vec<LesterDecoder>,
+}
+
+#[pymethods]
+impl PyLesterDecoders {
+    /// One decoder per `(value, cap)`: `cap` bounds the window's bytes (the bytes left).
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        values: Vec<u128>,
+        caps: Vec<usize>,
+        delay: bool,
+        window_bits: u32,
+        state_bits: u32,
+        cdf_bits: u32,
+        max_bytes: usize,
+    ) -> PyResult<Self> {
+        let cfg = window_config(window_bits, state_bits, cdf_bits, max_bytes)?;
+        if values.len() != caps.len() {
+            return Err(raise("InvalidInputError", "one cap per value".into()));
+        }
+        let decoders = values
+            .iter()
+            .zip(&caps)
+            .map(|(&v, &c)| LesterDecoder::new(cfg, v, c, delay))
+            .collect::<crate::Result<Vec<_>>>()
+            .map_err(to_py)?;
+        Ok(PyLesterDecoders { decoders })
+    }
+
+    /// Indices of the decoders still running.
+    fn active(&self) -> Vec<usize> {
+        (0..self.decoders.len())
+            .filter(|&i| !self.decoders[i].done())
+            .collect()
+    }
+
+    /// Feeds `[len(active()), 256]` logits; returns the byte each active decoder decoded.
+    fn step(&mut self, logits: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+        let logits = floats(logits, "logits")?;
+        let active = self.active();
+        if logits.len() != active.len() * ALPHABET {
+            return Err(raise(
+                "InvalidInputError",
+                "one row of logits per active window".into(),
+            ));
+        }
+        active
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| self.decoders[i].step(&logits[k * ALPHABET..(k + 1) * ALPHABET]))
+            .collect::<crate::Result<Vec<_>>>()
+            .map_err(to_py)
+    }
+
+    /// Each window's length (final once it is no longer active).
+    fn lengths(&self) -> Vec<usize> {
+        self.decoders.iter().map(|d| d.len()).collect()
     }
 }
 
@@ -380,6 +463,7 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(equalinfo_cut, m)?)?;
     m.add_function(wrap_pyfunction!(ac_encode, m)?)?;
     m.add_class::<PyWindowDecoders>()?;
+    m.add_class::<PyLesterDecoders>()?;
     m.add_class::<PyAcDecoders>()?;
     Ok(())
 }
