@@ -217,7 +217,7 @@ def train_lm(
     window = min(config.context, len(stream) - 1)
     if window < 1:
         raise EmptyCorpusError("the corpus is too small to train on (under two tokens)")
-    token_bytes = _token_byte_lengths(tokenizer, config)
+    token_bytes = _token_byte_lengths(tokenizer, config, bytes_per_token)
 
     state: dict[str, Any] | None = None
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
@@ -296,7 +296,7 @@ def train_lm(
         rows = stream_t[starts[:, None] + offsets]
         x, y = rows[:, :-1], rows[:, 1:].clone()
         y[y == config.bos_id] = -1
-        bytes_seen += int(lengths_t[y.clamp(min=0)][y >= 0].sum())
+        bytes_seen += round(float(lengths_t[y.clamp(min=0)][y >= 0].sum()))
         tokens_seen += int((y >= 0).sum())
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         with autocast(dev):
@@ -371,13 +371,18 @@ def _lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> flo
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _token_byte_lengths(tokenizer: Any, config: GPTConfig) -> np.ndarray:
-    """Bytes of each id (``bos_id`` and special tokens count zero: they are not text)."""
+def _token_byte_lengths(tokenizer: Any, config: GPTConfig, average: float) -> np.ndarray:
+    """Bytes of each id (``bos_id`` and special tokens count zero: they are not text). Codes
+    whose tokens are not byte strings (Equal-Info, arithmetic coding) count the corpus's
+    average bytes per token for every id."""
     specials = set(getattr(tokenizer, "special_tokens", {}).values())
-    out = np.zeros(config.embedding_rows, dtype=np.int64)
-    for i in range(config.vocab_size):
-        if i not in specials:
-            out[i] = len(tokenizer.token_bytes(i))
+    out = np.zeros(config.embedding_rows, dtype=np.float64)
+    try:
+        for i in range(config.vocab_size):
+            if i not in specials:
+                out[i] = len(tokenizer.token_bytes(i))
+    except ConfigError:
+        out[: config.vocab_size] = average
     return out
 
 
