@@ -173,6 +173,222 @@ impl<'a> SpanCounts<'a> {
     }
 }
 
+/// The global constraint's vocabulary: segment strings by count (descending; ties as
+/// [`SpanCounts::top`]) and how far the growth went.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GlobalSpans {
+    /// `(word_initial, bytes)` and count of every segment string of two bytes or more that
+    /// occurs at least `min_count` times when the growth stopped.
+    pub tokens: Vec<((bool, Vec<u8>), u64)>,
+    /// Bytes grown into segments (the corpus's lowest-signal bytes).
+    pub steps: usize,
+    /// The signal of the last byte grown, the threshold the growth reached (None: no step).
+    pub threshold: Option<f32>,
+    /// Whether `want` tokens were reached (false: the whole corpus was grown first).
+    pub full: bool,
+}
+
+/// Maps an `f32` to a `u32` with the same order (`-0.0` counts as `0.0`).
+fn ordered_bits(x: f32) -> u32 {
+    let b = (x + 0.0).to_bits();
+    if b >> 31 == 1 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+/// Stable LSD radix sort of `(key, payload)` pairs packed as `key << 32 | payload` by the key
+/// alone: the payloads (positions, pushed in ascending order) break ties.
+fn radix_sort_by_high(v: &mut Vec<u64>) {
+    let mut tmp = vec![0u64; v.len()];
+    for pass in 0..4 {
+        let shift = 32 + 8 * pass;
+        let mut hist = [0usize; 256];
+        for &x in v.iter() {
+            hist[((x >> shift) & 0xFF) as usize] += 1;
+        }
+        if hist.contains(&v.len()) {
+            continue; // every key has the same byte here
+        }
+        let mut at = 0;
+        for h in hist.iter_mut() {
+            let c = *h;
+            *h = at;
+            at += c;
+        }
+        for &x in v.iter() {
+            let d = &mut hist[((x >> shift) & 0xFF) as usize];
+            tmp[*d] = x;
+            *d += 1;
+        }
+        std::mem::swap(v, &mut tmp);
+    }
+}
+
+/// ByteSpan's global constraint: grows segments in ascending order of the signal (ties by
+/// position) until `want` segment strings occur `min_count` times or more.
+///
+/// Every byte starts outside any segment. Taking bytes from the lowest signal up, a byte joins
+/// the segment just before it unless it starts a pre-token, and the segment just after it
+/// unless that one starts a pre-token: segments are the maximal runs of grown bytes inside one
+/// pre-token. A segment's string is its bytes, with the space before it when that space opens
+/// the pre-token and the segment starts right after it (the same rule as [`find_spans`]); it is
+/// word-initial when the string starts at a pre-token boundary. The counts of all current
+/// segment strings (two bytes or more) are kept as the segments grow; the growth stops as soon
+/// as `want` strings reach `min_count` (checked after every byte, where the reference checks
+/// every thousand bytes and truncates), or when every byte has grown.
+///
+/// `docs[i]` are the bytes of document `i`, `ptbs[i]` its pre-token boundaries (see
+/// [`boundaries`]), `signals[i]` its checked signal. One sort (a radix sort of the signal's
+/// bits) and one pass with interval ends stored at both ends of each segment: O(N) steps, each
+/// hashing at most three segment strings.
+pub fn global_spans(
+    docs: &[&[u8]],
+    ptbs: &[&[bool]],
+    signals: &[&[f32]],
+    want: usize,
+    min_count: u64,
+) -> Result<GlobalSpans> {
+    if min_count == 0 {
+        return Err(Error::Config("min_count must be at least 1".into()));
+    }
+    let total: usize = docs.iter().map(|d| d.len()).sum();
+    if total >= u32::MAX as usize {
+        return Err(Error::Config(format!(
+            "the global constraint takes under 4 GiB of text, not {total} bytes"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(total);
+    let mut ptb = Vec::with_capacity(total);
+    let mut order = Vec::with_capacity(total);
+    if ptbs.len() != docs.len() || signals.len() != docs.len() {
+        return Err(Error::Config(format!(
+            "{} documents, {} boundary arrays and {} signals",
+            docs.len(),
+            ptbs.len(),
+            signals.len()
+        )));
+    }
+    for (i, ((d, p), s)) in docs.iter().zip(ptbs).zip(signals).enumerate() {
+        check_signal(s, d.len()).map_err(|e| Error::Config(format!("document {i}: {e}")))?;
+        if p.len() != d.len() {
+            return Err(Error::Config(
+                "one pre-token flag per byte is needed".into(),
+            ));
+        }
+        for &x in s.iter() {
+            order.push(u64::from(ordered_bits(x)) << 32 | bytes.len() as u64);
+            bytes.push(0);
+        }
+        let at = bytes.len() - d.len();
+        bytes[at..].copy_from_slice(d);
+        ptb.extend_from_slice(p);
+    }
+    let mut out = GlobalSpans {
+        tokens: Vec::new(),
+        steps: 0,
+        threshold: None,
+        full: want == 0,
+    };
+    if want == 0 {
+        return Ok(out);
+    }
+    radix_sort_by_high(&mut order);
+
+    let bytes = &bytes[..];
+    let key = |l: usize, r: usize| -> Option<(bool, &[u8])> {
+        let s = if l > 0 && !ptb[l] && ptb[l - 1] && bytes[l - 1] == b' ' {
+            l - 1
+        } else {
+            l
+        };
+        (r + 1 - s >= 2).then(|| (ptb[s], &bytes[s..=r]))
+    };
+    let mut grown = vec![false; total];
+    // At a segment's right end: its left end; at its left end: its right end.
+    let mut left_of = vec![0u32; total];
+    let mut right_of = vec![0u32; total];
+    let mut counts: FxHashMap<(bool, &[u8]), u64> = FxHashMap::default();
+    let mut qualified = 0usize;
+    for (step, &packed) in order.iter().enumerate() {
+        let t = (packed & 0xFFFF_FFFF) as usize;
+        let (mut l, mut r) = (t, t);
+        if t > 0 && !ptb[t] && grown[t - 1] {
+            l = left_of[t - 1] as usize;
+            if let Some(k) = key(l, t - 1) {
+                let c = counts.get_mut(&k).expect("a grown segment is counted");
+                if *c == min_count {
+                    qualified -= 1;
+                }
+                *c -= 1;
+                if *c == 0 {
+                    counts.remove(&k);
+                }
+            }
+        }
+        if t + 1 < total && !ptb[t + 1] && grown[t + 1] {
+            r = right_of[t + 1] as usize;
+            if let Some(k) = key(t + 1, r) {
+                let c = counts.get_mut(&k).expect("a grown segment is counted");
+                if *c == min_count {
+                    qualified -= 1;
+                }
+                *c -= 1;
+                if *c == 0 {
+                    counts.remove(&k);
+                }
+            }
+        }
+        grown[t] = true;
+        left_of[r] = l as u32;
+        right_of[l] = r as u32;
+        if let Some(k) = key(l, r) {
+            let c = counts.entry(k).or_insert(0);
+            *c += 1;
+            if *c == min_count {
+                qualified += 1;
+            }
+        }
+        if qualified >= want {
+            out.steps = step + 1;
+            out.full = true;
+            break;
+        }
+        out.steps = step + 1;
+    }
+    if let Some(&last) = order.get(out.steps.wrapping_sub(1)) {
+        let t = (last & 0xFFFF_FFFF) as usize;
+        out.threshold = Some(signal_at(signals, t));
+    }
+    let mut kept: Vec<((bool, &[u8]), u64)> = counts
+        .into_iter()
+        .filter(|&(_, c)| c >= min_count)
+        .collect();
+    kept.sort_unstable_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then(a.0 .1.len().cmp(&b.0 .1.len()))
+            .then(a.0.cmp(&b.0))
+    });
+    kept.truncate(want);
+    out.tokens = kept
+        .into_iter()
+        .map(|((f, b), c)| ((f, b.to_vec()), c))
+        .collect();
+    Ok(out)
+}
+
+/// The signal value at global position `t` of the concatenated documents.
+fn signal_at(signals: &[&[f32]], mut t: usize) -> f32 {
+    for s in signals {
+        if t < s.len() {
+            return s[t];
+        }
+        t -= s.len();
+    }
+    f32::NAN
+}
+
 /// The `q`-th percentile (0 to 100, linear interpolation, as numpy's default) of the values
 /// that are not zero; None if there are none.
 pub fn percentile_nonzero(signals: &[&[f32]], q: f64) -> Option<f32> {
@@ -606,5 +822,84 @@ mod tests {
         assert!(check_signal(&[1.0, f32::NAN], 2).is_err());
         assert!(check_signal(&[1.0, f32::INFINITY], 2).is_err());
         assert!(check_signal(&[1.0, 2.0], 2).is_ok());
+    }
+
+    fn global(texts: &[&str], signals: &[&[f32]], want: usize, min_count: u64) -> GlobalSpans {
+        let pre = PreTokenizer::new("gpt2").expect("pattern");
+        let ptbs: Vec<Vec<bool>> = texts
+            .iter()
+            .map(|t| boundaries(&pre, t).expect("ptb"))
+            .collect();
+        let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+        let refs: Vec<&[bool]> = ptbs.iter().map(Vec::as_slice).collect();
+        global_spans(&docs, &refs, signals, want, min_count).expect("global")
+    }
+
+    fn shown(g: &GlobalSpans) -> Vec<(bool, String, u64)> {
+        g.tokens
+            .iter()
+            .map(|((f, b), c)| (*f, String::from_utf8_lossy(b).into_owned(), *c))
+            .collect()
+    }
+
+    #[test]
+    fn global_grows_segments_from_the_lowest_signal() {
+        let sig: &[f32] = &[9.0, 1.0, 2.0, 3.0, 9.0, 1.0, 2.0, 3.0];
+        // The two "c"s grow first; each takes in the space that opens its pre-token.
+        let g = global(&[" cat cat"], &[sig], 1, 2);
+        assert_eq!(shown(&g), vec![(true, " c".into(), 2)]);
+        assert_eq!((g.steps, g.threshold, g.full), (2, Some(1.0), true));
+        // Asking for more: " c" becomes " ca", then " cat"; the spaces join last. Only one
+        // string ever reaches the count, so the whole corpus grows.
+        let g = global(&[" cat cat"], &[sig], 2, 2);
+        assert_eq!(shown(&g), vec![(true, " cat".into(), 2)]);
+        assert_eq!((g.steps, g.full), (8, false));
+        // Nothing asked: nothing grows.
+        let g = global(&[" cat cat"], &[sig], 0, 2);
+        assert!(g.tokens.is_empty() && g.steps == 0 && g.full);
+    }
+
+    #[test]
+    fn global_never_crosses_pre_tokens_or_documents() {
+        // "ab", ".", "cd" are three pre-tokens; all signals equal (ties by position).
+        let g = global(&["ab.cd", "ef"], &[&[0.0; 5], &[0.0; 2]], 10, 1);
+        assert_eq!(
+            shown(&g),
+            vec![
+                (true, "ab".into(), 1),
+                (true, "cd".into(), 1),
+                (true, "ef".into(), 1)
+            ]
+        );
+        // Continuation segments: the high-signal "x" never joins, "yz" does not start a
+        // pre-token and takes no space.
+        let g = global(&[" xyz"], &[&[9.0, 9.0, 1.0, 1.0]], 1, 1);
+        assert_eq!(shown(&g), vec![(false, "yz".into(), 1)]);
+    }
+
+    #[test]
+    fn global_rejects_bad_input() {
+        let pre = PreTokenizer::new("gpt2").expect("pattern");
+        let ptb = boundaries(&pre, "ab").expect("ptb");
+        let docs: &[&[u8]] = &[b"ab"];
+        assert!(global_spans(docs, &[&ptb], &[&[1.0]], 1, 1).is_err());
+        assert!(global_spans(docs, &[&ptb], &[&[1.0, f32::NAN]], 1, 1).is_err());
+        assert!(global_spans(docs, &[&ptb], &[&[1.0, 2.0]], 1, 0).is_err());
+        assert!(global_spans(docs, &[], &[&[1.0, 2.0]], 1, 1).is_err());
+    }
+
+    #[test]
+    fn radix_sort_orders_floats_stably() {
+        let xs = [3.5f32, -1.0, 0.0, -0.0, 2.0, -7.25, 2.0, f32::MAX, f32::MIN];
+        let mut v: Vec<u64> = xs
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| u64::from(ordered_bits(x)) << 32 | i as u64)
+            .collect();
+        radix_sort_by_high(&mut v);
+        let got: Vec<usize> = v.iter().map(|&p| (p & 0xFFFF_FFFF) as usize).collect();
+        let mut want: Vec<usize> = (0..xs.len()).collect();
+        want.sort_by(|&a, &b| (xs[a] + 0.0).total_cmp(&(xs[b] + 0.0)).then(a.cmp(&b)));
+        assert_eq!(got, want);
     }
 }

@@ -77,6 +77,96 @@ def test_span_finding_matches_the_reference(text, seed, combined):
     )
 
 
+def pre_token_starts(text):
+    data = text.encode()
+    ptb = [False] * len(data)
+    at = 0
+    for piece in _core.pretokenize(text, PATTERNS["gpt2"]):
+        if piece:
+            ptb[at] = True
+        at += len(piece.encode())
+    return ptb
+
+
+def reference_global(texts, signals, want, min_count):
+    """The global constraint from its definition, recounting every segment after every byte:
+    bytes grow from the lowest signal up (ties by position in the corpus); segments are the
+    maximal runs of grown bytes inside one pre-token; a segment's string takes in the space
+    before it when that space opens its pre-token; stop as soon as `want` strings of two bytes
+    or more occur `min_count` times."""
+    data = b"".join(t.encode() for t in texts)
+    ptb = [f for t in texts for f in pre_token_starts(t)]
+    sig = [float(x) for s in signals for x in s]
+    grown = [False] * len(data)
+
+    def segment_counts():
+        counts = collections.Counter()
+        t = 0
+        while t < len(data):
+            if grown[t]:
+                left = t
+                while t + 1 < len(data) and grown[t + 1] and not ptb[t + 1]:
+                    t += 1
+                if left > 0 and not ptb[left] and ptb[left - 1] and data[left - 1] == 32:
+                    left -= 1
+                if t + 1 - left >= 2:
+                    counts[(ptb[left], data[left : t + 1])] += 1
+            t += 1
+        return counts
+
+    good = {}
+    steps = 0
+    if want > 0:
+        for t in sorted(range(len(data)), key=lambda t: (sig[t], t)):
+            grown[t] = True
+            steps += 1
+            good = {k: c for k, c in segment_counts().items() if c >= min_count}
+            if len(good) >= want:
+                break
+    ranked = sorted(good.items(), key=lambda kc: (-kc[1], len(kc[0][1]), kc[0]))
+    return [(f, b, c) for (f, b), c in ranked[:want]], steps
+
+
+GLOBAL_WORDS = [" the", " cat", "the", ".", " ", "  ", "a", " a", "\n", "é", "##", "ab"]
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from(GLOBAL_WORDS), max_size=25), min_size=1, max_size=4),
+    st.integers(0, 2**31),
+    st.integers(0, 8),
+    st.integers(1, 3),
+)
+def test_global_constraint_matches_the_reference(docs, seed, want, min_count):
+    texts = ["".join(d) for d in docs]
+    rng = np.random.default_rng(seed)
+    signals = [rng.integers(0, 4, size=len(t.encode())).astype(np.float32) for t in texts]
+    got, steps, threshold, full = _core.global_spans(
+        texts, signals, PATTERNS["gpt2"], want, min_count, 2
+    )
+    expected, expected_steps = reference_global(texts, signals, want, min_count)
+    assert got == expected
+    assert steps == expected_steps
+    assert full == (len(expected) >= want)
+    if steps:
+        assert threshold == sorted(float(x) for s in signals for x in s)[steps - 1]
+
+
+def test_global_boundary_rules():
+    # Pre-tokens " cat", " sat", ".", " on": the spaces have a high signal, the rest low.
+    text = " cat sat. on"
+    sig = np.array([9, 1, 1, 1, 9, 1, 1, 1, 1, 9, 1, 1], np.float32)
+    got, steps, threshold, full = _core.global_spans([text], [sig], PATTERNS["gpt2"], 3, 1, 1)
+    # Segments take in the space that opens their pre-token; "." grows (step 7) but joins
+    # neither " sat" nor " on"; the third string (" o") arrives at step 8, and growth stops.
+    assert got == [(True, b" o", 1), (True, b" cat", 1), (True, b" sat", 1)]
+    assert (steps, threshold, full) == (8, 1.0, True)
+    # Word-internal segments are continuations; the spaces stay out of them.
+    sig = np.array([9, 9, 1, 1, 9, 9, 1, 1, 9, 9, 9, 1], np.float32)
+    got, steps, *_ = _core.global_spans([text], [sig], PATTERNS["gpt2"], 1, 2, 1)
+    assert got == [(False, b"at", 2)] and steps == 4
+
+
 def reference_encode(vocab: ByteSpan, text: str) -> list[int]:
     initial = {}
     cont = {}
@@ -210,8 +300,22 @@ def test_bad_input():
         train_bytespan(docs, vocab_size=600, signals=sig[:1])
     with pytest.raises(EmptyCorpusError):
         train_bytespan(["", ""], vocab_size=600, signals=[])
-    with pytest.raises(ConfigError, match="global"):
-        train_bytespan(docs, vocab_size=600, signals=sig, constraint="global")
+    with pytest.raises(ConfigError, match="constraint"):
+        train_bytespan(docs, vocab_size=600, signals=sig, constraint="globl")
+    with pytest.raises(ConfigError, match="min_count"):
+        train_bytespan(docs, vocab_size=600, signals=sig, constraint="global", min_count=0)
+    with pytest.raises(InvalidInputError, match="NaN"):
+        train_bytespan(
+            docs,
+            vocab_size=600,
+            signals=[sig[0], np.full(7, np.inf, np.float32)],
+            constraint="global",
+        )
+    # The core checks too, whoever calls it.
+    with pytest.raises(toklab.errors.ConfigError, match="document 1"):
+        _core.global_spans(docs, [sig[0], np.ones(3, np.float32)], PATTERNS["gpt2"], 5)
+    with pytest.raises(toklab.errors.ConfigError, match="finite"):
+        _core.global_spans(docs, [sig[0], np.full(7, np.nan, np.float32)], PATTERNS["gpt2"], 5)
     with pytest.raises(InvalidInputError, match="zero everywhere"):
         train_bytespan(
             docs, vocab_size=600, signals=[np.zeros(11, np.float32), np.zeros(7, np.float32)]
@@ -244,6 +348,13 @@ def test_cli_train_encode_decode(tmp_path):
     assert back.read_bytes() == corpus.read_bytes()
     r = runner.invoke(main, [*args[:-1], "--vocab-size", "10"])
     assert r.exit_code != 0
+    r = runner.invoke(main, [*args, "entropy", "--constraint", "global", "--min-count", "3"])
+    assert r.exit_code == 0, r.output
+    tok = toklab.load(out)
+    assert tok.metadata["constraint"] == "global" and tok.metadata["min_count"] == 3
+    assert tok.decode(tok.encode(corpus.read_text(encoding="utf-8"))) == corpus.read_text(
+        encoding="utf-8"
+    )
 
 
 @settings(max_examples=100, deadline=None)
@@ -345,3 +456,28 @@ def test_seeding_keeps_the_top_spans_then_fills():
         assert seeded.decode(seeded.encode(d)) == d
     with pytest.raises(ConfigError, match="proportion"):
         train_bytespan(docs, vocab_size=600, signals=sig, building="seeding", proportion=2)
+
+
+def test_train_with_the_global_constraint():
+    docs = ["the cat sat on the mat. " * 3, "a theme of the thing", "unthinkable things"] * 20
+    rng = np.random.default_rng(0)
+    sig = [rng.gamma(2.0, 1.0, size=len(d.encode())).astype(np.float32) for d in docs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", toklab.TokLabWarning)
+        v = train_bytespan(docs, vocab_size=532, signals=sig, constraint="global", min_count=5)
+        seeded = train_bytespan(
+            docs,
+            vocab_size=600,
+            signals=sig,
+            constraint="global",
+            min_count=5,
+            building="seeding",
+            proportion=532 / 600,
+        )
+    found, steps, threshold, full = _core.global_spans(docs, sig, PATTERNS["gpt2"], 20, 5)
+    assert full and v.learned() == [(f, b) for f, b, _ in found]
+    assert v.metadata["constraint"] == "global" and v.metadata["threshold"] == threshold
+    assert v.metadata["grown_share"] == steps / sum(map(len, sig)) < 1
+    assert seeded.learned()[:20] == v.learned() and seeded.vocab_size > 532  # BPE filled
+    for d in docs[:3]:
+        assert v.decode(v.encode(d)) == d and seeded.decode(seeded.encode(d)) == d

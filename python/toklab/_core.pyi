@@ -122,6 +122,14 @@ def span_counts(
     threshold: float | None = None,
     num_threads: int = 0,
 ) -> list[tuple[bool, bytes, int]]: ...
+def global_spans(
+    texts: list[str],
+    signals: list[np.ndarray],
+    pattern: str,
+    want: int,
+    min_count: int = 20,
+    num_threads: int = 0,
+) -> tuple[list[tuple[bool, bytes, int]], int, float | None, bool]: ...
 def signal_percentile(signals: list[np.ndarray], q: float) -> float | None: ...
 
 class SpanVocab:

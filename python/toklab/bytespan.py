@@ -7,7 +7,10 @@ inference.
 2. **Spans** (Rust, one linear pass): a byte and the run of bytes after it over which the
    signal falls (``monotonic``), or falls or stays under the ``percentile``-th percentile of all
    signal values (``combined``, default 30); the reference's pre-token rules (absorb the space
-   that opens a pre-token; never cross a pre-token boundary). See ``rust/bytespan.rs``.
+   that opens a pre-token; never cross a pre-token boundary). Or the ``global`` constraint:
+   bytes join segments from the lowest signal up (one sort, interval merging) until the
+   vocabulary's worth of segment strings occur ``min_count`` times (default 20), under the same
+   pre-token rules. See ``rust/bytespan.rs``.
 3. **Vocabulary by frequency**: the byte alphabet twice (word-initial and continuation, so every
    input encodes), then the most frequent spans.
 4. **Inference**: within each pre-token, the longest word-initial token, then the longest
@@ -15,8 +18,7 @@ inference.
    ``decode(encode(x)) == x`` for any text, ``##`` and all.
 
 Vocabulary by seeding (spans first, then BPE fill) is here too, and :meth:`ByteSpan.to_hf`
-exports a ``tokenizer.json`` that gives the same ids. Not yet here (issue 7): the global
-constraint, the balanced multilingual option and BPE-merge inference.
+exports a ``tokenizer.json`` that gives the same ids.
 
 >>> vocab = ByteSpan([(True, b" the"), (False, b"ing")])
 >>> ids = vocab.encode(" the thing")
@@ -293,8 +295,9 @@ def train_bytespan(
     *,
     vocab_size: int = 16_384,
     signal: Literal["entropy", "surprisal"] = "entropy",
-    constraint: Literal["monotonic", "combined"] = "combined",
+    constraint: Literal["monotonic", "combined", "global"] = "combined",
     percentile: float = 30.0,
+    min_count: int = 20,
     signals: Sequence[np.ndarray] | None = None,
     byte_lm: Any = None,
     lm_preset: str = "small",
@@ -315,7 +318,11 @@ def train_bytespan(
         signals: per-byte signal arrays, one per document (skips the byte LM).
         byte_lm: a byte-level :class:`toklab.lm.LanguageModel`; default: one trained here on
             the corpus (``lm_preset``, ``lm_budget_bytes``, default one pass).
+        constraint: ``"monotonic"``, ``"combined"`` or ``"global"`` (see the module).
         percentile: the combined constraint's threshold, a percentile of all signal values.
+        min_count: the global constraint's count threshold: it grows segments until the
+            vocabulary's worth of segment strings (``vocab_size``, or ``proportion *
+            vocab_size`` for seeding, less the alphabet) occur this often.
         building: ``"frequency"`` (the most frequent spans) or ``"seeding"``: the most frequent
             spans up to ``proportion * vocab_size`` ids (alphabet included), then BPE over the
             corpus's pre-tokens, each first segmented by longest match, merging the most frequent
@@ -332,11 +339,12 @@ def train_bytespan(
         )
     if signal not in ("entropy", "surprisal"):
         raise ConfigError(f"signal must be 'entropy' or 'surprisal', got {signal!r}")
-    if constraint not in ("monotonic", "combined"):
+    if constraint not in ("monotonic", "combined", "global"):
         raise ConfigError(
-            f"constraint must be 'monotonic' or 'combined', got {constraint!r} (the global "
-            "constraint is not implemented yet)"
+            f"constraint must be 'monotonic', 'combined' or 'global', got {constraint!r}"
         )
+    if not isinstance(min_count, int) or min_count < 1:
+        raise ConfigError(f"min_count must be a positive integer, got {min_count!r}")
     if building not in ("frequency", "seeding"):
         raise ConfigError(f"building must be 'frequency' or 'seeding', got {building!r}")
     if not 0.0 <= proportion <= 1.0:
@@ -380,26 +388,37 @@ def train_bytespan(
             raise InvalidInputError(f"document {i}: {s.shape} signal values for {n} bytes")
         if not np.isfinite(s).all():
             raise InvalidInputError(f"document {i}: the signal has NaN or infinite values")
-    threshold = None
-    if constraint == "combined":
-        threshold = _core.signal_percentile(signals, float(percentile))
-        if threshold is None:
-            raise InvalidInputError("the signal is zero everywhere")
-    counts = _core.span_counts(
-        texts, signals, regex, threshold, 0 if num_threads is None else num_threads
-    )
-    spans = [(f, b) for f, b, _ in counts if len(b) > 1]
+    threads = 0 if num_threads is None else num_threads
+    keep = vocab_size - ALPHABET
     if building == "seeding":
         keep = max(0, int(proportion * vocab_size) - ALPHABET)
+    threshold = None
+    grown = None
+    if constraint == "global":
+        found, steps, threshold, _ = _core.global_spans(
+            texts, signals, regex, keep, min_count, threads
+        )
+        spans = [(f, b) for f, b, _ in found]
+        grown = steps / max(1, sum(len(s) for s in signals))
+    else:
+        if constraint == "combined":
+            threshold = _core.signal_percentile(signals, float(percentile))
+            if threshold is None:
+                raise InvalidInputError("the signal is zero everywhere")
+        counts = _core.span_counts(texts, signals, regex, threshold, threads)
+        spans = [(f, b) for f, b, _ in counts if len(b) > 1]
+    if building == "seeding":
         full = _core.SpanVocab(spans[:keep], regex).fill_with_bpe(texts, vocab_size)
         learned = [full.token(i) for i in range(ALPHABET, len(full))]
     else:
-        learned = spans[: vocab_size - ALPHABET]
+        learned = spans[:keep]
     meta = {
         "signal": signal,
         "constraint": constraint,
         "percentile": percentile if constraint == "combined" else None,
         "threshold": threshold,
+        "min_count": min_count if constraint == "global" else None,
+        "grown_share": grown,
         "vocab_building": building,
         "proportion": proportion if building == "seeding" else None,
         "pattern": pattern,

@@ -98,12 +98,19 @@ def main() -> None:
 )
 @click.option(
     "--constraint",
-    type=click.Choice(["monotonic", "combined"]),
+    type=click.Choice(["monotonic", "combined", "global"]),
     default="combined",
     show_default=True,
     help="ByteSpan: how bytes group into spans.",
 )
 @click.option("--percentile", type=float, default=30.0, show_default=True, help="ByteSpan.")
+@click.option(
+    "--min-count",
+    type=int,
+    default=20,
+    show_default=True,
+    help="ByteSpan global: how often a segment must occur to count toward the vocabulary.",
+)
 @click.option(
     "--building",
     type=click.Choice(["frequency", "seeding"]),
@@ -138,6 +145,7 @@ def train(
     signal: str,
     constraint: str,
     percentile: float,
+    min_count: int,
     building: str,
     proportion: float,
     lm_preset: str,
@@ -173,6 +181,7 @@ def train(
             threads,
             building,
             proportion,
+            min_count,
         )
         return
     corpus = list(files) if files else None
@@ -210,6 +219,7 @@ def _train_bytespan(
     threads: int | None,
     building: str = "frequency",
     proportion: float = 0.5,
+    min_count: int = 20,
 ) -> None:
     from toklab.bytespan import train_bytespan
 
@@ -221,6 +231,7 @@ def _train_bytespan(
             signal=signal,  # type: ignore[arg-type]
             constraint=constraint,  # type: ignore[arg-type]
             percentile=percentile,
+            min_count=min_count,
             lm_preset=lm_preset,
             lm_budget_bytes=int(_amount(lm_budget)) if lm_budget else None,
             device=device,

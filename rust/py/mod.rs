@@ -871,6 +871,51 @@ fn span_counts(
         .collect())
 }
 
+/// ByteSpan's global constraint over documents and their float32 signals: grows segments in
+/// ascending signal order until `want` segment strings occur `min_count` times; returns
+/// `(tokens, steps, threshold, full)` with tokens as `(word_initial, bytes, count)` by count.
+#[pyfunction]
+#[pyo3(signature = (texts, signals, pattern, want, min_count=20, num_threads=0))]
+#[allow(clippy::type_complexity)]
+fn global_spans(
+    py: Python<'_>,
+    texts: Vec<PyBackedStr>,
+    signals: Vec<Bound<'_, PyAny>>,
+    pattern: &str,
+    want: usize,
+    min_count: u64,
+    num_threads: usize,
+) -> PyResult<(Vec<(bool, Py<PyBytes>, u64)>, usize, Option<f32>, bool)> {
+    if texts.len() != signals.len() {
+        return Err(to_py(Error::Config(format!(
+            "{} texts but {} signals",
+            texts.len(),
+            signals.len()
+        ))));
+    }
+    let signals = signals_from_py(py, &signals)?;
+    let pre = PreTokenizer::new(pattern).map_err(to_py)?;
+    let got = py
+        .detach(|| -> crate::error::Result<_> {
+            let ptbs = crate::par::map(&texts, num_threads, |t| {
+                crate::bytespan::boundaries(&pre, t)
+            })
+            .into_iter()
+            .collect::<crate::error::Result<Vec<_>>>()?;
+            let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+            let ptb_refs: Vec<&[bool]> = ptbs.iter().map(Vec::as_slice).collect();
+            let sig_refs: Vec<&[f32]> = signals.iter().map(Vec::as_slice).collect();
+            crate::bytespan::global_spans(&docs, &ptb_refs, &sig_refs, want, min_count)
+        })
+        .map_err(to_py)?;
+    let tokens = got
+        .tokens
+        .into_iter()
+        .map(|((initial, bytes), n)| (initial, PyBytes::new(py, &bytes).unbind(), n))
+        .collect();
+    Ok((tokens, got.steps, got.threshold, got.full))
+}
+
 /// A ByteSpan vocabulary with longest-match inference.
 #[pyclass(frozen, module = "toklab._core", name = "SpanVocab")]
 pub struct PySpanVocab {
@@ -943,6 +988,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySplitTable>()?;
     m.add_class::<PySpanVocab>()?;
     m.add_function(wrap_pyfunction!(span_counts, m)?)?;
+    m.add_function(wrap_pyfunction!(global_spans, m)?)?;
     m.add_function(wrap_pyfunction!(signal_percentile, m)?)?;
     m.add_function(wrap_pyfunction!(count_files, m)?)?;
     m.add_function(wrap_pyfunction!(count_iter, m)?)?;
