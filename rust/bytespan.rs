@@ -48,19 +48,28 @@ pub fn boundaries(pre: &PreTokenizer, text: &str) -> Result<Vec<bool>> {
 /// Checks a signal: one finite value per byte.
 pub fn check_signal(signal: &[f32], n_bytes: usize) -> Result<()> {
     if signal.len() != n_bytes {
-        return Err(Error::Config(format!(
+        return Err(Error::Signal(format!(
             "the signal has {} values for {} bytes: one per byte is needed",
             signal.len(),
             n_bytes
         )));
     }
     if let Some(i) = signal.iter().position(|v| !v.is_finite()) {
-        return Err(Error::Config(format!(
+        return Err(Error::Signal(format!(
             "the signal is not finite at byte {i} ({})",
             signal[i]
         )));
     }
     Ok(())
+}
+
+/// `e`, said of document `i`.
+pub fn in_document(i: usize, e: Error) -> Error {
+    match e {
+        Error::Signal(m) => Error::Signal(format!("document {i}: {m}")),
+        Error::Config(m) => Error::Config(format!("document {i}: {m}")),
+        other => other,
+    }
 }
 
 /// Calls `f(start, end, initial)` for every span of one document (see the module
@@ -119,11 +128,35 @@ pub fn find_spans(
     }
 }
 
-/// Counts of span strings by (word-initial, bytes), borrowing the bytes from the documents:
-/// mergeable across documents and threads.
+/// Counts of span strings by (word-initial, bytes): mergeable across documents and threads.
+///
+/// Performance note: hashing and comparing byte slices dominated the counting. Two-byte spans
+/// (about half of all spans) are counted in a flat array; spans of up to 15 bytes (nearly all
+/// the rest) are packed into one `u128` (bytes, length, flag): an integer hash and an integer
+/// compare. Longer spans borrow their bytes from the documents.
 #[derive(Clone, Debug, Default)]
 pub struct SpanCounts<'a> {
-    pub counts: FxHashMap<(bool, &'a [u8]), u64>,
+    /// Two-byte spans (half of all spans), indexed by flag and bytes: no hashing at all.
+    pairs: Vec<u64>,
+    short: FxHashMap<u128, u64>,
+    long: FxHashMap<(bool, &'a [u8]), u64>,
+    /// Reused pre-token boundary buffer.
+    ptb: Vec<bool>,
+}
+
+/// The longest span packed into a `u128` key.
+const PACKED: usize = 15;
+
+/// `bytes` (at most [`PACKED`] long), its length and the flag in one integer.
+fn pack(initial: bool, bytes: &[u8]) -> u128 {
+    let mut buf = [0u8; 16];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    u128::from_le_bytes(buf) | (bytes.len() as u128) << 120 | u128::from(initial) << 127
+}
+
+fn unpack(key: u128) -> (bool, Vec<u8>) {
+    let len = ((key >> 120) & 0x7F) as usize;
+    (key >> 127 == 1, key.to_le_bytes()[..len].to_vec())
 }
 
 impl<'a> SpanCounts<'a> {
@@ -137,39 +170,79 @@ impl<'a> SpanCounts<'a> {
     ) -> Result<()> {
         check_signal(signal, text.len())?;
         let bytes = text.as_bytes();
-        let ptb = boundaries(pre, text)?;
+        let mut ptb = std::mem::take(&mut self.ptb);
+        ptb.clear();
+        ptb.resize(bytes.len(), false);
+        pre.for_each_piece(text, |s, _| ptb[s] = true)?;
+        if self.pairs.is_empty() {
+            self.pairs = vec![0; 1 << 17];
+        }
+        let (pairs, short, long) = (&mut self.pairs, &mut self.short, &mut self.long);
         find_spans(bytes, signal, &ptb, constraint, |s, e, initial| {
-            *self.counts.entry((initial, &bytes[s..e])).or_insert(0) += 1;
+            if e - s == 2 {
+                let at = usize::from(initial) << 16 | usize::from(bytes[s]) << 8;
+                pairs[at | usize::from(bytes[s + 1])] += 1;
+            } else if e - s <= PACKED {
+                *short.entry(pack(initial, &bytes[s..e])).or_insert(0) += 1;
+            } else {
+                *long.entry((initial, &bytes[s..e])).or_insert(0) += 1;
+            }
         });
+        self.ptb = ptb;
         Ok(())
     }
 
     pub fn merge(&mut self, other: SpanCounts<'a>) {
-        if other.counts.len() > self.counts.len() {
-            let mine = std::mem::replace(&mut self.counts, other.counts);
-            for (k, v) in mine {
-                *self.counts.entry(k).or_insert(0) += v;
+        fn merge_map<K: std::hash::Hash + Eq>(
+            mine: &mut FxHashMap<K, u64>,
+            mut theirs: FxHashMap<K, u64>,
+        ) {
+            if theirs.len() > mine.len() {
+                std::mem::swap(mine, &mut theirs);
             }
-            return;
+            for (k, v) in theirs {
+                *mine.entry(k).or_insert(0) += v;
+            }
         }
-        for (k, v) in other.counts {
-            *self.counts.entry(k).or_insert(0) += v;
+        merge_map(&mut self.short, other.short);
+        merge_map(&mut self.long, other.long);
+        if self.pairs.is_empty() {
+            self.pairs = other.pairs;
+        } else {
+            for (a, b) in self.pairs.iter_mut().zip(other.pairs) {
+                *a += b;
+            }
         }
+    }
+
+    /// Distinct spans.
+    pub fn len(&self) -> usize {
+        self.pairs.iter().filter(|&&c| c > 0).count() + self.short.len() + self.long.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The `n` most frequent spans (ties: shorter first, then by flag and bytes).
     pub fn top(&self, n: usize) -> Vec<((bool, Vec<u8>), u64)> {
-        let mut all: Vec<((bool, &[u8]), u64)> =
-            self.counts.iter().map(|(&k, &v)| (k, v)).collect();
-        all.sort_unstable_by(|a, b| {
+        let pairs = self.pairs.iter().enumerate().filter(|&(_, &c)| c > 0);
+        let mut all: Vec<((bool, Vec<u8>), u64)> = pairs
+            .map(|(at, &c)| ((at >> 16 == 1, vec![(at >> 8) as u8, at as u8]), c))
+            .chain(self.short.iter().map(|(&k, &v)| (unpack(k), v)))
+            .chain(self.long.iter().map(|(&(f, b), &v)| ((f, b.to_vec()), v)))
+            .collect();
+        let order = |a: &((bool, Vec<u8>), u64), b: &((bool, Vec<u8>), u64)| {
             b.1.cmp(&a.1)
                 .then(a.0 .1.len().cmp(&b.0 .1.len()))
                 .then(a.0.cmp(&b.0))
-        });
-        all.truncate(n);
-        all.into_iter()
-            .map(|((f, b), c)| ((f, b.to_vec()), c))
-            .collect()
+        };
+        if n < all.len() {
+            all.select_nth_unstable_by(n, order);
+            all.truncate(n);
+        }
+        all.sort_unstable_by(order);
+        all
     }
 }
 
@@ -271,7 +344,7 @@ pub fn global_spans(
         )));
     }
     for (i, ((d, p), s)) in docs.iter().zip(ptbs).zip(signals).enumerate() {
-        check_signal(s, d.len()).map_err(|e| Error::Config(format!("document {i}: {e}")))?;
+        check_signal(s, d.len()).map_err(|e| in_document(i, e))?;
         if p.len() != d.len() {
             return Err(Error::Config(
                 "one pre-token flag per byte is needed".into(),
@@ -297,73 +370,93 @@ pub fn global_spans(
     radix_sort_by_high(&mut order);
 
     let bytes = &bytes[..];
-    let key = |l: usize, r: usize| -> Option<(bool, &[u8])> {
-        let s = if l > 0 && !ptb[l] && ptb[l - 1] && bytes[l - 1] == b' ' {
+    // Per position: bit 0 starts a pre-token, bit 1 is a space, bit 2 has grown.
+    const PTB: u8 = 1;
+    const SPACE: u8 = 2;
+    const GROWN: u8 = 4;
+    let mut flags: Vec<u8> = ptb
+        .iter()
+        .zip(bytes)
+        .map(|(&p, &b)| (u8::from(p) * PTB) | (u8::from(b == b' ') * SPACE))
+        .collect();
+    drop(ptb);
+    // The string of segment `l..=r` (see above), if two bytes or more.
+    let key = |flags: &[u8], l: usize, r: usize| -> Option<(bool, &[u8])> {
+        let s = if l > 0 && flags[l] & PTB == 0 && flags[l - 1] & (PTB | SPACE) == PTB | SPACE {
             l - 1
         } else {
             l
         };
-        (r + 1 - s >= 2).then(|| (ptb[s], &bytes[s..=r]))
+        (r + 1 - s >= 2).then(|| (flags[s] & PTB != 0, &bytes[s..=r]))
     };
-    let mut grown = vec![false; total];
-    // At a segment's right end: its left end; at its left end: its right end.
-    let mut left_of = vec![0u32; total];
-    let mut right_of = vec![0u32; total];
-    let mut counts: FxHashMap<(bool, &[u8]), u64> = FxHashMap::default();
+    // At a segment's right end: its left end; at its left end: its right end. Kept side by
+    // side, so that one step touches one or two cache lines.
+    let mut ends = vec![[0u32; 2]; total];
+    let mut counts = StringCounts::default();
     let mut qualified = 0usize;
+    // Steps visit random positions: fetch a later step's memory while this one runs.
+    const AHEAD: usize = 12;
     for (step, &packed) in order.iter().enumerate() {
+        if let Some(&later) = order.get(step + AHEAD) {
+            let u = (later & 0xFFFF_FFFF) as usize;
+            prefetch(&ends[u]);
+            prefetch(&flags[u]);
+            prefetch(&bytes[u]);
+        }
         let t = (packed & 0xFFFF_FFFF) as usize;
         let (mut l, mut r) = (t, t);
-        if t > 0 && !ptb[t] && grown[t - 1] {
-            l = left_of[t - 1] as usize;
-            if let Some(k) = key(l, t - 1) {
-                let c = counts.get_mut(&k).expect("a grown segment is counted");
-                if *c == min_count {
+        if t > 0 && flags[t] & PTB == 0 && flags[t - 1] & GROWN != 0 {
+            l = ends[t - 1][0] as usize;
+            if let Some((f, b)) = key(&flags, l, t - 1) {
+                if counts.add(f, b, -1) + 1 == min_count {
                     qualified -= 1;
-                }
-                *c -= 1;
-                if *c == 0 {
-                    counts.remove(&k);
                 }
             }
         }
-        if t + 1 < total && !ptb[t + 1] && grown[t + 1] {
-            r = right_of[t + 1] as usize;
-            if let Some(k) = key(t + 1, r) {
-                let c = counts.get_mut(&k).expect("a grown segment is counted");
-                if *c == min_count {
+        if t + 1 < total && flags[t + 1] & (PTB | GROWN) == GROWN {
+            r = ends[t + 1][1] as usize;
+            if let Some((f, b)) = key(&flags, t + 1, r) {
+                if counts.add(f, b, -1) + 1 == min_count {
                     qualified -= 1;
-                }
-                *c -= 1;
-                if *c == 0 {
-                    counts.remove(&k);
                 }
             }
         }
-        grown[t] = true;
-        left_of[r] = l as u32;
-        right_of[l] = r as u32;
-        if let Some(k) = key(l, r) {
-            let c = counts.entry(k).or_insert(0);
-            *c += 1;
-            if *c == min_count {
+        flags[t] |= GROWN;
+        ends[r][0] = l as u32;
+        ends[l][1] = r as u32;
+        if let Some((f, b)) = key(&flags, l, r) {
+            if counts.add(f, b, 1) == min_count {
                 qualified += 1;
             }
         }
+        out.steps = step + 1;
         if qualified >= want {
-            out.steps = step + 1;
             out.full = true;
             break;
         }
-        out.steps = step + 1;
     }
     if let Some(&last) = order.get(out.steps.wrapping_sub(1)) {
         let t = (last & 0xFFFF_FFFF) as usize;
         out.threshold = Some(signal_at(signals, t));
     }
-    let mut kept: Vec<((bool, &[u8]), u64)> = counts
-        .into_iter()
-        .filter(|&(_, c)| c >= min_count)
+    let pairs = counts.pairs.iter().enumerate();
+    let mut kept: Vec<((bool, Vec<u8>), u64)> = pairs
+        .filter(|&(_, &c)| c >= min_count)
+        .map(|(at, &c)| ((at >> 16 == 1, vec![(at >> 8) as u8, at as u8]), c))
+        .chain(
+            counts
+                .short
+                .into_iter()
+                .filter(|&(_, c)| c >= min_count)
+                .map(|(k, c)| (unpack(k), c)),
+        )
+        .chain(
+            counts
+                .long
+                .into_iter()
+                .filter(|&(_, c)| c >= min_count)
+                .map(|((f, b), c)| ((f, b.to_vec()), c)),
+        )
         .collect();
     kept.sort_unstable_by(|a, b| {
         b.1.cmp(&a.1)
@@ -371,11 +464,72 @@ pub fn global_spans(
             .then(a.0.cmp(&b.0))
     });
     kept.truncate(want);
-    out.tokens = kept
-        .into_iter()
-        .map(|((f, b), c)| ((f, b.to_vec()), c))
-        .collect();
+    out.tokens = kept;
     Ok(out)
+}
+
+/// Counts of strings that go up and down (the global constraint's segments), stored as in
+/// [`SpanCounts`]: two-byte strings in a flat array, short ones packed into a `u128`, longer
+/// ones borrowed.
+struct StringCounts<'a> {
+    pairs: Vec<u64>,
+    short: FxHashMap<u128, u64>,
+    long: FxHashMap<(bool, &'a [u8]), u64>,
+}
+
+impl Default for StringCounts<'_> {
+    fn default() -> Self {
+        Self {
+            pairs: vec![0; 1 << 17],
+            short: FxHashMap::default(),
+            long: FxHashMap::default(),
+        }
+    }
+}
+
+impl<'a> StringCounts<'a> {
+    /// Adds `delta` to the count of `(initial, bytes)` and returns the new count; a count that
+    /// falls to zero is removed. Never falls below zero: only counted strings are decremented.
+    fn add(&mut self, initial: bool, bytes: &'a [u8], delta: i64) -> u64 {
+        fn apply<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, u64>, k: K, delta: i64) -> u64 {
+            let c = map.entry(k).or_insert(0);
+            *c = c.saturating_add_signed(delta);
+            *c
+        }
+        if bytes.len() == 2 {
+            let at = usize::from(initial) << 16 | usize::from(bytes[0]) << 8;
+            let c = &mut self.pairs[at | usize::from(bytes[1])];
+            *c = c.saturating_add_signed(delta);
+            *c
+        } else if bytes.len() <= PACKED {
+            let k = pack(initial, bytes);
+            let c = apply(&mut self.short, k, delta);
+            if c == 0 {
+                self.short.remove(&k);
+            }
+            c
+        } else {
+            let c = apply(&mut self.long, (initial, bytes), delta);
+            if c == 0 {
+                self.long.remove(&(initial, bytes));
+            }
+            c
+        }
+    }
+}
+
+/// A hint that `x` will be read soon (no effect where the target has no prefetch).
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and changes no state the program can observe.
+    #[allow(unused_unsafe)]
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((x as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
 /// The signal value at global position `t` of the concatenated documents.
@@ -391,22 +545,55 @@ fn signal_at(signals: &[&[f32]], mut t: usize) -> f32 {
 
 /// The `q`-th percentile (0 to 100, linear interpolation, as numpy's default) of the values
 /// that are not zero; None if there are none.
-pub fn percentile_nonzero(signals: &[&[f32]], q: f64) -> Option<f32> {
-    let mut v: Vec<f32> = signals
-        .iter()
-        .flat_map(|s| s.iter().copied())
-        .filter(|&x| x != 0.0)
-        .collect();
-    if v.is_empty() {
+///
+/// Without copying the values: one parallel pass builds a histogram over the top 16 bits of
+/// each value's order-preserving bit pattern, the bucket that holds the wanted rank is read off
+/// it, and a second pass collects only that bucket's values to select from.
+pub fn percentile_nonzero(signals: &[&[f32]], q: f64, threads: usize) -> Option<f32> {
+    const BUCKETS: usize = 1 << 16;
+    let bucket = |x: f32| (ordered_bits(x) >> 16) as usize;
+    let hists = crate::par::fold(
+        signals,
+        threads,
+        || vec![0u64; BUCKETS],
+        |h, s| {
+            for &x in s.iter() {
+                if x != 0.0 {
+                    h[bucket(x)] += 1;
+                }
+            }
+        },
+    );
+    let mut hist = vec![0u64; BUCKETS];
+    for h in hists {
+        for (a, b) in hist.iter_mut().zip(h) {
+            *a += b;
+        }
+    }
+    let n: u64 = hist.iter().sum();
+    if n == 0 {
         return None;
     }
-    let pos = q.clamp(0.0, 100.0) / 100.0 * (v.len() - 1) as f64;
-    let lo = pos.floor() as usize;
+    let pos = q.clamp(0.0, 100.0) / 100.0 * (n - 1) as f64;
+    let lo = pos.floor() as u64;
     let frac = pos - lo as f64;
-    let (_, &mut a, rest) = v.select_nth_unstable_by(lo, f32::total_cmp);
-    let a = f64::from(a);
-    let b = if frac > 0.0 && !rest.is_empty() {
-        f64::from(rest.iter().copied().fold(f32::INFINITY, f32::min))
+    // The value of rank `r` (0-based) among the non-zero values.
+    let nth = |r: u64| -> f32 {
+        let (mut b, mut below) = (0, 0u64);
+        while below + hist[b] <= r {
+            below += hist[b];
+            b += 1;
+        }
+        let mut vals: Vec<f32> = crate::par::fold(signals, threads, Vec::new, |v, s| {
+            v.extend(s.iter().copied().filter(|&x| x != 0.0 && bucket(x) == b))
+        })
+        .concat();
+        let (_, &mut x, _) = vals.select_nth_unstable_by((r - below) as usize, f32::total_cmp);
+        x
+    };
+    let a = f64::from(nth(lo));
+    let b = if frac > 0.0 && lo + 1 < n {
+        f64::from(nth(lo + 1))
     } else {
         a
     };
@@ -809,11 +996,40 @@ mod tests {
     #[test]
     fn percentile_like_numpy() {
         let v = [0.0f32, 1.0, 2.0, 3.0, 4.0, 0.0];
-        assert_eq!(percentile_nonzero(&[&v], 0.0), Some(1.0));
-        assert_eq!(percentile_nonzero(&[&v], 100.0), Some(4.0));
-        assert_eq!(percentile_nonzero(&[&v[..3], &v[3..]], 50.0), Some(2.5));
-        assert_eq!(percentile_nonzero(&[&v], 30.0), Some(1.9));
-        assert_eq!(percentile_nonzero(&[&[0.0f32]], 30.0), None);
+        assert_eq!(percentile_nonzero(&[&v], 0.0, 1), Some(1.0));
+        assert_eq!(percentile_nonzero(&[&v], 100.0, 1), Some(4.0));
+        assert_eq!(percentile_nonzero(&[&v[..3], &v[3..]], 50.0, 2), Some(2.5));
+        assert_eq!(percentile_nonzero(&[&v], 30.0, 1), Some(1.9));
+        assert_eq!(percentile_nonzero(&[&[0.0f32]], 30.0, 1), None);
+        // Against a full sort, on values that share histogram buckets and values that do not.
+        let mut x = 12345u64;
+        let mut vals = Vec::new();
+        for i in 0..5000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = (x >> 40) as f32 / (1u64 << 24) as f32;
+            vals.push(match i % 4 {
+                0 => 0.0,
+                1 => r * 1e-3,
+                2 => -r,
+                _ => 1.0 + r,
+            });
+        }
+        let mut sorted: Vec<f64> = vals
+            .iter()
+            .filter(|&&v| v != 0.0)
+            .map(|&v| f64::from(v))
+            .collect();
+        sorted.sort_by(f64::total_cmp);
+        for q in [0.0, 7.5, 30.0, 50.0, 99.9, 100.0] {
+            let pos = q / 100.0 * (sorted.len() - 1) as f64;
+            let lo = pos.floor() as usize;
+            let hi = (lo + 1).min(sorted.len() - 1);
+            let want = (sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)) as f32;
+            let parts: Vec<&[f32]> = vals.chunks(700).collect();
+            assert_eq!(percentile_nonzero(&parts, q, 2), Some(want), "q = {q}");
+        }
     }
 
     #[test]
