@@ -481,3 +481,66 @@ def test_train_with_the_global_constraint():
     assert seeded.learned()[:20] == v.learned() and seeded.vocab_size > 532  # BPE filled
     for d in docs[:3]:
         assert v.decode(v.encode(d)) == d and seeded.decode(seeded.encode(d)) == d
+
+
+def test_balanced_multilingual_vocabulary():
+    from toklab.data import default_corpus, udhr
+
+    english = [d for d in next(default_corpus(["shakespeare"]))[:100_000].split("\n\n") if d]
+    russian = [line for line in udhr()["rus"]["text"].splitlines() if line]
+    docs = english + russian
+    labels = ["en"] * len(english) + ["ru"] * len(russian)
+    rng = np.random.default_rng(0)
+    sig = [rng.integers(0, 6, size=len(d.encode())).astype(np.float32) for d in docs]
+    n = 40
+    plain = train_bytespan(docs, vocab_size=ALPHABET + n, signals=sig)
+    balanced = train_bytespan(docs, vocab_size=ALPHABET + n, signals=sig, languages=labels)
+    assert balanced.metadata["balanced_languages"] == {"en": n // 2, "ru": n // 2}
+
+    # English has 5 times the bytes: unbalanced, it takes most of the vocabulary.
+    def cyrillic(tokens):
+        return sum(any(0xD0 <= c <= 0xD3 for c in b) for _, b in tokens)
+
+    assert cyrillic(plain.learned()) < n // 4
+    assert cyrillic(balanced.learned()) == n // 2
+    # Exactly: each language's own ranking (same threshold), taken in turns, skipping repeats.
+    threshold = _core.signal_percentile(sig, 30.0)
+    rankings = []
+    for lang in ["en", "ru"]:
+        idx = [i for i, x in enumerate(labels) if x == lang]
+        got = _core.span_counts(
+            [docs[i] for i in idx], [sig[i] for i in idx], PATTERNS["gpt2"], threshold
+        )
+        rankings.append(iter([(f, b) for f, b, _ in got]))
+    expected = []
+    while len(expected) < n:
+        for ranking in rankings:
+            expected.append(next(t for t in ranking if t not in expected))
+    assert balanced.learned() == expected
+    for d in docs[:3] + docs[-3:]:
+        assert balanced.decode(balanced.encode(d)) == d
+    # With the global constraint and with seeding too.
+    for kw in [
+        {"constraint": "global", "min_count": 2},
+        {"building": "seeding", "proportion": 0.95},
+    ]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", toklab.TokLabWarning)
+            v = train_bytespan(docs, vocab_size=ALPHABET + n, signals=sig, languages=labels, **kw)
+        shares = v.metadata["balanced_languages"]
+        assert abs(shares["en"] - shares["ru"]) <= 1 and shares["en"] > 0
+    # Labels follow the documents as given (empty ones dropped with their labels) or the
+    # non-empty ones; any other count is an error.
+    v = train_bytespan(["", *docs], vocab_size=ALPHABET + n, signals=sig, languages=["ru", *labels])
+    assert v.learned() == balanced.learned()
+    with pytest.raises(InvalidInputError, match="language labels"):
+        train_bytespan(docs, vocab_size=ALPHABET + n, signals=sig, languages=labels[:-1])
+
+
+def test_doctests():
+    import doctest
+
+    import toklab.bytespan
+
+    failed, tried = doctest.testmod(toklab.bytespan)
+    assert tried > 0 and failed == 0

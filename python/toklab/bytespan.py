@@ -310,8 +310,9 @@ def train_bytespan(
     cache_dir: str | os.PathLike[str] | None = None,
     num_threads: int | None = None,
     progress: bool | None = None,
+    languages: Sequence[str] | None = None,
 ) -> ByteSpan:
-    """Trains a ByteSpan vocabulary by frequency (see the module).
+    """Trains a ByteSpan vocabulary (see the module).
 
     Args:
         corpus: documents, as ``train_bpe`` takes them (None: the embedded corpus).
@@ -329,6 +330,14 @@ def train_bytespan(
             adjacent pair (non-overlapping counts) until the vocabulary is full. ``proportion=0``
             is a BPE vocabulary with longest-match inference (the brief's "BPEWP"), and needs no
             signal.
+        languages: one language label per document (of the corpus as given, or of its
+            non-empty documents, like ``signals``) for a **balanced multilingual** vocabulary:
+            spans are ranked within each language and taken round-robin across languages
+            (sorted by label), each turn the language's most frequent span not yet taken, so
+            every language gets an equal share of the learned spans (a language that runs out
+            leaves its turns to the others). The combined constraint's threshold is one
+            percentile over all languages; the global constraint grows each language's segments
+            separately. Seeding's BPE fill runs over the pooled corpus.
     """
     from toklab.data import iter_texts
 
@@ -351,9 +360,19 @@ def train_bytespan(
         raise ConfigError(f"proportion must be in [0, 1], got {proportion}")
     if not 0.0 <= percentile <= 100.0:
         raise ConfigError(f"percentile must be in [0, 100], got {percentile}")
-    texts = [t for t in iter_texts(corpus) if t]
+    docs = list(iter_texts(corpus))
+    texts = [t for t in docs if t]
     if not texts:
         raise EmptyCorpusError("the corpus holds no text")
+    if languages is not None:
+        languages = [str(x) for x in languages]
+        if len(languages) == len(docs) != len(texts):
+            languages = [x for x, t in zip(languages, docs, strict=True) if t]
+        if len(languages) != len(texts):
+            raise InvalidInputError(
+                f"{len(languages)} language labels for {len(docs)} documents "
+                f"({len(texts)} not empty)"
+            )
     from toklab.bpe import PATTERNS
 
     regex = PATTERNS.get(pattern, pattern)
@@ -389,21 +408,35 @@ def train_bytespan(
     keep = vocab_size - ALPHABET
     if building == "seeding":
         keep = max(0, int(proportion * vocab_size) - ALPHABET)
-    threshold = None
-    grown = None
-    if constraint == "global":
-        found, steps, threshold, _ = _core.global_spans(
-            texts, signals, regex, keep, min_count, threads
-        )
-        spans = [(f, b) for f, b, _ in found]
-        grown = steps / max(1, sum(len(s) for s in signals))
-    else:
-        if constraint == "combined":
-            threshold = _core.signal_percentile(signals, float(percentile), threads)
-            if threshold is None:
-                raise InvalidInputError("the signal is zero everywhere")
+    threshold: Any = None
+    grown: Any = None
+    if constraint == "combined":
+        threshold = _core.signal_percentile(signals, float(percentile), threads)
+        if threshold is None:
+            raise InvalidInputError("the signal is zero everywhere")
+
+    def ranked(texts: list[str], signals: list[np.ndarray]) -> tuple[list, Any, Any]:
+        if constraint == "global":
+            found, steps, reached, _ = _core.global_spans(
+                texts, signals, regex, keep, min_count, threads
+            )
+            share = steps / max(1, sum(len(s) for s in signals))
+            return [(f, b) for f, b, _ in found], reached, share
         counts = _core.span_counts(texts, signals, regex, threshold, threads, keep)
-        spans = [(f, b) for f, b, _ in counts]
+        return [(f, b) for f, b, _ in counts], threshold, None
+
+    if languages is None:
+        spans, threshold, grown = ranked(texts, signals)
+        shares = None
+    else:
+        per_language = {}
+        for lang in sorted(set(languages)):
+            idx = [i for i, x in enumerate(languages) if x == lang]
+            per_language[lang] = ranked([texts[i] for i in idx], [signals[i] for i in idx])
+        spans, shares = round_robin({k: v[0] for k, v in per_language.items()}, keep)
+        if constraint == "global":
+            threshold = {k: v[1] for k, v in per_language.items()}
+            grown = {k: v[2] for k, v in per_language.items()}
     if building == "seeding":
         full = _core.SpanVocab(spans[:keep], regex).fill_with_bpe(texts, vocab_size)
         learned = full.tokens()[ALPHABET:]
@@ -420,7 +453,40 @@ def train_bytespan(
         "proportion": proportion if building == "seeding" else None,
         "pattern": pattern,
     }
+    if shares is not None:
+        meta["balanced_languages"] = shares
     return _finish(learned, vocab_size, pattern, meta)
+
+
+def round_robin(
+    ranked: dict[str, list[tuple[bool, bytes]]], n: int
+) -> tuple[list[tuple[bool, bytes]], dict[str, int]]:
+    """Up to ``n`` tokens taken in turns from each language's ranking (languages in key
+    order), each turn the language's best token not yet taken; returns them and how many each
+    language contributed.
+
+    >>> round_robin({"a": [(True, b"xy"), (True, b"zz")], "b": [(True, b"xy"), (True, b"q!")]}, 3)
+    ([(True, b'xy'), (True, b'q!'), (True, b'zz')], {'a': 2, 'b': 1})
+    """
+    taken: list[tuple[bool, bytes]] = []
+    seen: set[tuple[bool, bytes]] = set()
+    shares = dict.fromkeys(ranked, 0)
+    at = dict.fromkeys(ranked, 0)
+    live = list(ranked)
+    while live and len(taken) < n:
+        for lang in list(live):
+            if len(taken) >= n:
+                break
+            tokens = ranked[lang]
+            while at[lang] < len(tokens) and tokens[at[lang]] in seen:
+                at[lang] += 1
+            if at[lang] == len(tokens):
+                live.remove(lang)
+                continue
+            seen.add(tokens[at[lang]])
+            taken.append(tokens[at[lang]])
+            shares[lang] += 1
+    return taken, shares
 
 
 def _finish(
