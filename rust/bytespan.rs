@@ -609,6 +609,8 @@ pub struct SpanVocab {
     continuation: FxHashMap<Vec<u8>, u32>,
     longest: usize,
     pre: PreTokenizer,
+    /// BPE inference: `(left, right) -> merged`, the merged id being the merge's rank.
+    merges: FxHashMap<(u32, u32), u32>,
 }
 
 impl SpanVocab {
@@ -641,13 +643,98 @@ impl SpanVocab {
             kept.push((flag, bytes));
         }
         let longest = kept.iter().map(|t| t.1.len()).max().unwrap_or(1);
+        let merges = derive_merges(&kept, &initial, &continuation);
         Ok(Self {
             tokens: kept,
             initial,
             continuation,
             longest,
             pre,
+            merges,
         })
+    }
+
+    /// Learned tokens that BPE inference can produce (each has a merge).
+    pub fn merge_count(&self) -> usize {
+        self.merges.len()
+    }
+
+    /// The merges in rank order: `(left, right)` for each merged id, ascending.
+    pub fn merges(&self) -> Vec<(u32, u32, u32)> {
+        let mut all: Vec<(u32, u32, u32)> =
+            self.merges.iter().map(|(&(l, r), &m)| (l, r, m)).collect();
+        all.sort_unstable_by_key(|&(_, _, m)| m);
+        all
+    }
+
+    /// BPE inference within each pre-token: from the bytes (the first word-initial, the
+    /// rest continuations), repeatedly merge the adjacent pair whose merged token has the
+    /// smallest id (ties: the leftmost), as HF `tokenizers`' BPE model does.
+    pub fn encode_bpe(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        let bytes = text.as_bytes();
+        let mut work = BpeWork::default();
+        self.pre.for_each_piece(text, |s, e| {
+            self.encode_piece_bpe(&bytes[s..e], &mut work, out)
+        })
+    }
+
+    fn encode_piece_bpe(&self, piece: &[u8], work: &mut BpeWork, out: &mut Vec<u32>) {
+        use std::cmp::Reverse;
+        const NONE: u32 = u32::MAX;
+        let n = piece.len();
+        let BpeWork {
+            ids,
+            next,
+            prev,
+            heap,
+        } = work;
+        ids.clear();
+        ids.extend(
+            piece
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| u32::from(b) + if i == 0 { 0 } else { 256 }),
+        );
+        next.clear();
+        next.extend((1..=n as u32).map(|i| if i as usize == n { NONE } else { i }));
+        prev.clear();
+        prev.extend((0..n as u32).map(|i| if i == 0 { NONE } else { i - 1 }));
+        heap.clear();
+        for i in 0..n.saturating_sub(1) {
+            if let Some(&m) = self.merges.get(&(ids[i], ids[i + 1])) {
+                heap.push(Reverse((m, i as u32)));
+            }
+        }
+        while let Some(Reverse((m, i))) = heap.pop() {
+            let i = i as usize;
+            let j = next[i];
+            // Stale entries: the symbol was merged away or its pair changed.
+            if ids[i] == NONE || j == NONE {
+                continue;
+            }
+            let j = j as usize;
+            if self.merges.get(&(ids[i], ids[j])) != Some(&m) {
+                continue;
+            }
+            ids[i] = m;
+            ids[j] = NONE;
+            next[i] = next[j];
+            if next[j] != NONE {
+                prev[next[j] as usize] = i as u32;
+            }
+            if prev[i] != NONE {
+                let p = prev[i] as usize;
+                if let Some(&m2) = self.merges.get(&(ids[p], ids[i])) {
+                    heap.push(Reverse((m2, p as u32)));
+                }
+            }
+            if next[i] != NONE {
+                if let Some(&m2) = self.merges.get(&(ids[i], ids[next[i] as usize])) {
+                    heap.push(Reverse((m2, i as u32)));
+                }
+            }
+        }
+        out.extend(ids.iter().copied().filter(|&id| id != NONE));
     }
 
     pub fn len(&self) -> usize {
@@ -735,6 +822,52 @@ impl SpanVocab {
         }
         Ok(out)
     }
+}
+
+/// Scratch space for BPE inference, reused across pre-tokens.
+#[derive(Default)]
+struct BpeWork {
+    ids: Vec<u32>,
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u32, u32)>>,
+}
+
+/// Merges that let BPE inference build the vocabulary's tokens from bytes: for each learned
+/// token, in id order, the split into a left part (same kind as the token) and a continuation
+/// right part, both tokens with smaller ids that BPE can already build, whose later part is
+/// earliest (the merge BPE training would have made first), ties to the shorter left part. A
+/// token without such a split gets no merge: longest match can produce it, BPE cannot.
+fn derive_merges(
+    tokens: &[(bool, Vec<u8>)],
+    initial: &FxHashMap<Vec<u8>, u32>,
+    continuation: &FxHashMap<Vec<u8>, u32>,
+) -> FxHashMap<(u32, u32), u32> {
+    let mut buildable = vec![false; tokens.len()];
+    let mut merges = FxHashMap::default();
+    for (id, (flag, bytes)) in tokens.iter().enumerate() {
+        if bytes.len() == 1 {
+            buildable[id] = true;
+            continue;
+        }
+        let left_map = if *flag { initial } else { continuation };
+        let best = (1..bytes.len())
+            .filter_map(|k| {
+                let l = *left_map.get(&bytes[..k])?;
+                let r = *continuation.get(&bytes[k..])?;
+                let ok = (l as usize) < id
+                    && (r as usize) < id
+                    && buildable[l as usize]
+                    && buildable[r as usize];
+                ok.then_some((l.max(r), k, l, r))
+            })
+            .min();
+        if let Some((_, _, l, r)) = best {
+            buildable[id] = true;
+            merges.insert((l, r), id as u32);
+        }
+    }
+    merges
 }
 
 /// Calls `f` for each adjacent pair of `seq` as a left-to-right merge would see them: a run of
@@ -1117,5 +1250,41 @@ mod tests {
         let mut want: Vec<usize> = (0..xs.len()).collect();
         want.sort_by(|&a, &b| (xs[a] + 0.0).total_cmp(&(xs[b] + 0.0)).then(a.cmp(&b)));
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn bpe_inference_follows_the_merge_order() {
+        let pre = PreTokenizer::new("gpt2").expect("pattern");
+        let learned = vec![
+            (false, b"bc".to_vec()),
+            (true, b"ab".to_vec()),
+            (true, b"xyz".to_vec()),
+        ];
+        let v = SpanVocab::new(&learned, pre).expect("vocab");
+        // "bc" (512) is merged before "ab" (513); "xyz" has no split into tokens.
+        assert_eq!(
+            v.merges(),
+            vec![(98 + 256, 99 + 256, 512), (97, 98 + 256, 513)]
+        );
+        let mut bpe = Vec::new();
+        v.encode_bpe("abc xyz", &mut bpe).expect("encode");
+        assert_eq!(bpe, vec![97, 512, 32, 120 + 256, 121 + 256, 122 + 256]);
+        let mut longest = Vec::new();
+        v.encode("abc xyz", &mut longest).expect("encode");
+        assert_eq!(
+            longest,
+            vec![513, 99 + 256, 32, 120 + 256, 121 + 256, 122 + 256]
+        );
+        // Repeated pairs merge left to right without overlap.
+        let v = SpanVocab::new(
+            &[(false, b"aa".to_vec()), (false, b"aaaa".to_vec())],
+            PreTokenizer::new("gpt2").expect("pattern"),
+        )
+        .expect("vocab");
+        let mut ids = Vec::new();
+        v.encode_bpe("aaaaaaa", &mut ids).expect("encode");
+        // a|a a|a a|a a -> a|aa aa aa -> a|aaaa aa
+        assert_eq!(ids, vec![97, 513, 512]);
+        assert_eq!(v.decode(&ids).expect("decode"), b"aaaaaaa");
     }
 }

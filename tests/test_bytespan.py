@@ -348,10 +348,12 @@ def test_cli_train_encode_decode(tmp_path):
     assert back.read_bytes() == corpus.read_bytes()
     r = runner.invoke(main, [*args[:-1], "--vocab-size", "10"])
     assert r.exit_code != 0
-    r = runner.invoke(main, [*args, "entropy", "--constraint", "global", "--min-count", "3"])
+    more = ["--constraint", "global", "--min-count", "3", "--inference", "bpe"]
+    r = runner.invoke(main, [*args, "entropy", *more])
     assert r.exit_code == 0, r.output
     tok = toklab.load(out)
     assert tok.metadata["constraint"] == "global" and tok.metadata["min_count"] == 3
+    assert tok.inference == "bpe"
     assert tok.decode(tok.encode(corpus.read_text(encoding="utf-8"))) == corpus.read_text(
         encoding="utf-8"
     )
@@ -544,3 +546,119 @@ def test_doctests():
 
     failed, tried = doctest.testmod(toklab.bytespan)
     assert tried > 0 and failed == 0
+
+
+def reference_merges(vocab: ByteSpan) -> dict[tuple[int, int], int]:
+    """The merge rule, slowly: for each learned token in id order, among its splits into a
+    left token of its kind and a continuation token, both with smaller ids and buildable by
+    earlier merges, the one whose later part is earliest (ties: the shorter left part)."""
+    tokens = [(vocab.is_word_initial(i), vocab.token_bytes(i)) for i in range(vocab.vocab_size)]
+    index = {t: i for i, t in enumerate(tokens)}
+    buildable = set(range(ALPHABET))
+    merges = {}
+    for i in range(ALPHABET, len(tokens)):
+        flag, data = tokens[i]
+        options = []
+        for k in range(1, len(data)):
+            left, right = index.get((flag, data[:k])), index.get((False, data[k:]))
+            if left in buildable and right in buildable and max(left, right) < i:
+                options.append((max(left, right), k, left, right))
+        if options:
+            _, _, left, right = min(options)
+            merges[(left, right)] = i
+            buildable.add(i)
+    return merges
+
+
+def reference_bpe_encode(merges: dict[tuple[int, int], int], text: str) -> list[int]:
+    """Textbook BPE per pre-token: merge the lowest-ranked adjacent pair, leftmost first."""
+    out = []
+    for piece in _core.pretokenize(text, PATTERNS["gpt2"]):
+        data = piece.encode()
+        seq = [data[0]] + [256 + b for b in data[1:]]
+        while True:
+            found = [(merges[p], i) for i, p in enumerate(itertools.pairwise(seq)) if p in merges]
+            if not found:
+                break
+            rank, i = min(found)
+            seq[i : i + 2] = [rank]
+        out += seq
+    return out
+
+
+BPE_WORDS = [
+    *WORDS,
+    " t",
+    " th",
+    "he",
+    "hel",
+    "lo",
+    "ab",
+    "abl",
+    "le",
+    "bel",
+    "iev",
+    "#",
+    "###",
+    " a",
+    "aa",
+    "aaa",
+    "aaaa",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from(BPE_WORDS), max_size=30),
+    st.lists(st.sampled_from([*BPE_WORDS, " ", "x", "\n"]), max_size=20),
+    st.text(max_size=40),
+)
+def test_bpe_inference_matches_the_reference_and_hf(chosen, pieces, noise):
+    tokenizers = pytest.importorskip("tokenizers")
+    import json
+
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in noise):
+        return
+    vocab = ByteSpan([(w.startswith(" "), w.encode()) for w in chosen], inference="bpe")
+    merges = reference_merges(vocab)
+    assert {(a, b): m for a, b, m in vocab.merges()} == merges
+    hf = tokenizers.Tokenizer.from_str(json.dumps(vocab.to_hf()))
+    for text in ["".join(pieces), noise, "".join(pieces) + noise]:
+        ids = vocab.encode(text)
+        assert ids.tolist() == reference_bpe_encode(merges, text)
+        assert vocab.decode(ids) == text
+        assert hf.encode(text).ids == ids.tolist()
+        assert hf.decode(ids.tolist()) == text
+
+
+def test_bpe_inference_on_a_trained_vocabulary(tmp_path):
+    from toklab.data import default_corpus
+
+    text = next(default_corpus(["shakespeare"]))[:60_000]
+    docs = [d for d in text.split("\n\n") if d]
+    rng = np.random.default_rng(0)
+    sig = [rng.gamma(2.0, 1.0, size=len(d.encode())).astype(np.float32) for d in docs]
+    for building in ["frequency", "seeding"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", toklab.TokLabWarning)
+            longest = train_bytespan(docs, vocab_size=1200, signals=sig, building=building)
+        bpe = longest.with_inference("bpe")
+        assert bpe.learned() == longest.learned() and bpe.inference == "bpe"
+        merges = {(a, b): m for a, b, m in bpe.merges()}
+        assert merges == reference_merges(bpe)
+        ids = bpe.encode(text)
+        assert bpe.decode(ids) == text
+        assert bpe.encode(text[:5000]).tolist() == reference_bpe_encode(merges, text[:5000])
+        # Nearly every learned token has a merge that builds it.
+        assert len(merges) >= 0.95 * (bpe.vocab_size - ALPHABET)
+        # Saved, loaded and exported with its inference.
+        bpe.save(tmp_path / "bpe.json")
+        again = toklab.load(tmp_path / "bpe.json")
+        assert again.inference == "bpe" and again.encode(text).tolist() == ids.tolist()
+        assert pickle.loads(pickle.dumps(bpe)).inference == "bpe"
+        tokenizers = pytest.importorskip("tokenizers")
+        bpe.save_hf(tmp_path / "tokenizer.json")
+        hf = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+        assert hf.encode(text).ids == ids.tolist()
+    with pytest.raises(ConfigError, match="inference"):
+        ByteSpan([], inference="wordpiece")

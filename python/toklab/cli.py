@@ -121,6 +121,13 @@ def main() -> None:
 @click.option(
     "--proportion", type=float, default=0.5, show_default=True, help="ByteSpan seeding: q."
 )
+@click.option(
+    "--inference",
+    type=click.Choice(["longest", "bpe"]),
+    default="longest",
+    show_default=True,
+    help="ByteSpan: longest match, or BPE merges derived from the vocabulary.",
+)
 @click.option("--lm-preset", default="small", show_default=True, help="ByteSpan's byte LM.")
 @click.option("--lm-budget", default=None, help="ByteSpan: bytes the byte LM reads (e.g. 20M).")
 @click.option("--device", default="auto", show_default=True, help="ByteSpan: LM device.")
@@ -148,6 +155,7 @@ def train(
     min_count: int,
     building: str,
     proportion: float,
+    inference: str,
     lm_preset: str,
     lm_budget: str | None,
     device: str,
@@ -182,6 +190,7 @@ def train(
             building,
             proportion,
             min_count,
+            inference,
         )
         return
     corpus = list(files) if files else None
@@ -220,6 +229,7 @@ def _train_bytespan(
     building: str = "frequency",
     proportion: float = 0.5,
     min_count: int = 20,
+    inference: str = "longest",
 ) -> None:
     from toklab.bytespan import train_bytespan
 
@@ -232,6 +242,7 @@ def _train_bytespan(
             constraint=constraint,  # type: ignore[arg-type]
             percentile=percentile,
             min_count=min_count,
+            inference=inference,  # type: ignore[arg-type]
             lm_preset=lm_preset,
             lm_budget_bytes=int(_amount(lm_budget)) if lm_budget else None,
             device=device,

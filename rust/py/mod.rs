@@ -993,11 +993,29 @@ impl PySpanVocab {
             .collect()
     }
 
-    fn encode<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyByteArray>> {
+    /// Longest-match inference, or BPE inference over the derived merges with `bpe=True`.
+    #[pyo3(signature = (text, bpe=false))]
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        bpe: bool,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
         let mut ids = Vec::with_capacity(text.len() / 3 + 1);
-        py.detach(|| self.inner.encode(text, &mut ids))
-            .map_err(to_py)?;
+        py.detach(|| {
+            if bpe {
+                self.inner.encode_bpe(text, &mut ids)
+            } else {
+                self.inner.encode(text, &mut ids)
+            }
+        })
+        .map_err(to_py)?;
         ids_to_py(py, &ids)
+    }
+
+    /// BPE inference's merges, `(left, right, merged)` by rank (the merged id).
+    fn merges(&self) -> Vec<(u32, u32, u32)> {
+        self.inner.merges()
     }
 
     fn decode_bytes<'py>(
