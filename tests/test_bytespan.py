@@ -662,3 +662,57 @@ def test_bpe_inference_on_a_trained_vocabulary(tmp_path):
         assert hf.encode(text).ids == ids.tolist()
     with pytest.raises(ConfigError, match="inference"):
         ByteSpan([], inference="wordpiece")
+
+
+def test_bad_input_on_the_new_paths():
+    docs = ["hello world", "foo bar"]
+    sig = [np.ones(11, np.float32), np.ones(7, np.float32)]
+    regex = PATTERNS["gpt2"]
+    # Wrong lengths and non-finite values, whichever constraint and building.
+    for kw in [
+        {"constraint": "global"},
+        {"constraint": "monotonic"},
+        {"languages": ["a", "b"]},
+        {"building": "seeding", "proportion": 0.99},
+    ]:
+        with pytest.raises(InvalidInputError, match="document 1: the signal has 6 values"):
+            train_bytespan(docs, vocab_size=600, signals=[sig[0], np.ones(6, np.float32)], **kw)
+        with pytest.raises(InvalidInputError, match="not finite at byte 3"):
+            bad = sig[0].copy()
+            bad[3] = -np.inf
+            train_bytespan(docs, vocab_size=600, signals=[bad, sig[1]], **kw)
+    # Signals that are not numbers, or not one value per byte.
+    with pytest.raises(InvalidInputError, match="numbers"):
+        train_bytespan(docs, vocab_size=600, signals=[["a"] * 11, sig[1]])
+    with pytest.raises(InvalidInputError, match="1-d"):
+        train_bytespan(docs, vocab_size=600, signals=[np.ones((11, 1), np.float32), sig[1]])
+    with pytest.raises(InvalidInputError, match="float32"):
+        _core.span_counts(docs, [np.ones(11), sig[1]], regex)
+    with pytest.raises(ConfigError, match="2 texts but 1 signals"):
+        _core.global_spans(docs, sig[:1], regex, 5)
+    # Empty corpus and too small a vocabulary, with the new options too.
+    with pytest.raises(EmptyCorpusError):
+        train_bytespan([""], vocab_size=600, signals=[], constraint="global", languages=["x"])
+    with pytest.raises(ConfigError, match="at least 512"):
+        train_bytespan(docs, vocab_size=511, signals=sig, constraint="global")
+    with pytest.raises(ConfigError, match="inference"):
+        train_bytespan(docs, vocab_size=600, signals=sig, inference="wordpiece")
+    with pytest.raises(ConfigError, match="inference"):
+        ByteSpan([]).with_inference("greedy")
+    with pytest.raises(toklab.UnknownTokenError):
+        ByteSpan([], inference="bpe").decode([512])
+
+
+def test_signals_are_read_in_place_or_copied_alike():
+    text = "the cat sat on the mat, the cat sat"
+    n = len(text.encode())
+    sig = np.random.default_rng(0).integers(0, 4, size=2 * n).astype(np.float32)
+    strided = sig[::2]  # not contiguous: copied
+    contiguous = np.ascontiguousarray(strided)
+    assert not strided.flags["C_CONTIGUOUS"]
+    for f in [
+        lambda s: _core.span_counts([text, ""], [s, np.zeros(0, np.float32)], PATTERNS["gpt2"]),
+        lambda s: _core.global_spans([text], [s], PATTERNS["gpt2"], 3, 1),
+        lambda s: _core.signal_percentile([s], 30.0),
+    ]:
+        assert f(strided) == f(contiguous)

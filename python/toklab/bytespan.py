@@ -41,6 +41,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -447,7 +448,10 @@ def train_bytespan(
         pairs = cached_signals(byte_lm, texts, cache_dir)
         signals = [p[0] if signal == "surprisal" else p[1] for p in pairs]
     # Lengths and finiteness are checked in Rust (InvalidInputError), with no copy here.
-    signals = [np.ascontiguousarray(s, dtype=np.float32) for s in signals]
+    try:
+        signals = [np.ascontiguousarray(s, dtype=np.float32) for s in signals]
+    except (ValueError, TypeError) as e:
+        raise InvalidInputError(f"signals must be arrays of numbers: {e}") from None
     if len(signals) != len(texts):
         raise InvalidInputError(f"{len(signals)} signal arrays for {len(texts)} documents")
     if any(s.ndim != 1 for s in signals):
@@ -480,7 +484,14 @@ def train_bytespan(
         per_language = {}
         for lang in sorted(set(languages)):
             idx = [i for i, x in enumerate(languages) if x == lang]
-            per_language[lang] = ranked([texts[i] for i in idx], [signals[i] for i in idx])
+            try:
+                per_language[lang] = ranked([texts[i] for i in idx], [signals[i] for i in idx])
+            except InvalidInputError as e:
+                # Say which document of the corpus, not of the language.
+                m = re.match(r"document (\d+): (.*)", str(e), re.S)
+                if m is None:
+                    raise
+                raise InvalidInputError(f"document {idx[int(m[1])]}: {m[2]}") from None
         spans, shares = round_robin({k: v[0] for k, v in per_language.items()}, keep)
         if constraint == "global":
             threshold = {k: v[1] for k, v in per_language.items()}
