@@ -56,12 +56,15 @@ def main() -> None:
         f"thread): {size / secs / 1e6:.1f} MB/s"
     )
     text = "\n\n".join(docs)
-    t = time.perf_counter()
-    ids = vocab.encode(text)
-    secs = time.perf_counter() - t
-    print(
-        f"longest-match encoding: {size / secs / 1e6:.1f} MB/s, {size / len(ids):.2f} bytes/token"
-    )
+    for inference in ("longest", "bpe"):
+        tok = vocab.with_inference(inference)  # type: ignore[arg-type]
+        t = time.perf_counter()
+        ids = tok.encode(text)
+        secs = time.perf_counter() - t
+        print(
+            f"{inference} inference, encoding: {size / secs / 1e6:.1f} MB/s, "
+            f"{size / len(ids):.2f} bytes/token"
+        )
 
 
 if __name__ == "__main__":

@@ -354,6 +354,8 @@ def test_cli_train_encode_decode(tmp_path):
     tok = toklab.load(out)
     assert tok.metadata["constraint"] == "global" and tok.metadata["min_count"] == 3
     assert tok.inference == "bpe"
+    r = runner.invoke(main, ["info", str(out)])
+    assert r.exit_code == 0 and "ByteSpan" in r.output and "inference:      bpe" in r.output
     assert tok.decode(tok.encode(corpus.read_text(encoding="utf-8"))) == corpus.read_text(
         encoding="utf-8"
     )

@@ -390,6 +390,12 @@ def info(tokenizer: str, longest: int) -> None:
     Example:
       toklab info bpe.json
     """
+    from toklab.bytespan import ByteSpan
+
+    any_tok = _load_any(tokenizer)
+    if isinstance(any_tok, ByteSpan):
+        _info_bytespan(any_tok, longest)
+        return
     tok = _load(tokenizer)
     vocab = tok.vocab()
     special_ids = set(tok.special_tokens.values())
@@ -407,6 +413,20 @@ def info(tokenizer: str, longest: int) -> None:
         (i for i in range(len(vocab)) if i not in special_ids), key=lambda i: (-len(vocab[i]), i)
     )
     shown = ", ".join(repr(vocab[i].decode("utf-8", "replace")) for i in order[:longest])
+    click.echo(f"longest tokens: {shown}")
+
+
+def _info_bytespan(tok: Any, longest: int) -> None:
+    learned = tok.learned()
+    click.echo("type:           ByteSpan (toklab format)")
+    click.echo(f"vocab size:     {tok.vocab_size} (512 bytes + {len(learned)} learned)")
+    click.echo(f"inference:      {tok.inference} ({len(tok.merges())} merges)")
+    click.echo(f"pattern:        {tok.pattern}")
+    for key in ("signal", "constraint", "vocab_building", "balanced_languages"):
+        if tok.metadata.get(key) is not None:
+            click.echo(f"{key + ':':<15} {tok.metadata[key]}")
+    order = sorted(range(len(learned)), key=lambda i: (-len(learned[i][1]), i))
+    shown = ", ".join(repr(learned[i][1].decode("utf-8", "replace")) for i in order[:longest])
     click.echo(f"longest tokens: {shown}")
 
 
