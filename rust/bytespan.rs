@@ -54,7 +54,14 @@ pub fn check_signal(signal: &[f32], n_bytes: usize) -> Result<()> {
             n_bytes
         )));
     }
-    if let Some(i) = signal.iter().position(|v| !v.is_finite()) {
+    // Chunked so that the common, all-finite case vectorizes; then find the first bad value.
+    let finite = signal
+        .chunks(64)
+        .all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()));
+    if let Some(i) = (!finite)
+        .then(|| signal.iter().position(|v| !v.is_finite()))
+        .flatten()
+    {
         return Err(Error::Signal(format!(
             "the signal is not finite at byte {i} ({})",
             signal[i]
@@ -128,24 +135,36 @@ pub fn find_spans(
     }
 }
 
-/// Counts of span strings by (word-initial, bytes): mergeable across documents and threads.
+/// Counts of byte strings with a word-initial flag, by size class.
 ///
-/// Performance note: hashing and comparing byte slices dominated the counting. Two-byte spans
-/// (about half of all spans) are counted in a flat array; spans of up to 15 bytes (nearly all
-/// the rest) are packed into one `u128` (bytes, length, flag): an integer hash and an integer
-/// compare. Longer spans borrow their bytes from the documents.
+/// Performance note: hashing and comparing byte slices dominated span counting, and then cache
+/// misses in one large table did. So two-byte strings (about half of all spans) are counted in
+/// a flat array; strings of up to 7 bytes are packed with their length and flag into a `u64`
+/// key and up to 15 bytes into a `u128` key (an integer hash, an integer compare, small table
+/// entries); only longer strings borrow their bytes. Mergeable across documents and threads.
 #[derive(Clone, Debug, Default)]
-pub struct SpanCounts<'a> {
-    /// Two-byte spans (half of all spans), indexed by flag and bytes: no hashing at all.
+pub struct PackedCounts<'a> {
     pairs: Vec<u64>,
+    small: FxHashMap<u64, u64>,
     short: FxHashMap<u128, u64>,
     long: FxHashMap<(bool, &'a [u8]), u64>,
-    /// Reused pre-token boundary buffer.
-    ptb: Vec<bool>,
 }
 
-/// The longest span packed into a `u128` key.
+/// The longest strings packed into a `u64` and a `u128` key.
+const SMALL: usize = 7;
 const PACKED: usize = 15;
+
+/// `bytes` (at most [`SMALL`] long), its length and the flag in one integer.
+fn pack_small(initial: bool, bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(buf) | (bytes.len() as u64) << 56 | u64::from(initial) << 63
+}
+
+fn unpack_small(key: u64) -> (bool, Vec<u8>) {
+    let len = ((key >> 56) & 0x7F) as usize;
+    (key >> 63 == 1, key.to_le_bytes()[..len].to_vec())
+}
 
 /// `bytes` (at most [`PACKED`] long), its length and the flag in one integer.
 fn pack(initial: bool, bytes: &[u8]) -> u128 {
@@ -157,6 +176,136 @@ fn pack(initial: bool, bytes: &[u8]) -> u128 {
 fn unpack(key: u128) -> (bool, Vec<u8>) {
     let len = ((key >> 120) & 0x7F) as usize;
     (key >> 127 == 1, key.to_le_bytes()[..len].to_vec())
+}
+
+fn bump<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, u64>, k: K, delta: i64) -> u64 {
+    let c = map.entry(k).or_insert(0);
+    *c = c.saturating_add_signed(delta);
+    *c
+}
+
+impl<'a> PackedCounts<'a> {
+    /// Adds `delta` to the count of `(initial, bytes)` (two bytes or more) and returns the
+    /// new count. A count never falls below zero; hashed entries that reach zero are removed.
+    pub fn add(&mut self, initial: bool, bytes: &'a [u8], delta: i64) -> u64 {
+        match bytes.len() {
+            2 => {
+                if self.pairs.is_empty() {
+                    self.pairs = vec![0; 1 << 17];
+                }
+                let at = usize::from(initial) << 16 | usize::from(bytes[0]) << 8;
+                let c = &mut self.pairs[at | usize::from(bytes[1])];
+                *c = c.saturating_add_signed(delta);
+                *c
+            }
+            n if n <= SMALL => {
+                let k = pack_small(initial, bytes);
+                let c = bump(&mut self.small, k, delta);
+                if c == 0 {
+                    self.small.remove(&k);
+                }
+                c
+            }
+            n if n <= PACKED => {
+                let k = pack(initial, bytes);
+                let c = bump(&mut self.short, k, delta);
+                if c == 0 {
+                    self.short.remove(&k);
+                }
+                c
+            }
+            _ => {
+                let c = bump(&mut self.long, (initial, bytes), delta);
+                if c == 0 {
+                    self.long.remove(&(initial, bytes));
+                }
+                c
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: PackedCounts<'a>) {
+        fn merge_map<K: std::hash::Hash + Eq>(
+            mine: &mut FxHashMap<K, u64>,
+            mut theirs: FxHashMap<K, u64>,
+        ) {
+            if theirs.len() > mine.len() {
+                std::mem::swap(mine, &mut theirs);
+            }
+            for (k, v) in theirs {
+                *mine.entry(k).or_insert(0) += v;
+            }
+        }
+        merge_map(&mut self.small, other.small);
+        merge_map(&mut self.short, other.short);
+        merge_map(&mut self.long, other.long);
+        if self.pairs.is_empty() {
+            self.pairs = other.pairs;
+        } else {
+            for (a, b) in self.pairs.iter_mut().zip(other.pairs) {
+                *a += b;
+            }
+        }
+    }
+
+    /// Distinct strings counted (count above zero).
+    pub fn len(&self) -> usize {
+        self.pairs.iter().filter(|&&c| c > 0).count()
+            + self.small.len()
+            + self.short.len()
+            + self.long.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `n` most frequent strings with a count of `min_count` or more (ties: shorter
+    /// first, then by flag and bytes).
+    pub fn top(&self, n: usize, min_count: u64) -> Vec<((bool, Vec<u8>), u64)> {
+        let keep = |c: u64| c >= min_count.max(1);
+        let pairs = self.pairs.iter().enumerate().filter(|&(_, &c)| keep(c));
+        let mut all: Vec<((bool, Vec<u8>), u64)> = pairs
+            .map(|(at, &c)| ((at >> 16 == 1, vec![(at >> 8) as u8, at as u8]), c))
+            .chain(
+                self.small
+                    .iter()
+                    .filter(|&(_, &c)| keep(c))
+                    .map(|(&k, &c)| (unpack_small(k), c)),
+            )
+            .chain(
+                self.short
+                    .iter()
+                    .filter(|&(_, &c)| keep(c))
+                    .map(|(&k, &c)| (unpack(k), c)),
+            )
+            .chain(
+                self.long
+                    .iter()
+                    .filter(|&(_, &c)| keep(c))
+                    .map(|(&(f, b), &c)| ((f, b.to_vec()), c)),
+            )
+            .collect();
+        let order = |a: &((bool, Vec<u8>), u64), b: &((bool, Vec<u8>), u64)| {
+            b.1.cmp(&a.1)
+                .then(a.0 .1.len().cmp(&b.0 .1.len()))
+                .then(a.0.cmp(&b.0))
+        };
+        if n < all.len() {
+            all.select_nth_unstable_by(n, order);
+            all.truncate(n);
+        }
+        all.sort_unstable_by(order);
+        all
+    }
+}
+
+/// Counts of spans over documents (see [`PackedCounts`]), with a reused pre-token boundary
+/// buffer.
+#[derive(Clone, Debug, Default)]
+pub struct SpanCounts<'a> {
+    pub counts: PackedCounts<'a>,
+    ptb: Vec<bool>,
 }
 
 impl<'a> SpanCounts<'a> {
@@ -174,75 +323,30 @@ impl<'a> SpanCounts<'a> {
         ptb.clear();
         ptb.resize(bytes.len(), false);
         pre.for_each_piece(text, |s, _| ptb[s] = true)?;
-        if self.pairs.is_empty() {
-            self.pairs = vec![0; 1 << 17];
-        }
-        let (pairs, short, long) = (&mut self.pairs, &mut self.short, &mut self.long);
+        let counts = &mut self.counts;
         find_spans(bytes, signal, &ptb, constraint, |s, e, initial| {
-            if e - s == 2 {
-                let at = usize::from(initial) << 16 | usize::from(bytes[s]) << 8;
-                pairs[at | usize::from(bytes[s + 1])] += 1;
-            } else if e - s <= PACKED {
-                *short.entry(pack(initial, &bytes[s..e])).or_insert(0) += 1;
-            } else {
-                *long.entry((initial, &bytes[s..e])).or_insert(0) += 1;
-            }
+            counts.add(initial, &bytes[s..e], 1);
         });
         self.ptb = ptb;
         Ok(())
     }
 
     pub fn merge(&mut self, other: SpanCounts<'a>) {
-        fn merge_map<K: std::hash::Hash + Eq>(
-            mine: &mut FxHashMap<K, u64>,
-            mut theirs: FxHashMap<K, u64>,
-        ) {
-            if theirs.len() > mine.len() {
-                std::mem::swap(mine, &mut theirs);
-            }
-            for (k, v) in theirs {
-                *mine.entry(k).or_insert(0) += v;
-            }
-        }
-        merge_map(&mut self.short, other.short);
-        merge_map(&mut self.long, other.long);
-        if self.pairs.is_empty() {
-            self.pairs = other.pairs;
-        } else {
-            for (a, b) in self.pairs.iter_mut().zip(other.pairs) {
-                *a += b;
-            }
-        }
+        self.counts.merge(other.counts);
     }
 
     /// Distinct spans.
     pub fn len(&self) -> usize {
-        self.pairs.iter().filter(|&&c| c > 0).count() + self.short.len() + self.long.len()
+        self.counts.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.counts.is_empty()
     }
 
     /// The `n` most frequent spans (ties: shorter first, then by flag and bytes).
     pub fn top(&self, n: usize) -> Vec<((bool, Vec<u8>), u64)> {
-        let pairs = self.pairs.iter().enumerate().filter(|&(_, &c)| c > 0);
-        let mut all: Vec<((bool, Vec<u8>), u64)> = pairs
-            .map(|(at, &c)| ((at >> 16 == 1, vec![(at >> 8) as u8, at as u8]), c))
-            .chain(self.short.iter().map(|(&k, &v)| (unpack(k), v)))
-            .chain(self.long.iter().map(|(&(f, b), &v)| ((f, b.to_vec()), v)))
-            .collect();
-        let order = |a: &((bool, Vec<u8>), u64), b: &((bool, Vec<u8>), u64)| {
-            b.1.cmp(&a.1)
-                .then(a.0 .1.len().cmp(&b.0 .1.len()))
-                .then(a.0.cmp(&b.0))
-        };
-        if n < all.len() {
-            all.select_nth_unstable_by(n, order);
-            all.truncate(n);
-        }
-        all.sort_unstable_by(order);
-        all
+        self.counts.top(n, 1)
     }
 }
 
@@ -392,7 +496,7 @@ pub fn global_spans(
     // At a segment's right end: its left end; at its left end: its right end. Kept side by
     // side, so that one step touches one or two cache lines.
     let mut ends = vec![[0u32; 2]; total];
-    let mut counts = StringCounts::default();
+    let mut counts = PackedCounts::default();
     let mut qualified = 0usize;
     // Steps visit random positions: fetch a later step's memory while this one runs.
     const AHEAD: usize = 12;
@@ -439,83 +543,8 @@ pub fn global_spans(
         let t = (last & 0xFFFF_FFFF) as usize;
         out.threshold = Some(signal_at(signals, t));
     }
-    let pairs = counts.pairs.iter().enumerate();
-    let mut kept: Vec<((bool, Vec<u8>), u64)> = pairs
-        .filter(|&(_, &c)| c >= min_count)
-        .map(|(at, &c)| ((at >> 16 == 1, vec![(at >> 8) as u8, at as u8]), c))
-        .chain(
-            counts
-                .short
-                .into_iter()
-                .filter(|&(_, c)| c >= min_count)
-                .map(|(k, c)| (unpack(k), c)),
-        )
-        .chain(
-            counts
-                .long
-                .into_iter()
-                .filter(|&(_, c)| c >= min_count)
-                .map(|((f, b), c)| ((f, b.to_vec()), c)),
-        )
-        .collect();
-    kept.sort_unstable_by(|a, b| {
-        b.1.cmp(&a.1)
-            .then(a.0 .1.len().cmp(&b.0 .1.len()))
-            .then(a.0.cmp(&b.0))
-    });
-    kept.truncate(want);
-    out.tokens = kept;
+    out.tokens = counts.top(want, min_count);
     Ok(out)
-}
-
-/// Counts of strings that go up and down (the global constraint's segments), stored as in
-/// [`SpanCounts`]: two-byte strings in a flat array, short ones packed into a `u128`, longer
-/// ones borrowed.
-struct StringCounts<'a> {
-    pairs: Vec<u64>,
-    short: FxHashMap<u128, u64>,
-    long: FxHashMap<(bool, &'a [u8]), u64>,
-}
-
-impl Default for StringCounts<'_> {
-    fn default() -> Self {
-        Self {
-            pairs: vec![0; 1 << 17],
-            short: FxHashMap::default(),
-            long: FxHashMap::default(),
-        }
-    }
-}
-
-impl<'a> StringCounts<'a> {
-    /// Adds `delta` to the count of `(initial, bytes)` and returns the new count; a count that
-    /// falls to zero is removed. Never falls below zero: only counted strings are decremented.
-    fn add(&mut self, initial: bool, bytes: &'a [u8], delta: i64) -> u64 {
-        fn apply<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, u64>, k: K, delta: i64) -> u64 {
-            let c = map.entry(k).or_insert(0);
-            *c = c.saturating_add_signed(delta);
-            *c
-        }
-        if bytes.len() == 2 {
-            let at = usize::from(initial) << 16 | usize::from(bytes[0]) << 8;
-            let c = &mut self.pairs[at | usize::from(bytes[1])];
-            *c = c.saturating_add_signed(delta);
-            *c
-        } else if bytes.len() <= PACKED {
-            let k = pack(initial, bytes);
-            let c = apply(&mut self.short, k, delta);
-            if c == 0 {
-                self.short.remove(&k);
-            }
-            c
-        } else {
-            let c = apply(&mut self.long, (initial, bytes), delta);
-            if c == 0 {
-                self.long.remove(&(initial, bytes));
-            }
-            c
-        }
-    }
 }
 
 /// A hint that `x` will be read soon (no effect where the target has no prefetch).
@@ -552,23 +581,24 @@ fn signal_at(signals: &[&[f32]], mut t: usize) -> f32 {
 pub fn percentile_nonzero(signals: &[&[f32]], q: f64, threads: usize) -> Option<f32> {
     const BUCKETS: usize = 1 << 16;
     let bucket = |x: f32| (ordered_bits(x) >> 16) as usize;
+    // Branch-free: zeros are counted in their bucket, then taken out.
     let hists = crate::par::fold(
         signals,
         threads,
-        || vec![0u64; BUCKETS],
-        |h, s| {
+        || (vec![0u64; BUCKETS], 0u64),
+        |(h, zeros), s| {
             for &x in s.iter() {
-                if x != 0.0 {
-                    h[bucket(x)] += 1;
-                }
+                h[bucket(x)] += 1;
+                *zeros += u64::from(x == 0.0);
             }
         },
     );
     let mut hist = vec![0u64; BUCKETS];
-    for h in hists {
+    for (h, zeros) in hists {
         for (a, b) in hist.iter_mut().zip(h) {
             *a += b;
         }
+        hist[bucket(0.0)] -= zeros;
     }
     let n: u64 = hist.iter().sum();
     if n == 0 {
@@ -577,23 +607,32 @@ pub fn percentile_nonzero(signals: &[&[f32]], q: f64, threads: usize) -> Option<
     let pos = q.clamp(0.0, 100.0) / 100.0 * (n - 1) as f64;
     let lo = pos.floor() as u64;
     let frac = pos - lo as f64;
-    // The value of rank `r` (0-based) among the non-zero values.
-    let nth = |r: u64| -> f32 {
-        let (mut b, mut below) = (0, 0u64);
-        while below + hist[b] <= r {
-            below += hist[b];
-            b += 1;
+    let hi = if frac > 0.0 && lo + 1 < n { lo + 1 } else { lo };
+    // The buckets that hold ranks `lo` and `hi`, and how many values lie below them.
+    let (mut first, mut below) = (0, 0u64);
+    while below + hist[first] <= lo {
+        below += hist[first];
+        first += 1;
+    }
+    let (mut last, mut upto) = (first, below + hist[first]);
+    while upto <= hi {
+        last += 1;
+        upto += hist[last];
+    }
+    // One more pass collects just those buckets' values (both ranks in one pass).
+    let (lo_bucket, width) = (first as u32, (last - first) as u32);
+    let mut vals: Vec<f32> = crate::par::fold(signals, threads, Vec::new, |v, s| {
+        for &x in s.iter() {
+            if (ordered_bits(x) >> 16).wrapping_sub(lo_bucket) <= width && x != 0.0 {
+                v.push(x);
+            }
         }
-        let mut vals: Vec<f32> = crate::par::fold(signals, threads, Vec::new, |v, s| {
-            v.extend(s.iter().copied().filter(|&x| x != 0.0 && bucket(x) == b))
-        })
-        .concat();
-        let (_, &mut x, _) = vals.select_nth_unstable_by((r - below) as usize, f32::total_cmp);
-        x
-    };
-    let a = f64::from(nth(lo));
-    let b = if frac > 0.0 && lo + 1 < n {
-        f64::from(nth(lo + 1))
+    })
+    .concat();
+    let (_, &mut x, rest) = vals.select_nth_unstable_by((lo - below) as usize, f32::total_cmp);
+    let a = f64::from(x);
+    let b = if hi > lo {
+        f64::from(rest.iter().copied().fold(f32::INFINITY, f32::min))
     } else {
         a
     };

@@ -20,7 +20,7 @@ inference.
    tokens (left of its kind, right a continuation) that BPE can already build, the one whose
    later part came first; merges apply in id order. A token with no such split is never
    produced by BPE (``len(merges())`` says how many can be built: nearly all, in practice;
-   99.8% of a 4k Shakespeare vocabulary). Tokens are raw bytes plus a
+   99.8% of a 4k Shakespeare vocabulary from a random signal). Tokens are raw bytes plus a
    flag, never markers, so ``decode(encode(x)) == x`` for any text, ``##`` and all, under
    both.
 
