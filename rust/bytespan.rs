@@ -649,7 +649,8 @@ pub struct SpanVocab {
     longest: usize,
     pre: PreTokenizer,
     /// BPE inference: `(left, right) -> merged`, the merged id being the merge's rank.
-    merges: FxHashMap<(u32, u32), u32>,
+    /// Derived on first use (longest match never needs them).
+    merges: std::sync::OnceLock<FxHashMap<(u32, u32), u32>>,
 }
 
 impl SpanVocab {
@@ -682,26 +683,33 @@ impl SpanVocab {
             kept.push((flag, bytes));
         }
         let longest = kept.iter().map(|t| t.1.len()).max().unwrap_or(1);
-        let merges = derive_merges(&kept, &initial, &continuation);
         Ok(Self {
             tokens: kept,
             initial,
             continuation,
             longest,
             pre,
-            merges,
+            merges: std::sync::OnceLock::new(),
         })
+    }
+
+    fn merge_table(&self) -> &FxHashMap<(u32, u32), u32> {
+        self.merges
+            .get_or_init(|| derive_merges(&self.tokens, &self.initial, &self.continuation))
     }
 
     /// Learned tokens that BPE inference can produce (each has a merge).
     pub fn merge_count(&self) -> usize {
-        self.merges.len()
+        self.merge_table().len()
     }
 
     /// The merges in rank order: `(left, right)` for each merged id, ascending.
     pub fn merges(&self) -> Vec<(u32, u32, u32)> {
-        let mut all: Vec<(u32, u32, u32)> =
-            self.merges.iter().map(|(&(l, r), &m)| (l, r, m)).collect();
+        let mut all: Vec<(u32, u32, u32)> = self
+            .merge_table()
+            .iter()
+            .map(|(&(l, r), &m)| (l, r, m))
+            .collect();
         all.sort_unstable_by_key(|&(_, _, m)| m);
         all
     }
@@ -721,6 +729,7 @@ impl SpanVocab {
         use std::cmp::Reverse;
         const NONE: u32 = u32::MAX;
         let n = piece.len();
+        let merges = self.merge_table();
         let BpeWork {
             ids,
             next,
@@ -740,7 +749,7 @@ impl SpanVocab {
         prev.extend((0..n as u32).map(|i| if i == 0 { NONE } else { i - 1 }));
         heap.clear();
         for i in 0..n.saturating_sub(1) {
-            if let Some(&m) = self.merges.get(&(ids[i], ids[i + 1])) {
+            if let Some(&m) = merges.get(&(ids[i], ids[i + 1])) {
                 heap.push(Reverse((m, i as u32)));
             }
         }
@@ -752,7 +761,7 @@ impl SpanVocab {
                 continue;
             }
             let j = j as usize;
-            if self.merges.get(&(ids[i], ids[j])) != Some(&m) {
+            if merges.get(&(ids[i], ids[j])) != Some(&m) {
                 continue;
             }
             ids[i] = m;
@@ -763,12 +772,12 @@ impl SpanVocab {
             }
             if prev[i] != NONE {
                 let p = prev[i] as usize;
-                if let Some(&m2) = self.merges.get(&(ids[p], ids[i])) {
+                if let Some(&m2) = merges.get(&(ids[p], ids[i])) {
                     heap.push(Reverse((m2, p as u32)));
                 }
             }
             if next[i] != NONE {
-                if let Some(&m2) = self.merges.get(&(ids[i], ids[next[i] as usize])) {
+                if let Some(&m2) = merges.get(&(ids[i], ids[next[i] as usize])) {
                     heap.push(Reverse((m2, i as u32)));
                 }
             }
