@@ -1,6 +1,6 @@
 //! ByteSpan (Goriely et al., "ByteSpan: Information-Driven Subword Tokenisation", 2025): a
 //! vocabulary of contiguous byte spans that a byte-level LM finds predictable, and greedy
-//! longest-match inference over it.
+//! longest-match (or BPE) inference over it.
 //!
 //! **Spans** (one linear pass over a document's bytes and its per-byte signal, surprisal or
 //! entropy). A byte is *grouped* with the one before it when the signal falls (`s[t] <
@@ -12,6 +12,11 @@
 //! pre-token boundary inside it (pieces of one byte are dropped: every byte is in the
 //! vocabulary anyway).
 //!
+//! **The global constraint** ([`global_spans`]) has no threshold of its own: bytes join
+//! segments from the lowest signal up, under the same pre-token rules, until the vocabulary's
+//! worth of segment strings occur `min_count` times (one radix sort, then O(1) interval work
+//! per byte).
+//!
 //! **Tokens** are byte strings with a flag: *word-initial* (starting at a pre-token boundary) or
 //! *continuation*. All 256 bytes are tokens of both kinds, so every input encodes; no marker
 //! (`##`, `Ġ`) is ever part of a token's bytes, so decoding is concatenation and always exact.
@@ -19,6 +24,8 @@
 //! **Inference**: within each pre-token, the longest word-initial token that prefixes it, then
 //! repeatedly the longest continuation token that prefixes the rest. No length limit, no
 //! unknown token.
+//! Or BPE inference ([`SpanVocab::encode_bpe`]) with merges derived from the vocabulary
+//! (see `derive_merges`).
 
 use rustc_hash::FxHashMap;
 
