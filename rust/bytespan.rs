@@ -385,15 +385,21 @@ fn ordered_bits(x: f32) -> u32 {
 /// Stable LSD radix sort of `(key, payload)` pairs packed as `key << 32 | payload` by the key
 /// alone: the payloads (positions, pushed in ascending order) break ties.
 fn radix_sort_by_high(v: &mut Vec<u64>) {
-    let mut tmp = vec![0u64; v.len()];
-    for pass in 0..4 {
-        let shift = 32 + 8 * pass;
-        let mut hist = [0usize; 256];
-        for &x in v.iter() {
-            hist[((x >> shift) & 0xFF) as usize] += 1;
+    // Three 11-bit digits, their histograms counted in one pass: memory traffic, not
+    // arithmetic, is the cost here.
+    const BITS: u32 = 11;
+    const SHIFTS: [u32; 3] = [32, 32 + BITS, 32 + 2 * BITS];
+    let mask = (1u64 << BITS) - 1;
+    let mut hists = vec![[0usize; 1 << BITS]; SHIFTS.len()];
+    for &x in v.iter() {
+        for (h, &shift) in hists.iter_mut().zip(&SHIFTS) {
+            h[((x >> shift) & mask) as usize] += 1;
         }
+    }
+    let mut tmp = vec![0u64; v.len()];
+    for (hist, &shift) in hists.iter_mut().zip(&SHIFTS) {
         if hist.contains(&v.len()) {
-            continue; // every key has the same byte here
+            continue; // every key has the same digit here
         }
         let mut at = 0;
         for h in hist.iter_mut() {
@@ -402,7 +408,7 @@ fn radix_sort_by_high(v: &mut Vec<u64>) {
             at += c;
         }
         for &x in v.iter() {
-            let d = &mut hist[((x >> shift) & 0xFF) as usize];
+            let d = &mut hist[((x >> shift) & mask) as usize];
             tmp[*d] = x;
             *d += 1;
         }
@@ -500,9 +506,9 @@ pub fn global_spans(
         };
         (r + 1 - s >= 2).then(|| (flags[s] & PTB != 0, &bytes[s..=r]))
     };
-    // At a segment's right end: its left end; at its left end: its right end. Kept side by
-    // side, so that one step touches one or two cache lines.
-    let mut ends = vec![[0u32; 2]; total];
+    // At a segment's right end: its left end; at its left end: its right end (one slot each:
+    // the two ends differ unless the segment is one byte, whose slot holds itself).
+    let mut other_end = vec![0u32; total];
     let mut counts = PackedCounts::default();
     let mut qualified = 0usize;
     // Steps visit random positions: fetch a later step's memory while this one runs.
@@ -510,14 +516,14 @@ pub fn global_spans(
     for (step, &packed) in order.iter().enumerate() {
         if let Some(&later) = order.get(step + AHEAD) {
             let u = (later & 0xFFFF_FFFF) as usize;
-            prefetch(&ends[u]);
+            prefetch(&other_end[u]);
             prefetch(&flags[u]);
             prefetch(&bytes[u]);
         }
         let t = (packed & 0xFFFF_FFFF) as usize;
         let (mut l, mut r) = (t, t);
         if t > 0 && flags[t] & PTB == 0 && flags[t - 1] & GROWN != 0 {
-            l = ends[t - 1][0] as usize;
+            l = other_end[t - 1] as usize;
             if let Some((f, b)) = key(&flags, l, t - 1) {
                 if counts.add(f, b, -1) + 1 == min_count {
                     qualified -= 1;
@@ -525,7 +531,7 @@ pub fn global_spans(
             }
         }
         if t + 1 < total && flags[t + 1] & (PTB | GROWN) == GROWN {
-            r = ends[t + 1][1] as usize;
+            r = other_end[t + 1] as usize;
             if let Some((f, b)) = key(&flags, t + 1, r) {
                 if counts.add(f, b, -1) + 1 == min_count {
                     qualified -= 1;
@@ -533,8 +539,8 @@ pub fn global_spans(
             }
         }
         flags[t] |= GROWN;
-        ends[r][0] = l as u32;
-        ends[l][1] = r as u32;
+        other_end[r] = l as u32;
+        other_end[l] = r as u32;
         if let Some((f, b)) = key(&flags, l, r) {
             if counts.add(f, b, 1) == min_count {
                 qualified += 1;
