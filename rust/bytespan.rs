@@ -1,6 +1,6 @@
 //! ByteSpan (Goriely et al., "ByteSpan: Information-Driven Subword Tokenisation", 2025): a
 //! vocabulary of contiguous byte spans that a byte-level LM finds predictable, and greedy
-//! longest-match inference over it.
+//! longest-match (or BPE) inference over it.
 //!
 //! **Spans** (one linear pass over a document's bytes and its per-byte signal, surprisal or
 //! entropy). A byte is *grouped* with the one before it when the signal falls (`s[t] <
@@ -12,6 +12,11 @@
 //! pre-token boundary inside it (pieces of one byte are dropped: every byte is in the
 //! vocabulary anyway).
 //!
+//! **The global constraint** ([`global_spans`]) has no threshold of its own: bytes join
+//! segments from the lowest signal up, under the same pre-token rules, until the vocabulary's
+//! worth of segment strings occur `min_count` times (one radix sort, then O(1) interval work
+//! per byte).
+//!
 //! **Tokens** are byte strings with a flag: *word-initial* (starting at a pre-token boundary) or
 //! *continuation*. All 256 bytes are tokens of both kinds, so every input encodes; no marker
 //! (`##`, `Ġ`) is ever part of a token's bytes, so decoding is concatenation and always exact.
@@ -19,6 +24,8 @@
 //! **Inference**: within each pre-token, the longest word-initial token that prefixes it, then
 //! repeatedly the longest continuation token that prefixes the rest. No length limit, no
 //! unknown token.
+//! Or BPE inference ([`SpanVocab::encode_bpe`]) with merges derived from the vocabulary
+//! (see `derive_merges`).
 
 use rustc_hash::FxHashMap;
 
@@ -48,19 +55,35 @@ pub fn boundaries(pre: &PreTokenizer, text: &str) -> Result<Vec<bool>> {
 /// Checks a signal: one finite value per byte.
 pub fn check_signal(signal: &[f32], n_bytes: usize) -> Result<()> {
     if signal.len() != n_bytes {
-        return Err(Error::Config(format!(
+        return Err(Error::Signal(format!(
             "the signal has {} values for {} bytes: one per byte is needed",
             signal.len(),
             n_bytes
         )));
     }
-    if let Some(i) = signal.iter().position(|v| !v.is_finite()) {
-        return Err(Error::Config(format!(
+    // Chunked so that the common, all-finite case vectorizes; then find the first bad value.
+    let finite = signal
+        .chunks(64)
+        .all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()));
+    if let Some(i) = (!finite)
+        .then(|| signal.iter().position(|v| !v.is_finite()))
+        .flatten()
+    {
+        return Err(Error::Signal(format!(
             "the signal is not finite at byte {i} ({})",
             signal[i]
         )));
     }
     Ok(())
+}
+
+/// `e`, said of document `i`.
+pub fn in_document(i: usize, e: Error) -> Error {
+    match e {
+        Error::Signal(m) => Error::Signal(format!("document {i}: {m}")),
+        Error::Config(m) => Error::Config(format!("document {i}: {m}")),
+        other => other,
+    }
 }
 
 /// Calls `f(start, end, initial)` for every span of one document (see the module
@@ -119,11 +142,177 @@ pub fn find_spans(
     }
 }
 
-/// Counts of span strings by (word-initial, bytes), borrowing the bytes from the documents:
-/// mergeable across documents and threads.
+/// Counts of byte strings with a word-initial flag, by size class.
+///
+/// Performance note: hashing and comparing byte slices dominated span counting, and then cache
+/// misses in one large table did. So two-byte strings (about half of all spans) are counted in
+/// a flat array; strings of up to 7 bytes are packed with their length and flag into a `u64`
+/// key and up to 15 bytes into a `u128` key (an integer hash, an integer compare, small table
+/// entries); only longer strings borrow their bytes. Mergeable across documents and threads.
+#[derive(Clone, Debug, Default)]
+pub struct PackedCounts<'a> {
+    pairs: Vec<u64>,
+    small: FxHashMap<u64, u64>,
+    short: FxHashMap<u128, u64>,
+    long: FxHashMap<(bool, &'a [u8]), u64>,
+}
+
+/// The longest strings packed into a `u64` and a `u128` key.
+const SMALL: usize = 7;
+const PACKED: usize = 15;
+
+/// `bytes` (at most [`SMALL`] long), its length and the flag in one integer.
+fn pack_small(initial: bool, bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(buf) | (bytes.len() as u64) << 56 | u64::from(initial) << 63
+}
+
+fn unpack_small(key: u64) -> (bool, Vec<u8>) {
+    let len = ((key >> 56) & 0x7F) as usize;
+    (key >> 63 == 1, key.to_le_bytes()[..len].to_vec())
+}
+
+/// `bytes` (at most [`PACKED`] long), its length and the flag in one integer.
+fn pack(initial: bool, bytes: &[u8]) -> u128 {
+    let mut buf = [0u8; 16];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    u128::from_le_bytes(buf) | (bytes.len() as u128) << 120 | u128::from(initial) << 127
+}
+
+fn unpack(key: u128) -> (bool, Vec<u8>) {
+    let len = ((key >> 120) & 0x7F) as usize;
+    (key >> 127 == 1, key.to_le_bytes()[..len].to_vec())
+}
+
+fn bump<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, u64>, k: K, delta: i64) -> u64 {
+    let c = map.entry(k).or_insert(0);
+    *c = c.saturating_add_signed(delta);
+    *c
+}
+
+impl<'a> PackedCounts<'a> {
+    /// Adds `delta` to the count of `(initial, bytes)` (two bytes or more) and returns the
+    /// new count. A count never falls below zero; hashed entries that reach zero are removed.
+    pub fn add(&mut self, initial: bool, bytes: &'a [u8], delta: i64) -> u64 {
+        match bytes.len() {
+            2 => {
+                if self.pairs.is_empty() {
+                    self.pairs = vec![0; 1 << 17];
+                }
+                let at = usize::from(initial) << 16 | usize::from(bytes[0]) << 8;
+                let c = &mut self.pairs[at | usize::from(bytes[1])];
+                *c = c.saturating_add_signed(delta);
+                *c
+            }
+            n if n <= SMALL => {
+                let k = pack_small(initial, bytes);
+                let c = bump(&mut self.small, k, delta);
+                if c == 0 {
+                    self.small.remove(&k);
+                }
+                c
+            }
+            n if n <= PACKED => {
+                let k = pack(initial, bytes);
+                let c = bump(&mut self.short, k, delta);
+                if c == 0 {
+                    self.short.remove(&k);
+                }
+                c
+            }
+            _ => {
+                let c = bump(&mut self.long, (initial, bytes), delta);
+                if c == 0 {
+                    self.long.remove(&(initial, bytes));
+                }
+                c
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: PackedCounts<'a>) {
+        fn merge_map<K: std::hash::Hash + Eq>(
+            mine: &mut FxHashMap<K, u64>,
+            mut theirs: FxHashMap<K, u64>,
+        ) {
+            if theirs.len() > mine.len() {
+                std::mem::swap(mine, &mut theirs);
+            }
+            for (k, v) in theirs {
+                *mine.entry(k).or_insert(0) += v;
+            }
+        }
+        merge_map(&mut self.small, other.small);
+        merge_map(&mut self.short, other.short);
+        merge_map(&mut self.long, other.long);
+        if self.pairs.is_empty() {
+            self.pairs = other.pairs;
+        } else {
+            for (a, b) in self.pairs.iter_mut().zip(other.pairs) {
+                *a += b;
+            }
+        }
+    }
+
+    /// Distinct strings counted (count above zero).
+    pub fn len(&self) -> usize {
+        self.pairs.iter().filter(|&&c| c > 0).count()
+            + self.small.len()
+            + self.short.len()
+            + self.long.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `n` most frequent strings with a count of `min_count` or more (ties: shorter
+    /// first, then by flag and bytes).
+    pub fn top(&self, n: usize, min_count: u64) -> Vec<((bool, Vec<u8>), u64)> {
+        let keep = |c: u64| c >= min_count.max(1);
+        let pairs = self.pairs.iter().enumerate().filter(|&(_, &c)| keep(c));
+        let mut all: Vec<((bool, Vec<u8>), u64)> = pairs
+            .map(|(at, &c)| ((at >> 16 == 1, vec![(at >> 8) as u8, at as u8]), c))
+            .chain(
+                self.small
+                    .iter()
+                    .filter(|&(_, &c)| keep(c))
+                    .map(|(&k, &c)| (unpack_small(k), c)),
+            )
+            .chain(
+                self.short
+                    .iter()
+                    .filter(|&(_, &c)| keep(c))
+                    .map(|(&k, &c)| (unpack(k), c)),
+            )
+            .chain(
+                self.long
+                    .iter()
+                    .filter(|&(_, &c)| keep(c))
+                    .map(|(&(f, b), &c)| ((f, b.to_vec()), c)),
+            )
+            .collect();
+        let order = |a: &((bool, Vec<u8>), u64), b: &((bool, Vec<u8>), u64)| {
+            b.1.cmp(&a.1)
+                .then(a.0 .1.len().cmp(&b.0 .1.len()))
+                .then(a.0.cmp(&b.0))
+        };
+        if n < all.len() {
+            all.select_nth_unstable_by(n, order);
+            all.truncate(n);
+        }
+        all.sort_unstable_by(order);
+        all
+    }
+}
+
+/// Counts of spans over documents (see [`PackedCounts`]), with a reused pre-token boundary
+/// buffer.
 #[derive(Clone, Debug, Default)]
 pub struct SpanCounts<'a> {
-    pub counts: FxHashMap<(bool, &'a [u8]), u64>,
+    pub counts: PackedCounts<'a>,
+    ptb: Vec<bool>,
 }
 
 impl<'a> SpanCounts<'a> {
@@ -137,59 +326,325 @@ impl<'a> SpanCounts<'a> {
     ) -> Result<()> {
         check_signal(signal, text.len())?;
         let bytes = text.as_bytes();
-        let ptb = boundaries(pre, text)?;
+        let mut ptb = std::mem::take(&mut self.ptb);
+        ptb.clear();
+        ptb.resize(bytes.len(), false);
+        pre.for_each_piece(text, |s, _| ptb[s] = true)?;
+        let counts = &mut self.counts;
         find_spans(bytes, signal, &ptb, constraint, |s, e, initial| {
-            *self.counts.entry((initial, &bytes[s..e])).or_insert(0) += 1;
+            counts.add(initial, &bytes[s..e], 1);
         });
+        self.ptb = ptb;
         Ok(())
     }
 
     pub fn merge(&mut self, other: SpanCounts<'a>) {
-        if other.counts.len() > self.counts.len() {
-            let mine = std::mem::replace(&mut self.counts, other.counts);
-            for (k, v) in mine {
-                *self.counts.entry(k).or_insert(0) += v;
-            }
-            return;
-        }
-        for (k, v) in other.counts {
-            *self.counts.entry(k).or_insert(0) += v;
-        }
+        self.counts.merge(other.counts);
+    }
+
+    /// Distinct spans.
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
     }
 
     /// The `n` most frequent spans (ties: shorter first, then by flag and bytes).
     pub fn top(&self, n: usize) -> Vec<((bool, Vec<u8>), u64)> {
-        let mut all: Vec<((bool, &[u8]), u64)> =
-            self.counts.iter().map(|(&k, &v)| (k, v)).collect();
-        all.sort_unstable_by(|a, b| {
-            b.1.cmp(&a.1)
-                .then(a.0 .1.len().cmp(&b.0 .1.len()))
-                .then(a.0.cmp(&b.0))
-        });
-        all.truncate(n);
-        all.into_iter()
-            .map(|((f, b), c)| ((f, b.to_vec()), c))
-            .collect()
+        self.counts.top(n, 1)
     }
+}
+
+/// The global constraint's vocabulary: segment strings by count (descending; ties as
+/// [`SpanCounts::top`]) and how far the growth went.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GlobalSpans {
+    /// `(word_initial, bytes)` and count of every segment string of two bytes or more that
+    /// occurs at least `min_count` times when the growth stopped.
+    pub tokens: Vec<((bool, Vec<u8>), u64)>,
+    /// Bytes grown into segments (the corpus's lowest-signal bytes).
+    pub steps: usize,
+    /// The signal of the last byte grown, the threshold the growth reached (None: no step).
+    pub threshold: Option<f32>,
+    /// Whether `want` tokens were reached (false: the whole corpus was grown first).
+    pub full: bool,
+}
+
+/// Maps an `f32` to a `u32` with the same order (`-0.0` counts as `0.0`).
+fn ordered_bits(x: f32) -> u32 {
+    let b = (x + 0.0).to_bits();
+    if b >> 31 == 1 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+/// Stable LSD radix sort of `(key, payload)` pairs packed as `key << 32 | payload` by the key
+/// alone: the payloads (positions, pushed in ascending order) break ties.
+fn radix_sort_by_high(v: &mut Vec<u64>) {
+    // Three 11-bit digits, their histograms counted in one pass: memory traffic, not
+    // arithmetic, is the cost here.
+    const BITS: u32 = 11;
+    const SHIFTS: [u32; 3] = [32, 32 + BITS, 32 + 2 * BITS];
+    let mask = (1u64 << BITS) - 1;
+    let mut hists = vec![[0usize; 1 << BITS]; SHIFTS.len()];
+    for &x in v.iter() {
+        for (h, &shift) in hists.iter_mut().zip(&SHIFTS) {
+            h[((x >> shift) & mask) as usize] += 1;
+        }
+    }
+    let mut tmp = vec![0u64; v.len()];
+    for (hist, &shift) in hists.iter_mut().zip(&SHIFTS) {
+        if hist.contains(&v.len()) {
+            continue; // every key has the same digit here
+        }
+        let mut at = 0;
+        for h in hist.iter_mut() {
+            let c = *h;
+            *h = at;
+            at += c;
+        }
+        for &x in v.iter() {
+            let d = &mut hist[((x >> shift) & mask) as usize];
+            tmp[*d] = x;
+            *d += 1;
+        }
+        std::mem::swap(v, &mut tmp);
+    }
+}
+
+/// ByteSpan's global constraint: grows segments in ascending order of the signal (ties by
+/// position) until `want` segment strings occur `min_count` times or more.
+///
+/// Every byte starts outside any segment. Taking bytes from the lowest signal up, a byte joins
+/// the segment just before it unless it starts a pre-token, and the segment just after it
+/// unless that one starts a pre-token: segments are the maximal runs of grown bytes inside one
+/// pre-token. A segment's string is its bytes, with the space before it when that space opens
+/// the pre-token and the segment starts right after it (the same rule as [`find_spans`]); it is
+/// word-initial when the string starts at a pre-token boundary. The counts of all current
+/// segment strings (two bytes or more) are kept as the segments grow; the growth stops as soon
+/// as `want` strings reach `min_count` (checked after every byte, where the reference checks
+/// every thousand bytes and truncates), or when every byte has grown.
+///
+/// `docs[i]` are the bytes of document `i`, `ptbs[i]` its pre-token boundaries (see
+/// [`boundaries`]), `signals[i]` its checked signal. One sort (a radix sort of the signal's
+/// bits) and one pass with interval ends stored at both ends of each segment: O(N) steps, each
+/// hashing at most three segment strings.
+pub fn global_spans(
+    docs: &[&[u8]],
+    ptbs: &[&[bool]],
+    signals: &[&[f32]],
+    want: usize,
+    min_count: u64,
+) -> Result<GlobalSpans> {
+    if min_count == 0 {
+        return Err(Error::Config("min_count must be at least 1".into()));
+    }
+    let total: usize = docs.iter().map(|d| d.len()).sum();
+    if total >= u32::MAX as usize {
+        return Err(Error::Config(format!(
+            "the global constraint takes under 4 GiB of text, not {total} bytes"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(total);
+    let mut ptb = Vec::with_capacity(total);
+    let mut order = Vec::with_capacity(total);
+    if ptbs.len() != docs.len() || signals.len() != docs.len() {
+        return Err(Error::Config(format!(
+            "{} documents, {} boundary arrays and {} signals",
+            docs.len(),
+            ptbs.len(),
+            signals.len()
+        )));
+    }
+    for (i, ((d, p), s)) in docs.iter().zip(ptbs).zip(signals).enumerate() {
+        check_signal(s, d.len()).map_err(|e| in_document(i, e))?;
+        if p.len() != d.len() {
+            return Err(Error::Config(
+                "one pre-token flag per byte is needed".into(),
+            ));
+        }
+        for &x in s.iter() {
+            order.push(u64::from(ordered_bits(x)) << 32 | bytes.len() as u64);
+            bytes.push(0);
+        }
+        let at = bytes.len() - d.len();
+        bytes[at..].copy_from_slice(d);
+        ptb.extend_from_slice(p);
+    }
+    let mut out = GlobalSpans {
+        tokens: Vec::new(),
+        steps: 0,
+        threshold: None,
+        full: want == 0,
+    };
+    if want == 0 {
+        return Ok(out);
+    }
+    radix_sort_by_high(&mut order);
+
+    let bytes = &bytes[..];
+    // Per position: bit 0 starts a pre-token, bit 1 is a space, bit 2 has grown.
+    const PTB: u8 = 1;
+    const SPACE: u8 = 2;
+    const GROWN: u8 = 4;
+    let mut flags: Vec<u8> = ptb
+        .iter()
+        .zip(bytes)
+        .map(|(&p, &b)| (u8::from(p) * PTB) | (u8::from(b == b' ') * SPACE))
+        .collect();
+    drop(ptb);
+    // The string of segment `l..=r` (see above), if two bytes or more.
+    let key = |flags: &[u8], l: usize, r: usize| -> Option<(bool, &[u8])> {
+        let s = if l > 0 && flags[l] & PTB == 0 && flags[l - 1] & (PTB | SPACE) == PTB | SPACE {
+            l - 1
+        } else {
+            l
+        };
+        (r + 1 - s >= 2).then(|| (flags[s] & PTB != 0, &bytes[s..=r]))
+    };
+    // At a segment's right end: its left end; at its left end: its right end (one slot each:
+    // the two ends differ unless the segment is one byte, whose slot holds itself).
+    let mut other_end = vec![0u32; total];
+    let mut counts = PackedCounts::default();
+    let mut qualified = 0usize;
+    // Steps visit random positions: fetch a later step's memory while this one runs.
+    const AHEAD: usize = 12;
+    for (step, &packed) in order.iter().enumerate() {
+        if let Some(&later) = order.get(step + AHEAD) {
+            let u = (later & 0xFFFF_FFFF) as usize;
+            prefetch(&other_end[u]);
+            prefetch(&flags[u]);
+            prefetch(&bytes[u]);
+        }
+        let t = (packed & 0xFFFF_FFFF) as usize;
+        let (mut l, mut r) = (t, t);
+        if t > 0 && flags[t] & PTB == 0 && flags[t - 1] & GROWN != 0 {
+            l = other_end[t - 1] as usize;
+            if let Some((f, b)) = key(&flags, l, t - 1) {
+                if counts.add(f, b, -1) + 1 == min_count {
+                    qualified -= 1;
+                }
+            }
+        }
+        if t + 1 < total && flags[t + 1] & (PTB | GROWN) == GROWN {
+            r = other_end[t + 1] as usize;
+            if let Some((f, b)) = key(&flags, t + 1, r) {
+                if counts.add(f, b, -1) + 1 == min_count {
+                    qualified -= 1;
+                }
+            }
+        }
+        flags[t] |= GROWN;
+        other_end[r] = l as u32;
+        other_end[l] = r as u32;
+        if let Some((f, b)) = key(&flags, l, r) {
+            if counts.add(f, b, 1) == min_count {
+                qualified += 1;
+            }
+        }
+        out.steps = step + 1;
+        if qualified >= want {
+            out.full = true;
+            break;
+        }
+    }
+    if let Some(&last) = order.get(out.steps.wrapping_sub(1)) {
+        let t = (last & 0xFFFF_FFFF) as usize;
+        out.threshold = Some(signal_at(signals, t));
+    }
+    out.tokens = counts.top(want, min_count);
+    Ok(out)
+}
+
+/// A hint that `x` will be read soon (no effect where the target has no prefetch).
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and changes no state the program can observe.
+    #[allow(unused_unsafe)]
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((x as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
+/// The signal value at global position `t` of the concatenated documents.
+fn signal_at(signals: &[&[f32]], mut t: usize) -> f32 {
+    for s in signals {
+        if t < s.len() {
+            return s[t];
+        }
+        t -= s.len();
+    }
+    f32::NAN
 }
 
 /// The `q`-th percentile (0 to 100, linear interpolation, as numpy's default) of the values
 /// that are not zero; None if there are none.
-pub fn percentile_nonzero(signals: &[&[f32]], q: f64) -> Option<f32> {
-    let mut v: Vec<f32> = signals
-        .iter()
-        .flat_map(|s| s.iter().copied())
-        .filter(|&x| x != 0.0)
-        .collect();
-    if v.is_empty() {
+///
+/// Without copying the values: one parallel pass builds a histogram over the top 16 bits of
+/// each value's order-preserving bit pattern, the bucket that holds the wanted rank is read off
+/// it, and a second pass collects only that bucket's values to select from.
+pub fn percentile_nonzero(signals: &[&[f32]], q: f64, threads: usize) -> Option<f32> {
+    const BUCKETS: usize = 1 << 16;
+    let bucket = |x: f32| (ordered_bits(x) >> 16) as usize;
+    // Branch-free: zeros are counted in their bucket, then taken out.
+    let hists = crate::par::fold(
+        signals,
+        threads,
+        || (vec![0u64; BUCKETS], 0u64),
+        |(h, zeros), s| {
+            for &x in s.iter() {
+                h[bucket(x)] += 1;
+                *zeros += u64::from(x == 0.0);
+            }
+        },
+    );
+    let mut hist = vec![0u64; BUCKETS];
+    for (h, zeros) in hists {
+        for (a, b) in hist.iter_mut().zip(h) {
+            *a += b;
+        }
+        hist[bucket(0.0)] -= zeros;
+    }
+    let n: u64 = hist.iter().sum();
+    if n == 0 {
         return None;
     }
-    let pos = q.clamp(0.0, 100.0) / 100.0 * (v.len() - 1) as f64;
-    let lo = pos.floor() as usize;
+    let pos = q.clamp(0.0, 100.0) / 100.0 * (n - 1) as f64;
+    let lo = pos.floor() as u64;
     let frac = pos - lo as f64;
-    let (_, &mut a, rest) = v.select_nth_unstable_by(lo, f32::total_cmp);
-    let a = f64::from(a);
-    let b = if frac > 0.0 && !rest.is_empty() {
+    let hi = if frac > 0.0 && lo + 1 < n { lo + 1 } else { lo };
+    // The buckets that hold ranks `lo` and `hi`, and how many values lie below them.
+    let (mut first, mut below) = (0, 0u64);
+    while below + hist[first] <= lo {
+        below += hist[first];
+        first += 1;
+    }
+    let (mut last, mut upto) = (first, below + hist[first]);
+    while upto <= hi {
+        last += 1;
+        upto += hist[last];
+    }
+    // One more pass collects just those buckets' values (both ranks in one pass).
+    let (lo_bucket, width) = (first as u32, (last - first) as u32);
+    let mut vals: Vec<f32> = crate::par::fold(signals, threads, Vec::new, |v, s| {
+        for &x in s.iter() {
+            if (ordered_bits(x) >> 16).wrapping_sub(lo_bucket) <= width && x != 0.0 {
+                v.push(x);
+            }
+        }
+    })
+    .concat();
+    let (_, &mut x, rest) = vals.select_nth_unstable_by((lo - below) as usize, f32::total_cmp);
+    let a = f64::from(x);
+    let b = if hi > lo {
         f64::from(rest.iter().copied().fold(f32::INFINITY, f32::min))
     } else {
         a
@@ -206,6 +661,9 @@ pub struct SpanVocab {
     continuation: FxHashMap<Vec<u8>, u32>,
     longest: usize,
     pre: PreTokenizer,
+    /// BPE inference: `(left, right) -> merged`, the merged id being the merge's rank.
+    /// Derived on first use (longest match never needs them).
+    merges: std::sync::OnceLock<FxHashMap<(u32, u32), u32>>,
 }
 
 impl SpanVocab {
@@ -244,7 +702,100 @@ impl SpanVocab {
             continuation,
             longest,
             pre,
+            merges: std::sync::OnceLock::new(),
         })
+    }
+
+    fn merge_table(&self) -> &FxHashMap<(u32, u32), u32> {
+        self.merges
+            .get_or_init(|| derive_merges(&self.tokens, &self.initial, &self.continuation))
+    }
+
+    /// Learned tokens that BPE inference can produce (each has a merge).
+    pub fn merge_count(&self) -> usize {
+        self.merge_table().len()
+    }
+
+    /// The merges in rank order: `(left, right)` for each merged id, ascending.
+    pub fn merges(&self) -> Vec<(u32, u32, u32)> {
+        let mut all: Vec<(u32, u32, u32)> = self
+            .merge_table()
+            .iter()
+            .map(|(&(l, r), &m)| (l, r, m))
+            .collect();
+        all.sort_unstable_by_key(|&(_, _, m)| m);
+        all
+    }
+
+    /// BPE inference within each pre-token: from the bytes (the first word-initial, the
+    /// rest continuations), repeatedly merge the adjacent pair whose merged token has the
+    /// smallest id (ties: the leftmost), as HF `tokenizers`' BPE model does.
+    pub fn encode_bpe(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        let bytes = text.as_bytes();
+        let mut work = BpeWork::default();
+        self.pre.for_each_piece(text, |s, e| {
+            self.encode_piece_bpe(&bytes[s..e], &mut work, out)
+        })
+    }
+
+    fn encode_piece_bpe(&self, piece: &[u8], work: &mut BpeWork, out: &mut Vec<u32>) {
+        use std::cmp::Reverse;
+        const NONE: u32 = u32::MAX;
+        let n = piece.len();
+        let merges = self.merge_table();
+        let BpeWork {
+            ids,
+            next,
+            prev,
+            heap,
+        } = work;
+        ids.clear();
+        ids.extend(
+            piece
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| u32::from(b) + if i == 0 { 0 } else { 256 }),
+        );
+        next.clear();
+        next.extend((1..=n as u32).map(|i| if i as usize == n { NONE } else { i }));
+        prev.clear();
+        prev.extend((0..n as u32).map(|i| if i == 0 { NONE } else { i - 1 }));
+        heap.clear();
+        for i in 0..n.saturating_sub(1) {
+            if let Some(&m) = merges.get(&(ids[i], ids[i + 1])) {
+                heap.push(Reverse((m, i as u32)));
+            }
+        }
+        while let Some(Reverse((m, i))) = heap.pop() {
+            let i = i as usize;
+            let j = next[i];
+            // Stale entries: the symbol was merged away or its pair changed.
+            if ids[i] == NONE || j == NONE {
+                continue;
+            }
+            let j = j as usize;
+            if merges.get(&(ids[i], ids[j])) != Some(&m) {
+                continue;
+            }
+            ids[i] = m;
+            ids[j] = NONE;
+            next[i] = next[j];
+            if next[j] != NONE {
+                prev[next[j] as usize] = i as u32;
+            }
+            if prev[i] != NONE {
+                let p = prev[i] as usize;
+                if let Some(&m2) = merges.get(&(ids[p], ids[i])) {
+                    heap.push(Reverse((m2, p as u32)));
+                }
+            }
+            if next[i] != NONE {
+                if let Some(&m2) = merges.get(&(ids[i], ids[next[i] as usize])) {
+                    heap.push(Reverse((m2, i as u32)));
+                }
+            }
+        }
+        out.extend(ids.iter().copied().filter(|&id| id != NONE));
     }
 
     pub fn len(&self) -> usize {
@@ -332,6 +883,52 @@ impl SpanVocab {
         }
         Ok(out)
     }
+}
+
+/// Scratch space for BPE inference, reused across pre-tokens.
+#[derive(Default)]
+struct BpeWork {
+    ids: Vec<u32>,
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u32, u32)>>,
+}
+
+/// Merges that let BPE inference build the vocabulary's tokens from bytes: for each learned
+/// token, in id order, the split into a left part (same kind as the token) and a continuation
+/// right part, both tokens with smaller ids that BPE can already build, whose later part is
+/// earliest (the merge BPE training would have made first), ties to the shorter left part. A
+/// token without such a split gets no merge: longest match can produce it, BPE cannot.
+fn derive_merges(
+    tokens: &[(bool, Vec<u8>)],
+    initial: &FxHashMap<Vec<u8>, u32>,
+    continuation: &FxHashMap<Vec<u8>, u32>,
+) -> FxHashMap<(u32, u32), u32> {
+    let mut buildable = vec![false; tokens.len()];
+    let mut merges = FxHashMap::default();
+    for (id, (flag, bytes)) in tokens.iter().enumerate() {
+        if bytes.len() == 1 {
+            buildable[id] = true;
+            continue;
+        }
+        let left_map = if *flag { initial } else { continuation };
+        let best = (1..bytes.len())
+            .filter_map(|k| {
+                let l = *left_map.get(&bytes[..k])?;
+                let r = *continuation.get(&bytes[k..])?;
+                let ok = (l as usize) < id
+                    && (r as usize) < id
+                    && buildable[l as usize]
+                    && buildable[r as usize];
+                ok.then_some((l.max(r), k, l, r))
+            })
+            .min();
+        if let Some((_, _, l, r)) = best {
+            buildable[id] = true;
+            merges.insert((l, r), id as u32);
+        }
+    }
+    merges
 }
 
 /// Calls `f` for each adjacent pair of `seq` as a left-to-right merge would see them: a run of
@@ -593,11 +1190,40 @@ mod tests {
     #[test]
     fn percentile_like_numpy() {
         let v = [0.0f32, 1.0, 2.0, 3.0, 4.0, 0.0];
-        assert_eq!(percentile_nonzero(&[&v], 0.0), Some(1.0));
-        assert_eq!(percentile_nonzero(&[&v], 100.0), Some(4.0));
-        assert_eq!(percentile_nonzero(&[&v[..3], &v[3..]], 50.0), Some(2.5));
-        assert_eq!(percentile_nonzero(&[&v], 30.0), Some(1.9));
-        assert_eq!(percentile_nonzero(&[&[0.0f32]], 30.0), None);
+        assert_eq!(percentile_nonzero(&[&v], 0.0, 1), Some(1.0));
+        assert_eq!(percentile_nonzero(&[&v], 100.0, 1), Some(4.0));
+        assert_eq!(percentile_nonzero(&[&v[..3], &v[3..]], 50.0, 2), Some(2.5));
+        assert_eq!(percentile_nonzero(&[&v], 30.0, 1), Some(1.9));
+        assert_eq!(percentile_nonzero(&[&[0.0f32]], 30.0, 1), None);
+        // Against a full sort, on values that share histogram buckets and values that do not.
+        let mut x = 12345u64;
+        let mut vals = Vec::new();
+        for i in 0..5000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = (x >> 40) as f32 / (1u64 << 24) as f32;
+            vals.push(match i % 4 {
+                0 => 0.0,
+                1 => r * 1e-3,
+                2 => -r,
+                _ => 1.0 + r,
+            });
+        }
+        let mut sorted: Vec<f64> = vals
+            .iter()
+            .filter(|&&v| v != 0.0)
+            .map(|&v| f64::from(v))
+            .collect();
+        sorted.sort_by(f64::total_cmp);
+        for q in [0.0, 7.5, 30.0, 50.0, 99.9, 100.0] {
+            let pos = q / 100.0 * (sorted.len() - 1) as f64;
+            let lo = pos.floor() as usize;
+            let hi = (lo + 1).min(sorted.len() - 1);
+            let want = (sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)) as f32;
+            let parts: Vec<&[f32]> = vals.chunks(700).collect();
+            assert_eq!(percentile_nonzero(&parts, q, 2), Some(want), "q = {q}");
+        }
     }
 
     #[test]
@@ -606,5 +1232,120 @@ mod tests {
         assert!(check_signal(&[1.0, f32::NAN], 2).is_err());
         assert!(check_signal(&[1.0, f32::INFINITY], 2).is_err());
         assert!(check_signal(&[1.0, 2.0], 2).is_ok());
+    }
+
+    fn global(texts: &[&str], signals: &[&[f32]], want: usize, min_count: u64) -> GlobalSpans {
+        let pre = PreTokenizer::new("gpt2").expect("pattern");
+        let ptbs: Vec<Vec<bool>> = texts
+            .iter()
+            .map(|t| boundaries(&pre, t).expect("ptb"))
+            .collect();
+        let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+        let refs: Vec<&[bool]> = ptbs.iter().map(Vec::as_slice).collect();
+        global_spans(&docs, &refs, signals, want, min_count).expect("global")
+    }
+
+    fn shown(g: &GlobalSpans) -> Vec<(bool, String, u64)> {
+        g.tokens
+            .iter()
+            .map(|((f, b), c)| (*f, String::from_utf8_lossy(b).into_owned(), *c))
+            .collect()
+    }
+
+    #[test]
+    fn global_grows_segments_from_the_lowest_signal() {
+        let sig: &[f32] = &[9.0, 1.0, 2.0, 3.0, 9.0, 1.0, 2.0, 3.0];
+        // The two "c"s grow first; each takes in the space that opens its pre-token.
+        let g = global(&[" cat cat"], &[sig], 1, 2);
+        assert_eq!(shown(&g), vec![(true, " c".into(), 2)]);
+        assert_eq!((g.steps, g.threshold, g.full), (2, Some(1.0), true));
+        // Asking for more: " c" becomes " ca", then " cat"; the spaces join last. Only one
+        // string ever reaches the count, so the whole corpus grows.
+        let g = global(&[" cat cat"], &[sig], 2, 2);
+        assert_eq!(shown(&g), vec![(true, " cat".into(), 2)]);
+        assert_eq!((g.steps, g.full), (8, false));
+        // Nothing asked: nothing grows.
+        let g = global(&[" cat cat"], &[sig], 0, 2);
+        assert!(g.tokens.is_empty() && g.steps == 0 && g.full);
+    }
+
+    #[test]
+    fn global_never_crosses_pre_tokens_or_documents() {
+        // "ab", ".", "cd" are three pre-tokens; all signals equal (ties by position).
+        let g = global(&["ab.cd", "ef"], &[&[0.0; 5], &[0.0; 2]], 10, 1);
+        assert_eq!(
+            shown(&g),
+            vec![
+                (true, "ab".into(), 1),
+                (true, "cd".into(), 1),
+                (true, "ef".into(), 1)
+            ]
+        );
+        // Continuation segments: the high-signal "x" never joins, "yz" does not start a
+        // pre-token and takes no space.
+        let g = global(&[" xyz"], &[&[9.0, 9.0, 1.0, 1.0]], 1, 1);
+        assert_eq!(shown(&g), vec![(false, "yz".into(), 1)]);
+    }
+
+    #[test]
+    fn global_rejects_bad_input() {
+        let pre = PreTokenizer::new("gpt2").expect("pattern");
+        let ptb = boundaries(&pre, "ab").expect("ptb");
+        let docs: &[&[u8]] = &[b"ab"];
+        assert!(global_spans(docs, &[&ptb], &[&[1.0]], 1, 1).is_err());
+        assert!(global_spans(docs, &[&ptb], &[&[1.0, f32::NAN]], 1, 1).is_err());
+        assert!(global_spans(docs, &[&ptb], &[&[1.0, 2.0]], 1, 0).is_err());
+        assert!(global_spans(docs, &[], &[&[1.0, 2.0]], 1, 1).is_err());
+    }
+
+    #[test]
+    fn radix_sort_orders_floats_stably() {
+        let xs = [3.5f32, -1.0, 0.0, -0.0, 2.0, -7.25, 2.0, f32::MAX, f32::MIN];
+        let mut v: Vec<u64> = xs
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| u64::from(ordered_bits(x)) << 32 | i as u64)
+            .collect();
+        radix_sort_by_high(&mut v);
+        let got: Vec<usize> = v.iter().map(|&p| (p & 0xFFFF_FFFF) as usize).collect();
+        let mut want: Vec<usize> = (0..xs.len()).collect();
+        want.sort_by(|&a, &b| (xs[a] + 0.0).total_cmp(&(xs[b] + 0.0)).then(a.cmp(&b)));
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn bpe_inference_follows_the_merge_order() {
+        let pre = PreTokenizer::new("gpt2").expect("pattern");
+        let learned = vec![
+            (false, b"bc".to_vec()),
+            (true, b"ab".to_vec()),
+            (true, b"xyz".to_vec()),
+        ];
+        let v = SpanVocab::new(&learned, pre).expect("vocab");
+        // "bc" (512) is merged before "ab" (513); "xyz" has no split into tokens.
+        assert_eq!(
+            v.merges(),
+            vec![(98 + 256, 99 + 256, 512), (97, 98 + 256, 513)]
+        );
+        let mut bpe = Vec::new();
+        v.encode_bpe("abc xyz", &mut bpe).expect("encode");
+        assert_eq!(bpe, vec![97, 512, 32, 120 + 256, 121 + 256, 122 + 256]);
+        let mut longest = Vec::new();
+        v.encode("abc xyz", &mut longest).expect("encode");
+        assert_eq!(
+            longest,
+            vec![513, 99 + 256, 32, 120 + 256, 121 + 256, 122 + 256]
+        );
+        // Repeated pairs merge left to right without overlap.
+        let v = SpanVocab::new(
+            &[(false, b"aa".to_vec()), (false, b"aaaa".to_vec())],
+            PreTokenizer::new("gpt2").expect("pattern"),
+        )
+        .expect("vocab");
+        let mut ids = Vec::new();
+        v.encode_bpe("aaaaaaa", &mut ids).expect("encode");
+        // a|a a|a a|a a -> a|aa aa aa -> a|aaaa aa
+        assert_eq!(ids, vec![97, 513, 512]);
+        assert_eq!(v.decode(&ids).expect("decode"), b"aaaaaaa");
     }
 }

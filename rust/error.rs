@@ -31,6 +31,10 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
+    /// A per-byte signal that does not fit its text: wrong length, NaN or infinite values.
+    #[error("{0}")]
+    Signal(String),
+
     /// The training corpus holds no text at all.
     #[error("the training corpus is empty: no text was seen")]
     EmptyCorpus,

@@ -77,6 +77,96 @@ def test_span_finding_matches_the_reference(text, seed, combined):
     )
 
 
+def pre_token_starts(text):
+    data = text.encode()
+    ptb = [False] * len(data)
+    at = 0
+    for piece in _core.pretokenize(text, PATTERNS["gpt2"]):
+        if piece:
+            ptb[at] = True
+        at += len(piece.encode())
+    return ptb
+
+
+def reference_global(texts, signals, want, min_count):
+    """The global constraint from its definition, recounting every segment after every byte:
+    bytes grow from the lowest signal up (ties by position in the corpus); segments are the
+    maximal runs of grown bytes inside one pre-token; a segment's string takes in the space
+    before it when that space opens its pre-token; stop as soon as `want` strings of two bytes
+    or more occur `min_count` times."""
+    data = b"".join(t.encode() for t in texts)
+    ptb = [f for t in texts for f in pre_token_starts(t)]
+    sig = [float(x) for s in signals for x in s]
+    grown = [False] * len(data)
+
+    def segment_counts():
+        counts = collections.Counter()
+        t = 0
+        while t < len(data):
+            if grown[t]:
+                left = t
+                while t + 1 < len(data) and grown[t + 1] and not ptb[t + 1]:
+                    t += 1
+                if left > 0 and not ptb[left] and ptb[left - 1] and data[left - 1] == 32:
+                    left -= 1
+                if t + 1 - left >= 2:
+                    counts[(ptb[left], data[left : t + 1])] += 1
+            t += 1
+        return counts
+
+    good = {}
+    steps = 0
+    if want > 0:
+        for t in sorted(range(len(data)), key=lambda t: (sig[t], t)):
+            grown[t] = True
+            steps += 1
+            good = {k: c for k, c in segment_counts().items() if c >= min_count}
+            if len(good) >= want:
+                break
+    ranked = sorted(good.items(), key=lambda kc: (-kc[1], len(kc[0][1]), kc[0]))
+    return [(f, b, c) for (f, b), c in ranked[:want]], steps
+
+
+GLOBAL_WORDS = [" the", " cat", "the", ".", " ", "  ", "a", " a", "\n", "é", "##", "ab"]
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from(GLOBAL_WORDS), max_size=25), min_size=1, max_size=4),
+    st.integers(0, 2**31),
+    st.integers(0, 8),
+    st.integers(1, 3),
+)
+def test_global_constraint_matches_the_reference(docs, seed, want, min_count):
+    texts = ["".join(d) for d in docs]
+    rng = np.random.default_rng(seed)
+    signals = [rng.integers(0, 4, size=len(t.encode())).astype(np.float32) for t in texts]
+    got, steps, threshold, full = _core.global_spans(
+        texts, signals, PATTERNS["gpt2"], want, min_count, 2
+    )
+    expected, expected_steps = reference_global(texts, signals, want, min_count)
+    assert got == expected
+    assert steps == expected_steps
+    assert full == (len(expected) >= want)
+    if steps:
+        assert threshold == sorted(float(x) for s in signals for x in s)[steps - 1]
+
+
+def test_global_boundary_rules():
+    # Pre-tokens " cat", " sat", ".", " on": the spaces have a high signal, the rest low.
+    text = " cat sat. on"
+    sig = np.array([9, 1, 1, 1, 9, 1, 1, 1, 1, 9, 1, 1], np.float32)
+    got, steps, threshold, full = _core.global_spans([text], [sig], PATTERNS["gpt2"], 3, 1, 1)
+    # Segments take in the space that opens their pre-token; "." grows (step 7) but joins
+    # neither " sat" nor " on"; the third string (" o") arrives at step 8, and growth stops.
+    assert got == [(True, b" o", 1), (True, b" cat", 1), (True, b" sat", 1)]
+    assert (steps, threshold, full) == (8, 1.0, True)
+    # Word-internal segments are continuations; the spaces stay out of them.
+    sig = np.array([9, 9, 1, 1, 9, 9, 1, 1, 9, 9, 9, 1], np.float32)
+    got, steps, *_ = _core.global_spans([text], [sig], PATTERNS["gpt2"], 1, 2, 1)
+    assert got == [(False, b"at", 2)] and steps == 4
+
+
 def reference_encode(vocab: ByteSpan, text: str) -> list[int]:
     initial = {}
     cont = {}
@@ -202,7 +292,7 @@ def test_bad_input():
     sig = [np.ones(11, np.float32), np.ones(7, np.float32)]
     with pytest.raises(ConfigError, match="at least 512"):
         train_bytespan(docs, vocab_size=300, signals=sig)
-    with pytest.raises(InvalidInputError, match="signal values"):
+    with pytest.raises(InvalidInputError, match="document 0: the signal has 5 values for 11"):
         train_bytespan(docs, vocab_size=600, signals=[np.ones(5, np.float32), sig[1]])
     with pytest.raises(InvalidInputError, match="NaN"):
         train_bytespan(docs, vocab_size=600, signals=[np.full(11, np.nan, np.float32), sig[1]])
@@ -210,8 +300,22 @@ def test_bad_input():
         train_bytespan(docs, vocab_size=600, signals=sig[:1])
     with pytest.raises(EmptyCorpusError):
         train_bytespan(["", ""], vocab_size=600, signals=[])
-    with pytest.raises(ConfigError, match="global"):
-        train_bytespan(docs, vocab_size=600, signals=sig, constraint="global")
+    with pytest.raises(ConfigError, match="constraint"):
+        train_bytespan(docs, vocab_size=600, signals=sig, constraint="globl")
+    with pytest.raises(ConfigError, match="min_count"):
+        train_bytespan(docs, vocab_size=600, signals=sig, constraint="global", min_count=0)
+    with pytest.raises(InvalidInputError, match=r"not finite at byte 0 \(inf\)"):
+        train_bytespan(
+            docs,
+            vocab_size=600,
+            signals=[sig[0], np.full(7, np.inf, np.float32)],
+            constraint="global",
+        )
+    # The core checks too, whoever calls it.
+    with pytest.raises(InvalidInputError, match="document 1"):
+        _core.global_spans(docs, [sig[0], np.ones(3, np.float32)], PATTERNS["gpt2"], 5)
+    with pytest.raises(InvalidInputError, match="finite"):
+        _core.global_spans(docs, [sig[0], np.full(7, np.nan, np.float32)], PATTERNS["gpt2"], 5)
     with pytest.raises(InvalidInputError, match="zero everywhere"):
         train_bytespan(
             docs, vocab_size=600, signals=[np.zeros(11, np.float32), np.zeros(7, np.float32)]
@@ -244,6 +348,17 @@ def test_cli_train_encode_decode(tmp_path):
     assert back.read_bytes() == corpus.read_bytes()
     r = runner.invoke(main, [*args[:-1], "--vocab-size", "10"])
     assert r.exit_code != 0
+    more = ["--constraint", "global", "--min-count", "3", "--inference", "bpe"]
+    r = runner.invoke(main, [*args, "entropy", *more])
+    assert r.exit_code == 0, r.output
+    tok = toklab.load(out)
+    assert tok.metadata["constraint"] == "global" and tok.metadata["min_count"] == 3
+    assert tok.inference == "bpe"
+    r = runner.invoke(main, ["info", str(out)])
+    assert r.exit_code == 0 and "ByteSpan" in r.output and "inference:      bpe" in r.output
+    assert tok.decode(tok.encode(corpus.read_text(encoding="utf-8"))) == corpus.read_text(
+        encoding="utf-8"
+    )
 
 
 @settings(max_examples=100, deadline=None)
@@ -345,3 +460,261 @@ def test_seeding_keeps_the_top_spans_then_fills():
         assert seeded.decode(seeded.encode(d)) == d
     with pytest.raises(ConfigError, match="proportion"):
         train_bytespan(docs, vocab_size=600, signals=sig, building="seeding", proportion=2)
+
+
+def test_train_with_the_global_constraint():
+    docs = ["the cat sat on the mat. " * 3, "a theme of the thing", "unthinkable things"] * 20
+    rng = np.random.default_rng(0)
+    sig = [rng.gamma(2.0, 1.0, size=len(d.encode())).astype(np.float32) for d in docs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", toklab.TokLabWarning)
+        v = train_bytespan(docs, vocab_size=532, signals=sig, constraint="global", min_count=5)
+        seeded = train_bytespan(
+            docs,
+            vocab_size=600,
+            signals=sig,
+            constraint="global",
+            min_count=5,
+            building="seeding",
+            proportion=532 / 600,
+        )
+    found, steps, threshold, full = _core.global_spans(docs, sig, PATTERNS["gpt2"], 20, 5)
+    assert full and v.learned() == [(f, b) for f, b, _ in found]
+    assert v.metadata["constraint"] == "global" and v.metadata["threshold"] == threshold
+    assert v.metadata["grown_share"] == steps / sum(map(len, sig)) < 1
+    assert seeded.learned()[:20] == v.learned() and seeded.vocab_size > 532  # BPE filled
+    for d in docs[:3]:
+        assert v.decode(v.encode(d)) == d and seeded.decode(seeded.encode(d)) == d
+
+
+def test_balanced_multilingual_vocabulary():
+    from toklab.data import default_corpus, udhr
+
+    english = [d for d in next(default_corpus(["shakespeare"]))[:100_000].split("\n\n") if d]
+    russian = [line for line in udhr()["rus"]["text"].splitlines() if line]
+    docs = english + russian
+    labels = ["en"] * len(english) + ["ru"] * len(russian)
+    rng = np.random.default_rng(0)
+    sig = [rng.integers(0, 6, size=len(d.encode())).astype(np.float32) for d in docs]
+    n = 40
+    plain = train_bytespan(docs, vocab_size=ALPHABET + n, signals=sig)
+    balanced = train_bytespan(docs, vocab_size=ALPHABET + n, signals=sig, languages=labels)
+    assert balanced.metadata["balanced_languages"] == {"en": n // 2, "ru": n // 2}
+
+    # English has 5 times the bytes: unbalanced, it takes most of the vocabulary.
+    def cyrillic(tokens):
+        return sum(any(0xD0 <= c <= 0xD3 for c in b) for _, b in tokens)
+
+    assert cyrillic(plain.learned()) < n // 4
+    assert cyrillic(balanced.learned()) == n // 2
+    # Exactly: each language's own ranking (same threshold), taken in turns, skipping repeats.
+    threshold = _core.signal_percentile(sig, 30.0)
+    rankings = []
+    for lang in ["en", "ru"]:
+        idx = [i for i, x in enumerate(labels) if x == lang]
+        got = _core.span_counts(
+            [docs[i] for i in idx], [sig[i] for i in idx], PATTERNS["gpt2"], threshold
+        )
+        rankings.append(iter([(f, b) for f, b, _ in got]))
+    expected = []
+    while len(expected) < n:
+        for ranking in rankings:
+            expected.append(next(t for t in ranking if t not in expected))
+    assert balanced.learned() == expected
+    for d in docs[:3] + docs[-3:]:
+        assert balanced.decode(balanced.encode(d)) == d
+    # With the global constraint and with seeding too.
+    for kw in [
+        {"constraint": "global", "min_count": 2},
+        {"building": "seeding", "proportion": 0.95},
+    ]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", toklab.TokLabWarning)
+            v = train_bytespan(docs, vocab_size=ALPHABET + n, signals=sig, languages=labels, **kw)
+        shares = v.metadata["balanced_languages"]
+        assert abs(shares["en"] - shares["ru"]) <= 1 and shares["en"] > 0
+    # Labels follow the documents as given (empty ones dropped with their labels) or the
+    # non-empty ones; any other count is an error.
+    v = train_bytespan(["", *docs], vocab_size=ALPHABET + n, signals=sig, languages=["ru", *labels])
+    assert v.learned() == balanced.learned()
+    with pytest.raises(InvalidInputError, match="language labels"):
+        train_bytespan(docs, vocab_size=ALPHABET + n, signals=sig, languages=labels[:-1])
+
+
+def test_doctests():
+    import doctest
+
+    import toklab.bytespan
+
+    failed, tried = doctest.testmod(toklab.bytespan)
+    assert tried > 0 and failed == 0
+
+
+def reference_merges(vocab: ByteSpan) -> dict[tuple[int, int], int]:
+    """The merge rule, slowly: for each learned token in id order, among its splits into a
+    left token of its kind and a continuation token, both with smaller ids and buildable by
+    earlier merges, the one whose later part is earliest (ties: the shorter left part)."""
+    tokens = [(vocab.is_word_initial(i), vocab.token_bytes(i)) for i in range(vocab.vocab_size)]
+    index = {t: i for i, t in enumerate(tokens)}
+    buildable = set(range(ALPHABET))
+    merges = {}
+    for i in range(ALPHABET, len(tokens)):
+        flag, data = tokens[i]
+        options = []
+        for k in range(1, len(data)):
+            left, right = index.get((flag, data[:k])), index.get((False, data[k:]))
+            if left in buildable and right in buildable and max(left, right) < i:
+                options.append((max(left, right), k, left, right))
+        if options:
+            _, _, left, right = min(options)
+            merges[(left, right)] = i
+            buildable.add(i)
+    return merges
+
+
+def reference_bpe_encode(merges: dict[tuple[int, int], int], text: str) -> list[int]:
+    """Textbook BPE per pre-token: merge the lowest-ranked adjacent pair, leftmost first."""
+    out = []
+    for piece in _core.pretokenize(text, PATTERNS["gpt2"]):
+        data = piece.encode()
+        seq = [data[0]] + [256 + b for b in data[1:]]
+        while True:
+            found = [(merges[p], i) for i, p in enumerate(itertools.pairwise(seq)) if p in merges]
+            if not found:
+                break
+            rank, i = min(found)
+            seq[i : i + 2] = [rank]
+        out += seq
+    return out
+
+
+BPE_WORDS = [
+    *WORDS,
+    " t",
+    " th",
+    "he",
+    "hel",
+    "lo",
+    "ab",
+    "abl",
+    "le",
+    "bel",
+    "iev",
+    "#",
+    "###",
+    " a",
+    "aa",
+    "aaa",
+    "aaaa",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from(BPE_WORDS), max_size=30),
+    st.lists(st.sampled_from([*BPE_WORDS, " ", "x", "\n"]), max_size=20),
+    st.text(max_size=40),
+)
+def test_bpe_inference_matches_the_reference_and_hf(chosen, pieces, noise):
+    tokenizers = pytest.importorskip("tokenizers")
+    import json
+
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in noise):
+        return
+    vocab = ByteSpan([(w.startswith(" "), w.encode()) for w in chosen], inference="bpe")
+    merges = reference_merges(vocab)
+    assert {(a, b): m for a, b, m in vocab.merges()} == merges
+    hf = tokenizers.Tokenizer.from_str(json.dumps(vocab.to_hf()))
+    for text in ["".join(pieces), noise, "".join(pieces) + noise]:
+        ids = vocab.encode(text)
+        assert ids.tolist() == reference_bpe_encode(merges, text)
+        assert vocab.decode(ids) == text
+        assert hf.encode(text).ids == ids.tolist()
+        assert hf.decode(ids.tolist()) == text
+
+
+def test_bpe_inference_on_a_trained_vocabulary(tmp_path):
+    from toklab.data import default_corpus
+
+    text = next(default_corpus(["shakespeare"]))[:60_000]
+    docs = [d for d in text.split("\n\n") if d]
+    rng = np.random.default_rng(0)
+    sig = [rng.gamma(2.0, 1.0, size=len(d.encode())).astype(np.float32) for d in docs]
+    for building in ["frequency", "seeding"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", toklab.TokLabWarning)
+            longest = train_bytespan(docs, vocab_size=1200, signals=sig, building=building)
+        bpe = longest.with_inference("bpe")
+        assert bpe.learned() == longest.learned() and bpe.inference == "bpe"
+        merges = {(a, b): m for a, b, m in bpe.merges()}
+        assert merges == reference_merges(bpe)
+        ids = bpe.encode(text)
+        assert bpe.decode(ids) == text
+        assert bpe.encode(text[:5000]).tolist() == reference_bpe_encode(merges, text[:5000])
+        # Nearly every learned token has a merge that builds it.
+        assert len(merges) >= 0.95 * (bpe.vocab_size - ALPHABET)
+        # Saved, loaded and exported with its inference.
+        bpe.save(tmp_path / "bpe.json")
+        again = toklab.load(tmp_path / "bpe.json")
+        assert again.inference == "bpe" and again.encode(text).tolist() == ids.tolist()
+        assert pickle.loads(pickle.dumps(bpe)).inference == "bpe"
+        tokenizers = pytest.importorskip("tokenizers")
+        bpe.save_hf(tmp_path / "tokenizer.json")
+        hf = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+        assert hf.encode(text).ids == ids.tolist()
+    with pytest.raises(ConfigError, match="inference"):
+        ByteSpan([], inference="wordpiece")
+
+
+def test_bad_input_on_the_new_paths():
+    docs = ["hello world", "foo bar"]
+    sig = [np.ones(11, np.float32), np.ones(7, np.float32)]
+    regex = PATTERNS["gpt2"]
+    # Wrong lengths and non-finite values, whichever constraint and building.
+    for kw in [
+        {"constraint": "global"},
+        {"constraint": "monotonic"},
+        {"languages": ["a", "b"]},
+        {"building": "seeding", "proportion": 0.99},
+    ]:
+        with pytest.raises(InvalidInputError, match="document 1: the signal has 6 values"):
+            train_bytespan(docs, vocab_size=600, signals=[sig[0], np.ones(6, np.float32)], **kw)
+        with pytest.raises(InvalidInputError, match="not finite at byte 3"):
+            bad = sig[0].copy()
+            bad[3] = -np.inf
+            train_bytespan(docs, vocab_size=600, signals=[bad, sig[1]], **kw)
+    # Signals that are not numbers, or not one value per byte.
+    with pytest.raises(InvalidInputError, match="numbers"):
+        train_bytespan(docs, vocab_size=600, signals=[["a"] * 11, sig[1]])
+    with pytest.raises(InvalidInputError, match="1-d"):
+        train_bytespan(docs, vocab_size=600, signals=[np.ones((11, 1), np.float32), sig[1]])
+    with pytest.raises(InvalidInputError, match="float32"):
+        _core.span_counts(docs, [np.ones(11), sig[1]], regex)
+    with pytest.raises(ConfigError, match="2 texts but 1 signals"):
+        _core.global_spans(docs, sig[:1], regex, 5)
+    # Empty corpus and too small a vocabulary, with the new options too.
+    with pytest.raises(EmptyCorpusError):
+        train_bytespan([""], vocab_size=600, signals=[], constraint="global", languages=["x"])
+    with pytest.raises(ConfigError, match="at least 512"):
+        train_bytespan(docs, vocab_size=511, signals=sig, constraint="global")
+    with pytest.raises(ConfigError, match="inference"):
+        train_bytespan(docs, vocab_size=600, signals=sig, inference="wordpiece")
+    with pytest.raises(ConfigError, match="inference"):
+        ByteSpan([]).with_inference("greedy")
+    with pytest.raises(toklab.UnknownTokenError):
+        ByteSpan([], inference="bpe").decode([512])
+
+
+def test_signals_are_read_in_place_or_copied_alike():
+    text = "the cat sat on the mat, the cat sat"
+    n = len(text.encode())
+    sig = np.random.default_rng(0).integers(0, 4, size=2 * n).astype(np.float32)
+    strided = sig[::2]  # not contiguous: copied
+    contiguous = np.ascontiguousarray(strided)
+    assert not strided.flags["C_CONTIGUOUS"]
+    for f in [
+        lambda s: _core.span_counts([text, ""], [s, np.zeros(0, np.float32)], PATTERNS["gpt2"]),
+        lambda s: _core.global_spans([text], [s], PATTERNS["gpt2"], 3, 1),
+        lambda s: _core.signal_percentile([s], 30.0),
+    ]:
+        assert f(strided) == f(contiguous)

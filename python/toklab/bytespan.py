@@ -7,16 +7,25 @@ inference.
 2. **Spans** (Rust, one linear pass): a byte and the run of bytes after it over which the
    signal falls (``monotonic``), or falls or stays under the ``percentile``-th percentile of all
    signal values (``combined``, default 30); the reference's pre-token rules (absorb the space
-   that opens a pre-token; never cross a pre-token boundary). See ``rust/bytespan.rs``.
+   that opens a pre-token; never cross a pre-token boundary). Or the ``global`` constraint:
+   bytes join segments from the lowest signal up (one sort, interval merging) until the
+   vocabulary's worth of segment strings occur ``min_count`` times (default 20), under the same
+   pre-token rules. See ``rust/bytespan.rs``.
 3. **Vocabulary by frequency**: the byte alphabet twice (word-initial and continuation, so every
    input encodes), then the most frequent spans.
 4. **Inference**: within each pre-token, the longest word-initial token, then the longest
-   continuation tokens. Tokens are raw bytes plus a flag, never markers, so
-   ``decode(encode(x)) == x`` for any text, ``##`` and all.
+   continuation tokens (``inference="longest"``, the paper's). Or ``inference="bpe"``: BPE
+   merges over the same vocabulary. A ByteSpan vocabulary has no merge history (spans are
+   counted, not merged), so merges are derived for every token: its split into two smaller
+   tokens (left of its kind, right a continuation) that BPE can already build, the one whose
+   later part came first; merges apply in id order. A token with no such split is never
+   produced by BPE (``len(merges())`` says how many can be built: nearly all, in practice;
+   99.8% of a 4k Shakespeare vocabulary from a random signal). Tokens are raw bytes plus a
+   flag, never markers, so ``decode(encode(x)) == x`` for any text, ``##`` and all, under
+   both.
 
 Vocabulary by seeding (spans first, then BPE fill) is here too, and :meth:`ByteSpan.to_hf`
-exports a ``tokenizer.json`` that gives the same ids. Not yet here (issue 7): the global
-constraint, the balanced multilingual option and BPE-merge inference.
+exports a ``tokenizer.json`` that gives the same ids.
 
 >>> vocab = ByteSpan([(True, b" the"), (False, b"ing")])
 >>> ids = vocab.encode(" the thing")
@@ -32,6 +41,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -68,14 +78,26 @@ class ByteSpan:
         learned: Sequence[tuple[bool, bytes]],
         pattern: str = "gpt2",
         metadata: dict[str, Any] | None = None,
+        inference: Literal["longest", "bpe"] = "longest",
     ) -> None:
         from toklab.bpe import PATTERNS
 
+        if inference not in ("longest", "bpe"):
+            raise ConfigError(f"inference must be 'longest' or 'bpe', got {inference!r}")
         self.pattern = pattern
+        self.inference = inference
         self._regex = PATTERNS.get(pattern, pattern)
         self._core = _core.SpanVocab([(bool(f), bytes(b)) for f, b in learned], self._regex)
-        self._tokens = [self._core.token(i) for i in range(len(self._core))]
+        self._tokens = self._core.tokens()
         self.metadata = dict(metadata or {})
+
+    def with_inference(self, inference: Literal["longest", "bpe"]) -> ByteSpan:
+        """The same vocabulary with another inference method."""
+        return ByteSpan(self.learned(), self.pattern, self.metadata, inference)
+
+    def merges(self) -> list[tuple[int, int, int]]:
+        """BPE inference's merges, ``(left, right, merged)`` ids, by rank (the merged id)."""
+        return self._core.merges()
 
     @property
     def vocab_size(self) -> int:
@@ -86,7 +108,10 @@ class ByteSpan:
         return {}
 
     def __repr__(self) -> str:
-        return f"ByteSpan(vocab_size={self.vocab_size}, pattern={self.pattern!r})"
+        return (
+            f"ByteSpan(vocab_size={self.vocab_size}, pattern={self.pattern!r}, "
+            f"inference={self.inference!r})"
+        )
 
     def is_word_initial(self, token_id: int) -> bool:
         return bool(self._token(token_id)[0])
@@ -104,7 +129,7 @@ class ByteSpan:
     def encode(self, text: str) -> np.ndarray:
         if not isinstance(text, str):
             raise TypeError(f"text must be str, not {type(text).__name__}")
-        return ids_from_buffer(self._core.encode(text))
+        return ids_from_buffer(self._core.encode(text, self.inference == "bpe"))
 
     def encode_batch(self, texts: Iterable[str]) -> list[np.ndarray]:
         return [self.encode(t) for t in texts]
@@ -121,8 +146,9 @@ class ByteSpan:
 
     def to_hf(self) -> dict[str, Any]:
         """A HF ``tokenizer.json`` (as a dict) that encodes to the same ids: a WordPiece model
-        over GPT-2's byte-level alphabet, continuation tokens prefixed by ``⁂`` (a character
-        that byte-level text never contains, so nothing collides), no length limit, and an
+        (longest match) or a BPE model with the merges (``inference="bpe"``) over GPT-2's
+        byte-level alphabet, continuation tokens prefixed by ``⁂`` (a character that byte-level
+        text never contains, so nothing collides), no length limit, and for WordPiece an
         unknown token at the last id that is never produced. It decodes exactly too."""
         from toklab._hf import bytes_to_unicode
         from toklab.bpe import PATTERNS
@@ -130,11 +156,34 @@ class ByteSpan:
         if self._regex != PATTERNS["gpt2"]:
             raise ConfigError("the HF export needs the gpt2 pre-tokenization pattern")
         table = bytes_to_unicode()
-        vocab: dict[str, int] = {}
-        for i, (initial, data) in enumerate(self._tokens):
-            text = "".join(table[b] for b in data)
-            vocab[("" if initial else CONTINUATION) + text] = i
+        names: list[str] = []
+        for initial, data in self._tokens:
+            names.append(("" if initial else CONTINUATION) + "".join(table[b] for b in data))
+        vocab = {name: i for i, name in enumerate(names)}
         vocab[UNK] = len(self._tokens)
+        model: dict[str, Any] = {
+            "type": "WordPiece",
+            "unk_token": UNK,
+            "continuing_subword_prefix": CONTINUATION,
+            "max_input_chars_per_word": 1 << 30,
+            "vocab": vocab,
+        }
+        if self.inference == "bpe":
+            # HF's BPE with a continuation prefix is the same algorithm: the merged token is
+            # left + right without its prefix, and merges apply in list order (our ids).
+            del vocab[UNK]
+            model = {
+                "type": "BPE",
+                "dropout": None,
+                "unk_token": None,
+                "continuing_subword_prefix": CONTINUATION,
+                "end_of_word_suffix": None,
+                "fuse_unk": False,
+                "byte_fallback": False,
+                "ignore_merges": False,
+                "vocab": vocab,
+                "merges": [[names[a], names[b]] for a, b, _ in self.merges()],
+            }
         return {
             "version": "1.0",
             "truncation": None,
@@ -164,13 +213,7 @@ class ByteSpan:
                     },
                 ],
             },
-            "model": {
-                "type": "WordPiece",
-                "unk_token": UNK,
-                "continuing_subword_prefix": CONTINUATION,
-                "max_input_chars_per_word": 1 << 30,
-                "vocab": vocab,
-            },
+            "model": model,
         }
 
     def save_hf(self, path: str | os.PathLike[str]) -> None:
@@ -183,6 +226,7 @@ class ByteSpan:
                 "format": _FORMAT,
                 "version": _VERSION,
                 "pattern": self.pattern,
+                "inference": self.inference,
                 "metadata": self.metadata,
                 "tokens": [
                     [int(f), base64.b64encode(b).decode("ascii")] for f, b in self.learned()
@@ -200,7 +244,9 @@ class ByteSpan:
             if data.get("version") != _VERSION:
                 raise CorruptFileError(f"ByteSpan file version {data.get('version')!r}")
             learned = [(bool(f), base64.b64decode(b, validate=True)) for f, b in data["tokens"]]
-            return cls(learned, data["pattern"], data.get("metadata"))
+            return cls(
+                learned, data["pattern"], data.get("metadata"), data.get("inference", "longest")
+            )
         except CorruptFileError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -210,7 +256,7 @@ class ByteSpan:
         Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ByteSpan, (self.learned(), self.pattern, self.metadata))
+        return (ByteSpan, (self.learned(), self.pattern, self.metadata, self.inference))
 
 
 def byte_signals(
@@ -293,8 +339,9 @@ def train_bytespan(
     *,
     vocab_size: int = 16_384,
     signal: Literal["entropy", "surprisal"] = "entropy",
-    constraint: Literal["monotonic", "combined"] = "combined",
+    constraint: Literal["monotonic", "combined", "global"] = "combined",
     percentile: float = 30.0,
+    min_count: int = 20,
     signals: Sequence[np.ndarray] | None = None,
     byte_lm: Any = None,
     lm_preset: str = "small",
@@ -307,21 +354,37 @@ def train_bytespan(
     cache_dir: str | os.PathLike[str] | None = None,
     num_threads: int | None = None,
     progress: bool | None = None,
+    languages: Sequence[str] | None = None,
+    inference: Literal["longest", "bpe"] = "longest",
 ) -> ByteSpan:
-    """Trains a ByteSpan vocabulary by frequency (see the module).
+    """Trains a ByteSpan vocabulary (see the module).
 
     Args:
         corpus: documents, as ``train_bpe`` takes them (None: the embedded corpus).
         signals: per-byte signal arrays, one per document (skips the byte LM).
         byte_lm: a byte-level :class:`toklab.lm.LanguageModel`; default: one trained here on
             the corpus (``lm_preset``, ``lm_budget_bytes``, default one pass).
+        constraint: ``"monotonic"``, ``"combined"`` or ``"global"`` (see the module).
         percentile: the combined constraint's threshold, a percentile of all signal values.
+        min_count: the global constraint's count threshold: it grows segments until the
+            vocabulary's worth of segment strings (``vocab_size``, or ``proportion *
+            vocab_size`` for seeding, less the alphabet) occur this often.
         building: ``"frequency"`` (the most frequent spans) or ``"seeding"``: the most frequent
             spans up to ``proportion * vocab_size`` ids (alphabet included), then BPE over the
             corpus's pre-tokens, each first segmented by longest match, merging the most frequent
             adjacent pair (non-overlapping counts) until the vocabulary is full. ``proportion=0``
             is a BPE vocabulary with longest-match inference (the brief's "BPEWP"), and needs no
             signal.
+        inference: the returned tokenizer's inference, ``"longest"`` or ``"bpe"`` (see the
+            module; :meth:`ByteSpan.with_inference` switches it later).
+        languages: one language label per document (of the corpus as given, or of its
+            non-empty documents, like ``signals``) for a **balanced multilingual** vocabulary:
+            spans are ranked within each language and taken round-robin across languages
+            (sorted by label), each turn the language's most frequent span not yet taken, so
+            every language gets an equal share of the learned spans (a language that runs out
+            leaves its turns to the others). The combined constraint's threshold is one
+            percentile over all languages; the global constraint grows each language's segments
+            separately. Seeding's BPE fill runs over the pooled corpus.
     """
     from toklab.data import iter_texts
 
@@ -332,29 +395,42 @@ def train_bytespan(
         )
     if signal not in ("entropy", "surprisal"):
         raise ConfigError(f"signal must be 'entropy' or 'surprisal', got {signal!r}")
-    if constraint not in ("monotonic", "combined"):
+    if constraint not in ("monotonic", "combined", "global"):
         raise ConfigError(
-            f"constraint must be 'monotonic' or 'combined', got {constraint!r} (the global "
-            "constraint is not implemented yet)"
+            f"constraint must be 'monotonic', 'combined' or 'global', got {constraint!r}"
         )
+    if inference not in ("longest", "bpe"):
+        raise ConfigError(f"inference must be 'longest' or 'bpe', got {inference!r}")
+    if not isinstance(min_count, int) or min_count < 1:
+        raise ConfigError(f"min_count must be a positive integer, got {min_count!r}")
     if building not in ("frequency", "seeding"):
         raise ConfigError(f"building must be 'frequency' or 'seeding', got {building!r}")
     if not 0.0 <= proportion <= 1.0:
         raise ConfigError(f"proportion must be in [0, 1], got {proportion}")
     if not 0.0 <= percentile <= 100.0:
         raise ConfigError(f"percentile must be in [0, 100], got {percentile}")
-    texts = [t for t in iter_texts(corpus) if t]
+    docs = list(iter_texts(corpus))
+    texts = [t for t in docs if t]
     if not texts:
         raise EmptyCorpusError("the corpus holds no text")
+    if languages is not None:
+        languages = [str(x) for x in languages]
+        if len(languages) == len(docs) != len(texts):
+            languages = [x for x, t in zip(languages, docs, strict=True) if t]
+        if len(languages) != len(texts):
+            raise InvalidInputError(
+                f"{len(languages)} language labels for {len(docs)} documents "
+                f"({len(texts)} not empty)"
+            )
     from toklab.bpe import PATTERNS
 
     regex = PATTERNS.get(pattern, pattern)
     if building == "seeding" and int(proportion * vocab_size) <= ALPHABET:
         # No spans kept: plain BPE over the alphabet, no signal needed.
         full = _core.SpanVocab([], regex).fill_with_bpe(texts, vocab_size)
-        learned = [full.token(i) for i in range(ALPHABET, len(full))]
+        learned = full.tokens()[ALPHABET:]
         meta = {"vocab_building": "seeding", "proportion": proportion, "pattern": pattern}
-        return _finish(learned, vocab_size, pattern, meta)
+        return _finish(learned, vocab_size, pattern, meta, inference)
     if signals is None:
         if byte_lm is None:
             import toklab.lm as lm
@@ -371,44 +447,113 @@ def train_bytespan(
             ).lm
         pairs = cached_signals(byte_lm, texts, cache_dir)
         signals = [p[0] if signal == "surprisal" else p[1] for p in pairs]
-    signals = [np.ascontiguousarray(s, dtype=np.float32) for s in signals]
+    # Lengths and finiteness are checked in Rust (InvalidInputError), with no copy here.
+    try:
+        signals = [np.ascontiguousarray(s, dtype=np.float32) for s in signals]
+    except (ValueError, TypeError) as e:
+        raise InvalidInputError(f"signals must be arrays of numbers: {e}") from None
     if len(signals) != len(texts):
         raise InvalidInputError(f"{len(signals)} signal arrays for {len(texts)} documents")
-    for i, (t, s) in enumerate(zip(texts, signals, strict=True)):
-        n = len(t.encode("utf-8"))
-        if s.ndim != 1 or len(s) != n:
-            raise InvalidInputError(f"document {i}: {s.shape} signal values for {n} bytes")
-        if not np.isfinite(s).all():
-            raise InvalidInputError(f"document {i}: the signal has NaN or infinite values")
-    threshold = None
-    if constraint == "combined":
-        threshold = _core.signal_percentile(signals, float(percentile))
-        if threshold is None:
-            raise InvalidInputError("the signal is zero everywhere")
-    counts = _core.span_counts(
-        texts, signals, regex, threshold, 0 if num_threads is None else num_threads
-    )
-    spans = [(f, b) for f, b, _ in counts if len(b) > 1]
+    if any(s.ndim != 1 for s in signals):
+        raise InvalidInputError("each document's signal must be a 1-d array")
+    threads = 0 if num_threads is None else num_threads
+    keep = vocab_size - ALPHABET
     if building == "seeding":
         keep = max(0, int(proportion * vocab_size) - ALPHABET)
-        full = _core.SpanVocab(spans[:keep], regex).fill_with_bpe(texts, vocab_size)
-        learned = [full.token(i) for i in range(ALPHABET, len(full))]
+    threshold: Any = None
+    grown: Any = None
+    if constraint == "combined":
+        threshold = _core.signal_percentile(signals, float(percentile), threads)
+        if threshold is None:
+            raise InvalidInputError("the signal is zero everywhere")
+
+    def ranked(texts: list[str], signals: list[np.ndarray]) -> tuple[list, Any, Any]:
+        if constraint == "global":
+            found, steps, reached, _ = _core.global_spans(
+                texts, signals, regex, keep, min_count, threads
+            )
+            share = steps / max(1, sum(len(s) for s in signals))
+            return [(f, b) for f, b, _ in found], reached, share
+        counts = _core.span_counts(texts, signals, regex, threshold, threads, keep)
+        return [(f, b) for f, b, _ in counts], threshold, None
+
+    if languages is None:
+        spans, threshold, grown = ranked(texts, signals)
+        shares = None
     else:
-        learned = spans[: vocab_size - ALPHABET]
+        per_language = {}
+        for lang in sorted(set(languages)):
+            idx = [i for i, x in enumerate(languages) if x == lang]
+            try:
+                per_language[lang] = ranked([texts[i] for i in idx], [signals[i] for i in idx])
+            except InvalidInputError as e:
+                # Say which document of the corpus, not of the language.
+                m = re.match(r"document (\d+): (.*)", str(e), re.S)
+                if m is None:
+                    raise
+                raise InvalidInputError(f"document {idx[int(m[1])]}: {m[2]}") from None
+        spans, shares = round_robin({k: v[0] for k, v in per_language.items()}, keep)
+        if constraint == "global":
+            threshold = {k: v[1] for k, v in per_language.items()}
+            grown = {k: v[2] for k, v in per_language.items()}
+    if building == "seeding":
+        full = _core.SpanVocab(spans[:keep], regex).fill_with_bpe(texts, vocab_size)
+        learned = full.tokens()[ALPHABET:]
+    else:
+        learned = spans[:keep]
     meta = {
         "signal": signal,
         "constraint": constraint,
         "percentile": percentile if constraint == "combined" else None,
         "threshold": threshold,
+        "min_count": min_count if constraint == "global" else None,
+        "grown_share": grown,
         "vocab_building": building,
         "proportion": proportion if building == "seeding" else None,
         "pattern": pattern,
     }
-    return _finish(learned, vocab_size, pattern, meta)
+    if shares is not None:
+        meta["balanced_languages"] = shares
+    return _finish(learned, vocab_size, pattern, meta, inference)
+
+
+def round_robin(
+    ranked: dict[str, list[tuple[bool, bytes]]], n: int
+) -> tuple[list[tuple[bool, bytes]], dict[str, int]]:
+    """Up to ``n`` tokens taken in turns from each language's ranking (languages in key
+    order), each turn the language's best token not yet taken; returns them and how many each
+    language contributed.
+
+    >>> round_robin({"a": [(True, b"xy"), (True, b"zz")], "b": [(True, b"xy"), (True, b"q!")]}, 3)
+    ([(True, b'xy'), (True, b'q!'), (True, b'zz')], {'a': 2, 'b': 1})
+    """
+    taken: list[tuple[bool, bytes]] = []
+    seen: set[tuple[bool, bytes]] = set()
+    shares = dict.fromkeys(ranked, 0)
+    at = dict.fromkeys(ranked, 0)
+    live = list(ranked)
+    while live and len(taken) < n:
+        for lang in list(live):
+            if len(taken) >= n:
+                break
+            tokens = ranked[lang]
+            while at[lang] < len(tokens) and tokens[at[lang]] in seen:
+                at[lang] += 1
+            if at[lang] == len(tokens):
+                live.remove(lang)
+                continue
+            seen.add(tokens[at[lang]])
+            taken.append(tokens[at[lang]])
+            shares[lang] += 1
+    return taken, shares
 
 
 def _finish(
-    learned: list[tuple[bool, bytes]], vocab_size: int, pattern: str, meta: dict[str, Any]
+    learned: list[tuple[bool, bytes]],
+    vocab_size: int,
+    pattern: str,
+    meta: dict[str, Any],
+    inference: Literal["longest", "bpe"],
 ) -> ByteSpan:
     if len(learned) < vocab_size - ALPHABET:
         warnings.warn(
@@ -417,4 +562,4 @@ def _finish(
             TokLabWarning,
             stacklevel=3,
         )
-    return ByteSpan(learned, pattern, meta)
+    return ByteSpan(learned, pattern, meta, inference)

@@ -111,12 +111,19 @@ def main() -> None:
 )
 @click.option(
     "--constraint",
-    type=click.Choice(["monotonic", "combined"]),
+    type=click.Choice(["monotonic", "combined", "global"]),
     default="combined",
     show_default=True,
     help="ByteSpan: how bytes group into spans.",
 )
 @click.option("--percentile", type=float, default=30.0, show_default=True, help="ByteSpan.")
+@click.option(
+    "--min-count",
+    type=int,
+    default=20,
+    show_default=True,
+    help="ByteSpan global: how often a segment must occur to count toward the vocabulary.",
+)
 @click.option(
     "--building",
     type=click.Choice(["frequency", "seeding"]),
@@ -126,6 +133,13 @@ def main() -> None:
 )
 @click.option(
     "--proportion", type=float, default=0.5, show_default=True, help="ByteSpan seeding: q."
+)
+@click.option(
+    "--inference",
+    type=click.Choice(["longest", "bpe"]),
+    default="longest",
+    show_default=True,
+    help="ByteSpan: longest match, or BPE merges derived from the vocabulary.",
 )
 @click.option(
     "--lm-preset", default="small", show_default=True, help="ByteSpan / Equal-Info: the byte LM."
@@ -158,15 +172,17 @@ def train(
     signal: str,
     constraint: str,
     percentile: float,
+    min_count: int,
     building: str,
     proportion: float,
+    inference: str,
     lm_preset: str,
     lm_budget: str | None,
     device: str,
     cache_dir: str | None,
     errors: str,
 ) -> None:
-    """Train byte-level BPE (or ByteSpan) on FILES (paths, directories or globs).
+    """Train byte-level BPE (or ByteSpan, or Equal-Info) on FILES (paths, directories or globs).
 
     With no FILES, trains on the embedded default corpus (12 MB of English).
 
@@ -199,6 +215,8 @@ def train(
             threads,
             building,
             proportion,
+            min_count,
+            inference,
         )
         return
     corpus = list(files) if files else None
@@ -270,6 +288,8 @@ def _train_bytespan(
     threads: int | None,
     building: str = "frequency",
     proportion: float = 0.5,
+    min_count: int = 20,
+    inference: str = "longest",
 ) -> None:
     from toklab.bytespan import train_bytespan
 
@@ -281,6 +301,8 @@ def _train_bytespan(
             signal=signal,  # type: ignore[arg-type]
             constraint=constraint,  # type: ignore[arg-type]
             percentile=percentile,
+            min_count=min_count,
+            inference=inference,  # type: ignore[arg-type]
             lm_preset=lm_preset,
             lm_budget_bytes=int(_amount(lm_budget)) if lm_budget else None,
             device=device,
@@ -441,6 +463,12 @@ def info(tokenizer: str, longest: int) -> None:
     Example:
       toklab info bpe.json
     """
+    from toklab.bytespan import ByteSpan
+
+    any_tok = _load_any(tokenizer)
+    if isinstance(any_tok, ByteSpan):
+        _info_bytespan(any_tok, longest)
+        return
     tok = _load(tokenizer)
     vocab = tok.vocab()
     special_ids = set(tok.special_tokens.values())
@@ -458,6 +486,20 @@ def info(tokenizer: str, longest: int) -> None:
         (i for i in range(len(vocab)) if i not in special_ids), key=lambda i: (-len(vocab[i]), i)
     )
     shown = ", ".join(repr(vocab[i].decode("utf-8", "replace")) for i in order[:longest])
+    click.echo(f"longest tokens: {shown}")
+
+
+def _info_bytespan(tok: Any, longest: int) -> None:
+    learned = tok.learned()
+    click.echo("type:           ByteSpan (toklab format)")
+    click.echo(f"vocab size:     {tok.vocab_size} (512 bytes + {len(learned)} learned)")
+    click.echo(f"inference:      {tok.inference} ({len(tok.merges())} merges)")
+    click.echo(f"pattern:        {tok.pattern}")
+    for key in ("signal", "constraint", "vocab_building", "balanced_languages"):
+        if tok.metadata.get(key) is not None:
+            click.echo(f"{key + ':':<15} {tok.metadata[key]}")
+    order = sorted(range(len(learned)), key=lambda i: (-len(learned[i][1]), i))
+    shown = ", ".join(repr(learned[i][1].decode("utf-8", "replace")) for i in order[:longest])
     click.echo(f"longest tokens: {shown}")
 
 

@@ -42,7 +42,7 @@ pub(crate) fn to_py(e: Error) -> PyErr {
     let msg = e.to_string();
     match e {
         Error::Pattern { .. } | Error::PreTokenize(_) => raise("PatternError", msg),
-        Error::InvalidUtf8 { .. } => raise("InvalidInputError", msg),
+        Error::InvalidUtf8 { .. } | Error::Signal(_) => raise("InvalidInputError", msg),
         Error::EmptyCorpus => raise("EmptyCorpusError", msg),
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             PyFileNotFoundError::new_err(msg)
@@ -785,36 +785,71 @@ impl PySplitTable {
     }
 }
 
-/// Per-byte signals from float32 buffers (numpy arrays).
-fn signals_from_py(py: Python<'_>, signals: &[Bound<'_, PyAny>]) -> PyResult<Vec<Vec<f32>>> {
-    signals
-        .iter()
-        .map(|s| {
-            pyo3::buffer::PyBuffer::<f32>::get(s)
-                .map_err(|_| raise("InvalidInputError", "signals must be float32 arrays".into()))?
-                .to_vec(py)
-        })
-        .collect()
+/// Per-byte signals from float32 buffers (numpy arrays), read in place: contiguous buffers are
+/// borrowed, not copied (12 MB of text has 48 MB of signal); others are copied.
+struct Signals {
+    bufs: Vec<pyo3::buffer::PyBuffer<f32>>,
+    copies: Vec<Option<Vec<f32>>>,
+}
+
+impl Signals {
+    fn new(py: Python<'_>, signals: &[Bound<'_, PyAny>]) -> PyResult<Self> {
+        let mut bufs = Vec::with_capacity(signals.len());
+        let mut copies = Vec::with_capacity(signals.len());
+        for s in signals {
+            let buf = pyo3::buffer::PyBuffer::<f32>::get(s).map_err(|_| {
+                raise(
+                    "InvalidInputError",
+                    "signals must be aligned float32 arrays".into(),
+                )
+            })?;
+            copies.push(if buf.is_c_contiguous() && buf.item_count() > 0 {
+                None
+            } else {
+                Some(buf.to_vec(py)?)
+            });
+            bufs.push(buf);
+        }
+        Ok(Self { bufs, copies })
+    }
+
+    fn slices(&self) -> Vec<&[f32]> {
+        self.bufs
+            .iter()
+            .zip(&self.copies)
+            .map(|(buf, copy)| match (copy, buf.as_slice_ptr()) {
+                (None, Some(ptr)) => {
+                    // SAFETY: the buffer is C-contiguous, aligned for f32 (checked by `get`),
+                    // non-empty, and stays exported while `self` holds it. Like any reader that
+                    // releases the GIL over a numpy array, this assumes no other thread writes
+                    // to the array during the call.
+                    unsafe { ptr.as_ref() }
+                }
+                (Some(v), _) => v.as_slice(),
+                (None, None) => &[],
+            })
+            .collect()
+    }
 }
 
 /// The `q`-th percentile of the non-zero values of float32 signals (None: all zero).
 #[pyfunction]
+#[pyo3(signature = (signals, q, num_threads=0))]
 fn signal_percentile(
     py: Python<'_>,
     signals: Vec<Bound<'_, PyAny>>,
     q: f64,
+    num_threads: usize,
 ) -> PyResult<Option<f32>> {
-    let signals = signals_from_py(py, &signals)?;
-    Ok(py.detach(|| {
-        let refs: Vec<&[f32]> = signals.iter().map(Vec::as_slice).collect();
-        crate::bytespan::percentile_nonzero(&refs, q)
-    }))
+    let signals = Signals::new(py, &signals)?;
+    let refs = signals.slices();
+    Ok(py.detach(|| crate::bytespan::percentile_nonzero(&refs, q, num_threads)))
 }
 
 /// Counts ByteSpan spans over documents and their per-byte signals (float32 buffers), on all
-/// threads; returns `(word_initial, bytes, count)` by count (descending).
+/// threads; returns `(word_initial, bytes, count)` by count (descending), the first `limit`.
 #[pyfunction]
-#[pyo3(signature = (texts, signals, pattern, threshold=None, num_threads=0))]
+#[pyo3(signature = (texts, signals, pattern, threshold=None, num_threads=0, limit=None))]
 fn span_counts(
     py: Python<'_>,
     texts: Vec<PyBackedStr>,
@@ -822,6 +857,7 @@ fn span_counts(
     pattern: &str,
     threshold: Option<f32>,
     num_threads: usize,
+    limit: Option<usize>,
 ) -> PyResult<Vec<(bool, Py<PyBytes>, u64)>> {
     if texts.len() != signals.len() {
         return Err(to_py(Error::Config(format!(
@@ -830,7 +866,8 @@ fn span_counts(
             signals.len()
         ))));
     }
-    let signals = signals_from_py(py, &signals)?;
+    let signals = Signals::new(py, &signals)?;
+    let signals = signals.slices();
     let pre = PreTokenizer::new(pattern).map_err(to_py)?;
     let constraint = match threshold {
         None => Constraint::Monotonic,
@@ -846,7 +883,7 @@ fn span_counts(
                 || (SpanCounts::default(), None),
                 |(acc, err), &i| {
                     if err.is_none() {
-                        if let Err(e) = acc.add(&pre, &texts[i], &signals[i], constraint) {
+                        if let Err(e) = acc.add(&pre, &texts[i], signals[i], constraint) {
                             *err = Some((i, e));
                         }
                     }
@@ -863,15 +900,60 @@ fn span_counts(
                 total.merge(counts);
             }
             if let Some((i, e)) = first_err {
-                return Err(Error::Config(format!("document {i}: {e}")));
+                return Err(crate::bytespan::in_document(i, e));
             }
-            Ok(total.top(usize::MAX))
+            Ok(total.top(limit.unwrap_or(usize::MAX)))
         })
         .map_err(to_py)?;
     Ok(top
         .into_iter()
         .map(|((initial, bytes), n)| (initial, PyBytes::new(py, &bytes).unbind(), n))
         .collect())
+}
+
+/// ByteSpan's global constraint over documents and their float32 signals: grows segments in
+/// ascending signal order until `want` segment strings occur `min_count` times; returns
+/// `(tokens, steps, threshold, full)` with tokens as `(word_initial, bytes, count)` by count.
+#[pyfunction]
+#[pyo3(signature = (texts, signals, pattern, want, min_count=20, num_threads=0))]
+#[allow(clippy::type_complexity)]
+fn global_spans(
+    py: Python<'_>,
+    texts: Vec<PyBackedStr>,
+    signals: Vec<Bound<'_, PyAny>>,
+    pattern: &str,
+    want: usize,
+    min_count: u64,
+    num_threads: usize,
+) -> PyResult<(Vec<(bool, Py<PyBytes>, u64)>, usize, Option<f32>, bool)> {
+    if texts.len() != signals.len() {
+        return Err(to_py(Error::Config(format!(
+            "{} texts but {} signals",
+            texts.len(),
+            signals.len()
+        ))));
+    }
+    let signals = Signals::new(py, &signals)?;
+    let sig_refs = signals.slices();
+    let pre = PreTokenizer::new(pattern).map_err(to_py)?;
+    let got = py
+        .detach(|| -> crate::error::Result<_> {
+            let ptbs = crate::par::map(&texts, num_threads, |t| {
+                crate::bytespan::boundaries(&pre, t)
+            })
+            .into_iter()
+            .collect::<crate::error::Result<Vec<_>>>()?;
+            let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+            let ptb_refs: Vec<&[bool]> = ptbs.iter().map(Vec::as_slice).collect();
+            crate::bytespan::global_spans(&docs, &ptb_refs, &sig_refs, want, min_count)
+        })
+        .map_err(to_py)?;
+    let tokens = got
+        .tokens
+        .into_iter()
+        .map(|((initial, bytes), n)| (initial, PyBytes::new(py, &bytes).unbind(), n))
+        .collect();
+    Ok((tokens, got.steps, got.threshold, got.full))
 }
 
 /// A ByteSpan vocabulary with longest-match inference.
@@ -905,11 +987,38 @@ impl PySpanVocab {
         Ok((*flag, PyBytes::new(py, bytes)))
     }
 
-    fn encode<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyByteArray>> {
+    /// `(word_initial, bytes)` of every token, in id order.
+    fn tokens<'py>(&self, py: Python<'py>) -> Vec<(bool, Bound<'py, PyBytes>)> {
+        self.inner
+            .tokens()
+            .iter()
+            .map(|(flag, bytes)| (*flag, PyBytes::new(py, bytes)))
+            .collect()
+    }
+
+    /// Longest-match inference, or BPE inference over the derived merges with `bpe=True`.
+    #[pyo3(signature = (text, bpe=false))]
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        bpe: bool,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
         let mut ids = Vec::with_capacity(text.len() / 3 + 1);
-        py.detach(|| self.inner.encode(text, &mut ids))
-            .map_err(to_py)?;
+        py.detach(|| {
+            if bpe {
+                self.inner.encode_bpe(text, &mut ids)
+            } else {
+                self.inner.encode(text, &mut ids)
+            }
+        })
+        .map_err(to_py)?;
         ids_to_py(py, &ids)
+    }
+
+    /// BPE inference's merges, `(left, right, merged)` by rank (the merged id).
+    fn merges(&self) -> Vec<(u32, u32, u32)> {
+        self.inner.merges()
     }
 
     fn decode_bytes<'py>(
@@ -947,6 +1056,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySpanVocab>()?;
     coding::register(m)?;
     m.add_function(wrap_pyfunction!(span_counts, m)?)?;
+    m.add_function(wrap_pyfunction!(global_spans, m)?)?;
     m.add_function(wrap_pyfunction!(signal_percentile, m)?)?;
     m.add_function(wrap_pyfunction!(count_files, m)?)?;
     m.add_function(wrap_pyfunction!(count_iter, m)?)?;
