@@ -50,7 +50,7 @@ def main() -> None:
 
     text = next(default_corpus())  # technical English (Debian documentation), 4.8 MB
     m1_text = text[: int(1_500_000 * s)]
-    m2_text = text[2_500_000 : 2_500_000 + int(400_000 * s)]
+    m2_text = text[2_500_000 : 2_500_000 + int(800_000 * s)]
     held_text = text[-int(60_000 * max(1.0, s / 4)) :]
     m2_docs, held = _docs(m2_text, 4096), _docs(held_text, 4096)
     out: dict[str, object] = {"scale": s, "device": args.device}
@@ -117,7 +117,7 @@ def main() -> None:
         )
         return row
 
-    budget = int(800_000 * s)  # two passes over the M2 text
+    budget = int(3_200_000 * s)  # four passes over the M2 text
     for name, tok in tokenizers.items():
         rows[name] = run(name, tok, budget)
     # Equal steps: bytes trained for EI's number of steps (same batch and sequence length).
