@@ -102,7 +102,39 @@ def main() -> None:
                 failed += ei.decode(t) != d
             except Exception:
                 failed += 1
-        out[f"{rule}_failed_share"] = failed / len(docs)
+        out[f"{rule}_failed_docs_share"] = failed / len(docs)
+        # Window by window: does each window decode to exactly its bytes?
+        bad = total = 0
+        for d in docs[:20]:
+            raw = d.encode()
+            pos = 0
+            for value, n, escape in ei.windows_batch([raw])[0]:
+                total += 1
+                if escape:
+                    pos += 1
+                    continue
+                if rule == "straddle":
+                    dec = _core.WindowDecoders([value], 16, 32, 14, ei.max_window_bytes)
+                    got = bytearray()
+                    while dec.active():
+                        lp = lm.next_byte_logprobs([bytes(got)]).astype(np.float32)
+                        b = dec.step(lp)[0]
+                        if b >= 0:
+                            got.append(b)
+                    length = len(got)
+                else:
+                    dec = _core.LesterDecoders(
+                        [value], [len(raw) - pos], rule == "lester-delay", 16, 32, 14,
+                        ei.max_window_bytes,
+                    )  # fmt: skip
+                    got = bytearray()
+                    while dec.active():
+                        lp = lm.next_byte_logprobs([bytes(got)]).astype(np.float32)
+                        got.append(dec.step(lp)[0])
+                    length = dec.lengths()[0]
+                bad += length != n or bytes(got[:length]) != raw[pos : pos + n]
+                pos += n
+        out[f"{rule}_failed_windows_share"] = bad / total
         out[f"{rule}_bytes_per_token"] = sum(len(d.encode()) for d in docs) / sum(map(len, ids))
 
     try:

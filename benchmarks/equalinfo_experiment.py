@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
 import torch
@@ -104,15 +105,20 @@ def main() -> None:
             progress=False,
         )
         ev = evaluate(res.lm, held)
+        held_tokens = sum(len(tok.encode(d)) for d in held)  # type: ignore[attr-defined]
+        held_bytes = sum(len(d.encode()) for d in held)
         row = {
             "bits_per_byte": ev.bits_per_byte,
+            # A model that learned nothing (uniform over the vocabulary) scores this:
+            "uniform_bits_per_byte": math.log2(tok.vocab_size) * held_tokens / held_bytes,  # type: ignore[attr-defined]
             "steps": res.steps,
             "bytes_seen": res.bytes_seen,
             "bytes_per_token": res.corpus_bytes_per_token,
             "seconds": time.perf_counter() - t0,
         }
         print(
-            f"M2 over {name:16s}: {ev.bits_per_byte:.3f} bits/byte, {res.steps} steps, "
+            f"M2 over {name:16s}: {ev.bits_per_byte:.3f} bits/byte "
+            f"(uniform {row['uniform_bits_per_byte']:.3f}), {res.steps} steps, "
             f"{res.corpus_bytes_per_token:.2f} bytes/token ({row['seconds']:.0f} s)"
         )
         return row

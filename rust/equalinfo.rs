@@ -507,7 +507,9 @@ fn shortest_value(cfg: &WindowConfig, tr: &Track) -> Option<u128> {
 
 /// Lester's greedy window: as many bytes as fit, coded as the shortest enclosed bitstring.
 /// With `delay`, a window never ends on a byte that added no bits to the code (Lester's "delay"
-/// variant, which needs no look-ahead when decoding). `Escape` when not even one byte fits.
+/// variant, decoded without look-ahead: the first prefix whose code matches). Neither rule is
+/// always decodable (see the tests); toklab's own rule, [`encode_window`], is. `Escape` when not
+/// even one byte fits.
 pub fn encode_window_lester(
     cfg: &WindowConfig,
     logits: &[f32],

@@ -319,20 +319,20 @@ def test_coder_primitives_given_cdfs(ngram: NGramByteLM) -> None:
 
 
 def test_lester_rules(ngram: NGramByteLM) -> None:
-    """Lester's windows: the delay variant always decodes (with the length header); the
-    look-ahead rule sometimes decodes a window wrongly, and the header's CRC then says so."""
+    """Lester's windows: the look-ahead rule and (less often) the delay variant decode some
+    windows wrongly; the header's CRC then says so: never a silently wrong text."""
     texts = [*SAMPLES, TRAIN[:700], "zzzz qqqq xxxx " * 20]
     delay = EqualInfo(ngram, 16, 8, rule="lester-delay", max_window_bytes=24, segment_bytes=100)
-    assert delay.decode_batch(delay.encode_batch(texts)) == texts
     look = EqualInfo(ngram, 16, 8, rule="lester", max_window_bytes=24, segment_bytes=100)
-    ok = failed = 0
-    for text in texts:
-        try:
-            assert look.decode(look.encode(text)) == text
-            ok += 1
-        except CorruptTokensError:
-            failed += 1
-    assert ok >= 1
+    ok = {"delay": 0, "look": 0}
+    for name, ei in (("delay", delay), ("look", look)):
+        for text in texts:
+            try:
+                assert ei.decode(ei.encode(text)) == text
+                ok[name] += 1
+            except CorruptTokensError:
+                pass
+    assert ok["delay"] >= ok["look"] >= 1, ok
     # Lester's greedy windows hold at least as many bytes as the delay variant's.
     body = [len(look.encode(t)) for t in texts[-2:]], [len(delay.encode(t)) for t in texts[-2:]]
     assert sum(body[0]) <= sum(body[1])

@@ -303,9 +303,11 @@ class EqualInfo:
     ``batch_rows`` (the fixed batch shape of the GPT); ``rule``: ``"straddle"`` (toklab's: every
     window decodes exactly, without look-ahead), or Lester et al.'s greedy windows coded as the
     shortest enclosed bitstring, decoded with one byte of look-ahead (``"lester"``: ambiguous
-    when the next byte re-encodes to the same bits, so some windows decode wrongly and the
-    header's CRC then fails) or with the "delay" variant (``"lester-delay"``: never ends a window
-    on a byte that adds no bits; decodes exactly, with a length header for the end).
+    when the next byte re-encodes to the same bits) or with the "delay" variant
+    (``"lester-delay"``: never ends a window on a byte that adds no bits, decoded at the first
+    matching prefix, which is still wrong when an earlier prefix's shorter code pads to the same
+    bits). Both need the length header for the end of the text; where a window decodes wrongly,
+    the header's CRC fails (:class:`~toklab.errors.CorruptTokensError`), never silently.
     """
 
     def __init__(
