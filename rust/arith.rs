@@ -62,7 +62,7 @@ impl Precision {
     }
 
     #[inline]
-    fn full(&self) -> u64 {
+    pub fn full(&self) -> u64 {
         (1u64 << self.state_bits) - 1
     }
     #[inline]
@@ -248,48 +248,49 @@ impl Interval {
     }
 
     /// Narrows to the symbol with cumulative counts `[c_lo, c_hi)` and renormalises, calling
-    /// `emit(bit, pending)` for every determined bit (followed by `pending` opposite bits) and
-    /// `shift()` once per doubling (for a decoder's value register).
+    /// `emit(bits, n, pending)` for the `n` determined bits (most significant first; `pending`
+    /// bits opposite to the first one follow the first) and `shift(n, sub)` for each shift of
+    /// the frame (a decoder's register becomes `((reg - sub) << n) & mask | next n bits`).
+    ///
+    /// The leading bits that `low` and `high` share leave in one step (no branch per bit);
+    /// then underflow steps, one at a time, until the interval straddles the middle widely.
     #[inline]
     pub fn narrow(
         &mut self,
         p: Precision,
         c_lo: u32,
         c_hi: u32,
-        mut emit: impl FnMut(bool, u32),
-        mut shift: impl FnMut(u64),
+        mut emit: impl FnMut(u64, u32, u32),
+        mut shift: impl FnMut(u32, u64),
     ) {
         debug_assert!(c_lo < c_hi);
         let hi = self.boundary(p, c_hi) - 1;
         let lo = self.boundary(p, c_lo);
         self.low = lo;
         self.high = hi;
+        let s = p.state_bits;
+        let mask = p.full();
+        let x = (self.low ^ self.high) << (64 - s);
+        let n = if x == 0 { s } else { x.leading_zeros() };
+        if n > 0 {
+            emit(self.low >> (s - n), n, self.pending);
+            self.emitted += n as u64 + self.pending as u64;
+            self.pending = 0;
+            self.low = (self.low << n) & mask;
+            self.high = ((self.high << n) & mask) | ((1u64 << n) - 1);
+            shift(n, 0);
+        }
         let (half, quarter) = (p.half(), p.quarter());
-        loop {
-            let sub;
-            if self.high < half {
-                emit(false, self.pending);
-                self.emitted += 1 + self.pending as u64;
-                self.pending = 0;
-                sub = 0;
-            } else if self.low >= half {
-                emit(true, self.pending);
-                self.emitted += 1 + self.pending as u64;
-                self.pending = 0;
-                sub = half;
-            } else if self.low >= quarter && self.high < 3 * quarter {
-                self.pending += 1;
-                sub = quarter;
-            } else {
-                break;
-            }
-            self.low = (self.low - sub) << 1;
-            self.high = ((self.high - sub) << 1) | 1;
-            shift(sub);
+        while self.low >= quarter && self.high < half + quarter {
+            self.pending += 1;
+            self.low = (self.low - quarter) << 1;
+            self.high = ((self.high - quarter) << 1) | 1;
+            shift(1, quarter);
         }
     }
 
-    /// The symbol whose sub-interval holds frame value `value` (binary search of the CDF).
+    /// The symbol whose sub-interval holds frame value `value`: the cumulative count that
+    /// `value` stands for (one division), then a binary search of the CDF.
     #[inline]
     pub fn find(&self, p: Precision, cdf: &[u32], value: u64) -> usize {
         let count = if p.state_bits + p.cdf_bits <= 64 {
@@ -307,34 +308,64 @@ impl Interval {
 #[derive(Clone, Debug, Default)]
 pub struct BitWriter {
     pub bytes: Vec<u8>,
+    /// Bits written.
     pub len: u64,
-    acc: u8,
+    acc: u64,
+    nacc: u32,
 }
 
 impl BitWriter {
+    /// The low `k <= 56` bits of `v`, most significant first.
     #[inline]
-    pub fn push(&mut self, bit: bool) {
-        self.acc = (self.acc << 1) | bit as u8;
-        self.len += 1;
-        if self.len % 8 == 0 {
-            self.bytes.push(self.acc);
-            self.acc = 0;
+    fn chunk(&mut self, v: u64, k: u32) {
+        debug_assert!(k <= 56);
+        self.acc = (self.acc << k) | (v & ((1u64 << k) - 1));
+        self.nacc += k;
+        self.len += k as u64;
+        while self.nacc >= 8 {
+            self.nacc -= 8;
+            self.bytes.push((self.acc >> self.nacc) as u8);
         }
+        self.acc &= (1u64 << self.nacc) - 1;
     }
 
     #[inline]
+    pub fn push(&mut self, bit: bool) {
+        self.chunk(bit as u64, 1);
+    }
+
+    /// `bit`, then `pending` copies of its opposite.
+    #[inline]
     pub fn push_run(&mut self, bit: bool, pending: u32) {
         self.push(bit);
-        for _ in 0..pending {
-            self.push(!bit);
+        let fill = if bit { 0 } else { u64::MAX };
+        let mut left = pending;
+        while left > 0 {
+            let k = left.min(56);
+            self.chunk(fill, k);
+            left -= k;
+        }
+    }
+
+    /// `n` bits of `bits` (most significant first), with `pending` bits opposite to the first
+    /// one after it.
+    #[inline]
+    pub fn push_bits(&mut self, bits: u64, n: u32, pending: u32) {
+        let first = (bits >> (n - 1)) & 1 == 1;
+        self.push_run(first, pending);
+        let rest = n - 1;
+        if rest > 56 {
+            self.chunk(bits >> 56, rest - 56);
+            self.chunk(bits, 56);
+        } else if rest > 0 {
+            self.chunk(bits, rest);
         }
     }
 
     /// The bytes, the last one padded with zeros.
     pub fn into_bytes(mut self) -> Vec<u8> {
-        let rest = self.len % 8;
-        if rest != 0 {
-            self.bytes.push(self.acc << (8 - rest));
+        if self.nacc > 0 {
+            self.bytes.push((self.acc << (8 - self.nacc)) as u8);
         }
         self.bytes
     }
@@ -349,6 +380,43 @@ pub fn bit_at(bytes: &[u8], i: u64) -> u64 {
     } else {
         0
     }
+}
+
+/// Bits `i..i + n` of a stream (MSB first; zeros past the end) as an integer, `n <= 57`.
+#[inline]
+pub fn bits_at(bytes: &[u8], i: u64, n: u32) -> u64 {
+    debug_assert!(n <= 57);
+    if n == 0 {
+        return 0;
+    }
+    let first = (i / 8) as usize;
+    let w = match bytes.get(first..first + 8) {
+        Some(b) => u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+        None => {
+            let mut word = [0u8; 8];
+            if first < bytes.len() {
+                let take = bytes.len() - first;
+                word[..take].copy_from_slice(&bytes[first..]);
+            }
+            u64::from_be_bytes(word)
+        }
+    };
+    (w << (i % 8)) >> (64 - n)
+}
+
+/// A decoder register's update for `Interval::narrow`'s `shift(n, sub)`.
+#[inline]
+pub fn shift_register(reg: &mut u64, pos: &mut u64, bytes: &[u8], n: u32, sub: u64, mask: u64) {
+    let mut r = *reg - sub;
+    let mut left = n;
+    // A register of up to 62 bits shifts by at most 62: read in chunks of at most 57 bits.
+    while left > 0 {
+        let k = left.min(57);
+        r = ((r << k) & mask) | bits_at(bytes, *pos, k);
+        *pos += k as u64;
+        left -= k;
+    }
+    *reg = r;
 }
 
 /// Streaming encoder: one symbol at a time, each with its own CDF.
@@ -376,8 +444,8 @@ impl Encoder {
             self.p,
             cdf[symbol],
             cdf[symbol + 1],
-            |b, n| out.push_run(b, n),
-            |_| {},
+            |bits, n, pending| out.push_bits(bits, n, pending),
+            |_, _| {},
         );
         self.symbols += 1;
     }
@@ -431,15 +499,13 @@ impl<B: AsRef<[u8]>> Decoder<B> {
     pub fn decode(&mut self, cdf: &[u32]) -> usize {
         let s = self.iv.find(self.p, cdf, self.value);
         let (bits, value, pos) = (self.bits.as_ref(), &mut self.value, &mut self.pos);
+        let mask = self.p.full();
         self.iv.narrow(
             self.p,
             cdf[s],
             cdf[s + 1],
-            |_, _| {},
-            |sub| {
-                *value = ((*value - sub) << 1) | bit_at(bits, *pos);
-                *pos += 1;
-            },
+            |_, _, _| {},
+            |n, sub| shift_register(value, pos, bits, n, sub, mask),
         );
         s
     }

@@ -19,7 +19,7 @@
 //! raw byte in its top 8 bits" (used only if no cut at depth >= 1 has a straddling cell, which
 //! the tests never saw happen, but which keeps every input encodable).
 
-use crate::arith::{bit_at, quantize_total, Interval, Precision};
+use crate::arith::{bit_at, quantize_total, shift_register, Interval, Precision};
 use crate::error::{Error, Result};
 
 /// Bytes: the model's alphabet.
@@ -188,15 +188,18 @@ impl Track {
             p,
             cdf[s],
             cdf[s + 1],
-            |b, pending| {
-                for bit in std::iter::once(b).chain(std::iter::repeat_n(!b, pending as usize)) {
+            |value, n, pending| {
+                let first = (value >> (n - 1)) & 1 == 1;
+                let rest = (0..n - 1).rev().map(|i| (value >> i) & 1 == 1);
+                let run = std::iter::repeat_n(!first, pending as usize);
+                for bit in std::iter::once(first).chain(run).chain(rest) {
                     if count < 128 {
                         *bits = (*bits << 1) | bit as u128;
                     }
                     count += 1;
                 }
             },
-            |_| {},
+            |_, _| {},
         );
     }
 
@@ -404,15 +407,13 @@ impl WindowDecoder {
         }
         let bytes = value_bytes(&self.cfg, self.value);
         let (reg, pos) = (&mut self.reg, &mut self.pos);
+        let mask = p.full();
         self.iv.narrow(
             p,
             cdf[s],
             cdf[s + 1],
-            |_, _| {},
-            |sub| {
-                *reg = ((*reg - sub) << 1) | bit_at(&bytes, *pos);
-                *pos += 1;
-            },
+            |_, _, _| {},
+            |n, sub| shift_register(reg, pos, &bytes, n, sub, mask),
         );
         if s == END {
             if self.len == 0 || first_cell(&self.cfg, &self.track()) != Some(self.cell_start()) {
@@ -629,15 +630,13 @@ impl LesterDecoder {
         // Replay the register's shifts (narrow's renormalisation, as the window decoder does).
         {
             let mut iv = self.tr.iv;
+            let mask = p.full();
             iv.narrow(
                 p,
                 cdf[s],
                 cdf[s + 1],
-                |_, _| {},
-                |sub| {
-                    *reg = ((*reg - sub) << 1) | bit_at(&bytes, *pos);
-                    *pos += 1;
-                },
+                |_, _, _| {},
+                |n, sub| shift_register(reg, pos, &bytes, n, sub, mask),
             );
         }
         self.tr = next;
