@@ -300,7 +300,23 @@ impl Interval {
             c.min(u64::MAX as u128) as u64
         };
         let count = count.min(u32::MAX as u64) as u32;
-        cdf.partition_point(|&c| c <= count) - 1
+        // The last s with cdf[s] <= count, by counting rather than by binary search: first the
+        // block of 16 (how many block starts are <= count), then within it. Every comparison
+        // is independent of the others, so there is no chain of mispredicted branches.
+        let n = cdf.len() - 1;
+        let mut block = 0usize;
+        let mut k = 16;
+        while k < n {
+            block += usize::from(cdf[k] <= count);
+            k += 16;
+        }
+        let start = block * 16;
+        let end = (start + 16).min(n);
+        let mut s = start;
+        for &c in &cdf[start + 1..end] {
+            s += usize::from(c <= count);
+        }
+        s
     }
 }
 
