@@ -1,0 +1,168 @@
+"""Exact byte-level probabilities: the engine against brute-force enumeration of every token
+sequence, on a tiny BPE and a token LM with closed-form probabilities."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from functools import cache
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toklab.byteprobs import ByteLevelLM
+from toklab.errors import ConfigError, InvalidInputError
+
+
+class MiniBPE:
+    """BPE over the bytes "a" and "b" with three merges (no pre-tokenization)."""
+
+    tokens: ClassVar[list[bytes]] = [b"a", b"b", b"ab", b"bb", b"aba"]
+    merges: ClassVar[list[tuple[int, int, int]]] = [(0, 1, 2), (1, 1, 3), (2, 0, 4)]  # by rank
+    vocab_size = 5
+
+    def token_bytes(self, i: int) -> bytes:
+        return self.tokens[i]
+
+    def encode_bytes(self, data: bytes) -> list[int]:
+        ids = [self.tokens.index(bytes([c])) for c in data]
+        for left, right, new in self.merges:
+            out, i = [], 0
+            while i < len(ids):
+                if i + 1 < len(ids) and ids[i] == left and ids[i + 1] == right:
+                    out.append(new)
+                    i += 2
+                else:
+                    out.append(ids[i])
+                    i += 1
+            ids = out
+        return ids
+
+
+class ClosedFormLM:
+    """P(t | prefix) from a fixed table of the last token (and the prefix length's parity)."""
+
+    vocab_size = 5
+
+    def __init__(self, seed: int = 0, canonical_only: bool = False) -> None:
+        rng = np.random.default_rng(seed)
+        self.table = rng.normal(size=(2, 6, 5)) * 1.5
+        self.canonical_only = canonical_only
+        self.tok = MiniBPE()
+        self.key = (seed, canonical_only)
+
+    def __hash__(self) -> int:  # by value: the brute force caches conditionals per model
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ClosedFormLM) and other.key == self.key
+
+    def next_token_logprobs(self, prefixes):
+        out = []
+        for p in prefixes:
+            logits = self.table[len(p) % 2, p[-1] if p else 5].copy()
+            if self.canonical_only:
+                data = b"".join(self.tok.tokens[t] for t in p)
+                for t in range(5):
+                    seq = [*p, t]
+                    if self.tok.encode_bytes(data + self.tok.tokens[t]) != seq:
+                        logits[t] = -math.inf
+            m = logits[np.isfinite(logits)].max()
+            z = np.exp(logits - m)
+            out.append(logits - m - math.log(z.sum()))
+        return np.array(out)
+
+
+def brute_prefix_prob(lm: ClosedFormLM, x: bytes, canonical: bool) -> float:
+    """Sum over every token sequence (up to len(x) tokens) that covers x."""
+    tok = MiniBPE()
+    total = 0.0
+    for k in range(1, len(x) + 1):
+        for seq in itertools.product(range(5), repeat=k):
+            head = b"".join(tok.tokens[t] for t in seq[:-1])
+            full = head + tok.tokens[seq[-1]]
+            if not (len(head) < len(x) and x.startswith(head) and full.startswith(x)):
+                continue
+            if canonical and tok.encode_bytes(full) != list(seq):
+                continue
+            total += math.exp(sum(_cond(lm, seq[:j])[seq[j]] for j in range(k)))
+    return total
+
+
+@cache
+def _cond(lm: ClosedFormLM, prefix: tuple[int, ...]) -> tuple[float, ...]:
+    return tuple(lm.next_token_logprobs([list(prefix)])[0])
+
+
+@settings(max_examples=25, deadline=None)
+@given(x=st.binary(min_size=1, max_size=5).map(lambda b: bytes(97 + (c % 2) for c in b)),
+       seed=st.integers(0, 3), mode=st.sampled_from(["all", "canonical"]))  # fmt: skip
+def test_prefix_and_next_byte_match_brute_force(x: bytes, seed: int, mode: str) -> None:
+    lm = ClosedFormLM(seed)
+    blm = ByteLevelLM(lm, MiniBPE(), mode=mode)
+    canonical = mode == "canonical"
+    want = brute_prefix_prob(lm, x, canonical)
+    assert math.exp(blm.prefix_logprob(x)) == pytest.approx(want, rel=1e-9, abs=1e-15)
+    if want > 0:
+        nb = blm.next_byte_logprobs([x])[0]
+        ext = {b: brute_prefix_prob(lm, x + bytes([b]), canonical) for b in (97, 98)}
+        for b in (97, 98):
+            # Canonical covers lose the mass of non-canonical extensions: the next-byte
+            # distribution is normalised over the bytes (in "all" mode the sum is P(x) itself).
+            assert math.exp(nb[b]) == pytest.approx(ext[b] / sum(ext.values()), rel=1e-9)
+            if not canonical:
+                assert sum(ext.values()) == pytest.approx(want, rel=1e-9)
+        assert np.exp(nb[[i for i in range(256) if i not in (97, 98)]]).max() == 0
+        assert math.isclose(float(np.exp(nb).sum()), 1.0, rel_tol=1e-12)
+        if not canonical:
+            assert blm.logprob(x) == pytest.approx(blm.prefix_logprob(x), rel=1e-9)
+
+
+def test_unbounded_beam_equals_all_and_small_beams_report_pruning() -> None:
+    lm = ClosedFormLM(1)
+    x = b"abab"
+    exact = ByteLevelLM(lm, MiniBPE(), mode="all").next_byte_logprobs([x])[0]
+    wide = ByteLevelLM(lm, MiniBPE(), mode="all", beam=10_000)
+    np.testing.assert_allclose(wide.next_byte_logprobs([x])[0], exact, rtol=1e-12)
+    assert wide.pruned == 0
+    narrow = ByteLevelLM(lm, MiniBPE(), mode="all", beam=1)
+    narrow.next_byte_logprobs([x])
+    assert narrow.pruned > 0
+
+
+def test_canonical_equals_all_for_a_model_with_canonical_mass_only() -> None:
+    lm = ClosedFormLM(2, canonical_only=True)
+    for x in (b"a", b"ab", b"abba", b"babab"):
+        a = ByteLevelLM(lm, MiniBPE(), mode="all").next_byte_logprobs([x])[0]
+        c = ByteLevelLM(lm, MiniBPE(), mode="canonical").next_byte_logprobs([x])[0]
+        np.testing.assert_allclose(np.exp(a), np.exp(c), atol=1e-12)
+
+
+def test_prompts_that_end_mid_token_and_sampling() -> None:
+    lm = ClosedFormLM(3, canonical_only=True)
+    blm = ByteLevelLM(lm, MiniBPE())
+    # "ab" is one token; a prompt ending with "a" must still allow the "b" that completes it.
+    assert blm.next_byte_logprobs([b"a"])[0][98] > -math.inf
+    s1 = blm.sample(b"ab", max_bytes=6, seed=5)
+    assert s1 == blm.sample(b"ab", max_bytes=6, seed=5)
+    assert set(s1) <= {97, 98} and len(s1) == 6
+    assert blm.sample(b"a", max_bytes=3, temperature=0) in {
+        bytes(p) for p in itertools.product(b"ab", repeat=3)
+    }
+
+
+def test_bad_input() -> None:
+    lm = ClosedFormLM(0)
+    with pytest.raises(ConfigError):
+        ByteLevelLM(lm, MiniBPE(), mode="greedy")
+    with pytest.raises(ConfigError):
+        ByteLevelLM(lm, MiniBPE(), beam=0)
+    blm = ByteLevelLM(lm, MiniBPE())
+    with pytest.raises(InvalidInputError, match="probability zero"):
+        blm.next_byte_logprobs([b"c"])
+    with pytest.raises(InvalidInputError):
+        blm.logprob(3)  # type: ignore[arg-type]
+    assert blm.logprob(b"") == 0.0
