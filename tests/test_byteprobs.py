@@ -166,3 +166,65 @@ def test_bad_input() -> None:
     with pytest.raises(InvalidInputError):
         blm.logprob(3)  # type: ignore[arg-type]
     assert blm.logprob(b"") == 0.0
+
+
+def test_on_toklab_bpe_and_gpt() -> None:
+    """A toklab BPE and a (random) toklab GPT: canonical mode keeps one state per position and
+    agrees with the token-level score of the canonical encoding as its first cover; "all" mode
+    is a larger probability (every tokenization counts), and its next-byte distribution sums
+    to one."""
+    torch = pytest.importorskip("torch")
+    from toklab.bpe import train_bpe
+    from toklab.lm import LanguageModel
+    from toklab.lm.model import GPT, GPTConfig
+
+    torch.set_num_threads(2)
+    tok = train_bpe(["the theme of the thesis: then there, and these themes"] * 20, vocab_size=264)
+    torch.manual_seed(0)
+    lm = LanguageModel(
+        GPT(GPTConfig(vocab_size=264, n_layer=1, n_head=2, n_embd=32, context=32)), tok
+    )
+    text = b"the them"
+    ids = [int(i) for i in tok.encode_bytes(text)]
+    token_level = sum(float(lm.next_token_logprobs([ids[:j]])[0][ids[j]]) for j in range(len(ids)))
+    canon = ByteLevelLM(lm, tok, mode="canonical")
+    every = ByteLevelLM(lm, tok, mode="all")
+    states = canon._states(text)
+    assert max(len(s) for s in states) <= 1
+    all_lp = every.prefix_logprob(text)
+    assert all_lp > token_level
+    assert canon.prefix_logprob(text) >= token_level - 1e-9
+    nb = every.next_byte_logprobs([text])[0]
+    assert math.isclose(float(np.exp(nb).sum()), 1.0, rel_tol=1e-9)
+    # Bits per byte at byte level never exceed the token-level figure for this text.
+    assert -all_lp / math.log(2) / len(text) < -token_level / math.log(2) / len(text)
+
+
+def test_cli_score_and_sample(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    from click.testing import CliRunner
+
+    from toklab.bpe import train_bpe
+    from toklab.cli import main
+    from toklab.lm import LanguageModel
+    from toklab.lm.model import GPT, GPTConfig
+
+    torch.set_num_threads(2)
+    tok = train_bpe(["the theme of the thesis: then there, and these themes"] * 20, vocab_size=264)
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=264, n_layer=1, n_head=2, n_embd=32, context=64)
+    path = tmp_path / "lm.pt"
+    LanguageModel(GPT(cfg), tok).save(path)
+    run = CliRunner().invoke(
+        main, ["byteprobs", "score", "--model", str(path), "--text", "the them", "--mode", "all"]
+    )
+    assert run.exit_code == 0, run.output
+    assert "bits per byte" in run.output and "token level" in run.output
+    run = CliRunner().invoke(
+        main,
+        ["byteprobs", "sample", "--model", str(path), "--prompt", "the th", "--max-bytes", "5"],
+    )
+    assert run.exit_code == 0, run.output
+    assert run.stdout_bytes.startswith(b"the th") and len(run.stdout_bytes) == len("the th") + 6
+    run = CliRunner().invoke(main, ["byteprobs", "score", "--model", str(path), "--text", ""])
+    assert run.exit_code != 0 and "empty" in run.output

@@ -80,6 +80,7 @@ class ByteLevelLM:
                 continue
             b = bytes(tokenizer.token_bytes(i))
             self.tokens.append(b if b else None)
+        self._trie = _Trie(self.tokens)
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
         self._canon: dict[tuple[int, ...], bool] = {}
         self.pruned = 0.0
@@ -132,16 +133,15 @@ class ByteLevelLM:
                 continue
             self._next([seq for seq, _ in states[i]])
             rest = x[i:]
+            inside = self._trie.prefixes_of(rest)  # tokens that are prefixes of the rest
             for seq, lp in states[i]:
                 row = self._cache[seq]
-                for t, tb in enumerate(self.tokens):
-                    if tb is None or len(tb) > len(rest) or not rest.startswith(tb):
-                        continue
+                for t, length in inside:
                     if row[t] == _NEG:
                         continue
                     new = (*seq, t)
                     if self._canonical(new):
-                        states[i + len(tb)].append((new, lp + float(row[t])))
+                        states[i + length].append((new, lp + float(row[t])))
         return states
 
     def _cover_terms(
@@ -154,15 +154,16 @@ class ByteLevelLM:
             if not states[i]:
                 continue
             self._next([seq for seq, _ in states[i]])
-            rest = x[i:]
+            ids, nxt = self._trie.extending(x[i:])  # tokens longer than the rest, starting with it
+            if not ids.size:
+                continue
             for seq, lp in states[i]:
                 row = self._cache[seq]
-                for t, tb in enumerate(self.tokens):
-                    if tb is None or len(tb) <= len(rest) or not tb.startswith(rest):
+                vals = row[ids]
+                for t, b, v in zip(ids.tolist(), nxt.tolist(), vals.tolist(), strict=True):
+                    if v == _NEG or not self._canonical((*seq, t)):
                         continue
-                    if row[t] == _NEG or not self._canonical((*seq, t)):
-                        continue
-                    per_byte[tb[len(rest)]].append(lp + float(row[t]))
+                    per_byte[b].append(lp + v)
         return np.array([_logsumexp(v) for v in per_byte], dtype=np.float64)
 
     # -- the ByteLM protocol ----------------------------------------------------------------------
@@ -235,6 +236,68 @@ class ByteLevelLM:
                 b = int(rng.choice(256, p=q))
             out.append(b)
         return bytes(out)
+
+
+class _Trie:
+    """The vocabulary as a byte trie: the tokens that are prefixes of a string, and the tokens
+    that extend a string (with the byte that follows it), precomputed per node."""
+
+    def __init__(self, tokens: Sequence[bytes | None]) -> None:
+        self.children: list[dict[int, int]] = [{}]
+        self.ends: list[list[int]] = [[]]
+        for t, tb in enumerate(tokens):
+            if tb is None:
+                continue
+            node = 0
+            for c in tb:
+                nxt = self.children[node].get(c)
+                if nxt is None:
+                    nxt = len(self.children)
+                    self.children[node][c] = nxt
+                    self.children.append({})
+                    self.ends.append([])
+                node = nxt
+            self.ends[node].append(t)
+        self.tokens = tokens
+        self._extending: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _node(self, s: bytes) -> int | None:
+        node = 0
+        for c in s:
+            nxt = self.children[node].get(c)
+            if nxt is None:
+                return None
+            node = nxt
+        return node
+
+    def prefixes_of(self, s: bytes) -> list[tuple[int, int]]:
+        """``(token, length)`` for every token that is a prefix of ``s`` (``length <= len(s)``)."""
+        out, node = [], 0
+        for depth, c in enumerate(s, 1):
+            nxt = self.children[node].get(c)
+            if nxt is None:
+                break
+            node = nxt
+            out.extend((t, depth) for t in self.ends[node])
+        return out
+
+    def extending(self, s: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens that start with ``s`` and are longer, and the byte after ``s`` in each."""
+        node = self._node(s)
+        if node is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        hit = self._extending.get(node)
+        if hit is None:
+            ids, nxt = [], []
+            stack = [(child, c) for c, child in self.children[node].items()]
+            while stack:
+                n, first = stack.pop()
+                ids.extend(self.ends[n])
+                nxt.extend([first] * len(self.ends[n]))
+                stack.extend((child, first) for child in self.children[n].values())
+            hit = (np.asarray(ids, dtype=np.int64), np.asarray(nxt, dtype=np.int64))
+            self._extending[node] = hit
+        return hit
 
 
 def _as_bytes(x: bytes | str) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -877,6 +878,99 @@ def lm_eval(
         f"tokens/s, {ev.flops_per_byte:.3g} FLOPs per byte)"
     )
     _write_json(json_path, {"model": model, "eval": ev.to_dict()})
+
+
+@main.group(context_settings=CONTEXT)
+def byteprobs() -> None:
+    """Exact byte-level probabilities from a token LM (needs toklab[lm]).
+
+    \b
+    Examples:
+      toklab byteprobs score --model ckpt.pt --text "The theme"
+      toklab byteprobs sample --model ckpt.pt --prompt "The th" --max-bytes 40 --seed 1
+    """
+
+
+def _byte_level(model: str, tokenizer: str | None, mode: str, beam: int | None) -> Any:
+    lmod = _import_lm()
+    from toklab.byteprobs import ByteLevelLM
+
+    tok = _load_any(tokenizer) if tokenizer else None
+    try:
+        lm_ = lmod.LanguageModel.load(model, device="cpu", tokenizer=tok)  # type: ignore[attr-defined]
+        return ByteLevelLM(lm_, lm_.tokenizer, mode=mode, beam=beam)
+    except (TokLabError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+_MODE = click.option(
+    "--mode",
+    type=click.Choice(["canonical", "all"]),
+    default="canonical",
+    show_default=True,
+    help="Sum over the tokenizer's own encodings, or over every tokenization.",
+)
+_BEAM = click.option("--beam", type=int, default=None, help="Keep this many token prefixes.")
+
+
+@byteprobs.command("score", context_settings=CONTEXT)
+@click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--tokenizer", default=None, help="The model's tokenizer (default: its own).")
+@click.option("--text", required=True, help="The text to score.")
+@_MODE
+@_BEAM
+def byteprobs_score(
+    model: str, tokenizer: str | None, text: str, mode: str, beam: int | None
+) -> None:
+    """Bits per byte of TEXT at byte level, next to the token-level figure."""
+    blm = _byte_level(model, tokenizer, mode, beam)
+    data = text.encode("utf-8")
+    if not data:
+        raise click.ClickException("--text is empty: nothing to score")
+    try:
+        lp = blm.logprob(data)
+        ids = [int(i) for i in np.asarray(blm.token_lm.encode(text))]
+        lps = blm.token_lm.next_token_logprobs([ids[:j] for j in range(len(ids))])
+        token_lp = float(sum(lps[j, ids[j]] for j in range(len(ids))))
+    except (TokLabError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    ln2 = math.log(2)
+    click.echo(
+        f"byte level ({mode}{f', beam {beam}' if beam else ''}): "
+        f"{-lp / ln2 / len(data):.4f} bits per byte; token level (canonical encoding): "
+        f"{-token_lp / ln2 / len(data):.4f} bits per byte; {blm.model_calls} model calls"
+    )
+
+
+@byteprobs.command("sample", context_settings=CONTEXT)
+@click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--tokenizer", default=None, help="The model's tokenizer (default: its own).")
+@click.option("--prompt", default="", help="May end in the middle of a token or a character.")
+@click.option("--max-bytes", type=int, default=64, show_default=True)
+@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_MODE
+@_BEAM
+def byteprobs_sample(
+    model: str,
+    tokenizer: str | None,
+    prompt: str,
+    max_bytes: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    mode: str,
+    beam: int | None,
+) -> None:
+    """Continue PROMPT byte by byte; writes the prompt and the continuation's bytes."""
+    blm = _byte_level(model, tokenizer, mode, beam)
+    try:
+        out = blm.sample(prompt, max_bytes, temperature, top_p, seed)
+    except (TokLabError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    sys.stdout.buffer.write(prompt.encode("utf-8") + out + b"\n")
+    sys.stdout.buffer.flush()
 
 
 if __name__ == "__main__":
