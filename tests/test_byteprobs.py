@@ -228,3 +228,56 @@ def test_cli_score_and_sample(tmp_path) -> None:
     assert run.stdout_bytes.startswith(b"the th") and len(run.stdout_bytes) == len("the th") + 6
     run = CliRunner().invoke(main, ["byteprobs", "score", "--model", str(path), "--text", ""])
     assert run.exit_code != 0 and "empty" in run.output
+
+
+class MarkovTokenLM:
+    """The token process that a first-order Markov source over {a, b} induces through MiniBPE:
+    P(T) = P(the canonical encoding of the byte stream starts with T), computed exactly by
+    summing over every byte string of ``horizon`` bytes (long enough that the encoding of the
+    first bytes no longer depends on what follows)."""
+
+    vocab_size = 5
+
+    def __init__(self, q: np.ndarray, start: np.ndarray, horizon: int = 12) -> None:
+        self.tok = MiniBPE()
+        self.strings = []
+        for y in itertools.product((0, 1), repeat=horizon):
+            p = start[y[0]] * np.prod([q[y[j], y[j + 1]] for j in range(horizon - 1)])
+            self.strings.append((tuple(self.tok.encode_bytes(bytes(97 + c for c in y))), p))
+        self.horizon = horizon
+
+    def prob(self, seq: tuple[int, ...]) -> float:
+        assert sum(len(self.tok.tokens[t]) for t in seq) <= self.horizon - 4
+        k = len(seq)
+        return float(sum(p for enc, p in self.strings if enc[:k] == seq))
+
+    def next_token_logprobs(self, prefixes):
+        out = []
+        for pre in prefixes:
+            base = self.prob(tuple(pre))
+            with np.errstate(divide="ignore"):
+                row = np.log([self.prob((*pre, t)) / base for t in range(5)])
+            out.append(row)
+        return np.array(out)
+
+
+def test_markov_chain_recovered_exactly_and_naive_prompting_is_biased() -> None:
+    """Phan et al. 2024a's experiment: the byte-level conversion of the induced token LM gives
+    back the source's transition probabilities; prompting with the prompt's own encoding and
+    reading the next token's first byte does not."""
+    q = np.array([[0.3, 0.7], [0.6, 0.4]])
+    start = np.array([0.5, 0.5])
+    lm = MarkovTokenLM(q, start)
+    assert lm.prob((0,)) + lm.prob((2,)) + lm.prob((4,)) == pytest.approx(0.5, rel=1e-12)
+    blm = ByteLevelLM(lm, MiniBPE(), mode="all")
+    worst_naive = 0.0
+    for prompt in (b"a", b"b", b"ab", b"aab", b"abba", b"bab"):
+        nb = np.exp(blm.next_byte_logprobs([prompt])[0][[97, 98]])
+        want = q[prompt[-1] - 97]
+        np.testing.assert_allclose(nb, want, atol=1e-9)
+        ids = MiniBPE().encode_bytes(prompt)
+        row = np.exp(lm.next_token_logprobs([ids])[0])
+        naive = np.array([row[[0, 2, 4]].sum(), row[[1, 3]].sum()])  # first byte a / b
+        naive /= naive.sum()
+        worst_naive = max(worst_naive, float(np.abs(naive - want).max()))
+    assert worst_naive > 0.05, worst_naive
