@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toklab.byteprobs import ByteLevelLM
+from toklab.byteprobs import ByteEnsemble, ByteLevelLM
 from toklab.errors import ConfigError, InvalidInputError
 
 
@@ -281,3 +281,44 @@ def test_markov_chain_recovered_exactly_and_naive_prompting_is_biased() -> None:
         naive /= naive.sum()
         worst_naive = max(worst_naive, float(np.abs(naive - want).max()))
     assert worst_naive > 0.05, worst_naive
+
+
+def test_ensembles_in_byte_space() -> None:
+    a = ByteLevelLM(ClosedFormLM(0), MiniBPE(), mode="all")
+    b = ByteLevelLM(ClosedFormLM(1), MiniBPE(), mode="all")
+    x = [b"ab", b"b"]
+    la, lb = a.next_byte_logprobs(x), b.next_byte_logprobs(x)
+    mix = ByteEnsemble([a, b], [0.25, 0.75]).next_byte_logprobs(x)
+    np.testing.assert_allclose(np.exp(mix), 0.25 * np.exp(la) + 0.75 * np.exp(lb), atol=1e-12)
+    prod = ByteEnsemble([a, b], rule="product").next_byte_logprobs(x)
+    want = np.exp(0.5 * la + 0.5 * lb)
+    np.testing.assert_allclose(np.exp(prod), want / want.sum(axis=1, keepdims=True), atol=1e-12)
+    same = ByteEnsemble([a, a]).next_byte_logprobs(x)
+    np.testing.assert_allclose(same, la, atol=1e-12)
+    # A mixture's score lies between its members' (a mixture is at least the weighted worst).
+    s = ByteEnsemble([a, b]).logprob(b"abab")
+    assert min(a.logprob(b"abab"), b.logprob(b"abab")) - math.log(2) <= s
+    with pytest.raises(ConfigError):
+        ByteEnsemble([])
+    with pytest.raises(ConfigError):
+        ByteEnsemble([a, b], [1.0])
+
+
+def test_tokenizers_it_cannot_handle() -> None:
+    class Codes:
+        vocab_size = 5
+
+        def token_bytes(self, i: int) -> bytes:
+            raise ConfigError("tokens are bits of a code")
+
+    with pytest.raises(ConfigError, match="not byte strings"):
+        ByteLevelLM(ClosedFormLM(0), Codes())
+
+    class NoBytes:
+        vocab_size = 5
+
+    with pytest.raises(ConfigError, match="token_bytes"):
+        ByteLevelLM(ClosedFormLM(0), NoBytes())
+    # Prompts ending inside a UTF-8 character are just bytes; an empty prompt is the start.
+    blm = ByteLevelLM(ClosedFormLM(0), MiniBPE(), mode="all")
+    assert math.isclose(float(np.exp(blm.next_byte_logprobs([b""])[0]).sum()), 1.0)

@@ -31,7 +31,7 @@ import numpy as np
 
 from toklab.errors import ConfigError, InvalidInputError
 
-__all__ = ["ByteLevelLM"]
+__all__ = ["ByteEnsemble", "ByteLevelLM"]
 
 _NEG = -math.inf
 
@@ -73,13 +73,29 @@ class ByteLevelLM:
         self.mode = mode
         self.beam = beam
         specials = set(getattr(tokenizer, "special_tokens", {}).values())
+        if not callable(getattr(tokenizer, "token_bytes", None)):
+            raise ConfigError(
+                f"{type(tokenizer).__name__} has no token_bytes: byte-level probabilities need "
+                "every token's bytes"
+            )
         self.tokens: list[bytes | None] = []
-        for i in range(tokenizer.vocab_size):
-            if i in specials:
-                self.tokens.append(None)
-                continue
-            b = bytes(tokenizer.token_bytes(i))
-            self.tokens.append(b if b else None)
+        try:
+            for i in range(tokenizer.vocab_size):
+                if i in specials:
+                    self.tokens.append(None)
+                    continue
+                b = bytes(tokenizer.token_bytes(i))
+                self.tokens.append(b if b else None)
+        except ConfigError as e:
+            raise ConfigError(
+                f"{type(tokenizer).__name__} cannot be converted to byte level: its tokens are "
+                f"not byte strings ({e})"
+            ) from None
+        if mode == "canonical" and not (
+            callable(getattr(tokenizer, "encode_bytes", None))
+            or callable(getattr(tokenizer, "encode", None))
+        ):
+            raise ConfigError("mode='canonical' needs a tokenizer that can encode")
         self._trie = _Trie(self.tokens)
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
         self._canon: dict[tuple[int, ...], bool] = {}
@@ -236,6 +252,52 @@ class ByteLevelLM:
                 b = int(rng.choice(256, p=q))
             out.append(b)
         return bytes(out)
+
+
+class ByteEnsemble:
+    """Byte-level LMs with different tokenizers combined in byte space: a ``"mixture"``
+    (``log sum_i w_i P_i(b | x)``) or a ``"product"`` (``sum_i w_i log P_i(b | x)``,
+    renormalised over the bytes). Each member is anything with ``next_byte_logprobs``."""
+
+    def __init__(
+        self, members: Sequence[Any], weights: Sequence[float] | None = None, rule: str = "mixture"
+    ) -> None:
+        if not members:
+            raise ConfigError("an ensemble needs at least one member")
+        if rule not in ("mixture", "product"):
+            raise ConfigError(f"rule must be 'mixture' or 'product', got {rule!r}")
+        w = np.full(len(members), 1.0 / len(members)) if weights is None else np.asarray(weights)
+        if w.shape != (len(members),) or (w < 0).any() or not w.sum() > 0:
+            raise ConfigError("weights must be non-negative, one per member, not all zero")
+        self.members = list(members)
+        self.weights = w / w.sum()
+        self.rule = rule
+
+    @property
+    def has_end(self) -> bool:
+        return False
+
+    def next_byte_logprobs(self, prefixes: Sequence[bytes | str]) -> np.ndarray:
+        lps = np.stack([np.asarray(m.next_byte_logprobs(prefixes))[:, :256] for m in self.members])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.rule == "mixture":
+                z = np.log(self.weights)[:, None, None] + lps
+                m = z.max(axis=0)
+                m = np.where(np.isfinite(m), m, 0.0)
+                out = m + np.log(np.exp(z - m).sum(axis=0))
+            else:
+                z = np.where(self.weights[:, None, None] > 0, self.weights[:, None, None] * lps, 0)
+                out = z.sum(axis=0)
+                m = out.max(axis=1, keepdims=True)
+                out = out - m - np.log(np.exp(out - m).sum(axis=1, keepdims=True))
+        return out
+
+    def logprob(self, text: bytes | str) -> float:
+        x = _as_bytes(text)
+        if not x:
+            return 0.0
+        lps = self.next_byte_logprobs([x[:j] for j in range(len(x))])
+        return float(sum(lps[j, x[j]] for j in range(len(x))))
 
 
 class _Trie:
