@@ -107,37 +107,53 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// The cell size (frame units) at this interval, if cells are at least one unit wide.
+/// The size (frame units) of the cells of the `len`-bit grid at this interval: `None` when
+/// they are finer than a frame unit, `Some(u64::MAX)` when wider than the whole frame.
 #[inline]
-fn cell_size(cfg: &WindowConfig, iv: &Interval) -> Option<u64> {
+fn grid_cell_size(cfg: &WindowConfig, iv: &Interval, len: u64) -> Option<u64> {
     let scale = cfg.precision.state_bits as u64 + iv.shifts();
-    let w = cfg.window_bits as u64;
-    if scale <= w {
+    if scale <= len {
         return None;
     }
-    let e = scale - w;
+    let e = scale - len;
     if e > cfg.precision.state_bits as u64 {
-        return Some(u64::MAX); // wider than the frame: never fits
+        return Some(u64::MAX);
     }
     Some(1u64 << e)
 }
 
-/// Whether the interval holds a whole `W`-bit cell.
-pub fn fits(cfg: &WindowConfig, iv: &Interval) -> bool {
-    match cell_size(cfg, iv) {
-        None => true,
-        Some(u64::MAX) => false,
+/// [`grid_cell_size`] of the window's `W`-bit grid.
+#[inline]
+fn cell_size(cfg: &WindowConfig, iv: &Interval) -> Option<u64> {
+    grid_cell_size(cfg, iv, cfg.window_bits as u64)
+}
+
+/// Whether the interval is the whole frame with no pending offset (so that a cell as wide as
+/// the frame is aligned with it).
+#[inline]
+fn whole_frame(cfg: &WindowConfig, iv: &Interval) -> bool {
+    iv.pending == 0 && iv.low == 0 && iv.high == cfg.precision.full_range()
+}
+
+/// The first whole cell of the `len`-bit grid inside the interval, in frame units (where
+/// cells are finer than a unit, the one at `low`). Cells are aligned to multiples of their size
+/// in the frame (its origin is a multiple of 2^-(shifts + 1)), except a cell as wide as the
+/// frame when a pending underflow offsets the frame by half of it.
+fn first_cell_of(cfg: &WindowConfig, iv: &Interval, len: u64) -> Option<u64> {
+    match grid_cell_size(cfg, iv, len) {
+        None => Some(iv.low),
+        Some(u64::MAX) => None,
+        Some(cs) if cs > cfg.precision.half_range() => whole_frame(cfg, iv).then_some(0),
         Some(cs) => {
-            // Cells are aligned to multiples of `cs` in the frame (the frame's origin is a
-            // multiple of 2^-(shifts + 1), and cs <= 2^(state_bits - 1) here), except when a
-            // pending underflow offsets the frame by half of it and cs is the whole frame.
-            if cs > cfg.precision.half_range() {
-                return iv.pending == 0 && iv.low == 0 && iv.high == cfg.precision.full_range();
-            }
-            let c0 = iv.low.div_ceil(cs) * cs;
-            c0 + cs <= iv.high + 1
+            let c = iv.low.div_ceil(cs) * cs;
+            (c + cs <= iv.high + 1).then_some(c)
         }
     }
+}
+
+/// Whether the interval holds a whole `W`-bit cell.
+pub fn fits(cfg: &WindowConfig, iv: &Interval) -> bool {
+    first_cell_of(cfg, iv, cfg.window_bits as u64).is_some()
 }
 
 /// The bits after the emitted ones that name the cell starting at frame value `cell`: the next
@@ -181,7 +197,9 @@ impl Track {
         }
     }
 
-    fn narrow(&mut self, p: Precision, cdf: &[u32], s: usize) {
+    /// Narrows to symbol `s`, keeping the emitted bits; `shift` sees the frame's shifts (for a
+    /// decoder's register, see `Interval::narrow`).
+    fn narrow(&mut self, p: Precision, cdf: &[u32], s: usize, shift: impl FnMut(u32, u64)) {
         let bits = &mut self.bits;
         let mut count = self.iv.emitted;
         self.iv.narrow(
@@ -199,7 +217,7 @@ impl Track {
                     count += 1;
                 }
             },
-            |_, _| {},
+            shift,
         );
     }
 
@@ -212,32 +230,40 @@ impl Track {
     }
 }
 
-/// Cuts the next window of `data` (the remaining bytes of a segment) given the logits of the
-/// window's positions, `rows = logits.len() / 256 >= min(data.len(), max_bytes) + 1`.
-pub fn encode_window(cfg: &WindowConfig, logits: &[f32], data: &[u8]) -> Result<Window> {
+/// The greedy cut shared by both rules: the intervals after 0, 1, 2, ... bytes of `data`, as
+/// long as they hold a whole `W`-bit cell (at most `max_bytes` bytes).
+fn grow(cfg: &WindowConfig, rows: &mut Rows<'_>, data: &[u8]) -> Result<Vec<Track>> {
     if data.is_empty() {
         return Err(Error::Config("encode_window: no bytes left".into()));
     }
     let limit = data.len().min(cfg.max_bytes);
-    if logits.len() < (limit + 1) * ALPHABET {
+    if rows.logits.len() < (limit + 1) * ALPHABET {
         return Err(Error::Config(format!(
             "encode_window: {} logit rows for a window of up to {} bytes (need {})",
-            logits.len() / ALPHABET,
+            rows.logits.len() / ALPHABET,
             limit,
             limit + 1
         )));
     }
     let p = cfg.precision;
-    let mut rows = Rows::new(logits, p.cdf_bits);
     let mut states = vec![Track::new(p)];
     for (t, &b) in data[..limit].iter().enumerate() {
         let mut next = states[t];
-        next.narrow(p, rows.row(t)?, b as usize);
+        next.narrow(p, rows.row(t)?, b as usize, |_, _| {});
         if !fits(cfg, &next.iv) {
             break;
         }
         states.push(next);
     }
+    Ok(states)
+}
+
+/// Cuts the next window of `data` (the remaining bytes of a segment) given the logits of the
+/// window's positions, `rows = logits.len() / 256 >= min(data.len(), max_bytes) + 1`.
+pub fn encode_window(cfg: &WindowConfig, logits: &[f32], data: &[u8]) -> Result<Window> {
+    let p = cfg.precision;
+    let mut rows = Rows::new(logits, p.cdf_bits);
+    let states = grow(cfg, &mut rows, data)?;
     let j = states.len() - 1;
     if j == cfg.max_bytes {
         // A full window: the decoder stops at the limit, so any cell of the interval will do.
@@ -257,7 +283,7 @@ pub fn encode_window(cfg: &WindowConfig, logits: &[f32], data: &[u8]) -> Result<
             });
         }
         let mut ended = states[m];
-        ended.narrow(p, cdf, END);
+        ended.narrow(p, cdf, END, |_, _| {});
         if fits(cfg, &ended.iv) {
             if let Some(cell) = first_cell(cfg, &ended) {
                 return Ok(Window::Coded {
@@ -270,29 +296,10 @@ pub fn encode_window(cfg: &WindowConfig, logits: &[f32], data: &[u8]) -> Result<
     Ok(Window::Escape { byte: data[0] })
 }
 
-/// The first whole cell of the interval (frame units; when cells are finer than a frame unit,
-/// the cell at `low`), unless it is the escape cell.
+/// The first whole `W`-bit cell of the interval, unless it is the escape cell.
 fn first_cell(cfg: &WindowConfig, tr: &Track) -> Option<u64> {
-    let iv = &tr.iv;
-    let cell = match cell_size(cfg, iv) {
-        None => iv.low,
-        Some(u64::MAX) => return None,
-        Some(cs) if cs > cfg.precision.half_range() => {
-            if iv.pending == 0 && iv.low == 0 && iv.high == cfg.precision.full_range() {
-                0
-            } else {
-                return None;
-            }
-        }
-        Some(cs) => {
-            let c = iv.low.div_ceil(cs) * cs;
-            if c + cs > iv.high + 1 {
-                return None;
-            }
-            c
-        }
-    };
-    (tr.value(cfg, cell) != cfg.all_ones()).then_some(cell)
+    first_cell_of(cfg, &tr.iv, cfg.window_bits as u64)
+        .filter(|&cell| tr.value(cfg, cell) != cfg.all_ones())
 }
 
 fn straddling_cell_with(cfg: &WindowConfig, tr: &Track, cdf: &[u32]) -> Option<u64> {
@@ -301,9 +308,7 @@ fn straddling_cell_with(cfg: &WindowConfig, tr: &Track, cdf: &[u32]) -> Option<u
         return None;
     }
     let iv = &tr.iv;
-    if cs > cfg.precision.half_range()
-        && !(iv.pending == 0 && iv.low == 0 && iv.high == cfg.precision.full_range())
-    {
+    if cs > cfg.precision.half_range() && !whole_frame(cfg, iv) {
         return None;
     }
     let mask = cs - 1;
@@ -478,32 +483,10 @@ impl Precision {
 /// The shortest bitstring whose dyadic interval lies inside the interval, as a `W`-bit value
 /// (zero-padded), if it has at most `W` bits: Lester's window code.
 fn shortest_value(cfg: &WindowConfig, tr: &Track) -> Option<u128> {
-    let iv = &tr.iv;
-    let s = cfg.precision.state_bits as u64;
-    let shifts = iv.shifts();
     let w = cfg.window_bits as u64;
-    for len in shifts.min(w)..=w {
-        // Cells of 2^-len: 2^(s + shifts - len) frame units (sub-unit: the point `low`).
-        let cell = if s + shifts <= len {
-            Some(iv.low)
-        } else {
-            let e = s + shifts - len;
-            if e > s {
-                None
-            } else if e == s {
-                (iv.pending == 0 && iv.low == 0 && iv.high == cfg.precision.full_range())
-                    .then_some(0)
-            } else {
-                let cs = 1u64 << e;
-                let c = iv.low.div_ceil(cs) * cs;
-                (c + cs <= iv.high + 1).then_some(c)
-            }
-        };
-        if let Some(c) = cell {
-            return Some(tr.value(cfg, c));
-        }
-    }
-    None
+    (tr.iv.shifts().min(w)..=w)
+        .find_map(|len| first_cell_of(cfg, &tr.iv, len))
+        .map(|cell| tr.value(cfg, cell))
 }
 
 /// Lester's greedy window: as many bytes as fit, coded as the shortest enclosed bitstring.
@@ -517,26 +500,9 @@ pub fn encode_window_lester(
     data: &[u8],
     delay: bool,
 ) -> Result<Window> {
-    if data.is_empty() {
-        return Err(Error::Config("encode_window_lester: no bytes left".into()));
-    }
-    let limit = data.len().min(cfg.max_bytes);
-    if logits.len() < (limit + 1) * ALPHABET {
-        return Err(Error::Config(
-            "encode_window_lester: too few logit rows".into(),
-        ));
-    }
     let p = cfg.precision;
     let mut rows = Rows::new(logits, p.cdf_bits);
-    let mut states = vec![Track::new(p)];
-    for (t, &b) in data[..limit].iter().enumerate() {
-        let mut next = states[t];
-        next.narrow(p, rows.row(t)?, b as usize);
-        if !fits(cfg, &next.iv) {
-            break;
-        }
-        states.push(next);
-    }
+    let states = grow(cfg, &mut rows, data)?;
     let mut j = states.len() - 1;
     if j == 0 {
         return Ok(Window::Escape { byte: data[0] });
@@ -625,21 +591,10 @@ impl LesterDecoder {
         let s = self.tr.iv.find(p, &cdf, self.reg);
         let bytes = value_bytes(&self.cfg, self.value);
         let (reg, pos) = (&mut self.reg, &mut self.pos);
-        let mut next = self.tr;
-        next.narrow(p, &cdf, s);
-        // Replay the register's shifts (narrow's renormalisation, as the window decoder does).
-        {
-            let mut iv = self.tr.iv;
-            let mask = p.full();
-            iv.narrow(
-                p,
-                cdf[s],
-                cdf[s + 1],
-                |_, _, _| {},
-                |n, sub| shift_register(reg, pos, &bytes, n, sub, mask),
-            );
-        }
-        self.tr = next;
+        let mask = p.full();
+        self.tr.narrow(p, &cdf, s, |n, sub| {
+            shift_register(reg, pos, &bytes, n, sub, mask)
+        });
         self.decoded += 1;
         let byte = if s == END { 0 } else { s as u8 };
         if s == END || !fits(&self.cfg, &self.tr.iv) {

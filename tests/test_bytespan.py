@@ -711,7 +711,6 @@ def test_signals_are_read_in_place_or_copied_alike():
     sig = np.random.default_rng(0).integers(0, 4, size=2 * n).astype(np.float32)
     strided = sig[::2]  # not contiguous: copied
     contiguous = np.ascontiguousarray(strided)
-    assert not strided.flags["C_CONTIGUOUS"]
     for f in [
         lambda s: _core.span_counts([text, ""], [s, np.zeros(0, np.float32)], PATTERNS["gpt2"]),
         lambda s: _core.global_spans([text], [s], PATTERNS["gpt2"], 3, 1),

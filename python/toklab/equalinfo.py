@@ -287,10 +287,89 @@ def _as_bytes(text: str | bytes) -> bytes:
     raise InvalidInputError(f"expected str or bytes, got {type(text).__name__}")
 
 
+# -- what the codes have in common ------------------------------------------------------------
+
+
+class _Code:
+    """The parts of a tokenizer whose tokens are ``token_bits``-bit pieces of an arithmetic
+    code: the vocabulary, the protocol's one-text methods over the batch ones, and files."""
+
+    _FORMAT = ""
+    _WHAT = ""
+    token_bits: int
+    m1: Any
+    stats: dict[str, float]
+
+    #: No unknown or byte-fallback tokens (for :func:`toklab.metrics.vocabulary_stats`).
+    unk_ids: tuple[int, ...] = ()
+    byte_fallback_ids: tuple[int, ...] = ()
+
+    @property
+    def vocab_size(self) -> int:
+        return 1 << self.token_bits
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return {}
+
+    def token_bytes(self, token_id: int) -> bytes:
+        raise ConfigError(f"{self._WHAT} tokens are bits of a code, not byte strings")
+
+    def m1_flops_per_byte(self) -> float:
+        """M1 forward FLOPs per byte of text in the last ``encode_batch`` (0 for n-gram M1s)."""
+        return float(self.stats.get("m1_flops_per_byte", 0.0))
+
+    def encode_batch(self, texts: Sequence[str | bytes]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def decode_bytes_batch(self, batch: Sequence[IdsLike]) -> list[bytes]:
+        raise NotImplementedError
+
+    def encode(self, text: str | bytes) -> np.ndarray:
+        return self.encode_batch([text])[0]
+
+    def decode_bytes(self, ids: IdsLike) -> bytes:
+        return self.decode_bytes_batch([ids])[0]
+
+    def decode(self, ids: IdsLike, errors: str = "replace") -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+    def decode_batch(self, batch: Sequence[IdsLike], errors: str = "replace") -> list[str]:
+        return [b.decode("utf-8", errors=errors) for b in self.decode_bytes_batch(batch)]
+
+    def _config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": self._FORMAT,
+                "version": 1,
+                "config": self._config(),
+                "m1": _m1_to_dict(self.m1),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        d = _read_json(text, cls._FORMAT)
+        try:
+            return cls(_m1_from_dict(d["m1"]), **d["config"])  # type: ignore[call-arg]
+        except (KeyError, TypeError) as e:
+            raise CorruptFileError(f"{cls._WHAT} file: missing or bad field ({e})") from None
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        _write_atomic(Path(path), self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Any:
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
 # -- Equal-Info windows ------------------------------------------------------------------------
 
 
-class EqualInfo:
+class EqualInfo(_Code):
     """Equal-Info windows over M1: every ``window_bits`` bits of arithmetic code hold as many
     bytes as fit, and become ``window_bits / token_bits`` tokens.
 
@@ -309,6 +388,9 @@ class EqualInfo:
     bits). Both need the length header for the end of the text; where a window decodes wrongly,
     the header's CRC fails (:class:`~toklab.errors.CorruptTokensError`), never silently.
     """
+
+    _FORMAT = FORMAT
+    _WHAT = "Equal-Info"
 
     def __init__(
         self,
@@ -367,31 +449,13 @@ class EqualInfo:
         _core.WindowDecoders([], window_bits, state_bits, cdf_bits, self.max_window_bytes)
         self.stats: dict[str, float] = {}
 
-    @property
-    def vocab_size(self) -> int:
-        return 1 << self.token_bits
-
-    @property
-    def special_tokens(self) -> dict[str, int]:
-        return {}
-
     def __repr__(self) -> str:
         return (
             f"EqualInfo(window_bits={self.window_bits}, token_bits={self.token_bits}, "
             f"max_window_bytes={self.max_window_bytes}, m1={self.m1!r})"
         )
 
-    def token_bytes(self, token_id: int) -> bytes:
-        raise ConfigError("Equal-Info tokens are bits of a code, not byte strings")
-
-    def m1_flops_per_byte(self) -> float:
-        """M1 forward FLOPs per byte of text in the last ``encode_batch`` (0 for n-gram M1s)."""
-        return float(self.stats.get("m1_flops_per_byte", 0.0))
-
     # -- encoding --------------------------------------------------------------------------------
-
-    def encode(self, text: str | bytes) -> np.ndarray:
-        return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: Sequence[str | bytes]) -> list[np.ndarray]:
         datas = [_as_bytes(t) for t in texts]
@@ -412,10 +476,6 @@ class EqualInfo:
         todo = [d for d in datas if d not in self._cache]
         for d, w in zip(todo, self.windows_batch(todo), strict=True):
             self._cache[d] = self._tokens(d, w)
-
-    #: No unknown or byte-fallback tokens (for :func:`toklab.metrics.vocabulary_stats`).
-    unk_ids: tuple[int, ...] = ()
-    byte_fallback_ids: tuple[int, ...] = ()
 
     def spans(self, text: str | bytes) -> tuple[np.ndarray, np.ndarray]:
         """``(ids, ends)`` for :func:`toklab.metrics.token_spans`: a window's bytes end at its
@@ -509,15 +569,6 @@ class EqualInfo:
         return out
 
     # -- decoding --------------------------------------------------------------------------------
-
-    def decode_bytes(self, ids: IdsLike) -> bytes:
-        return self.decode_bytes_batch([ids])[0]
-
-    def decode(self, ids: IdsLike, errors: str = "replace") -> str:
-        return self.decode_bytes(ids).decode("utf-8", errors=errors)
-
-    def decode_batch(self, batch: Sequence[IdsLike], errors: str = "replace") -> list[str]:
-        return [b.decode("utf-8", errors=errors) for b in self.decode_bytes_batch(batch)]
 
     def decode_bytes_batch(self, batch: Sequence[IdsLike]) -> list[bytes]:
         w, k = self.window_bits, self.token_bits
@@ -647,52 +698,31 @@ class EqualInfo:
             active = np.asarray(dec.active(), dtype=np.int64)
         return [bytes(rows[i, : lengths[i]]) for i in range(len(values))]
 
-    # -- files -----------------------------------------------------------------------------------
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": FORMAT,
-                "version": 1,
-                "config": {
-                    "window_bits": self.window_bits,
-                    "token_bits": self.token_bits,
-                    "max_window_bytes": self.max_window_bytes,
-                    "segment_bytes": self.segment_bytes,
-                    "cdf_bits": self.cdf_bits,
-                    "state_bits": self.state_bits,
-                    "header": self.header,
-                    "batch_rows": self.batch_rows,
-                    "rule": self.rule,
-                },
-                "m1": _m1_to_dict(self.m1),
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> EqualInfo:
-        d = _read_json(text, FORMAT)
-        try:
-            return cls(_m1_from_dict(d["m1"]), **d["config"])
-        except (KeyError, TypeError) as e:
-            raise CorruptFileError(f"Equal-Info file: missing or bad field ({e})") from None
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        _write_atomic(Path(path), self.to_json())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> EqualInfo:
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+    def _config(self) -> dict[str, Any]:
+        return {
+            "window_bits": self.window_bits,
+            "token_bits": self.token_bits,
+            "max_window_bytes": self.max_window_bytes,
+            "segment_bytes": self.segment_bytes,
+            "cdf_bits": self.cdf_bits,
+            "state_bits": self.state_bits,
+            "header": self.header,
+            "batch_rows": self.batch_rows,
+            "rule": self.rule,
+        }
 
 
 # -- plain arithmetic coding (the paper's AC and StaticAC baselines) ----------------------------
 
 
-class ArithmeticCoding:
+class ArithmeticCoding(_Code):
     """One arithmetic-code stream per text (no windows), cut into ``token_bits`` tokens, with a
     64-bit header (length, CRC-32) so that decoding knows where the text ends. M1's context
     resets every ``context`` bytes (default: M1's context minus one, or 256 for n-gram models),
     so encoding evaluates all blocks at once; decoding is one M1 step per byte."""
+
+    _FORMAT = AC_FORMAT
+    _WHAT = "arithmetic-coding"
 
     def __init__(
         self,
@@ -720,25 +750,11 @@ class ArithmeticCoding:
         _core.AcDecoders([], state_bits, cdf_bits)  # checks the precision
         self.stats: dict[str, float] = {}
 
-    @property
-    def vocab_size(self) -> int:
-        return 1 << self.token_bits
-
-    @property
-    def special_tokens(self) -> dict[str, int]:
-        return {}
-
     def __repr__(self) -> str:
         return (
             f"ArithmeticCoding(token_bits={self.token_bits}, context={self.context}, "
             f"m1={self.m1!r})"
         )
-
-    def token_bytes(self, token_id: int) -> bytes:
-        raise ConfigError("arithmetic-coded tokens are bits of a code, not byte strings")
-
-    def m1_flops_per_byte(self) -> float:
-        return float(self.stats.get("m1_flops_per_byte", 0.0))
 
     def _logits(self, data: bytes) -> np.ndarray:
         c = self.context
@@ -748,9 +764,6 @@ class ArithmeticCoding:
         rows = arr.reshape(n_blocks, c)
         full = self._m1.all_positions(rows)[:, :c]
         return np.ascontiguousarray(full.reshape(-1, 256)[: len(data)])
-
-    def encode(self, text: str | bytes) -> np.ndarray:
-        return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: Sequence[str | bytes]) -> list[np.ndarray]:
         out = []
@@ -776,12 +789,6 @@ class ArithmeticCoding:
                 "m1_flops_per_byte": self._m1.rows_evaluated * self._m1.flops_per_row() / total,
             }
         return out
-
-    def decode_bytes(self, ids: IdsLike) -> bytes:
-        return self.decode_bytes_batch([ids])[0]
-
-    def decode(self, ids: IdsLike, errors: str = "replace") -> str:
-        return self.decode_bytes(ids).decode("utf-8", errors=errors)
 
     def decode_bytes_batch(self, batch: Sequence[IdsLike]) -> list[bytes]:
         k = self.token_bits
@@ -830,32 +837,14 @@ class ArithmeticCoding:
             result.append(data)
         return result
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": AC_FORMAT,
-                "version": 1,
-                "config": {
-                    "token_bits": self.token_bits,
-                    "context": self.context,
-                    "cdf_bits": self.cdf_bits,
-                    "state_bits": self.state_bits,
-                    "batch_rows": self.batch_rows,
-                },
-                "m1": _m1_to_dict(self.m1),
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> ArithmeticCoding:
-        d = _read_json(text, AC_FORMAT)
-        try:
-            return cls(_m1_from_dict(d["m1"]), **d["config"])
-        except (KeyError, TypeError) as e:
-            raise CorruptFileError(f"arithmetic-coding file: missing or bad field ({e})") from None
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        _write_atomic(Path(path), self.to_json())
+    def _config(self) -> dict[str, Any]:
+        return {
+            "token_bits": self.token_bits,
+            "context": self.context,
+            "cdf_bits": self.cdf_bits,
+            "state_bits": self.state_bits,
+            "batch_rows": self.batch_rows,
+        }
 
 
 def static_ac(texts: Iterable[str | bytes], token_bits: int = 8) -> ArithmeticCoding:

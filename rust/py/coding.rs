@@ -22,6 +22,16 @@ fn floats(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<f32>> {
         .to_vec(obj.py())
 }
 
+/// The coder's precision for a byte alphabet, checked.
+fn byte_precision(state_bits: u32, cdf_bits: u32) -> PyResult<Precision> {
+    let p = Precision {
+        state_bits,
+        cdf_bits,
+    };
+    p.check(ALPHABET).map_err(to_py)?;
+    Ok(p)
+}
+
 fn window_config(
     window_bits: u32,
     state_bits: u32,
@@ -261,11 +271,7 @@ fn ac_encode<'py>(
     state_bits: u32,
     cdf_bits: u32,
 ) -> PyResult<(Bound<'py, PyBytes>, u64)> {
-    let p = Precision {
-        state_bits,
-        cdf_bits,
-    };
-    p.check(ALPHABET).map_err(to_py)?;
+    let p = byte_precision(state_bits, cdf_bits)?;
     let logits = floats(logits, "logits")?;
     if logits.len() != data.len() * ALPHABET {
         return Err(raise(
@@ -306,11 +312,7 @@ struct PyAcDecoders {
 impl PyAcDecoders {
     #[new]
     fn new(streams: Vec<Vec<u8>>, state_bits: u32, cdf_bits: u32) -> PyResult<Self> {
-        let p = Precision {
-            state_bits,
-            cdf_bits,
-        };
-        p.check(ALPHABET).map_err(to_py)?;
+        let p = byte_precision(state_bits, cdf_bits)?;
         let states = streams.into_iter().map(|s| Decoder::new(p, s)).collect();
         Ok(PyAcDecoders { p, states })
     }
@@ -413,11 +415,7 @@ fn ac_encode_cdfs<'py>(
     state_bits: u32,
     cdf_bits: u32,
 ) -> PyResult<(Bound<'py, PyBytes>, u64)> {
-    let p = Precision {
-        state_bits,
-        cdf_bits,
-    };
-    p.check(ALPHABET).map_err(to_py)?;
+    let p = byte_precision(state_bits, cdf_bits)?;
     let cdfs = u32s(cdfs, "cdfs")?;
     check_cdfs(&cdfs, data.len(), cdf_bits)?;
     let (bytes, len) = py.detach(|| {
@@ -440,11 +438,7 @@ fn ac_decode_cdfs<'py>(
     state_bits: u32,
     cdf_bits: u32,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let p = Precision {
-        state_bits,
-        cdf_bits,
-    };
-    p.check(ALPHABET).map_err(to_py)?;
+    let p = byte_precision(state_bits, cdf_bits)?;
     let cdfs = u32s(cdfs, "cdfs")?;
     check_cdfs(&cdfs, n, cdf_bits)?;
     let out = py.detach(|| {
