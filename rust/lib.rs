@@ -11,6 +11,7 @@
 
 pub mod arith;
 pub mod bpe;
+pub mod byteprobs;
 pub mod bytespan;
 pub mod count;
 pub mod equalinfo;

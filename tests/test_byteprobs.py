@@ -189,8 +189,10 @@ def test_on_toklab_bpe_and_gpt() -> None:
     token_level = sum(float(lm.next_token_logprobs([ids[:j]])[0][ids[j]]) for j in range(len(ids)))
     canon = ByteLevelLM(lm, tok, mode="canonical")
     every = ByteLevelLM(lm, tok, mode="all")
-    states = canon._states(text)
+    states = canon.states(text)
     assert max(len(s) for s in states) <= 1
+    assert states[len(text)] == [tuple(ids)]
+    assert tuple(ids) in {c[: len(ids)] for c in canon.covers(text)}
     all_lp = every.prefix_logprob(text)
     assert all_lp > token_level
     assert canon.prefix_logprob(text) >= token_level - 1e-9
@@ -322,3 +324,206 @@ def test_tokenizers_it_cannot_handle() -> None:
     # Prompts ending inside a UTF-8 character are just bytes; an empty prompt is the start.
     blm = ByteLevelLM(ClosedFormLM(0), MiniBPE(), mode="all")
     assert math.isclose(float(np.exp(blm.next_byte_logprobs([b""])[0]).sum()), 1.0)
+
+
+# -- the Rust core: canonical validity from merge ranks, the trie, on toklab BPE -------------------
+
+_ALPHA = b"ab \n1'"
+
+
+@cache
+def _small_bpe(pattern: str, ignore_merges: bool = False):
+    from toklab.bpe import BPETokenizer, train_bpe
+
+    rng = np.random.default_rng(5)
+    p = [0.3, 0.3, 0.2, 0.06, 0.08, 0.06]
+    text = rng.choice(list(_ALPHA), size=6000, p=p).astype(np.uint8).tobytes()
+    tok = train_bpe(
+        [text.decode()], vocab_size=256 + 48, pattern=pattern, special_tokens=["<|endoftext|>"]
+    )
+    if ignore_merges:
+        core = tok._core
+        tok = BPETokenizer.from_parts(
+            [core.token_bytes(i) for i in range(256 + 48)],
+            [(m[0], m[1]) for m in core.merges()],
+            pattern=pattern,
+            special_tokens=tok.special_tokens,
+            ignore_merges=True,
+        )
+    return tok
+
+
+@settings(max_examples=60, deadline=None)
+@given(seq=st.lists(st.integers(0, 10_000), min_size=1, max_size=7),
+       pattern=st.sampled_from(["gpt2", "cl100k", "o200k"]), ignore=st.booleans())  # fmt: skip
+def test_canonical_from_merge_ranks_agrees_with_reencoding(seq, pattern, ignore) -> None:
+    from toklab import _core
+
+    tok = _small_bpe(pattern, ignore)
+    canon = _core.Canonical(tok._core)
+    # Mostly tokens made of the training alphabet, so that many sequences are canonical.
+    real = [i for i in range(tok.vocab_size - 1) if set(tok.token_bytes(i)) <= set(_ALPHA)]
+    ids = [real[i % len(real)] for i in seq]
+    want = [int(i) for i in tok.encode_bytes(tok.decode_bytes(ids))] == ids
+    assert canon.is_canonical(ids) == want
+    if want:
+        cands = list(range(tok.vocab_size))
+        got = np.frombuffer(canon.extensions(ids, cands), dtype=np.uint8)
+        for t in cands:
+            longer = [*ids, t]
+            ok = t != tok.vocab_size - 1 and (
+                [int(i) for i in tok.encode_bytes(tok.decode_bytes(longer))] == longer
+            )
+            assert bool(got[t]) == ok, (ids, t)
+    assert not canon.is_canonical([*ids, tok.vocab_size - 1])  # the special token
+    assert not canon.is_canonical([*ids, 10**9])
+
+
+class TableLM:
+    """A closed-form token LM over a toklab BPE: logits from a table of (last token, parity),
+    -inf for every token outside ``support`` (so that brute force stays small). No KV cache."""
+
+    def __init__(self, vocab_size: int, support: list[int], seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.vocab_size = vocab_size
+        self.support = support
+        self.table = rng.normal(size=(2, vocab_size + 1, vocab_size)) * 1.5
+        mask = np.full(vocab_size, -math.inf)
+        mask[support] = 0
+        self.table += mask
+
+    def next_token_logprobs(self, prefixes):
+        out = []
+        for p in prefixes:
+            z = self.table[len(p) % 2, p[-1] if p else self.vocab_size]
+            out.append(z - _lse(z))
+        return np.array(out)
+
+
+def _lse(z: np.ndarray) -> float:
+    m = z[np.isfinite(z)].max()
+    return float(m + np.log(np.exp(z - m).sum()))
+
+
+def brute_covers(tok, lm, x: bytes, canonical: bool) -> float:
+    """The cover mass of x by depth-first enumeration of token sequences consistent with x."""
+    support = [(t, tok.token_bytes(t)) for t in lm.support]
+    total = 0.0
+
+    def go(seq: list[int], done: int, lp: float) -> None:
+        nonlocal total
+        row = lm.next_token_logprobs([seq])[0]
+        for t, b in support:
+            piece = x[done : done + len(b)]
+            if not b.startswith(piece) and not piece.startswith(b):
+                continue
+            if done + len(b) >= len(x):  # t reaches the end: a cover
+                full = [*seq, t]
+                data = tok.decode_bytes(full)
+                if data.startswith(x) and (
+                    not canonical or [int(i) for i in tok.encode_bytes(data)] == full
+                ):
+                    total += math.exp(lp + row[t])
+            elif x[done : done + len(b)] == b:
+                go([*seq, t], done + len(b), lp + row[t])
+
+    go([], 0, 0.0)
+    return total
+
+
+@settings(max_examples=20, deadline=None)
+@given(x=st.lists(st.sampled_from(list(b"ab \n")), min_size=1, max_size=6).map(bytes),
+       seed=st.integers(0, 3), mode=st.sampled_from(["all", "canonical"]),
+       pattern=st.sampled_from(["gpt2", "o200k"]))  # fmt: skip
+def test_toklab_bpe_with_pretokenization_matches_brute_force(x, seed, mode, pattern) -> None:
+    tok = _small_bpe(pattern)
+    support = [i for i in range(tok.vocab_size - 1) if set(tok.token_bytes(i)) <= set(b"ab \n")][
+        :14
+    ]
+    lm = TableLM(tok.vocab_size, support, seed)
+    blm = ByteLevelLM(lm, tok, mode=mode, end_token=None)
+    want = brute_covers(tok, lm, x, mode == "canonical")
+    assert math.exp(blm.prefix_logprob(x)) == pytest.approx(want, rel=1e-9, abs=1e-300)
+    if want > 0:
+        nb = np.exp(blm.next_byte_logprobs([x])[0])
+        ext = np.array(
+            [brute_covers(tok, lm, x + bytes([b]), mode == "canonical") for b in b"ab \n"]
+        )
+        np.testing.assert_allclose(nb[list(b"ab \n")], ext / ext.sum(), rtol=1e-9)
+        # One pass over the text gives every prefix's distribution.
+        d = blm.distributions(x)
+        np.testing.assert_allclose(np.exp(d[-1]), nb, rtol=1e-9, atol=1e-300)
+        assert blm.logprob(x) == pytest.approx(
+            sum(blm.next_byte_logprobs([x[:j]])[0][x[j]] for j in range(len(x))), rel=1e-9
+        )
+
+
+def test_kv_cached_path_equals_plain_batched_calls_and_calls_per_byte() -> None:
+    """The toklab GPT through its KV-cached incremental interface and through plain batched
+    calls give the same probabilities; generating costs at most one model call per byte in
+    canonical mode, scoring one call per token depth."""
+    torch = pytest.importorskip("torch")
+    from toklab.bpe import train_bpe
+    from toklab.lm import LanguageModel
+    from toklab.lm.model import GPT, GPTConfig
+
+    torch.set_num_threads(1)
+    tok = train_bpe(["the theme of the thesis: then there, and these themes"] * 20, vocab_size=270)
+    torch.manual_seed(0)
+    lm = LanguageModel(
+        GPT(GPTConfig(vocab_size=270, n_layer=2, n_head=2, n_embd=32, context=64)), tok
+    )
+
+    class Plain:  # the same model without its incremental interface
+        vocab_size = lm.vocab_size
+
+        def next_token_logprobs(self, prefixes):
+            return lm.next_token_logprobs(prefixes)
+
+    text = b"the these thesis: them"
+    for mode in ("canonical", "all"):
+        kv = ByteLevelLM(lm, tok, mode=mode, beam=None if mode == "canonical" else 8)
+        plain = ByteLevelLM(Plain(), tok, mode=mode, beam=None if mode == "canonical" else 8)
+        a, b = kv.distributions(text), plain.distributions(text)
+        np.testing.assert_allclose(a, b, atol=1e-6)
+        # The incremental byte state agrees with the one-pass distributions.
+        state = kv.start_bytes([b"the"])
+        for j in range(3, len(text)):
+            np.testing.assert_allclose(state.logprobs[0], a[j], atol=1e-6)
+            state.append([text[j]])
+        two = state.select([0, 0])
+        two.append([ord("e"), ord("s")])
+        np.testing.assert_allclose(
+            two.logprobs[0], kv.next_byte_logprobs([text + b"e"])[0], atol=1e-6
+        )
+    canon = ByteLevelLM(lm, tok)
+    canon.logprob(text)
+    # One batched call per token depth of the states (the longest state has few more tokens
+    # than the text's own encoding), far fewer than one per byte.
+    depth = max(len(s) for group in canon.states(text[:-1]) for s in group)
+    assert canon.stats["model_calls"] == depth + 1 < len(text)
+    assert 0 <= canon.stats["share_outside_model"] <= 1
+    out = canon.sample(b"the th", max_bytes=12, seed=3)
+    # One call per byte of prompt and output (one new canonical state each), plus the start.
+    assert len(out) == 12 and canon.stats["model_calls"] <= 6 + 12 + 1
+
+
+def test_end_of_text_column() -> None:
+    tok = _small_bpe("gpt2")
+    support = [i for i in range(tok.vocab_size - 1) if set(tok.token_bytes(i)) <= set(b"ab ")][:10]
+    end = tok.special_tokens["<|endoftext|>"]
+    lm = TableLM(tok.vocab_size, [*support, end], 1)
+    blm = ByteLevelLM(lm, tok, mode="all")
+    assert blm.has_end and blm.end_token == end
+    d = blm.next_byte_logprobs([b"ab"])[0]
+    assert d.shape == (257,) and math.isclose(float(np.exp(d).sum()), 1.0, rel_tol=1e-12)
+    # P(end | x) = sum over the encodings of x exactly of P(T) P(end | T), over P(x).
+    x = b"ab"
+    mass_x = math.exp(blm.prefix_logprob(x))
+    exact = 0.0
+    for seq in blm.states(x)[len(x)]:
+        lp = sum(lm.next_token_logprobs([list(seq[:k])])[0][seq[k]] for k in range(len(seq)))
+        exact += math.exp(lp + lm.next_token_logprobs([list(seq)])[0][end])
+    assert math.exp(d[256]) == pytest.approx(exact / mass_x, rel=1e-9)
+    with pytest.raises(ConfigError):
+        ByteLevelLM(lm, tok, end_token=10**6)

@@ -1,5 +1,4 @@
-"""Exact byte-level probabilities from a tokenized language model (Phan et al. 2024; issue 9,
-first part: the exact engine in Python, checked against brute-force enumeration).
+"""Exact byte-level probabilities from a tokenized language model (Phan et al. 2024; issue 9).
 
 A token LM gives ``P(t_1..t_k)``, the probability that the token stream starts with ``t_1..t_k``.
 The probability that the *byte* stream starts with ``x`` is the sum over the **covers** of ``x``:
@@ -10,46 +9,207 @@ token reaches to or past the end of ``x`` (Phan's byte-token representation lemm
 Three semantics, chosen explicitly:
 
 - ``"all"``: every token sequence counts (genlm-bytes).
-- ``"canonical"``: only sequences the tokenizer itself would produce: ``encode(decode(T)) == T``
-  for every cover (Phan, ByteSampler); for a model that puts all its mass on canonical
-  encodings both agree.
+- ``"canonical"``: only sequences the tokenizer itself produces, ``encode(decode(T)) == T``
+  (Phan, ByteSampler). For a toklab BPE tokenizer this is decided in Rust from the merge ranks
+  (``_core.Canonical``: pre-token pieces on token boundaries, every adjacent pair inside a piece
+  one that BPE would not merge across), looking only at the last two pieces; any other tokenizer
+  is re-encoded. For a model that puts all its mass on canonical encodings both modes agree.
 - ``beam=K`` (with either): keep the ``K`` most probable token prefixes at each byte position;
   approximate, and ``pruned`` reports the probability mass dropped.
 
-All mixing is in log space with float64 accumulators. The covers of every position are found by
-a dynamic programme over byte positions (states: token sequences that decode exactly to a prefix
-of ``x``), and the LM is called once per state, batched by position and cached.
+How it runs. **States** are token sequences that decode exactly to a prefix ``x[:i]``; a state
+at ``i`` extends by every token equal to ``x[i:p]`` into a state at ``p``. The vocabulary is a
+byte trie in Rust (``_core.VocabTrie``) whose subtrees are ranges of one token order, so the mass
+of the next byte ``b`` from a state is a segmented log-sum-exp over a permuted row of the token
+LM's output. All mixing is in log space with float64 accumulators.
+
+The token LM is called through its incremental interface (``start`` / ``select`` / ``append``:
+KV caches) where it has one: a new state is its parent plus one token, so each state costs one
+position of the model. Scoring a known text (no beam) first enumerates every state it needs from
+the tokenizer alone, then runs the model once per token depth over all of them at once;
+generating calls it once per byte (per group of parents). ``stats`` reports model calls per byte
+and the share of time spent outside the model.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from toklab.errors import ConfigError, InvalidInputError
+from toklab import _core
+from toklab.errors import ConfigError, ContextLengthError, InvalidInputError
 
 __all__ = ["ByteEnsemble", "ByteLevelLM"]
 
 _NEG = -math.inf
+Seq = tuple[int, ...]
 
 
-def _logsumexp(values: Sequence[float]) -> float:
-    vals = [v for v in values if v != _NEG]
-    if not vals:
+def _logsumexp(values: np.ndarray | Sequence[float]) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
         return _NEG
-    m = max(vals)
-    return m + math.log(sum(math.exp(v - m) for v in vals))
+    m = float(v.max())
+    if m == _NEG:
+        return _NEG
+    return m + math.log(float(np.exp(v - m).sum()))
+
+
+def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
+    m = a.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return (m + np.log(np.exp(a - m).sum(axis=-1, keepdims=True)))[..., 0]
+
+
+class _Trie:
+    """The Rust trie plus, per node, numpy views: the tokens equal to its string, the tokens
+    that extend it, and where each child's tokens start among those."""
+
+    def __init__(self, tokens: Sequence[bytes | None]) -> None:
+        self.core = _core.VocabTrie(list(tokens))
+        self.order = np.frombuffer(self.core.order(), dtype=np.uint32).astype(np.int64)
+        self.longest = int(self.core.longest)
+        self._info: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def info(self, node: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(here, ext, child_bytes, child_offsets)`` of a node."""
+        hit = self._info.get(node)
+        if hit is None:
+            start, here, end = self.core.node(node)
+            kids, starts = self.core.children(node)
+            hit = (
+                self.order[start:here],
+                self.order[here:end],
+                np.frombuffer(kids, dtype=np.uint8).astype(np.int64),
+                np.asarray(starts, dtype=np.int64) - here,
+            )
+            self._info[node] = hit
+        return hit
+
+
+class _Checker:
+    """Which one-token extensions of a state are canonical. A state carries a *tail*: the part
+    of its tokens that decides this (the last two pre-token pieces for a toklab BPE; the whole
+    sequence for other tokenizers, which are re-encoded)."""
+
+    def __init__(self, tokenizer: Any, tokens: Sequence[bytes | None], mode: str) -> None:
+        self.mode = mode
+        self.tokens = tokens
+        core = getattr(tokenizer, "_core", None)
+        self.rust = _core.Canonical(core) if isinstance(core, _core.Bpe) else None
+        self.tokenizer = tokenizer
+        self._root: dict[Seq, np.ndarray] = {}
+
+    def tail(self, seq: Seq) -> Seq:
+        if self.mode == "all":
+            return ()
+        if self.rust is None:
+            return seq
+        return seq[self.rust.tail_start(list(seq)) :]
+
+    def ok(self, tail: Seq, cands: np.ndarray, root: bool = False) -> np.ndarray | None:
+        """A boolean mask over ``cands`` (``None``: all allowed)."""
+        if self.mode == "all" or cands.size == 0:
+            return None
+        if root:
+            hit = self._root.get(tail)
+            if hit is not None:
+                return hit
+        if self.rust is not None:
+            out = np.frombuffer(self.rust.extensions(list(tail), cands.tolist()), dtype=np.uint8)
+            mask = out.astype(bool)
+        else:
+            mask = np.array([self._reencodes((*tail, int(t))) for t in cands.tolist()])
+        if root:
+            if len(self._root) > 4096:
+                self._root.clear()
+            self._root[tail] = mask
+        return mask
+
+    def _reencodes(self, seq: Seq) -> bool:
+        data = b"".join(self.tokens[t] or b"" for t in seq)
+        encode_bytes = getattr(self.tokenizer, "encode_bytes", None)
+        if encode_bytes is not None:
+            ids = encode_bytes(data)
+        else:
+            ids = self.tokenizer.encode(data.decode("utf-8", errors="surrogateescape"))
+        return [int(i) for i in ids] == list(seq)
+
+
+class _Rows:
+    """The token LM's next-token rows of states, through its KV-cached incremental interface
+    when it has one (a state's parent must have been asked for first), else batched calls."""
+
+    def __init__(self, owner: ByteLevelLM) -> None:
+        self.o = owner
+        self.lm = owner.token_lm
+        self.incremental = callable(getattr(self.lm, "start", None))
+        self.handles: dict[Seq, tuple[Any, int]] = {}
+
+    def get(self, seqs: Sequence[Seq]) -> list[np.ndarray]:
+        if not seqs:
+            return []
+        t0 = time.perf_counter()
+        try:
+            out = self._get(seqs)
+        except ContextLengthError as e:
+            raise ContextLengthError(
+                f"{e}; byte-level probabilities need every token prefix of the text in the "
+                "model's context: score shorter texts"
+            ) from None
+        self.o._lm_seconds += time.perf_counter() - t0
+        return out
+
+    def _get(self, seqs: Sequence[Seq]) -> list[np.ndarray]:
+        if not self.incremental:
+            self.o.model_calls += 1
+            lp = np.asarray(self.lm.next_token_logprobs([list(s) for s in seqs]), dtype=np.float64)
+            return list(lp)
+        out: list[np.ndarray | None] = [None] * len(seqs)
+        groups: dict[int, tuple[Any, list[int], list[int], list[int]]] = {}
+        for k, s in enumerate(seqs):
+            if not s:
+                state = self.lm.start([[]])
+                self.o.model_calls += 1
+                self.handles[s] = (state, 0)
+                out[k] = np.asarray(state.logprobs[0], dtype=np.float64)
+                continue
+            parent = self.handles.get(s[:-1])
+            if parent is None:
+                raise AssertionError("a state's parent was not evaluated first")  # pragma: no cover
+            st, row = parent
+            g = groups.setdefault(id(st), (st, [], [], []))
+            g[1].append(row)
+            g[2].append(s[-1])
+            g[3].append(k)
+        for st, rows, toks, ks in groups.values():
+            child = st.select(rows)
+            child.append(toks)
+            self.o.model_calls += 1
+            lp = np.asarray(child.logprobs, dtype=np.float64)
+            for j, k in enumerate(ks):
+                self.handles[seqs[k]] = (child, j)
+                out[k] = lp[j]
+        return out  # type: ignore[return-value]
+
+    def release(self, seqs: Sequence[Seq]) -> None:
+        for s in seqs:
+            self.handles.pop(s, None)
 
 
 class ByteLevelLM:
     """A :class:`~toklab.lm.protocols.TokenLM` over ``tokenizer``'s ids, as a byte-level LM.
 
     ``tokenizer`` needs ``vocab_size``, ``token_bytes(id)`` and, for ``mode="canonical"``,
-    ``encode`` (of bytes or str) to decide which sequences are canonical. Special tokens (the
-    tokenizer's ``special_tokens``) never appear in covers.
+    ``encode`` (of bytes or str) unless it is a toklab :class:`~toklab.bpe.BPETokenizer` (then
+    canonicity comes from its merge ranks, in Rust). Special tokens never appear in covers;
+    ``end_token`` (default: the tokenizer's ``<|endoftext|>``, if it has one) gives the end-of-
+    text column 256.
     """
 
     def __init__(
@@ -58,10 +218,11 @@ class ByteLevelLM:
         tokenizer: Any,
         mode: str = "canonical",
         beam: int | None = None,
+        end_token: int | str | None = "auto",
     ) -> None:
         if mode not in ("canonical", "all"):
             raise ConfigError(f"mode must be 'canonical' or 'all', got {mode!r}")
-        if beam is not None and (not isinstance(beam, int) or beam < 1):
+        if beam is not None and (not isinstance(beam, int) or isinstance(beam, bool) or beam < 1):
             raise ConfigError(f"beam must be a positive integer or None, got {beam!r}")
         if token_lm.vocab_size != tokenizer.vocab_size:
             raise ConfigError(
@@ -72,20 +233,28 @@ class ByteLevelLM:
         self.tokenizer = tokenizer
         self.mode = mode
         self.beam = beam
-        specials = set(getattr(tokenizer, "special_tokens", {}).values())
+        specials = dict(getattr(tokenizer, "special_tokens", {}) or {})
+        if end_token == "auto":
+            end_token = specials.get("<|endoftext|>")
+        if end_token is not None and not (
+            isinstance(end_token, int) and 0 <= end_token < tokenizer.vocab_size
+        ):
+            raise ConfigError(f"end_token must be a token id or None, got {end_token!r}")
+        self.end_token = end_token
         if not callable(getattr(tokenizer, "token_bytes", None)):
             raise ConfigError(
                 f"{type(tokenizer).__name__} has no token_bytes: byte-level probabilities need "
                 "every token's bytes"
             )
-        self.tokens: list[bytes | None] = []
+        special_ids = set(specials.values())
+        tokens: list[bytes | None] = []
         try:
             for i in range(tokenizer.vocab_size):
-                if i in specials:
-                    self.tokens.append(None)
+                if i in special_ids:
+                    tokens.append(None)
                     continue
                 b = bytes(tokenizer.token_bytes(i))
-                self.tokens.append(b if b else None)
+                tokens.append(b if b else None)
         except ConfigError as e:
             raise ConfigError(
                 f"{type(tokenizer).__name__} cannot be converted to byte level: its tokens are "
@@ -96,91 +265,188 @@ class ByteLevelLM:
             or callable(getattr(tokenizer, "encode", None))
         ):
             raise ConfigError("mode='canonical' needs a tokenizer that can encode")
-        self._trie = _Trie(self.tokens)
-        self._cache: dict[tuple[int, ...], np.ndarray] = {}
-        self._canon: dict[tuple[int, ...], bool] = {}
+        self.tokens = tokens
+        self._trie = _Trie(tokens)
+        self._check = _Checker(tokenizer, tokens, mode)
         self.pruned = 0.0
         self.model_calls = 0
+        self._lm_seconds = 0.0
+        self._stats: dict[str, float] = {}
 
     @property
     def has_end(self) -> bool:
-        return False
+        return self.end_token is not None
 
-    # -- the token LM, cached ------------------------------------------------------------------
+    @property
+    def width(self) -> int:
+        return 257 if self.has_end else 256
 
-    def _next(self, prefixes: list[tuple[int, ...]]) -> None:
-        todo = [p for p in dict.fromkeys(prefixes) if p not in self._cache]
-        if todo:
-            lp = np.asarray(self.token_lm.next_token_logprobs([list(p) for p in todo]))
-            self.model_calls += 1
-            for p, row in zip(todo, lp, strict=True):
-                self._cache[p] = row.astype(np.float64)
+    @property
+    def stats(self) -> dict[str, float]:
+        """Of the last call: bytes, model calls, calls per byte, seconds, and the share of
+        the time spent outside the token LM."""
+        return dict(self._stats)
 
-    def _canonical(self, seq: tuple[int, ...]) -> bool:
+    def _begin(self) -> tuple[int, float, float]:
+        return self.model_calls, self._lm_seconds, time.perf_counter()
+
+    def _end(self, mark: tuple[int, float, float], nbytes: int) -> None:
+        calls, lm_s, t0 = mark
+        took = time.perf_counter() - t0
+        n = max(nbytes, 1)
+        inside = self._lm_seconds - lm_s
+        self._stats = {
+            "bytes": float(nbytes),
+            "model_calls": float(self.model_calls - calls),
+            "model_calls_per_byte": (self.model_calls - calls) / n,
+            "seconds": took,
+            "seconds_in_model": inside,
+            "share_outside_model": (took - inside) / took if took > 0 else 0.0,
+        }
+
+    # -- one pass over a byte string --------------------------------------------------------------
+
+    def _new_states(
+        self, x: bytes, p: int, states: dict[int, dict[Seq, float]], tails: dict[Seq, Seq]
+    ) -> list[tuple[Seq, Seq, int]]:
+        """The states at ``p``: ``(state, parent, token)`` for each parent at ``i < p`` and each
+        token equal to ``x[i:p]`` whose extension is allowed."""
+        out = []
+        for i in range(max(0, p - self._trie.longest), p):
+            if not states.get(i):
+                continue
+            node = self._trie.core.walk(x[i:p])
+            if node is None:
+                continue
+            here = self._trie.info(node)[0]
+            if not here.size:
+                continue
+            for s in states[i]:
+                mask = self._check.ok(tails[s], here)
+                for k, t in enumerate(here.tolist()):
+                    if mask is None or mask[k]:
+                        out.append(((*s, t), s, t))
+        return out
+
+    def _add_terms(
+        self, dist: np.ndarray, x: bytes, i: int, tail: Seq, row: np.ndarray, lp: float,
+        first: int, last: int,
+    ) -> None:  # fmt: skip
+        """Adds to ``dist[j - first]`` (``j`` in ``first..last``) the mass that state of log
+        probability ``lp`` at ``i`` puts, through its next token (LM ``row``), on each byte
+        after ``x[:j]``: the tokens that extend ``x[i:j]``, by their byte at ``j``; and, at
+        ``j == i``, the end of text."""
+        if lp == _NEG:
+            return
+        for j in range(max(i, first), min(last, i + self._trie.longest - 1) + 1):
+            node = self._trie.core.walk(x[i:j]) if j > i else 0
+            if node is None:
+                break
+            _, ext, kids, offs = self._trie.info(node)
+            if not ext.size:
+                break
+            vals = row[ext]
+            mask = self._check.ok(tail, ext, root=j == i)
+            if mask is not None:
+                vals = np.where(mask, vals, _NEG)
+            with np.errstate(invalid="ignore"):
+                red = np.logaddexp.reduceat(vals, offs)
+            d = dist[j - first]
+            d[kids] = np.logaddexp(d[kids], lp + red)
+        if self.end_token is not None and first <= i <= last:
+            d = dist[i - first]
+            d[256] = np.logaddexp(d[256], lp + row[self.end_token])
+
+    def _tail(self, tails: dict[Seq, Seq], s: Seq, parent: Seq) -> Seq:
         if self.mode == "all":
-            return True
-        hit = self._canon.get(seq)
-        if hit is None:
-            data = b"".join(self.tokens[t] or b"" for t in seq)
-            encode_bytes = getattr(self.tokenizer, "encode_bytes", None)
-            if encode_bytes is not None:
-                ids = encode_bytes(data)
-            else:
-                ids = self.tokenizer.encode(data.decode("utf-8", errors="surrogateescape"))
-            hit = [int(i) for i in ids] == list(seq)
-            self._canon[seq] = hit
-        return hit
+            return ()
+        return self._check.tail((*tails[parent], s[-1]))
 
-    # -- covers ---------------------------------------------------------------------------------
-
-    def _states(self, x: bytes) -> list[list[tuple[tuple[int, ...], float]]]:
-        """``states[i]``: token sequences that decode exactly to ``x[:i]``, with log P."""
-        n = len(x)
-        states: list[list[tuple[tuple[int, ...], float]]] = [[] for _ in range(n + 1)]
-        states[0] = [((), 0.0)]
+    def _distributions(self, x: bytes, first: int, last: int) -> np.ndarray:
+        """``[last - first + 1, width]``: the log cover masses ``log P(x[:j] b)`` for ``j`` in
+        ``first..last`` (column 256: the end of text right after ``x[:j]``), not normalised."""
+        if self.beam is not None:
+            lat = _Lattice(self)
+            out = []
+            if first == 0:
+                out.append(lat.masses())
+            for j in range(1, last + 1):
+                lat.push(x[j - 1])
+                if j >= first:
+                    out.append(lat.masses())
+            self.pruned = lat.pruned
+            return np.array(out).reshape(last - first + 1, self.width)
+        # The states do not depend on the model here: enumerate them all from the tokenizer,
+        # then run the model once per token depth over all of them (KV caches carry each
+        # state's prefix, so every state costs one position).
         self.pruned = 0.0
-        for i in range(n + 1):
-            if self.beam is not None and len(states[i]) > self.beam:
-                states[i].sort(key=lambda s: -s[1])
-                dropped = [lp for _, lp in states[i][self.beam :]]
-                self.pruned += math.exp(_logsumexp(dropped))
-                states[i] = states[i][: self.beam]
-            if i == n or not states[i]:
-                continue
-            self._next([seq for seq, _ in states[i]])
-            rest = x[i:]
-            inside = self._trie.prefixes_of(rest)  # tokens that are prefixes of the rest
-            for seq, lp in states[i]:
-                row = self._cache[seq]
-                for t, length in inside:
-                    if row[t] == _NEG:
-                        continue
-                    new = (*seq, t)
-                    if self._canonical(new):
-                        states[i + length].append((new, lp + float(row[t])))
-        return states
+        _, tails, at, children = self._enumerate(x, last)
+        dist = np.full((last - first + 1, self.width), _NEG)
+        logp: dict[Seq, float] = {(): 0.0}
+        rows = _Rows(self)
+        level: list[Seq] = [()]
+        prev: list[Seq] = []
+        while level:
+            got = rows.get(level)
+            rows.release(prev)  # the parents' KV caches are no longer needed
+            nxt: list[Seq] = []
+            for s, row in zip(level, got, strict=True):
+                lp = logp[s]
+                self._add_terms(dist, x, at[s], tails[s], row, lp, first, last)
+                for c in children.get(s, ()):
+                    # A state of probability zero is never asked for (nor are its extensions).
+                    if row[c[-1]] != _NEG:
+                        logp[c] = lp + float(row[c[-1]])
+                        nxt.append(c)
+            prev, level = level, nxt
+        return dist
 
-    def _cover_terms(
-        self, x: bytes, states: list[list[tuple[tuple[int, ...], float]]]
-    ) -> np.ndarray:
-        """log P(x b) for every byte b (``[256]``), from the states of ``x``."""
-        n = len(x)
-        per_byte: list[list[float]] = [[] for _ in range(256)]
-        for i in range(n + 1):
-            if not states[i]:
-                continue
-            self._next([seq for seq, _ in states[i]])
-            ids, nxt = self._trie.extending(x[i:])  # tokens longer than the rest, starting with it
-            if not ids.size:
-                continue
-            for seq, lp in states[i]:
-                row = self._cache[seq]
-                vals = row[ids]
-                for t, b, v in zip(ids.tolist(), nxt.tolist(), vals.tolist(), strict=True):
-                    if v == _NEG or not self._canonical((*seq, t)):
-                        continue
-                    per_byte[b].append(lp + v)
-        return np.array([_logsumexp(v) for v in per_byte], dtype=np.float64)
+    def _enumerate(
+        self, x: bytes, last: int
+    ) -> tuple[dict[int, dict[Seq, float]], dict[Seq, Seq], dict[Seq, int], dict[Seq, list[Seq]]]:
+        """Every state at positions ``0..last`` of ``x``, from the tokenizer alone: the states by
+        position, their tails, positions and children."""
+        states: dict[int, dict[Seq, float]] = {0: {(): 0.0}}
+        tails: dict[Seq, Seq] = {(): ()}
+        at: dict[Seq, int] = {(): 0}
+        children: dict[Seq, list[Seq]] = {}
+        for p in range(1, min(len(x), last) + 1):
+            for s, parent, _t in self._new_states(x, p, states, tails):
+                states.setdefault(p, {})[s] = 0.0
+                tails[s] = self._tail(tails, s, parent)
+                at[s] = p
+                children.setdefault(parent, []).append(s)
+        return states, tails, at, children
+
+    def states(self, text: bytes | str) -> list[list[Seq]]:
+        """``out[i]``: the token sequences that decode exactly to ``text[:i]`` and may start a
+        cover (in ``"canonical"`` mode, the canonical ones: at most one), from the tokenizer
+        alone (no beam)."""
+        x = _as_bytes(text)
+        states = self._enumerate(x, len(x))[0]
+        return [sorted(states.get(i, {})) for i in range(len(x) + 1)]
+
+    def covers(self, prefix: bytes | str) -> list[Seq]:
+        """Every cover of ``prefix`` under this mode: token sequences whose tokens before the
+        last decode to a strict prefix of it and whose last token reaches its end or beyond.
+        (Exponentially many in ``"all"`` mode: for inspection and tests.)"""
+        x = _as_bytes(prefix)
+        if not x:
+            return [()]
+        states, tails, _, _ = self._enumerate(x, len(x) - 1)
+        out: list[Seq] = []
+        for i, group in states.items():
+            node = self._trie.core.walk(x[i:])
+            ends = self._trie.core.prefixes_of(x[i:])
+            cands = [t for t, length in ends if length == len(x) - i]
+            if node is not None:
+                start, _here, end = self._trie.core.node(node)
+                cands += self._trie.order[start:end].tolist()
+            arr = np.array(sorted(set(cands)), dtype=np.int64)
+            for s in group:
+                mask = self._check.ok(tails[s], arr)
+                out.extend((*s, int(t)) for k, t in enumerate(arr) if mask is None or mask[k])
+        return sorted(set(out))
 
     # -- the ByteLM protocol ----------------------------------------------------------------------
 
@@ -191,36 +457,56 @@ class ByteLevelLM:
         x = _as_bytes(prefix)
         if not x:
             return 0.0
-        states = self._states(x[:-1])
-        return float(self._cover_terms(x[:-1], states)[x[-1]])
+        mark = self._begin()
+        d = self._distributions(x[:-1], len(x) - 1, len(x) - 1)
+        self._end(mark, len(x))
+        return float(d[0, x[-1]])
 
     def next_byte_logprobs(self, prefixes: Sequence[bytes | str]) -> np.ndarray:
-        """``[len(prefixes), 256]`` log P(next byte | prefix). A prefix of probability zero
-        raises :class:`~toklab.errors.InvalidInputError`."""
-        out = np.empty((len(prefixes), 256), dtype=np.float64)
+        """``[len(prefixes), width]`` log P(next byte | prefix) (column 256, with an
+        ``end_token``: the end of text). A prefix of probability zero raises
+        :class:`~toklab.errors.InvalidInputError`."""
+        out = np.empty((len(prefixes), self.width), dtype=np.float64)
+        mark = self._begin()
+        total_bytes = 0
         for k, p in enumerate(prefixes):
             x = _as_bytes(p)
-            terms = self._cover_terms(x, self._states(x))
-            total = _logsumexp(terms.tolist())
-            if total == _NEG:
-                raise InvalidInputError(
-                    f"the prefix {x[-20:]!r} has probability zero under this model "
-                    f"({self.mode} encodings)"
-                )
-            out[k] = terms - total
+            total_bytes += len(x)
+            out[k] = _normalised(self._distributions(x, len(x), len(x)), x, self.mode)[0]
+        self._end(mark, total_bytes)
         return out
 
+    def distributions(self, text: bytes | str) -> np.ndarray:
+        """``[len(text) + 1, width]``: the next-byte distribution after every prefix of
+        ``text`` (row ``j``: after ``text[:j]``), all in one pass over the text."""
+        x = _as_bytes(text)
+        mark = self._begin()
+        d = _normalised(self._distributions(x, 0, len(x)), x, self.mode)
+        self._end(mark, len(x))
+        return d
+
     def logprob(self, text: bytes | str) -> float:
-        """The byte-level score of ``text``: the sum of ``log P(x_j | x_<j)`` under
-        :meth:`next_byte_logprobs`. In ``"all"`` mode this is :meth:`prefix_logprob` exactly;
-        in ``"canonical"`` mode each step is renormalised over the canonical continuations."""
+        """The byte-level score of ``text``: the sum of ``log P(x_j | x_<j)``. In ``"all"``
+        mode (no beam) this is :meth:`prefix_logprob` exactly; in ``"canonical"`` mode each step
+        is renormalised over the canonical continuations."""
         x = _as_bytes(text)
         if not x:
             return 0.0
-        if self.mode == "all" and self.beam is None:
-            return self.prefix_logprob(x)
-        lps = self.next_byte_logprobs([x[:j] for j in range(len(x))])
-        return float(sum(lps[j, x[j]] for j in range(len(x))))
+        mark = self._begin()
+        d = _normalised(self._distributions(x, 0, len(x) - 1), x, self.mode)
+        self._end(mark, len(x))
+        return float(d[np.arange(len(x)), np.frombuffer(x, dtype=np.uint8)].sum())
+
+    def start_bytes(self, prefixes: Sequence[bytes | str]) -> ByteState:
+        """The incremental path: a state after each prefix, advanced one byte at a time by
+        ``append`` (the token LM's KV caches carry over)."""
+        lats = []
+        for p in prefixes:
+            lat = _Lattice(self)
+            for b in _as_bytes(p):
+                lat.push(b)
+            lats.append(lat)
+        return ByteState(self, lats)
 
     def sample(
         self,
@@ -230,14 +516,17 @@ class ByteLevelLM:
         top_p: float = 1.0,
         seed: int = 0,
     ) -> bytes:
-        """Continues ``prompt`` byte by byte (the prompt may end mid-token or mid-character)."""
+        """Continues ``prompt`` byte by byte (the prompt may end mid-token or mid-character);
+        stops early at the end of text when the model has an ``end_token``."""
         if temperature < 0 or not 0 < top_p <= 1:
             raise ConfigError("temperature must be >= 0 and top_p in (0, 1]")
         rng = np.random.default_rng(seed)
         x = _as_bytes(prompt)
+        mark = self._begin()
+        state = self.start_bytes([x])
         out = bytearray()
         for _ in range(max_bytes):
-            lp = self.next_byte_logprobs([x + bytes(out)])[0]
+            lp = state.logprobs[0]
             if temperature == 0:
                 b = int(np.argmax(lp))
             else:
@@ -249,15 +538,145 @@ class ByteLevelLM:
                 q = np.zeros_like(p)
                 q[keep] = p[keep]
                 q /= q.sum()
-                b = int(rng.choice(256, p=q))
+                b = int(rng.choice(len(q), p=q))
+            if b == 256:
+                break
             out.append(b)
+            state.append([b])
+        self._end(mark, len(x) + len(out))  # every byte the lattice took, prompt included
         return bytes(out)
+
+
+def _normalised(masses: np.ndarray, x: bytes, mode: str) -> np.ndarray:
+    """Rows of log masses to log probabilities; a row of no mass at all is a prefix the model
+    cannot produce."""
+    total = _logsumexp_rows(masses)
+    bad = np.flatnonzero(total == _NEG)
+    if bad.size:
+        j = int(bad[0])
+        start = 0 if masses.shape[0] == 1 and j == 0 else j
+        shown = x[max(0, start - 20) : start] if masses.shape[0] > 1 else x[-20:]
+        raise InvalidInputError(
+            f"the prefix ...{shown!r} has probability zero under this model ({mode} encodings)"
+        )
+    return masses - total[:, None]
+
+
+class _Lattice:
+    """The states of a growing byte string, kept while they can still extend (the last
+    ``longest`` positions), with their LM rows: one batched model call per byte (per group of
+    parents)."""
+
+    def __init__(self, owner: ByteLevelLM, rows: _Rows | None = None) -> None:
+        self.o = owner
+        self.x = bytearray()
+        self.rows = rows if rows is not None else _Rows(owner)
+        self.states: dict[int, dict[Seq, float]] = {}
+        self.tails: dict[Seq, Seq] = {(): ()}
+        self.row_of: dict[Seq, np.ndarray] = {}
+        self.pruned = 0.0
+        if rows is None:
+            self.states[0] = {(): 0.0}
+            self.row_of[()] = self.rows.get([()])[0]
+
+    def copy(self) -> _Lattice:
+        rows = _Rows(self.o)
+        rows.handles = dict(self.rows.handles)
+        new = _Lattice(self.o, rows)
+        new.x = bytearray(self.x)
+        new.states = {p: dict(s) for p, s in self.states.items()}
+        new.tails = dict(self.tails)
+        new.row_of = dict(self.row_of)
+        new.pruned = self.pruned
+        return new
+
+    def push(self, b: int) -> None:
+        o = self.o
+        self.x.append(b)
+        x, p = bytes(self.x), len(self.x)
+        fresh: dict[Seq, float] = {}
+        for s, parent, t in o._new_states(x, p, self.states, self.tails):
+            i = p - len(o.tokens[t] or b"")
+            lp = self.states[i][parent] + float(self.row_of[parent][t])
+            if lp == _NEG:
+                continue
+            fresh[s] = lp
+            self.tails[s] = o._tail(self.tails, s, parent)
+        if o.beam is not None and len(fresh) > o.beam:
+            ranked = sorted(fresh.items(), key=lambda kv: -kv[1])
+            self.pruned += math.exp(_logsumexp([lp for _, lp in ranked[o.beam :]]))
+            fresh = dict(ranked[: o.beam])
+        seqs = list(fresh)
+        for s, row in zip(seqs, self.rows.get(seqs), strict=True):
+            self.row_of[s] = row
+        if fresh:
+            self.states[p] = fresh
+        for i in [i for i in self.states if i < p + 1 - o._trie.longest]:
+            dead = list(self.states.pop(i))
+            self.rows.release(dead)
+            for s in dead:
+                self.row_of.pop(s, None)
+                self.tails.pop(s, None)
+
+    def masses(self) -> np.ndarray:
+        """``[width]`` log masses of the next byte (and the end of text)."""
+        o = self.o
+        n = len(self.x)
+        x = bytes(self.x)
+        dist = np.full((1, o.width), _NEG)
+        for i, group in self.states.items():
+            for s, lp in group.items():
+                o._add_terms(dist, x, i, self.tails[s], self.row_of[s], lp, n, n)
+        return dist[0]
+
+
+class ByteState:
+    """:class:`~toklab.lm.protocols.LMState` of a :class:`ByteLevelLM`: next-byte
+    log-probabilities of a batch of byte strings, advanced one byte per row."""
+
+    def __init__(self, owner: ByteLevelLM, lattices: list[_Lattice]) -> None:
+        self._o = owner
+        self._lats = lattices
+        self._lp = (
+            np.stack([self._row(k) for k in range(len(lattices))])
+            if lattices
+            else (np.zeros((0, owner.width)))
+        )
+
+    def _row(self, k: int) -> np.ndarray:
+        lat = self._lats[k]
+        return _normalised(lat.masses()[None], bytes(lat.x), self._o.mode)[0]
+
+    @property
+    def logprobs(self) -> np.ndarray:
+        return self._lp
+
+    def append(self, symbols: Sequence[int]) -> None:
+        symbols = [int(s) for s in symbols]
+        if len(symbols) != len(self._lats):
+            raise ConfigError(f"append: {len(symbols)} bytes for {len(self._lats)} rows")
+        if any(not 0 <= s < 256 for s in symbols):
+            raise InvalidInputError("append: bytes are 0..255")
+        for k, s in enumerate(symbols):
+            self._lats[k].push(s)
+            self._lp[k] = self._row(k)
+
+    def select(self, rows: Sequence[int]) -> ByteState:
+        rows = [int(r) for r in rows]
+        if any(not 0 <= r < len(self._lats) for r in rows):
+            raise ConfigError(f"select: rows outside 0..{len(self._lats)}")
+        state = ByteState.__new__(ByteState)
+        state._o = self._o
+        state._lats = [self._lats[r].copy() for r in rows]
+        state._lp = self._lp[rows].copy()
+        return state
 
 
 class ByteEnsemble:
     """Byte-level LMs with different tokenizers combined in byte space: a ``"mixture"``
     (``log sum_i w_i P_i(b | x)``) or a ``"product"`` (``sum_i w_i log P_i(b | x)``,
-    renormalised over the bytes). Each member is anything with ``next_byte_logprobs``."""
+    renormalised over the bytes). Each member is anything with ``next_byte_logprobs`` (and,
+    for scoring in one pass, ``distributions``)."""
 
     def __init__(
         self, members: Sequence[Any], weights: Sequence[float] | None = None, rule: str = "mixture"
@@ -277,8 +696,7 @@ class ByteEnsemble:
     def has_end(self) -> bool:
         return False
 
-    def next_byte_logprobs(self, prefixes: Sequence[bytes | str]) -> np.ndarray:
-        lps = np.stack([np.asarray(m.next_byte_logprobs(prefixes))[:, :256] for m in self.members])
+    def _combine(self, lps: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             if self.rule == "mixture":
                 z = np.log(self.weights)[:, None, None] + lps
@@ -292,74 +710,34 @@ class ByteEnsemble:
                 out = out - m - np.log(np.exp(out - m).sum(axis=1, keepdims=True))
         return out
 
+    def next_byte_logprobs(self, prefixes: Sequence[bytes | str]) -> np.ndarray:
+        lps = [np.asarray(m.next_byte_logprobs(prefixes))[:, :256] for m in self.members]
+        return self._combine(np.stack([_renormalise256(v) for v in lps]))
+
+    def distributions(self, text: bytes | str) -> np.ndarray:
+        """``[len(text) + 1, 256]``: the next-byte distribution after every prefix."""
+        x = _as_bytes(text)
+        lps = []
+        for m in self.members:
+            if callable(getattr(m, "distributions", None)):
+                d = np.asarray(m.distributions(x))[:, :256]
+            else:
+                d = np.asarray(m.next_byte_logprobs([x[:j] for j in range(len(x) + 1)]))[:, :256]
+            lps.append(_renormalise256(d))
+        return self._combine(np.stack(lps))
+
     def logprob(self, text: bytes | str) -> float:
         x = _as_bytes(text)
         if not x:
             return 0.0
-        lps = self.next_byte_logprobs([x[:j] for j in range(len(x))])
-        return float(sum(lps[j, x[j]] for j in range(len(x))))
+        d = self.distributions(x)
+        return float(d[np.arange(len(x)), np.frombuffer(x, dtype=np.uint8)].sum())
 
 
-class _Trie:
-    """The vocabulary as a byte trie: the tokens that are prefixes of a string, and the tokens
-    that extend a string (with the byte that follows it), precomputed per node."""
-
-    def __init__(self, tokens: Sequence[bytes | None]) -> None:
-        self.children: list[dict[int, int]] = [{}]
-        self.ends: list[list[int]] = [[]]
-        for t, tb in enumerate(tokens):
-            if tb is None:
-                continue
-            node = 0
-            for c in tb:
-                nxt = self.children[node].get(c)
-                if nxt is None:
-                    nxt = len(self.children)
-                    self.children[node][c] = nxt
-                    self.children.append({})
-                    self.ends.append([])
-                node = nxt
-            self.ends[node].append(t)
-        self.tokens = tokens
-        self._extending: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def _node(self, s: bytes) -> int | None:
-        node = 0
-        for c in s:
-            nxt = self.children[node].get(c)
-            if nxt is None:
-                return None
-            node = nxt
-        return node
-
-    def prefixes_of(self, s: bytes) -> list[tuple[int, int]]:
-        """``(token, length)`` for every token that is a prefix of ``s`` (``length <= len(s)``)."""
-        out, node = [], 0
-        for depth, c in enumerate(s, 1):
-            nxt = self.children[node].get(c)
-            if nxt is None:
-                break
-            node = nxt
-            out.extend((t, depth) for t in self.ends[node])
-        return out
-
-    def extending(self, s: bytes) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens that start with ``s`` and are longer, and the byte after ``s`` in each."""
-        node = self._node(s)
-        if node is None:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        hit = self._extending.get(node)
-        if hit is None:
-            ids, nxt = [], []
-            stack = [(child, c) for c, child in self.children[node].items()]
-            while stack:
-                n, first = stack.pop()
-                ids.extend(self.ends[n])
-                nxt.extend([first] * len(self.ends[n]))
-                stack.extend((child, first) for child in self.children[n].values())
-            hit = (np.asarray(ids, dtype=np.int64), np.asarray(nxt, dtype=np.int64))
-            self._extending[node] = hit
-        return hit
+def _renormalise256(lp: np.ndarray) -> np.ndarray:
+    """Byte columns of distributions that may also have an end-of-text column, renormalised
+    over the bytes (an ensemble combines byte distributions)."""
+    return lp - _logsumexp_rows(lp)[:, None]
 
 
 def _as_bytes(x: bytes | str) -> bytes:

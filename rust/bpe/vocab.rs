@@ -263,6 +263,11 @@ impl Vocab {
         &self.tokens
     }
 
+    /// Whether every merge ranks after the merges that made its parts (see the field).
+    pub fn is_monotone(&self) -> bool {
+        self.monotone
+    }
+
     pub fn merges(&self) -> &[Merge] {
         &self.merges
     }

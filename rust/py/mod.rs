@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::pretok::PreTokenizer;
 use crate::stochastok::{Mode, Options, SplitTable};
 
+mod byteprobs;
 mod coding;
 
 /// Raises the `toklab.errors` class called `name`.
@@ -1055,6 +1056,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySplitTable>()?;
     m.add_class::<PySpanVocab>()?;
     coding::register(m)?;
+    byteprobs::register(m)?;
     m.add_function(wrap_pyfunction!(span_counts, m)?)?;
     m.add_function(wrap_pyfunction!(global_spans, m)?)?;
     m.add_function(wrap_pyfunction!(signal_percentile, m)?)?;

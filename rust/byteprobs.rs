@@ -1,0 +1,547 @@
+//! The tokenizer side of exact byte-level probabilities from token LMs (Phan et al. 2024): the
+//! vocabulary as a byte trie, and BPE's canonical validity from merge ranks.
+//!
+//! - [`VocabTrie`]: tokens sorted by their bytes, so that the tokens starting with any string are
+//!   one contiguous range of that order, and the tokens that extend it by byte `b` a sub-range.
+//!   A next-byte distribution is then a segmented log-sum-exp over a permuted row of the token
+//!   LM's output, and the covers of a prefix are walks down the trie.
+//! - [`Canonical`]: whether a token sequence is what the tokenizer itself produces, without
+//!   re-encoding: the pre-token pieces of its bytes must start and end on token boundaries, and
+//!   inside each piece every token must be one BPE builds whole and every adjacent pair one BPE
+//!   would not merge across (the pairwise test, exact for vocabularies whose merges rank after
+//!   the merges of their parts; others are re-encoded piece by piece).
+
+use crate::bpe::Bpe;
+use crate::error::{Error, Result};
+
+/// A node: the tokens starting with its string are `order[start..end]`; of those, the ones equal
+/// to it come first (`order[start..here]`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrieNode {
+    pub start: u32,
+    pub here: u32,
+    pub end: u32,
+    first_edge: u32,
+    n_edges: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct VocabTrie {
+    order: Vec<u32>,
+    nodes: Vec<TrieNode>,
+    /// The children of each node, by byte: `edges[first_edge..first_edge + n_edges]`.
+    edges: Vec<(u8, u32)>,
+    root_children: Box<[u32; 256]>,
+    longest: usize,
+}
+
+const NO_NODE: u32 = u32::MAX;
+
+impl VocabTrie {
+    /// `tokens[id]`: the token's bytes, or `None` for ids that never appear in covers (special
+    /// tokens). Empty tokens are left out too.
+    pub fn new(tokens: &[Option<&[u8]>]) -> Result<Self> {
+        if tokens.len() >= u32::MAX as usize {
+            return Err(Error::Config("too many tokens for a trie".into()));
+        }
+        let mut order: Vec<u32> = (0..tokens.len() as u32)
+            .filter(|&i| tokens[i as usize].is_some_and(|t| !t.is_empty()))
+            .collect();
+        let bytes = |i: u32| tokens[i as usize].unwrap_or_default();
+        order.sort_unstable_by(|&a, &b| bytes(a).cmp(bytes(b)).then(a.cmp(&b)));
+        let longest = order.iter().map(|&i| bytes(i).len()).max().unwrap_or(0);
+        let mut nodes = vec![TrieNode {
+            start: 0,
+            here: 0,
+            end: order.len() as u32,
+            first_edge: 0,
+            n_edges: 0,
+        }];
+        let mut edges = Vec::new();
+        let mut depths = vec![0usize];
+        // Breadth first: each node's children are created (and their edges stored) together.
+        let mut at = 0;
+        while at < nodes.len() {
+            let depth = depths[at];
+            let TrieNode { start, end, .. } = nodes[at];
+            let (start, end) = (start as usize, end as usize);
+            let mut k = start;
+            while k < end && bytes(order[k]).len() == depth {
+                k += 1;
+            }
+            nodes[at].here = k as u32;
+            nodes[at].first_edge = edges.len() as u32;
+            while k < end {
+                let b = bytes(order[k])[depth];
+                let mut e = k + 1;
+                while e < end && bytes(order[e])[depth] == b {
+                    e += 1;
+                }
+                edges.push((b, nodes.len() as u32));
+                nodes.push(TrieNode {
+                    start: k as u32,
+                    here: k as u32,
+                    end: e as u32,
+                    first_edge: 0,
+                    n_edges: 0,
+                });
+                depths.push(depth + 1);
+                k = e;
+            }
+            nodes[at].n_edges = edges.len() as u32 - nodes[at].first_edge;
+            at += 1;
+        }
+        let mut root_children = Box::new([NO_NODE; 256]);
+        for &(b, child) in &edges[..nodes[0].n_edges as usize] {
+            root_children[b as usize] = child;
+        }
+        Ok(Self {
+            order,
+            nodes,
+            edges,
+            root_children,
+            longest,
+        })
+    }
+
+    /// Token ids in trie order (sorted by their bytes).
+    pub fn order(&self) -> &[u32] {
+        &self.order
+    }
+
+    pub fn node(&self, n: u32) -> TrieNode {
+        self.nodes[n as usize]
+    }
+
+    pub fn num_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The longest token, in bytes.
+    pub fn longest(&self) -> usize {
+        self.longest
+    }
+
+    /// `(byte, child)` for each child of node `n`, by byte.
+    pub fn edges(&self, n: u32) -> &[(u8, u32)] {
+        let node = &self.nodes[n as usize];
+        &self.edges[node.first_edge as usize..(node.first_edge + node.n_edges) as usize]
+    }
+
+    #[inline]
+    pub fn child(&self, n: u32, b: u8) -> Option<u32> {
+        if n == 0 {
+            let c = self.root_children[b as usize];
+            return (c != NO_NODE).then_some(c);
+        }
+        let edges = self.edges(n);
+        edges
+            .binary_search_by_key(&b, |e| e.0)
+            .ok()
+            .map(|k| edges[k].1)
+    }
+
+    /// The node of string `s` (the tokens that start with it), if any token does.
+    pub fn walk(&self, s: &[u8]) -> Option<u32> {
+        let mut n = 0;
+        for &b in s {
+            n = self.child(n, b)?;
+        }
+        Some(n)
+    }
+
+    /// `(token, length)` for every token that is a prefix of `s`, shortest first.
+    pub fn prefixes_of(&self, s: &[u8]) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        let mut n = 0;
+        for (depth, &b) in s.iter().enumerate() {
+            match self.child(n, b) {
+                Some(c) => n = c,
+                None => break,
+            }
+            let node = self.nodes[n as usize];
+            for &t in &self.order[node.start as usize..node.here as usize] {
+                out.push((t, depth as u32 + 1));
+            }
+        }
+        out
+    }
+}
+
+const BYTE: u32 = u32::MAX;
+
+/// BPE's canonical encodings, decided from the merges (see the module notes).
+#[derive(Clone, Debug)]
+pub struct Canonical {
+    bpe: Bpe,
+    /// The last merge BPE applies when it encodes the token's bytes alone: `(left, right)`, and
+    /// its rank (`BYTE` for single-byte tokens).
+    split: Vec<(u32, u32)>,
+    rank: Vec<u32>,
+    /// BPE encodes the token's bytes as the token itself (never true of special tokens).
+    whole: Vec<bool>,
+    pairwise: bool,
+}
+
+impl Canonical {
+    pub fn new(bpe: &Bpe) -> Self {
+        let vocab = bpe.vocab();
+        let n = vocab.len();
+        let mut split = vec![(BYTE, BYTE); n];
+        let mut rank = vec![BYTE; n];
+        let mut whole = vec![false; n];
+        let mut syms = Vec::new();
+        for id in 0..n as u32 {
+            if vocab.is_special(id) {
+                continue;
+            }
+            let Some(bytes) = vocab.token_bytes(id) else {
+                continue;
+            };
+            if bytes.is_empty() {
+                continue;
+            }
+            if let Some((result, last)) = trace(bpe, bytes, &mut syms) {
+                whole[id as usize] = result == id;
+                if let Some((l, r, k)) = last {
+                    split[id as usize] = (l, r);
+                    rank[id as usize] = k;
+                }
+            }
+        }
+        Self {
+            bpe: bpe.clone(),
+            split,
+            rank,
+            whole,
+            pairwise: vocab.is_monotone(),
+        }
+    }
+
+    pub fn bpe(&self) -> &Bpe {
+        &self.bpe
+    }
+
+    /// Whether BPE encodes `id`'s bytes alone as `id`.
+    pub fn is_whole(&self, id: u32) -> bool {
+        self.whole.get(id as usize).copied().unwrap_or(false)
+    }
+
+    /// Whether BPE, given the bytes of `left` then `right` (two tokens it builds whole) as one
+    /// piece, ends with exactly these two tokens: undo the two tokens' merges latest first, and
+    /// at every step ask whether the pair across the boundary would have merged before the merge
+    /// being undone (on a tie of ranks, the same merge: leftmost first).
+    pub fn valid_pair(&self, left: u32, right: u32) -> bool {
+        let vocab = self.bpe.vocab();
+        let (mut l, mut r) = (left, right);
+        // The interval being checked ends with the merge of rank `until`; `right_side` if that
+        // merge was on the right (it then loses a tie to the boundary pair, which is leftmost).
+        let (mut until, mut right_side) = (u32::MAX, true);
+        loop {
+            if let Some((rho, _)) = vocab.merge_of(l, r) {
+                if rho < until || (rho == until && right_side) {
+                    return false;
+                }
+            }
+            let (rl, rr) = (self.rank[l as usize], self.rank[r as usize]);
+            if rl == BYTE && rr == BYTE {
+                return true;
+            }
+            // Undo whichever token was made later (on equal ranks, the right one).
+            if rr == BYTE || (rl != BYTE && rl > rr) {
+                until = rl;
+                right_side = false;
+                l = self.split[l as usize].1;
+            } else {
+                until = rr;
+                right_side = true;
+                r = self.split[r as usize].0;
+            }
+        }
+    }
+
+    /// Whether `ids`, all inside one pre-token piece, are that piece's BPE encoding.
+    fn piece_ok(&self, ids: &[u32], scratch: &mut Vec<u8>) -> bool {
+        let vocab = self.bpe.vocab();
+        if ids.len() == 1 {
+            return self.bpe.ignore_merges() || self.is_whole(ids[0]);
+        }
+        if self.bpe.ignore_merges() || !self.pairwise {
+            scratch.clear();
+            for &t in ids {
+                scratch.extend_from_slice(vocab.token_bytes(t).unwrap_or_default());
+            }
+            if self.bpe.ignore_merges() && vocab.token_id(scratch).is_some() {
+                return false;
+            }
+            if !self.pairwise {
+                let mut out = Vec::with_capacity(ids.len());
+                vocab.merge_piece(scratch, &mut out);
+                return out == ids;
+            }
+        }
+        ids.iter().all(|&t| self.is_whole(t)) && ids.windows(2).all(|w| self.valid_pair(w[0], w[1]))
+    }
+
+    /// Whether `encode_bytes(decode(ids)) == ids`. Ids out of range or special are not.
+    pub fn is_canonical(&self, ids: &[u32]) -> bool {
+        let vocab = self.bpe.vocab();
+        let mut bytes = Vec::new();
+        let mut ends = Vec::with_capacity(ids.len());
+        for &t in ids {
+            if (t as usize) >= vocab.len() || vocab.is_special(t) {
+                return false;
+            }
+            bytes.extend_from_slice(vocab.token_bytes(t).unwrap_or_default());
+            ends.push(bytes.len());
+        }
+        let mut scratch = Vec::new();
+        let mut ok = true;
+        let mut tok = 0; // the first token of the current piece
+        self.for_each_piece(&bytes, |s, e| {
+            if !ok || s == e {
+                return;
+            }
+            // The piece must start where token `tok` starts and end where some token ends.
+            let start = if tok == 0 { 0 } else { ends[tok - 1] };
+            if start != s {
+                ok = false;
+                return;
+            }
+            let mut last = tok;
+            while last < ends.len() && ends[last] < e {
+                last += 1;
+            }
+            if last == ends.len() || ends[last] != e {
+                ok = false;
+                return;
+            }
+            ok = self.piece_ok(&ids[tok..=last], &mut scratch);
+            tok = last + 1;
+        });
+        ok && tok == ids.len()
+    }
+
+    /// The pieces of arbitrary bytes as `Bpe::encode_bytes` cuts them: the valid UTF-8 runs by
+    /// the pre-tokenizer, each invalid sequence whole.
+    fn for_each_piece(&self, bytes: &[u8], mut f: impl FnMut(usize, usize)) {
+        let mut at = 0;
+        for chunk in bytes.utf8_chunks() {
+            let valid = chunk.valid();
+            // A pattern that fails on a valid string cannot happen for the built-in patterns;
+            // a custom one that errors leaves the run as one piece.
+            if self
+                .bpe
+                .pre_tokenizer()
+                .for_each_piece(valid, |s, e| f(at + s, at + e))
+                .is_err()
+            {
+                f(at, at + valid.len());
+            }
+            at += valid.len();
+            let bad = chunk.invalid().len();
+            if bad > 0 {
+                f(at, at + bad);
+                at += bad;
+            }
+        }
+    }
+
+    /// Where the tail of `ids` that decides the canonicity of its extensions starts: the first
+    /// token of the second-to-last piece (appending text re-cuts at most the last piece, whose
+    /// start the one-character look-ahead of the piece before it has already seen).
+    pub fn tail_start(&self, ids: &[u32]) -> usize {
+        let vocab = self.bpe.vocab();
+        let mut bytes = Vec::new();
+        let mut ends = Vec::with_capacity(ids.len());
+        for &t in ids {
+            bytes.extend_from_slice(vocab.token_bytes(t).unwrap_or_default());
+            ends.push(bytes.len());
+        }
+        let mut starts = Vec::new();
+        self.for_each_piece(&bytes, |s, e| {
+            if s < e {
+                starts.push(s);
+            }
+        });
+        let cut = if starts.len() >= 2 {
+            starts[starts.len() - 2]
+        } else {
+            0
+        };
+        // The number of tokens that end at or before the cut.
+        ends.partition_point(|&e| e <= cut)
+    }
+
+    /// For each candidate, whether `ids + [candidate]` is canonical, given that `ids` is: only
+    /// the tail from `tail_start` is checked.
+    pub fn extensions(&self, ids: &[u32], candidates: &[u32]) -> Vec<bool> {
+        let tail = &ids[self.tail_start(ids)..];
+        let mut seq = tail.to_vec();
+        candidates
+            .iter()
+            .map(|&t| {
+                seq.truncate(tail.len());
+                seq.push(t);
+                self.is_canonical(&seq)
+            })
+            .collect()
+    }
+}
+
+/// BPE on one piece, tracing the last merge: the single token it ends with (if it ends with
+/// one) and `(left, right, rank)` of the merge that made it. Lowest rank first, leftmost on
+/// ties, as `Vocab::merge_piece`.
+/// `(left, right, rank)` of a merge.
+type LastMerge = Option<(u32, u32, u32)>;
+
+fn trace(bpe: &Bpe, piece: &[u8], syms: &mut Vec<u32>) -> Option<(u32, LastMerge)> {
+    let vocab = bpe.vocab();
+    syms.clear();
+    syms.extend(piece.iter().map(|&b| vocab.byte_id(b)));
+    let mut last = None;
+    while syms.len() > 1 {
+        let mut best: Option<(u32, u32, usize)> = None;
+        for i in 0..syms.len() - 1 {
+            if let Some((r, m)) = vocab.merge_of(syms[i], syms[i + 1]) {
+                if best.is_none_or(|(br, _, _)| r < br) {
+                    best = Some((r, m, i));
+                }
+            }
+        }
+        let (r, m, i) = best?;
+        last = Some((syms[i], syms[i + 1], r));
+        syms[i] = m;
+        syms.remove(i + 1);
+    }
+    Some((syms[0], last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpe::train::{train, TrainConfig};
+    use crate::count::Counter;
+    use crate::pretok::PreTokenizer;
+
+    fn trie_of(tokens: &[&[u8]]) -> VocabTrie {
+        let t: Vec<Option<&[u8]>> = tokens.iter().map(|&b| Some(b)).collect();
+        VocabTrie::new(&t).expect("ok")
+    }
+
+    #[test]
+    fn trie_ranges_hold_exactly_the_tokens_with_each_prefix() {
+        let toks: Vec<&[u8]> = vec![
+            b"a", b"b", b"ab", b"abc", b"abd", b"b c", b"bc", b"ac", b"c",
+        ];
+        let trie = trie_of(&toks);
+        for prefix in [&b""[..], b"a", b"ab", b"b", b"abc", b"x", b"b "] {
+            let got: Option<Vec<u32>> = trie.walk(prefix).map(|n| {
+                let node = trie.node(n);
+                let mut v = trie.order()[node.start as usize..node.end as usize].to_vec();
+                v.sort();
+                v
+            });
+            let want: Vec<u32> = (0..toks.len() as u32)
+                .filter(|&i| toks[i as usize].starts_with(prefix))
+                .collect();
+            if want.is_empty() {
+                assert!(got.is_none(), "{prefix:?}");
+            } else {
+                assert_eq!(got.expect("ok"), want, "{prefix:?}");
+            }
+        }
+        assert_eq!(trie.prefixes_of(b"abcz"), vec![(0, 1), (2, 2), (3, 3)]);
+        assert_eq!(trie.longest(), 3);
+        // Children of "a": 'b' and 'c', in byte order, and their ranges tile the node's range
+        // after the tokens equal to "a".
+        let a = trie.walk(b"a").expect("ok");
+        let node = trie.node(a);
+        let kids: Vec<u8> = trie.edges(a).iter().map(|e| e.0).collect();
+        assert_eq!(kids, b"bc");
+        let mut at = node.here;
+        for &(_, c) in trie.edges(a) {
+            assert_eq!(trie.node(c).start, at);
+            at = trie.node(c).end;
+        }
+        assert_eq!(at, node.end);
+    }
+
+    fn trained(text: &str, vocab: usize, pattern: &str, ignore_merges: bool) -> Bpe {
+        let cfg = TrainConfig {
+            vocab_size: vocab,
+            ..TrainConfig::default()
+        };
+        let pre = PreTokenizer::new(pattern).expect("ok");
+        let mut counter = Counter::new(pre.clone(), &[], 1).expect("ok");
+        counter.add_texts(&[text]).expect("ok");
+        let v = train(counter.counts(), &cfg).expect("ok");
+        Bpe::new(v, pre, ignore_merges).expect("ok")
+    }
+
+    /// Every pair of whole tokens, and random sequences, against re-encoding.
+    #[test]
+    fn pairwise_validity_agrees_with_reencoding() {
+        let mut text = String::new();
+        let mut s = 7u64;
+        for _ in 0..4000 {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            text.push(b"aab b\n"[(s >> 33) as usize % 6] as char);
+        }
+        for (pattern, size, ignore) in [
+            ("gpt2", 40, false),
+            (r"[^\n]+|\n", 40, false),
+            ("gpt2", 90, true),
+            (r"[^\n]+|\n", 90, false),
+        ] {
+            let bpe = trained(&text, 256 + size, pattern, ignore);
+            let canon = Canonical::new(&bpe);
+            let n = bpe.vocab().len() as u32;
+            let mut buf = Vec::new();
+            let mut checked = 0;
+            for l in 0..n {
+                for r in 0..n {
+                    if !canon.is_whole(l) || !canon.is_whole(r) {
+                        continue;
+                    }
+                    buf.clear();
+                    buf.extend_from_slice(bpe.vocab().token_bytes(l).expect("ok"));
+                    buf.extend_from_slice(bpe.vocab().token_bytes(r).expect("ok"));
+                    let mut out = Vec::new();
+                    bpe.vocab().merge_piece(&buf, &mut out);
+                    assert_eq!(canon.valid_pair(l, r), out == [l, r], "{pattern} {l} {r}");
+                    assert_eq!(
+                        canon.is_canonical(&[l, r]),
+                        bpe.encode_bytes(&buf).expect("ok") == [l, r]
+                    );
+                    checked += 1;
+                }
+            }
+            assert!(checked > 1000);
+            let real: Vec<u32> = (0..n).filter(|&t| canon.is_whole(t)).collect();
+            for _ in 0..3000 {
+                let mut seq = Vec::new();
+                let len = 1 + (s >> 60) as usize;
+                for _ in 0..len {
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    seq.push(real[(s >> 33) as usize % real.len()]);
+                }
+                let bytes = bpe.decode_bytes(&seq).expect("ok");
+                let want = bpe.encode_bytes(&bytes).expect("ok") == seq;
+                assert_eq!(canon.is_canonical(&seq), want, "{seq:?}");
+                if want {
+                    let cands: Vec<u32> = (0..n).collect();
+                    for (t, ok) in canon.extensions(&seq, &cands).into_iter().enumerate() {
+                        let mut longer = seq.clone();
+                        longer.push(t as u32);
+                        assert_eq!(ok, canon.is_canonical(&longer));
+                    }
+                }
+            }
+        }
+    }
+}

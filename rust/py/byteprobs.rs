@@ -1,0 +1,170 @@
+//! Bindings for the tokenizer side of exact byte-level probabilities (`toklab.byteprobs` runs
+//! the language model and mixes the probabilities; these walk the vocabulary).
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use super::{to_py, PyBpe};
+use crate::byteprobs::{Canonical, VocabTrie};
+
+fn ids_arg(ids: Vec<i64>, vocab_size: usize) -> Vec<u32> {
+    // Ids out of range map to u32::MAX, which no check accepts.
+    ids.into_iter()
+        .map(|i| {
+            u32::try_from(i)
+                .ok()
+                .filter(|&i| (i as usize) < vocab_size)
+                .unwrap_or(u32::MAX)
+        })
+        .collect()
+}
+
+/// The vocabulary as a byte trie whose subtrees are ranges of one token order.
+#[pyclass(frozen, module = "toklab._core", name = "VocabTrie")]
+pub struct PyVocabTrie {
+    inner: VocabTrie,
+}
+
+#[pymethods]
+impl PyVocabTrie {
+    /// `tokens[id]`: bytes, or `None` for ids left out (special tokens).
+    #[new]
+    fn new(py: Python<'_>, tokens: Vec<Option<Vec<u8>>>) -> PyResult<Self> {
+        py.detach(|| {
+            let refs: Vec<Option<&[u8]>> = tokens.iter().map(|t| t.as_deref()).collect();
+            VocabTrie::new(&refs)
+        })
+        .map(|inner| Self { inner })
+        .map_err(to_py)
+    }
+
+    /// Token ids sorted by their bytes (little-endian uint32).
+    fn order<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let order = self.inner.order();
+        PyBytes::new_with(py, order.len() * 4, |buf| {
+            for (dst, &id) in buf.chunks_exact_mut(4).zip(order) {
+                dst.copy_from_slice(&id.to_le_bytes());
+            }
+            Ok(())
+        })
+        .expect("fills")
+    }
+
+    #[getter]
+    fn longest(&self) -> usize {
+        self.inner.longest()
+    }
+
+    #[getter]
+    fn num_nodes(&self) -> usize {
+        self.inner.num_nodes()
+    }
+
+    /// `(start, here, end)` of node `n`: its tokens are `order[start:end]`, those equal to its
+    /// string `order[start:here]`.
+    fn node(&self, n: u32) -> (u32, u32, u32) {
+        let node = self.inner.node(n);
+        (node.start, node.here, node.end)
+    }
+
+    /// The bytes of node `n`'s children and where each child's range starts, in byte order.
+    fn children<'py>(&self, py: Python<'py>, n: u32) -> (Bound<'py, PyBytes>, Vec<u32>) {
+        let edges = self.inner.edges(n);
+        let bytes: Vec<u8> = edges.iter().map(|e| e.0).collect();
+        let starts = edges.iter().map(|e| self.inner.node(e.1).start).collect();
+        (PyBytes::new(py, &bytes), starts)
+    }
+
+    /// The node of `s`, or `None` if no token starts with it.
+    fn walk(&self, s: &[u8]) -> Option<u32> {
+        self.inner.walk(s)
+    }
+
+    /// For each start `i` in `0..=len(x)`, the nodes of `x[i:i+d]` for `d = 0, 1, ...` while a
+    /// token starts with it (the first is the root).
+    fn paths(&self, py: Python<'_>, x: &[u8]) -> Vec<Vec<u32>> {
+        py.detach(|| {
+            (0..=x.len())
+                .map(|i| {
+                    let mut out = vec![0];
+                    let mut n = 0;
+                    for &b in &x[i..] {
+                        match self.inner.child(n, b) {
+                            Some(c) => {
+                                n = c;
+                                out.push(c);
+                            }
+                            None => break,
+                        }
+                    }
+                    out
+                })
+                .collect()
+        })
+    }
+
+    /// `(token, length)` for every token that is a prefix of `s`.
+    fn prefixes_of(&self, s: &[u8]) -> Vec<(u32, u32)> {
+        self.inner.prefixes_of(s)
+    }
+}
+
+/// A BPE tokenizer's canonical encodings, decided from its merge ranks.
+#[pyclass(frozen, module = "toklab._core", name = "Canonical")]
+pub struct PyCanonical {
+    inner: Canonical,
+}
+
+#[pymethods]
+impl PyCanonical {
+    #[new]
+    fn new(py: Python<'_>, bpe: &PyBpe) -> Self {
+        let inner = py.detach(|| Canonical::new(&bpe.inner));
+        Self { inner }
+    }
+
+    /// Whether `encode_bytes(decode(ids)) == ids`.
+    fn is_canonical(&self, py: Python<'_>, ids: Vec<i64>) -> bool {
+        let ids = ids_arg(ids, self.inner.bpe().vocab().len());
+        py.detach(|| self.inner.is_canonical(&ids))
+    }
+
+    /// Whether BPE encodes the bytes of `left` then `right`, as one piece, as those two tokens.
+    fn valid_pair(&self, left: i64, right: i64) -> bool {
+        let v = ids_arg(vec![left, right], self.inner.bpe().vocab().len());
+        v.iter().all(|&t| self.inner.is_whole(t)) && self.inner.valid_pair(v[0], v[1])
+    }
+
+    /// Whether BPE encodes the token's bytes alone as the token.
+    fn is_whole(&self, id: i64) -> bool {
+        let v = ids_arg(vec![id], self.inner.bpe().vocab().len());
+        self.inner.is_whole(v[0])
+    }
+
+    /// Where the tail of `ids` that decides the canonicity of its extensions starts.
+    fn tail_start(&self, py: Python<'_>, ids: Vec<i64>) -> usize {
+        let ids = ids_arg(ids, self.inner.bpe().vocab().len());
+        py.detach(|| self.inner.tail_start(&ids))
+    }
+
+    /// For each candidate, whether `ids + [candidate]` is canonical, given that `ids` is (as
+    /// bytes of 0 and 1).
+    fn extensions<'py>(
+        &self,
+        py: Python<'py>,
+        ids: Vec<i64>,
+        candidates: Vec<i64>,
+    ) -> Bound<'py, PyBytes> {
+        let n = self.inner.bpe().vocab().len();
+        let (ids, candidates) = (ids_arg(ids, n), ids_arg(candidates, n));
+        let ok = py.detach(|| self.inner.extensions(&ids, &candidates));
+        let bytes: Vec<u8> = ok.into_iter().map(u8::from).collect();
+        PyBytes::new(py, &bytes)
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyVocabTrie>()?;
+    m.add_class::<PyCanonical>()?;
+    Ok(())
+}
