@@ -1,14 +1,16 @@
-"""Exact byte-level probabilities on the lab's own GPTs (issue 9, uses): small GPTs over BPE 1k
-and BPE 4k, trained on the embedded corpus, then
+"""Exact byte-level probabilities on the lab's own GPTs (issue 9, uses): small GPTs over BPE 4k
+and BPE 16k, trained on the embedded corpus, then
 
 1. prompts that end mid-token: the log-probability of the true next byte, when the prompt is cut
    inside its last token, under the byte-level conversion against naive prompting (encode the
    cut prompt, read the first byte of the next token);
 2. bits per byte of held-out text at byte level (canonical, chained next-byte probabilities)
    next to the token-level figure of the canonical encoding;
-3. a mixture and a product of the two models in byte space, against each member.
+3. a mixture and a product of the two models in byte space, against each member;
+4. the cost: model calls per byte and the share of time outside the model, scoring (canonical,
+   and "all" with a beam of 8) and generating.
 
-    python benchmarks/byteprobs_demo.py [--budget 2e6] [--docs 6] [--json out.json]
+    python benchmarks/byteprobs_demo.py [--budget 2e6] [--docs 8] [--json out.json]
 """
 
 from __future__ import annotations
@@ -41,17 +43,20 @@ def naive_next_byte(lm, tok, prompt: bytes) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", type=float, default=2e6)
-    ap.add_argument("--docs", type=int, default=6)
+    ap.add_argument("--docs", type=int, default=8)
+    ap.add_argument("--doc-bytes", type=int, default=300)
+    ap.add_argument("--vocab", type=int, nargs="+", default=[4096, 16384])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     text = next(default_corpus(["shakespeare"]))
     train, held = text[:900_000], text[-40_000:]
-    docs = [held[i * 600 : i * 600 + 120] for i in range(args.docs)]
+    step = len(held) // args.docs
+    docs = [held[i * step : i * step + args.doc_bytes] for i in range(args.docs)]
     out: dict[str, object] = {}
     models = {}
-    for v in (1024, 4096):
+    for v in args.vocab:
         t = time.perf_counter()
         tok = train_bpe([train], vocab_size=v, progress=False)
         res = train_lm(
@@ -77,24 +82,40 @@ def main() -> None:
                 naive_lp += float(naive_next_byte(lm, tok, prompt)[nxt])
                 n += 1
         # 2. Bits per byte, byte level and token level.
-        t = time.perf_counter()
-        calls0 = blm.model_calls
-        bl = sum(blm.logprob(d) for d in docs)
-        took = time.perf_counter() - t
         nbytes = sum(len(d.encode()) for d in docs)
+        bl, calls, secs, inside = 0.0, 0.0, 0.0, 0.0
+        for d in docs:
+            bl += blm.logprob(d)
+            calls += blm.stats["model_calls"]
+            secs += blm.stats["seconds"]
+            inside += blm.stats["seconds_in_model"]
         tl = 0.0
         for d in docs:
             ids = [int(i) for i in tok.encode_bytes(d.encode())]
             lps = lm.next_token_logprobs([ids[:j] for j in range(len(ids))])
             tl += float(sum(lps[j, ids[j]] for j in range(len(ids))))
+        beam = ByteLevelLM(lm, tok, mode="all", beam=8)
+        t = time.perf_counter()
+        bb = sum(beam.logprob(d) for d in docs[:2])
+        beam_secs = time.perf_counter() - t
+        beam_bytes = sum(len(d.encode()) for d in docs[:2])
+        # 3. Generating: cost per byte.
+        blm.sample(docs[0][:40], max_bytes=200, temperature=0.8, seed=1)
+        gen = blm.stats
         out[f"bpe{v}"] = {
             "mid_token_next_byte_logprob_byte_level": byte_lp / n,
             "mid_token_next_byte_logprob_naive": naive_lp / n,
             "mid_token_prompts": n,
             "bits_per_byte_byte_level": -bl / math.log(2) / nbytes,
             "bits_per_byte_token_level": -tl / math.log(2) / nbytes,
-            "model_calls_per_byte": (blm.model_calls - calls0) / nbytes,
-            "seconds_per_byte": took / nbytes,
+            "bits_per_byte_all_beam8_first2": -bb / math.log(2) / beam_bytes,
+            "score_model_calls_per_byte": calls / nbytes,
+            "score_ms_per_byte": 1000 * secs / nbytes,
+            "score_share_outside_model": (secs - inside) / secs,
+            "beam8_ms_per_byte": 1000 * beam_secs / beam_bytes,
+            "generate_model_calls_per_byte": gen["model_calls_per_byte"],
+            "generate_ms_per_byte": 1000 * gen["seconds"] / gen["bytes"],
+            "generate_share_outside_model": gen["share_outside_model"],
         }
         print(f"BPE {v}: {json.dumps(out[f'bpe{v}'])}")
     # 3. Ensembles in byte space.

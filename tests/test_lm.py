@@ -274,6 +274,27 @@ def test_incremental_path_matches_full_forward(bpe_run):
     rows = [grown[3] + [ids[0]], grown[0] + [ids[1]], grown[0] + [ids[2]], grown[2] + [ids[3]]]
     np.testing.assert_allclose(picked.logprobs, model.next_token_logprobs(rows), atol=2e-5)
     assert np.allclose(np.exp(state.logprobs).sum(1), 1.0)
+    # concat: rows of states of different lengths in one ragged batch (left-padded KV caches),
+    # advanced by one forward pass, each row as if alone.
+    from toklab.lm.language_model import GPTState
+
+    other = model.start([ids[:2], ids[:12]])
+    both = GPTState.concat([(picked, [1, 3]), (other, [1, 0]), (state, [2])])
+    want = [rows[1], rows[3], ids[:12], ids[:2], grown[2]]
+    np.testing.assert_allclose(both.logprobs, model.next_token_logprobs(want), atol=2e-5)
+    assert both.length == [len(w) + 1 for w in want]
+    for k in range(3):
+        nxt = [ids[(7 * j + k) % len(ids)] for j in range(len(want))]
+        both.append(nxt)
+        want = [[*w, t] for w, t in zip(want, nxt)]
+        np.testing.assert_allclose(both.logprobs, model.next_token_logprobs(want), atol=2e-5)
+    again = both.select([4, 0])
+    again.append([ids[0], ids[1]])
+    np.testing.assert_allclose(
+        again.logprobs,
+        model.next_token_logprobs([[*want[4], ids[0]], [*want[0], ids[1]]]),
+        atol=2e-5,
+    )
 
 
 def test_byte_lm_protocol(byte_run, bpe_run):

@@ -187,8 +187,17 @@ class _Rows:
             g[1].append(row)
             g[2].append(s[-1])
             g[3].append(k)
-        for st, rows, toks, ks in groups.values():
-            child = st.select(rows)
+        parts = list(groups.values())
+        concat = getattr(type(parts[0][0]), "concat", None) if parts else None
+        if len(parts) > 1 and callable(concat):
+            # Parents from several states (different lengths): one ragged batch, one forward.
+            child = concat([(st, rows) for st, rows, _, _ in parts])
+            parts = [
+                (child, [], [t for p in parts for t in p[2]], [k for p in parts for k in p[3]])
+            ]
+        else:
+            parts = [(st.select(rows), [], toks, ks) for st, rows, toks, ks in parts]
+        for child, _, toks, ks in parts:
             child.append(toks)
             self.o.model_calls += 1
             lp = np.asarray(child.logprobs, dtype=np.float64)

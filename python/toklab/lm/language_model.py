@@ -357,8 +357,8 @@ class GPTState:
         """Positions seen by each row, the document start included."""
         out = [0] * len(self._logprobs)
         for rows, cache in self._groups:
-            for r in rows:
-                out[r] = cache.length
+            for k, r in enumerate(rows):
+                out[r] = cache.length if cache.lengths is None else int(cache.lengths[k])
         return out
 
     def append(self, symbols: Sequence[int]) -> None:
@@ -372,6 +372,30 @@ class GPTState:
             with torch.no_grad(), autocast(self._lm.device):
                 logits = self._lm.model(ids.to(self._lm.device), cache)[:, -1]
             self._logprobs[rows] = _logprobs(logits)
+
+    @classmethod
+    def concat(cls, parts: Sequence[tuple[GPTState, Sequence[int]]]) -> GPTState:
+        """One state of the given rows of several states, in order, advanced together by one
+        forward pass per ``append`` even where their lengths differ (a ragged KV cache)."""
+        if not parts:
+            raise ConfigError("concat: nothing to concatenate")
+        lm = parts[0][0]._lm
+        caches, lps, where = [], [], []  # where[k]: the output row of the k-th cache row
+        base = 0
+        for state, rows in parts:
+            sel = state.select(rows)
+            for members, cache in sel._groups:
+                caches.append(cache)
+                lps.append(sel._logprobs[members])
+                where.extend(base + m for m in members)
+            base += len(rows)
+        cache = KVCache.concat(caches)
+        inv = np.empty(base, dtype=np.int64)
+        inv[np.asarray(where, dtype=np.int64)] = np.arange(base)
+        index = torch.as_tensor(inv, device=lm.device)
+        merged = cls(lm, [(list(range(base)), cache.select(index))], np.concatenate(lps)[inv])
+        merged.byte_columns = parts[0][0].byte_columns
+        return merged
 
     def select(self, rows: Sequence[int]) -> GPTState:
         rows = [int(r) for r in rows]

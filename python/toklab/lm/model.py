@@ -103,22 +103,70 @@ PRESETS: dict[str, dict[str, int]] = {
 
 
 class KVCache:
-    """Keys and values of the positions seen so far, per layer: ``[batch, heads, seen, dim]``."""
+    """Keys and values of the positions seen so far, per layer: ``[batch, heads, seen, dim]``.
+
+    A *ragged* cache (from :meth:`concat`) holds rows of different lengths, left-padded:
+    ``valid[batch, seen]`` marks the real positions and ``lengths[batch]`` counts them, so that
+    rows of different lengths advance in one forward pass."""
 
     def __init__(self, n_layer: int) -> None:
         self.keys: list[torch.Tensor | None] = [None] * n_layer
         self.values: list[torch.Tensor | None] = [None] * n_layer
+        self.valid: torch.Tensor | None = None
+        self.lengths: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
         k = self.keys[0]
         return 0 if k is None else int(k.shape[2])
 
+    @property
+    def batch(self) -> int:
+        k = self.keys[0]
+        return 0 if k is None else int(k.shape[0])
+
     def select(self, rows: torch.Tensor) -> KVCache:
         """A new cache holding the given batch rows (in that order; rows may repeat)."""
         out = KVCache(len(self.keys))
         out.keys = [None if k is None else k.index_select(0, rows) for k in self.keys]
         out.values = [None if v is None else v.index_select(0, rows) for v in self.values]
+        if self.valid is not None and self.lengths is not None:
+            out.valid = self.valid.index_select(0, rows)
+            out.lengths = self.lengths.index_select(0, rows)
+        return out
+
+    @staticmethod
+    def concat(caches: list[KVCache]) -> KVCache:
+        """One ragged cache of the rows of ``caches`` (non-empty ones), in order."""
+        if any(c.keys[0] is None for c in caches):
+            raise ValueError("cannot concatenate empty caches")
+        longest = max(c.length for c in caches)
+        out = KVCache(len(caches[0].keys))
+        valid, lengths = [], []
+        for c in caches:
+            k0 = c.keys[0]
+            assert k0 is not None
+            pad = longest - c.length
+            v = (
+                c.valid
+                if c.valid is not None
+                else torch.ones(c.batch, c.length, dtype=torch.bool, device=k0.device)
+            )
+            valid.append(F.pad(v, (pad, 0), value=False))
+            lengths.append(
+                c.lengths
+                if c.lengths is not None
+                else torch.full((c.batch,), c.length, dtype=torch.long, device=k0.device)
+            )
+        for layer in range(len(out.keys)):
+            out.keys[layer] = torch.cat(
+                [F.pad(c.keys[layer], (0, 0, longest - c.length, 0)) for c in caches]  # type: ignore[arg-type]
+            )
+            out.values[layer] = torch.cat(
+                [F.pad(c.values[layer], (0, 0, longest - c.length, 0)) for c in caches]  # type: ignore[arg-type]
+            )
+        out.valid = torch.cat(valid)
+        out.lengths = torch.cat(lengths)
         return out
 
 
@@ -142,7 +190,15 @@ class _Attention(nn.Module):
                 k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
             cache.keys[layer], cache.values[layer] = k, v
         drop = self.dropout if self.training else 0.0
-        if past == 0:
+        if cache is not None and cache.valid is not None:
+            # Ragged rows: also hide each row's left padding.
+            keys_ok = torch.cat(
+                [cache.valid, torch.ones(b, t, dtype=torch.bool, device=x.device)], dim=1
+            )
+            causal = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(past)
+            mask = keys_ok[:, None, None, :] & causal[None, None]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        elif past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
         else:
             # Query i sits at position past + i and sees keys 0..past + i.
@@ -203,12 +259,24 @@ class GPT(nn.Module):
         """The final hidden states ``[batch, len, n_embd]``, before the output layer."""
         t = ids.shape[1]
         past = 0 if cache is None else cache.length
-        if past + t > self.cfg.context:
+        ragged = cache is not None and cache.lengths is not None
+        if ragged:
+            assert cache is not None and cache.lengths is not None
+            seen = int(cache.lengths.max())
+            pos = cache.lengths[:, None] + torch.arange(t, device=ids.device)
+        else:
+            seen = past
+            pos = torch.arange(past, past + t, device=ids.device)
+        if seen + t > self.cfg.context:
             raise ContextLengthError(
-                f"{past + t} positions, but the model's context is {self.cfg.context}"
+                f"{seen + t} positions, but the model's context is {self.cfg.context}"
             )
-        pos = torch.arange(past, past + t, device=ids.device)
         x = self.drop(self.wte(ids) + self.wpe(pos))
         for i, block in enumerate(self.blocks):
             x = block(x, cache, i)
+        if ragged:
+            assert cache is not None and cache.valid is not None and cache.lengths is not None
+            new = torch.ones(ids.shape[0], t, dtype=torch.bool, device=ids.device)
+            cache.valid = torch.cat([cache.valid, new], dim=1)
+            cache.lengths = cache.lengths + t
         return self.ln_f(x)
