@@ -527,3 +527,46 @@ def test_end_of_text_column() -> None:
     assert math.exp(d[256]) == pytest.approx(exact / mass_x, rel=1e-9)
     with pytest.raises(ConfigError):
         ByteLevelLM(lm, tok, end_token=10**6)
+
+
+@cache
+def _accent_bpe():
+    from toklab.bpe import train_bpe
+
+    rng = np.random.default_rng(2)
+    text = "".join(rng.choice(["a", "é", " ", "b"], size=5000, p=[0.35, 0.25, 0.2, 0.2]))
+    return train_bpe([text], vocab_size=256 + 30, pattern="gpt2")
+
+
+@settings(max_examples=20, deadline=None)
+@given(x=st.text(alphabet="aé b", min_size=1, max_size=4).map(lambda s: s.encode()),
+       cut=st.integers(0, 3), seed=st.integers(0, 3),
+       mode=st.sampled_from(["all", "canonical"]))  # fmt: skip
+def test_prompts_ending_inside_a_utf8_character_match_brute_force(x, cut, seed, mode) -> None:
+    """Prompts cut at any byte, inside "é" too: handled at byte level, exactly."""
+    tok = _accent_bpe()
+    x = x[: max(1, len(x) - cut)]
+    support = [i for i in range(tok.vocab_size) if set(tok.token_bytes(i)) <= set("aé b".encode())]
+    lm = TableLM(tok.vocab_size, support[:16], seed)
+    blm = ByteLevelLM(lm, tok, mode=mode)
+    want = brute_covers(tok, lm, x, mode == "canonical")
+    assert math.exp(blm.prefix_logprob(x)) == pytest.approx(want, rel=1e-9, abs=1e-300)
+
+
+def test_texts_longer_than_the_context_raise_a_clear_error() -> None:
+    torch = pytest.importorskip("torch")
+    from toklab.bpe import train_bpe
+    from toklab.errors import ContextLengthError
+    from toklab.lm import LanguageModel
+    from toklab.lm.model import GPT, GPTConfig
+
+    torch.set_num_threads(1)
+    tok = train_bpe(["the theme of the thesis"] * 20, vocab_size=262)
+    lm = LanguageModel(
+        GPT(GPTConfig(vocab_size=262, n_layer=1, n_head=2, n_embd=16, context=8)), tok
+    )
+    blm = ByteLevelLM(lm, tok)
+    assert np.isfinite(blm.logprob(b"the them"))
+    with pytest.raises(ContextLengthError, match="score shorter texts"):
+        blm.logprob(b"the theme of the thesis: the theme of the thesis")
+    assert issubclass(ContextLengthError, ValueError)

@@ -929,6 +929,7 @@ def byteprobs_score(
         raise click.ClickException("--text is empty: nothing to score")
     try:
         lp = blm.logprob(data)
+        stats = blm.stats
         ids = [int(i) for i in np.asarray(blm.token_lm.encode(text))]
         lps = blm.token_lm.next_token_logprobs([ids[:j] for j in range(len(ids))])
         token_lp = float(sum(lps[j, ids[j]] for j in range(len(ids))))
@@ -938,7 +939,9 @@ def byteprobs_score(
     click.echo(
         f"byte level ({mode}{f', beam {beam}' if beam else ''}): "
         f"{-lp / ln2 / len(data):.4f} bits per byte; token level (canonical encoding): "
-        f"{-token_lp / ln2 / len(data):.4f} bits per byte; {blm.model_calls} model calls"
+        f"{-token_lp / ln2 / len(data):.4f} bits per byte; "
+        f"{stats['model_calls_per_byte']:.2f} model calls per byte, "
+        f"{100 * stats['share_outside_model']:.0f}% of {stats['seconds']:.2f} s outside the model"
     )
 
 
