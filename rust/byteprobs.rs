@@ -285,41 +285,91 @@ impl Canonical {
 
     /// Whether `encode_bytes(decode(ids)) == ids`. Ids out of range or special are not.
     pub fn is_canonical(&self, ids: &[u32]) -> bool {
-        let vocab = self.bpe.vocab();
-        let mut bytes = Vec::new();
-        let mut ends = Vec::with_capacity(ids.len());
-        for &t in ids {
-            if (t as usize) >= vocab.len() || vocab.is_special(t) {
-                return false;
-            }
-            bytes.extend_from_slice(vocab.token_bytes(t).unwrap_or_default());
-            ends.push(bytes.len());
+        self.check(ids, false)
+    }
+
+    /// Whether `ids`, which decode to a prefix of a longer text, may be the start of that
+    /// text's encoding: canonical, or canonical once its last piece, a run of two or more
+    /// whitespace characters, is cut before its last character, which is what the patterns'
+    /// `\s+(?!\S)` does when the text goes on with something else (`" \n"` alone is one piece;
+    /// before `"a"` it is `" "`, `"\n"`).
+    pub fn is_viable(&self, ids: &[u32]) -> bool {
+        self.check(ids, true)
+    }
+
+    fn check(&self, ids: &[u32], viable: bool) -> bool {
+        let mut scratch = Scratch::default();
+        if !scratch.load(self, ids) {
+            return false;
         }
-        let mut scratch = Vec::new();
-        let mut ok = true;
-        let mut tok = 0; // the first token of the current piece
-        self.for_each_piece(&bytes, |s, e| {
-            if !ok || s == e {
-                return;
+        self.check_loaded(ids, &mut scratch, viable)
+    }
+
+    /// `check` of `ids`, whose bytes and token ends are in `scratch`.
+    fn check_loaded(&self, ids: &[u32], scratch: &mut Scratch, viable: bool) -> bool {
+        let Scratch {
+            bytes,
+            ends,
+            pieces,
+            piece,
+        } = scratch;
+        pieces.clear();
+        self.for_each_piece(bytes, |s, e| {
+            if s < e {
+                pieces.push((s, e));
             }
-            // The piece must start where token `tok` starts and end where some token ends.
+        });
+        if self.pieces_ok(ids, ends, pieces, piece) {
+            return true;
+        }
+        if !viable {
+            return false;
+        }
+        let Some(&(s, e)) = pieces.last() else {
+            return false;
+        };
+        let Ok(run) = std::str::from_utf8(&bytes[s..e]) else {
+            return false;
+        };
+        let Some((cut, _)) = run.char_indices().next_back() else {
+            return false;
+        };
+        if cut == 0 || !run.chars().all(char::is_whitespace) {
+            return false;
+        }
+        pieces.pop();
+        pieces.push((s, s + cut));
+        pieces.push((s + cut, e));
+        self.pieces_ok(ids, ends, pieces, piece)
+    }
+
+    /// Whether every piece starts and ends on token boundaries and is encoded canonically.
+    fn pieces_ok(
+        &self,
+        ids: &[u32],
+        ends: &[usize],
+        pieces: &[(usize, usize)],
+        scratch: &mut Vec<u8>,
+    ) -> bool {
+        let mut tok = 0; // the first token of the current piece
+        for &(s, e) in pieces {
             let start = if tok == 0 { 0 } else { ends[tok - 1] };
             if start != s {
-                ok = false;
-                return;
+                return false;
             }
             let mut last = tok;
             while last < ends.len() && ends[last] < e {
                 last += 1;
             }
             if last == ends.len() || ends[last] != e {
-                ok = false;
-                return;
+                return false;
             }
-            ok = self.piece_ok(&ids[tok..=last], &mut scratch);
+            if !self.piece_ok(&ids[tok..=last], scratch) {
+                return false;
+            }
             tok = last + 1;
-        });
-        ok && tok == ids.len()
+        }
+        tok == ids.len()
     }
 
     /// The pieces of arbitrary bytes as `Bpe::encode_bytes` cuts them: the valid UTF-8 runs by
@@ -376,22 +426,219 @@ impl Canonical {
     /// For each candidate, whether `ids + [candidate]` is canonical, given that `ids` is: only
     /// the tail from `tail_start` is checked.
     pub fn extensions(&self, ids: &[u32], candidates: &[u32]) -> Vec<bool> {
+        self.extend_with(ids, candidates, false)
+    }
+
+    /// `extensions` for states that go on: `is_viable` rather than `is_canonical`.
+    pub fn viable_extensions(&self, ids: &[u32], candidates: &[u32]) -> Vec<bool> {
+        self.extend_with(ids, candidates, true)
+    }
+
+    fn extend_with(&self, ids: &[u32], candidates: &[u32], viable: bool) -> Vec<bool> {
         let tail = &ids[self.tail_start(ids)..];
-        let mut seq = tail.to_vec();
-        candidates
-            .iter()
-            .map(|&t| {
-                seq.truncate(tail.len());
-                seq.push(t);
-                self.is_canonical(&seq)
-            })
-            .collect()
+        let run = |cands: &[u32]| -> Vec<bool> {
+            let mut scratch = Scratch::default();
+            if !scratch.load(self, tail) {
+                return vec![false; cands.len()];
+            }
+            let (n_bytes, n_ids) = (scratch.bytes.len(), tail.len());
+            let mut seq = tail.to_vec();
+            cands
+                .iter()
+                .map(|&t| {
+                    seq.truncate(n_ids);
+                    scratch.bytes.truncate(n_bytes);
+                    scratch.ends.truncate(n_ids);
+                    if !scratch.push(self, t) {
+                        return false;
+                    }
+                    seq.push(t);
+                    self.check_loaded(&seq, &mut scratch, viable)
+                })
+                .collect()
+        };
+        // Every token after a state (a next-byte distribution's first byte) is a long list:
+        // two workers, results in input order, the same on any thread count.
+        if candidates.len() < 8192 {
+            return run(candidates);
+        }
+        let chunks: Vec<&[u32]> = candidates.chunks(candidates.len().div_ceil(2)).collect();
+        crate::par::map(&chunks, 2, |c| run(c)).concat()
+    }
+}
+
+/// Reusable buffers for checking token sequences: their bytes, where each token ends, the
+/// pieces, and a piece's bytes.
+#[derive(Default)]
+struct Scratch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    pieces: Vec<(usize, usize)>,
+    piece: Vec<u8>,
+}
+
+impl Scratch {
+    fn load(&mut self, canon: &Canonical, ids: &[u32]) -> bool {
+        self.bytes.clear();
+        self.ends.clear();
+        ids.iter().all(|&t| self.push(canon, t))
+    }
+
+    /// Appends a token; false for ids out of range or special.
+    fn push(&mut self, canon: &Canonical, t: u32) -> bool {
+        let vocab = canon.bpe.vocab();
+        if (t as usize) >= vocab.len() || vocab.is_special(t) {
+            return false;
+        }
+        self.bytes
+            .extend_from_slice(vocab.token_bytes(t).unwrap_or_default());
+        self.ends.push(self.bytes.len());
+        true
     }
 }
 
 /// BPE on one piece, tracing the last merge: the single token it ends with (if it ends with
 /// one) and `(left, right, rank)` of the merge that made it. Lowest rank first, leftmost on
 /// ties, as `Vocab::merge_piece`.
+/// The states of a byte string: token sequences that decode exactly to one of its prefixes,
+/// as a tree (state 0 is the empty sequence at position 0; every other state is its parent plus
+/// one token). In canonical mode only sequences whose every one-token extension so far was
+/// canonical are kept; `tail_len` is then the length of the tail that decides the canonicity of
+/// further extensions.
+#[derive(Clone, Debug, Default)]
+pub struct States {
+    pub parent: Vec<u32>,
+    pub token: Vec<u32>,
+    pub pos: Vec<u32>,
+    pub tail_len: Vec<u32>,
+}
+
+impl States {
+    /// The token sequence of state `s`.
+    pub fn sequence(&self, mut s: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        while s != 0 {
+            out.push(self.token[s as usize]);
+            s = self.parent[s as usize];
+        }
+        out.reverse();
+        out
+    }
+
+    fn tail(&self, s: u32) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.tail_len[s as usize] as usize);
+        let mut at = s;
+        for _ in 0..self.tail_len[s as usize] {
+            out.push(self.token[at as usize]);
+            at = self.parent[at as usize];
+        }
+        out.reverse();
+        out
+    }
+}
+
+/// Every state at positions `0..=last` of `x` (`canon`: canonical mode). More than
+/// `max_states` states is an error: in "all" mode their number grows exponentially with the
+/// length of the text (use a beam).
+pub fn enumerate_states(
+    trie: &VocabTrie,
+    canon: Option<&Canonical>,
+    x: &[u8],
+    last: usize,
+    max_states: usize,
+) -> Result<States> {
+    let last = last.min(x.len());
+    let mut st = States {
+        parent: vec![0],
+        token: vec![u32::MAX],
+        pos: vec![0],
+        tail_len: vec![0],
+    };
+    let mut at_pos: Vec<Vec<u32>> = vec![Vec::new(); last + 1];
+    at_pos[0].push(0);
+    let mut seq = Vec::new();
+    for i in 0..=last {
+        let here_states = std::mem::take(&mut at_pos[i]);
+        let mut n = 0;
+        for (d, &b) in x[i..last].iter().enumerate() {
+            match trie.child(n, b) {
+                Some(c) => n = c,
+                None => break,
+            }
+            let node = trie.node(n);
+            let p = i + d + 1;
+            for &t in &trie.order()[node.start as usize..node.here as usize] {
+                for &s in &here_states {
+                    let tail_len = match canon {
+                        None => 0,
+                        Some(c) => {
+                            seq.clear();
+                            seq.extend(st.tail(s));
+                            seq.push(t);
+                            if !c.is_viable(&seq) {
+                                continue;
+                            }
+                            (seq.len() - c.tail_start(&seq)) as u32
+                        }
+                    };
+                    if st.parent.len() >= max_states {
+                        return Err(Error::Config(format!(
+                            "more than {max_states} token sequences decode to prefixes of the \
+                             first {p} bytes: mode 'all' counts every tokenization, whose number \
+                             grows exponentially with the text; pass a beam"
+                        )));
+                    }
+                    at_pos[p].push(st.parent.len() as u32);
+                    st.parent.push(s);
+                    st.token.push(t);
+                    st.pos.push(p as u32);
+                    st.tail_len.push(tail_len);
+                }
+            }
+        }
+        at_pos[i] = here_states;
+    }
+    Ok(st)
+}
+
+/// Every cover of `x` (see the module notes), each as its token sequence.
+pub fn covers(
+    trie: &VocabTrie,
+    canon: Option<&Canonical>,
+    x: &[u8],
+    max_states: usize,
+) -> Result<Vec<Vec<u32>>> {
+    if x.is_empty() {
+        return Ok(vec![Vec::new()]);
+    }
+    let n = x.len();
+    let st = enumerate_states(trie, canon, x, n - 1, max_states)?;
+    let mut out = Vec::new();
+    let mut seq = Vec::new();
+    for s in 0..st.parent.len() as u32 {
+        let i = st.pos[s as usize] as usize;
+        let Some(node) = trie.walk(&x[i..]) else {
+            continue;
+        };
+        let node = trie.node(node);
+        for &t in &trie.order()[node.start as usize..node.end as usize] {
+            if let Some(c) = canon {
+                seq.clear();
+                seq.extend(st.tail(s));
+                seq.push(t);
+                if !c.is_canonical(&seq) {
+                    continue;
+                }
+            }
+            let mut full = st.sequence(s);
+            full.push(t);
+            out.push(full);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// `(left, right, rank)` of a merge.
 type LastMerge = Option<(u32, u32, u32)>;
 
@@ -543,5 +790,66 @@ mod tests {
                 }
             }
         }
+    }
+    /// Covers by brute force: every token sequence (of whole tokens) whose bytes before the last
+    /// token are a strict prefix of x and whose bytes reach past x, canonical by re-encoding.
+    #[test]
+    fn covers_match_brute_force() {
+        let mut text = String::new();
+        let mut s = 11u64;
+        for _ in 0..3000 {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            text.push(b"ab a\n"[(s >> 33) as usize % 5] as char);
+        }
+        let bpe = trained(&text, 256 + 20, "gpt2", false);
+        let canon = Canonical::new(&bpe);
+        let toks: Vec<Option<&[u8]>> = (0..bpe.vocab().len() as u32)
+            .map(|i| bpe.vocab().token_bytes(i))
+            .collect();
+        let trie = VocabTrie::new(&toks).expect("ok");
+        let useful: Vec<u32> = (0..bpe.vocab().len() as u32)
+            .filter(|&t| {
+                bpe.vocab()
+                    .token_bytes(t)
+                    .is_some_and(|b| b.iter().all(|c| b"ab \n".contains(c)))
+            })
+            .collect();
+        for x in [&b"ab a"[..], b"a\n", b" ab", b"aa b", b"b"] {
+            for canonical in [false, true] {
+                let c = canonical.then_some(&canon);
+                let mut got = covers(&trie, c, x, 1 << 20).expect("ok");
+                got.retain(|seq| seq.iter().all(|t| useful.contains(t)));
+                let mut want = Vec::new();
+                let mut stack: Vec<(Vec<u32>, usize)> = vec![(Vec::new(), 0)];
+                while let Some((seq, done)) = stack.pop() {
+                    for &t in &useful {
+                        let b = bpe.vocab().token_bytes(t).expect("ok");
+                        let end = (done + b.len()).min(x.len());
+                        if b[..end - done] != x[done..end] {
+                            continue;
+                        }
+                        let mut longer = seq.clone();
+                        longer.push(t);
+                        if done + b.len() >= x.len() {
+                            let data = bpe.decode_bytes(&longer).expect("ok");
+                            if !canonical || bpe.encode_bytes(&data).expect("ok") == longer {
+                                want.push(longer);
+                            }
+                        } else {
+                            stack.push((longer, done + b.len()));
+                        }
+                    }
+                }
+                want.sort();
+                assert_eq!(got, want, "{x:?} canonical={canonical}");
+                assert!(!want.is_empty());
+            }
+        }
+        let long = b"ab ab ab ab ab ab ab ab ab ab ab ab ab ab ab ab ab ab".repeat(4);
+        assert!(enumerate_states(&trie, None, &long, long.len(), 10_000).is_err());
+        let st = enumerate_states(&trie, Some(&canon), &long, long.len(), 10_000).expect("ok");
+        assert!(st.parent.len() <= 2 * long.len());
     }
 }

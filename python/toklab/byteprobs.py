@@ -112,10 +112,17 @@ class _Checker:
             return seq
         return seq[self.rust.tail_start(list(seq)) :]
 
-    def ok(self, tail: Seq, cands: np.ndarray, root: bool = False) -> np.ndarray | None:
-        """A boolean mask over ``cands`` (``None``: all allowed)."""
+    def ok(
+        self, tail: Seq, cands: np.ndarray, root: bool = False, viable: bool = False
+    ) -> np.ndarray | None:
+        """A boolean mask over ``cands`` (``None``: all allowed): whether ``state + [c]`` is
+        canonical or, with ``viable``, may start a longer text's canonical encoding (the last
+        piece may still be cut by the patterns' look-ahead)."""
         if self.mode == "all" or cands.size == 0:
             return None
+        if viable and self.rust is not None:
+            got = self.rust.extensions(list(tail), cands.tolist(), True)
+            return np.frombuffer(got, dtype=np.uint8).astype(bool)
         if root:
             hit = self._root.get(tail)
             if hit is not None:
@@ -218,7 +225,8 @@ class ByteLevelLM:
     ``encode`` (of bytes or str) unless it is a toklab :class:`~toklab.bpe.BPETokenizer` (then
     canonicity comes from its merge ranks, in Rust). Special tokens never appear in covers;
     ``end_token`` (default: the tokenizer's ``<|endoftext|>``, if it has one) gives the end-of-
-    text column 256.
+    text column 256. ``max_states`` bounds the states of one pass without a beam (``"all"`` mode
+    has exponentially many in the length of the text: give it a beam).
     """
 
     def __init__(
@@ -228,6 +236,7 @@ class ByteLevelLM:
         mode: str = "canonical",
         beam: int | None = None,
         end_token: int | str | None = "auto",
+        max_states: int = 200_000,
     ) -> None:
         if mode not in ("canonical", "all"):
             raise ConfigError(f"mode must be 'canonical' or 'all', got {mode!r}")
@@ -240,6 +249,7 @@ class ByteLevelLM:
             )
         self.token_lm = token_lm
         self.tokenizer = tokenizer
+        self.max_states = int(max_states)
         self.mode = mode
         self.beam = beam
         specials = dict(getattr(tokenizer, "special_tokens", {}) or {})
@@ -331,7 +341,7 @@ class ByteLevelLM:
             if not here.size:
                 continue
             for s in states[i]:
-                mask = self._check.ok(tails[s], here)
+                mask = self._check.ok(tails[s], here, viable=True)
                 for k, t in enumerate(here.tolist()):
                     if mask is None or mask[k]:
                         out.append(((*s, t), s, t))
@@ -419,12 +429,36 @@ class ByteLevelLM:
         tails: dict[Seq, Seq] = {(): ()}
         at: dict[Seq, int] = {(): 0}
         children: dict[Seq, list[Seq]] = {}
+        if self.mode == "all" or self._check.rust is not None:
+            # In Rust: the trie walk and the canonicity checks.
+            parent, token, pos, tail_len = _core.byte_states(
+                self._trie.core,
+                self._check.rust if self.mode == "canonical" else None,
+                x,
+                last,
+                self.max_states,
+            )
+            seqs: list[Seq] = [()]
+            for k in range(1, len(parent)):
+                par = seqs[parent[k]]
+                s = (*par, token[k])
+                seqs.append(s)
+                states.setdefault(pos[k], {})[s] = 0.0
+                tails[s] = s[len(s) - tail_len[k] :] if tail_len[k] else ()
+                at[s] = pos[k]
+                children.setdefault(par, []).append(s)
+            return states, tails, at, children
         for p in range(1, min(len(x), last) + 1):
-            for s, parent, _t in self._new_states(x, p, states, tails):
+            for s, parent_seq, _t in self._new_states(x, p, states, tails):
                 states.setdefault(p, {})[s] = 0.0
-                tails[s] = self._tail(tails, s, parent)
+                tails[s] = self._tail(tails, s, parent_seq)
                 at[s] = p
-                children.setdefault(parent, []).append(s)
+                children.setdefault(parent_seq, []).append(s)
+                if len(at) > self.max_states:
+                    raise ConfigError(
+                        f"more than {self.max_states} token sequences decode to prefixes of "
+                        f"the first {p} bytes; pass a beam"
+                    )
         return states, tails, at, children
 
     def states(self, text: bytes | str) -> list[list[Seq]]:
@@ -442,6 +476,10 @@ class ByteLevelLM:
         x = _as_bytes(prefix)
         if not x:
             return [()]
+        if self.mode == "all" or self._check.rust is not None:
+            canon = self._check.rust if self.mode == "canonical" else None
+            found = _core.byte_covers(self._trie.core, canon, x, self.max_states)
+            return [tuple(c) for c in found]
         states, tails, _, _ = self._enumerate(x, len(x) - 1)
         out: list[Seq] = []
         for i, group in states.items():

@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::{to_py, PyBpe};
-use crate::byteprobs::{Canonical, VocabTrie};
+use crate::byteprobs::{covers, enumerate_states, Canonical, VocabTrie};
 
 fn ids_arg(ids: Vec<i64>, vocab_size: usize) -> Vec<u32> {
     // Ids out of range map to u32::MAX, which no check accepts.
@@ -147,24 +147,82 @@ impl PyCanonical {
         py.detach(|| self.inner.tail_start(&ids))
     }
 
-    /// For each candidate, whether `ids + [candidate]` is canonical, given that `ids` is (as
-    /// bytes of 0 and 1).
+    /// Whether `ids` may start the encoding of a longer text (see `Canonical::is_viable`).
+    fn is_viable(&self, py: Python<'_>, ids: Vec<i64>) -> bool {
+        let ids = ids_arg(ids, self.inner.bpe().vocab().len());
+        py.detach(|| self.inner.is_viable(&ids))
+    }
+
+    /// For each candidate, whether `ids + [candidate]` is canonical (with `viable`: may start
+    /// a longer text's encoding), given that `ids` may (as bytes of 0 and 1).
+    #[pyo3(signature = (ids, candidates, viable=false))]
     fn extensions<'py>(
         &self,
         py: Python<'py>,
         ids: Vec<i64>,
         candidates: Vec<i64>,
+        viable: bool,
     ) -> Bound<'py, PyBytes> {
         let n = self.inner.bpe().vocab().len();
         let (ids, candidates) = (ids_arg(ids, n), ids_arg(candidates, n));
-        let ok = py.detach(|| self.inner.extensions(&ids, &candidates));
+        let ok = py.detach(|| {
+            if viable {
+                self.inner.viable_extensions(&ids, &candidates)
+            } else {
+                self.inner.extensions(&ids, &candidates)
+            }
+        });
         let bytes: Vec<u8> = ok.into_iter().map(u8::from).collect();
         PyBytes::new(py, &bytes)
     }
 }
 
+/// Every state at positions `0..=last` of `x`: `(parent, token, pos, tail_len)` per state
+/// (state 0: the empty sequence). `canonical`: canonical mode. More than `max_states` states
+/// raises `ConfigError`.
+#[pyfunction]
+#[pyo3(signature = (trie, canonical, x, last, max_states))]
+#[allow(clippy::type_complexity)]
+fn byte_states(
+    py: Python<'_>,
+    trie: &PyVocabTrie,
+    canonical: Option<&PyCanonical>,
+    x: &[u8],
+    last: usize,
+    max_states: usize,
+) -> PyResult<(Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>)> {
+    let st = py
+        .detach(|| {
+            enumerate_states(
+                &trie.inner,
+                canonical.map(|c| &c.inner),
+                x,
+                last,
+                max_states,
+            )
+        })
+        .map_err(to_py)?;
+    Ok((st.parent, st.token, st.pos, st.tail_len))
+}
+
+/// Every cover of `x`, as token sequences, sorted.
+#[pyfunction]
+#[pyo3(signature = (trie, canonical, x, max_states))]
+fn byte_covers(
+    py: Python<'_>,
+    trie: &PyVocabTrie,
+    canonical: Option<&PyCanonical>,
+    x: &[u8],
+    max_states: usize,
+) -> PyResult<Vec<Vec<u32>>> {
+    py.detach(|| covers(&trie.inner, canonical.map(|c| &c.inner), x, max_states))
+        .map_err(to_py)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyVocabTrie>()?;
     m.add_class::<PyCanonical>()?;
+    m.add_function(wrap_pyfunction!(byte_states, m)?)?;
+    m.add_function(wrap_pyfunction!(byte_covers, m)?)?;
     Ok(())
 }
