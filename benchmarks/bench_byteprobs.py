@@ -35,7 +35,7 @@ class TableLM:
     def __init__(self, vocab_size: int, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
         self.vocab_size = vocab_size
-        rows = rng.normal(size=(min(vocab_size + 1, 4096), vocab_size)) * 2
+        rows = rng.normal(size=(max(16, min(vocab_size + 1, 2**22 // vocab_size)), vocab_size)) * 2
         self.rows = rows - np.logaddexp.reduce(rows, axis=1, keepdims=True)
 
     def next_token_logprobs(self, prefixes):

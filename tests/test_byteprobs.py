@@ -570,3 +570,85 @@ def test_texts_longer_than_the_context_raise_a_clear_error() -> None:
     with pytest.raises(ContextLengthError, match="score shorter texts"):
         blm.logprob(b"the theme of the thesis: the theme of the thesis")
     assert issubclass(ContextLengthError, ValueError)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seq=st.lists(st.integers(0, 10_000), min_size=1, max_size=6))
+def test_canonical_from_merge_ranks_on_an_hf_tokenizer_against_hf(seq) -> None:
+    """An HF byte-level BPE imported into toklab: canonicity from merge ranks agrees with
+    HF's own encoder on the decoded text."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from toklab import _core
+
+    hf, ours = _hf_pair(tokenizers)
+    canon = _core.Canonical(ours._core)
+    real = [i for i in range(ours.vocab_size) if i not in ours.special_tokens.values()]
+    ids = [real[i % len(real)] for i in seq]
+    data = ours.decode_bytes(ids)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return  # HF encodes str only; such sequences are covered against toklab's encoder
+    want = hf.encode(text, add_special_tokens=False).ids == ids
+    assert canon.is_canonical(ids) == want, (ids, text)
+
+
+@cache
+def _hf_pair(tokenizers):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from toklab.bpe import BPETokenizer
+
+    rng = np.random.default_rng(4)
+    words = ["the", "them", "these", "a", "an", "and", "éa", "  ", "\n", "1", "12", "'s", "!"]
+    text = " ".join(rng.choice(words, size=3000))
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([text], trainer=trainer)
+    return tok, BPETokenizer.from_hf(tok)
+
+
+def test_byte_level_lm_is_a_byte_lm_and_ensembles_advance_incrementally() -> None:
+    from toklab.lm.protocols import ByteLM
+
+    a = ByteLevelLM(ClosedFormLM(0), MiniBPE(), mode="all")
+    b = ByteLevelLM(ClosedFormLM(1), MiniBPE(), mode="all")
+    ens = ByteEnsemble([a, b], [0.3, 0.7])
+    assert isinstance(a, ByteLM) and isinstance(ens, ByteLM)
+    state = ens.start_bytes([b"ab", b""])
+    np.testing.assert_allclose(state.logprobs, ens.next_byte_logprobs([b"ab", b""]), atol=1e-12)
+    state.append([ord("a"), ord("b")])
+    np.testing.assert_allclose(state.logprobs, ens.next_byte_logprobs([b"aba", b"b"]), atol=1e-12)
+    two = state.select([1, 1, 0])
+    np.testing.assert_allclose(two.logprobs, state.logprobs[[1, 1, 0]])
+    np.testing.assert_allclose(ens.distributions(b"abab")[2], ens.next_byte_logprobs([b"ab"])[0])
+
+
+def test_hf_encodings_are_canonical_and_their_splits_are_not() -> None:
+    tokenizers = pytest.importorskip("tokenizers")
+    from toklab import _core
+
+    hf, ours = _hf_pair(tokenizers)
+    canon = _core.Canonical(ours._core)
+    merges = {m[2]: (m[0], m[1]) for m in ours._core.merges()}
+    rng = np.random.default_rng(0)
+    words = ["the", "them", "these", "a", "and", "éa", "  ", "\n", "12", "'s", "!", "x"]
+    split_checked = 0
+    for _ in range(200):
+        text = " ".join(rng.choice(words, size=rng.integers(1, 6)))
+        ids = hf.encode(text, add_special_tokens=False).ids
+        assert canon.is_canonical(ids), text
+        k = int(rng.integers(len(ids)))
+        if ids[k] in merges:
+            split = [*ids[:k], *merges[ids[k]], *ids[k + 1 :]]
+            want = hf.encode(text, add_special_tokens=False).ids == split
+            assert canon.is_canonical(split) == want
+            split_checked += 1
+    assert split_checked > 50

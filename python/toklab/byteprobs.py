@@ -773,12 +773,36 @@ class ByteEnsemble:
             lps.append(_renormalise256(d))
         return self._combine(np.stack(lps))
 
+    def start_bytes(self, prefixes: Sequence[bytes | str]) -> EnsembleState:
+        """The incremental path: every member's state, combined after each byte."""
+        return EnsembleState(self, [m.start_bytes(prefixes) for m in self.members])
+
     def logprob(self, text: bytes | str) -> float:
         x = _as_bytes(text)
         if not x:
             return 0.0
         d = self.distributions(x)
         return float(d[np.arange(len(x)), np.frombuffer(x, dtype=np.uint8)].sum())
+
+
+class EnsembleState:
+    """:class:`~toklab.lm.protocols.LMState` of a :class:`ByteEnsemble`."""
+
+    def __init__(self, ens: ByteEnsemble, states: list[Any]) -> None:
+        self._ens = ens
+        self._states = states
+
+    @property
+    def logprobs(self) -> np.ndarray:
+        lps = [_renormalise256(np.asarray(s.logprobs)[:, :256]) for s in self._states]
+        return self._ens._combine(np.stack(lps))
+
+    def append(self, symbols: Sequence[int]) -> None:
+        for s in self._states:
+            s.append(symbols)
+
+    def select(self, rows: Sequence[int]) -> EnsembleState:
+        return EnsembleState(self._ens, [s.select(rows) for s in self._states])
 
 
 def _renormalise256(lp: np.ndarray) -> np.ndarray:
