@@ -402,8 +402,21 @@ def main() -> None:
         + " ".join(sys.argv[1:])
         + "`\n\n"
         + "\n".join(report.lines)
+        + kept_sections(Path(args.out))
     )
     print(f"written to {args.out}")
+
+
+def kept_sections(path: Path) -> str:
+    """The hand-written sections of an existing results file (headed "## ... (not written by
+    `run.py`)"), which a new run keeps after its own tables."""
+    if not path.exists():
+        return ""
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("## ") and "not written by `run.py`" in line:
+            return "\n\n" + "\n".join(lines[i:]) + "\n"
+    return ""
 
 
 if __name__ == "__main__":
