@@ -356,6 +356,14 @@ def test_cli_train_encode_decode(tmp_path):
     assert tok.inference == "bpe"
     r = runner.invoke(main, ["info", str(out)])
     assert r.exit_code == 0 and "ByteSpan" in r.output and "inference:      bpe" in r.output
+    # Balanced: each input file one language.
+    ru = tmp_path / "ru.txt"
+    ru.write_text("Все люди рождаются свободными и равными в своем достоинстве. " * 300)
+    both = ["train", str(corpus), str(ru), "--method", "bytespan", "--vocab-size", "700"]
+    both += ["-o", str(out), "--lm-preset", "tiny", "--lm-budget", "30k", "--device", "cpu"]
+    r = runner.invoke(main, [*both, "--balance-files"])
+    assert r.exit_code == 0, r.output
+    assert set(toklab.load(out).metadata["balanced_languages"]) == {"c", "ru"}
     assert tok.decode(tok.encode(corpus.read_text(encoding="utf-8"))) == corpus.read_text(
         encoding="utf-8"
     )

@@ -143,6 +143,11 @@ def main() -> None:
     help="ByteSpan: longest match, or BPE merges derived from the vocabulary.",
 )
 @click.option(
+    "--balance-files",
+    is_flag=True,
+    help="ByteSpan: a balanced multilingual vocabulary, each input file one language.",
+)
+@click.option(
     "--lm-preset", default="small", show_default=True, help="ByteSpan / Equal-Info: the byte LM."
 )
 @click.option(
@@ -177,6 +182,7 @@ def train(
     building: str,
     proportion: float,
     inference: str,
+    balance_files: bool,
     lm_preset: str,
     lm_budget: str | None,
     device: str,
@@ -218,6 +224,7 @@ def train(
             proportion,
             min_count,
             inference,
+            balance_files,
         )
         return
     corpus = list(files) if files else None
@@ -291,11 +298,15 @@ def _train_bytespan(
     proportion: float = 0.5,
     min_count: int = 20,
     inference: str = "longest",
+    balance_files: bool = False,
 ) -> None:
     from toklab.bytespan import train_bytespan
 
+    if balance_files and not files:
+        raise click.ClickException("--balance-files needs input files (one per language)")
     try:
         texts = _read_documents(files) if files else None
+        languages = [p.stem for p in data.expand_files(files)] if balance_files else None
         tok = train_bytespan(
             texts,
             vocab_size=vocab_size,
@@ -311,6 +322,7 @@ def _train_bytespan(
             num_threads=threads,
             building=building,  # type: ignore[arg-type]
             proportion=proportion,
+            languages=languages,
         )
     except ImportError as e:
         raise click.ClickException(f"{e}. ByteSpan needs toklab[lm]") from None
