@@ -511,6 +511,8 @@ pub struct States {
     pub token: Vec<u32>,
     pub pos: Vec<u32>,
     pub tail_len: Vec<u32>,
+    /// The tail of the tokens before the text (state 0's), in canonical mode.
+    pub root_tail: Vec<u32>,
 }
 
 impl States {
@@ -525,13 +527,18 @@ impl States {
         out
     }
 
+    /// The last `tail_len[s]` tokens of state `s`, reaching into the root's tail (the tokens
+    /// before the text, if any) when `s` has fewer of its own.
     fn tail(&self, s: u32) -> Vec<u32> {
-        let mut out = Vec::with_capacity(self.tail_len[s as usize] as usize);
+        let want = self.tail_len[s as usize] as usize;
+        let mut out = Vec::with_capacity(want);
         let mut at = s;
-        for _ in 0..self.tail_len[s as usize] {
+        while out.len() < want && at != 0 {
             out.push(self.token[at as usize]);
             at = self.parent[at as usize];
         }
+        let rest = want - out.len();
+        out.extend(self.root_tail[self.root_tail.len() - rest..].iter().rev());
         out.reverse();
         out
     }
@@ -547,12 +554,31 @@ pub fn enumerate_states(
     last: usize,
     max_states: usize,
 ) -> Result<States> {
+    enumerate_states_after(trie, canon, &[], x, last, max_states)
+}
+
+/// `enumerate_states` for a text that follows the tokens `before` (which every state extends;
+/// in canonical mode they must be the canonical encoding of what precedes the text, cut at a
+/// pre-token boundary). Only their tail is used.
+pub fn enumerate_states_after(
+    trie: &VocabTrie,
+    canon: Option<&Canonical>,
+    before: &[u32],
+    x: &[u8],
+    last: usize,
+    max_states: usize,
+) -> Result<States> {
     let last = last.min(x.len());
+    let root_tail = match canon {
+        Some(c) => before[c.tail_start(before)..].to_vec(),
+        None => Vec::new(),
+    };
     let mut st = States {
         parent: vec![0],
         token: vec![u32::MAX],
         pos: vec![0],
-        tail_len: vec![0],
+        tail_len: vec![root_tail.len() as u32],
+        root_tail,
     };
     let mut at_pos: Vec<Vec<u32>> = vec![Vec::new(); last + 1];
     at_pos[0].push(0);

@@ -553,7 +553,48 @@ def test_prompts_ending_inside_a_utf8_character_match_brute_force(x, cut, seed, 
     assert math.exp(blm.prefix_logprob(x)) == pytest.approx(want, rel=1e-9, abs=1e-300)
 
 
-def test_texts_longer_than_the_context_raise_a_clear_error() -> None:
+class MarkovTableLM(TableLM):
+    """A token LM that depends on the last token only, with a (small) context: cutting its
+    context changes nothing, so windowed scoring must equal scoring the whole text at once."""
+
+    def __init__(self, vocab_size, support, seed, context=None) -> None:
+        super().__init__(vocab_size, support, seed)
+        if context is not None:
+            self.context = context
+
+    def next_token_logprobs(self, prefixes):
+        if hasattr(self, "context"):
+            assert all(len(p) + 1 <= self.context for p in prefixes), "past the context"
+        out = []
+        for p in prefixes:
+            z = self.table[0, p[-1] if p else self.vocab_size]
+            out.append(z - _lse(z))
+        return np.array(out)
+
+
+@settings(max_examples=15, deadline=None)
+@given(words=st.lists(st.sampled_from(["ab", "a", "b", "ba", "aab", "\n"]), min_size=40,
+                      max_size=60), seed=st.integers(0, 3))  # fmt: skip
+def test_long_texts_are_scored_in_windows_exactly_for_a_markov_model(words, seed) -> None:
+    tok = _small_bpe("gpt2")
+    support = [i for i in range(tok.vocab_size - 1) if set(tok.token_bytes(i)) <= set(b"ab \n")]
+    text = " ".join(words).encode()
+    whole = ByteLevelLM(MarkovTableLM(tok.vocab_size, support, seed), tok, end_token=None)
+    short = MarkovTableLM(tok.vocab_size, support, seed, context=40)
+    windowed = ByteLevelLM(short, tok, end_token=None)
+    wins = windowed.windows(text)
+    assert len(wins) > 1 and wins[0][:2] == (0, 0) and wins[-1][2] == len(text) + 1
+    for (_, _, end, _), (a2, first, _, before) in itertools.pairwise(wins):
+        # Cut before " y"; the distribution at the cut from the window before; with context.
+        assert end == first == a2 + 1 and text[a2 : a2 + 1] == b" " and before
+    np.testing.assert_allclose(windowed.distributions(text), whole.distributions(text), atol=1e-9)
+    assert windowed.logprob(text) == pytest.approx(whole.logprob(text), rel=1e-9)
+    np.testing.assert_allclose(
+        windowed.next_byte_logprobs([text]), whole.next_byte_logprobs([text]), atol=1e-9
+    )
+
+
+def test_long_texts_on_a_gpt_and_contexts_too_short() -> None:
     torch = pytest.importorskip("torch")
     from toklab.bpe import train_bpe
     from toklab.errors import ContextLengthError
@@ -563,12 +604,21 @@ def test_texts_longer_than_the_context_raise_a_clear_error() -> None:
     torch.set_num_threads(1)
     tok = train_bpe(["the theme of the thesis"] * 20, vocab_size=262)
     lm = LanguageModel(
-        GPT(GPTConfig(vocab_size=262, n_layer=1, n_head=2, n_embd=16, context=8)), tok
+        GPT(GPTConfig(vocab_size=262, n_layer=1, n_head=2, n_embd=16, context=40)), tok
     )
     blm = ByteLevelLM(lm, tok)
-    assert np.isfinite(blm.logprob(b"the them"))
-    with pytest.raises(ContextLengthError, match="score shorter texts"):
-        blm.logprob(b"the theme of the thesis: the theme of the thesis")
+    text = b"the theme of the thesis: " * 12
+    assert len(blm.windows(text)) > 2
+    d = blm.distributions(text)
+    assert d.shape == (len(text) + 1, 256) and np.allclose(np.exp(d).sum(1), 1.0)
+    assert np.isfinite(blm.logprob(text))
+    beam = ByteLevelLM(lm, tok, mode="all", beam=4)
+    assert np.isfinite(beam.logprob(text[:150]))
+    tiny = LanguageModel(
+        GPT(GPTConfig(vocab_size=262, n_layer=1, n_head=2, n_embd=16, context=12)), tok
+    )
+    with pytest.raises(ContextLengthError, match="too short"):
+        ByteLevelLM(tiny, tok).logprob(text)
     assert issubclass(ContextLengthError, ValueError)
 
 

@@ -224,7 +224,12 @@ class Canonical:
     def extensions(self, ids: list[int], candidates: list[int], viable: bool = False) -> bytes: ...
 
 def byte_states(
-    trie: VocabTrie, canonical: Canonical | None, x: bytes, last: int, max_states: int
+    trie: VocabTrie,
+    canonical: Canonical | None,
+    x: bytes,
+    last: int,
+    max_states: int,
+    before: list[int] = ...,
 ) -> tuple[list[int], list[int], list[int], list[int]]: ...
 def byte_covers(
     trie: VocabTrie, canonical: Canonical | None, x: bytes, max_states: int

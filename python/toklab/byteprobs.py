@@ -152,9 +152,10 @@ class _Rows:
     """The token LM's next-token rows of states, through its KV-cached incremental interface
     when it has one (a state's parent must have been asked for first), else batched calls."""
 
-    def __init__(self, owner: ByteLevelLM) -> None:
+    def __init__(self, owner: ByteLevelLM, before: Seq = ()) -> None:
         self.o = owner
         self.lm = owner.token_lm
+        self.before = list(before)  # tokens every state follows (a window's context)
         self.incremental = callable(getattr(self.lm, "start", None))
         self.handles: dict[Seq, tuple[Any, int]] = {}
 
@@ -167,7 +168,7 @@ class _Rows:
         except ContextLengthError as e:
             raise ContextLengthError(
                 f"{e}; byte-level probabilities need every token prefix of the text in the "
-                "model's context: score shorter texts"
+                "model's context (distributions and logprob score long texts in windows)"
             ) from None
         self.o._lm_seconds += time.perf_counter() - t0
         return out
@@ -175,13 +176,13 @@ class _Rows:
     def _get(self, seqs: Sequence[Seq]) -> list[np.ndarray]:
         if not self.incremental:
             self.o.model_calls += 1
-            lp = np.asarray(self.lm.next_token_logprobs([list(s) for s in seqs]), dtype=np.float64)
-            return list(lp)
+            lp = self.lm.next_token_logprobs([self.before + list(s) for s in seqs])
+            return list(np.asarray(lp, dtype=np.float64))
         out: list[np.ndarray | None] = [None] * len(seqs)
         groups: dict[int, tuple[Any, list[int], list[int], list[int]]] = {}
         for k, s in enumerate(seqs):
             if not s:
-                state = self.lm.start([[]])
+                state = self.lm.start([self.before])
                 self.o.model_calls += 1
                 self.handles[s] = (state, 0)
                 out[k] = np.asarray(state.logprobs[0], dtype=np.float64)
@@ -381,11 +382,12 @@ class ByteLevelLM:
             return ()
         return self._check.tail((*tails[parent], s[-1]))
 
-    def _distributions(self, x: bytes, first: int, last: int) -> np.ndarray:
+    def _distributions(self, x: bytes, first: int, last: int, before: Seq = ()) -> np.ndarray:
         """``[last - first + 1, width]``: the log cover masses ``log P(x[:j] b)`` for ``j`` in
-        ``first..last`` (column 256: the end of text right after ``x[:j]``), not normalised."""
+        ``first..last`` (column 256: the end of text right after ``x[:j]``), not normalised.
+        ``before``: tokens that precede ``x`` in every sequence (a window's context)."""
         if self.beam is not None:
-            lat = _Lattice(self)
+            lat = _Lattice(self, before=before)
             out = []
             if first == 0:
                 out.append(lat.masses())
@@ -399,10 +401,10 @@ class ByteLevelLM:
         # then run the model once per token depth over all of them (KV caches carry each
         # state's prefix, so every state costs one position).
         self.pruned = 0.0
-        _, tails, at, children = self._enumerate(x, last)
+        _, tails, at, children = self._enumerate(x, last, before)
         dist = np.full((last - first + 1, self.width), _NEG)
         logp: dict[Seq, float] = {(): 0.0}
-        rows = _Rows(self)
+        rows = _Rows(self, before)
         level: list[Seq] = [()]
         prev: list[Seq] = []
         while level:
@@ -421,12 +423,14 @@ class ByteLevelLM:
         return dist
 
     def _enumerate(
-        self, x: bytes, last: int
+        self, x: bytes, last: int, before: Seq = ()
     ) -> tuple[dict[int, dict[Seq, float]], dict[Seq, Seq], dict[Seq, int], dict[Seq, list[Seq]]]:
         """Every state at positions ``0..last`` of ``x``, from the tokenizer alone: the states by
-        position, their tails, positions and children."""
+        position, their tails, positions and children (``before``: tokens every state follows;
+        states are the tokens after them)."""
         states: dict[int, dict[Seq, float]] = {0: {(): 0.0}}
-        tails: dict[Seq, Seq] = {(): ()}
+        root_tail = self._check.tail(tuple(before))
+        tails: dict[Seq, Seq] = {(): root_tail}
         at: dict[Seq, int] = {(): 0}
         children: dict[Seq, list[Seq]] = {}
         if self.mode == "all" or self._check.rust is not None:
@@ -437,6 +441,7 @@ class ByteLevelLM:
                 x,
                 last,
                 self.max_states,
+                list(before),
             )
             seqs: list[Seq] = [()]
             for k in range(1, len(parent)):
@@ -444,7 +449,7 @@ class ByteLevelLM:
                 s = (*par, token[k])
                 seqs.append(s)
                 states.setdefault(pos[k], {})[s] = 0.0
-                tails[s] = s[len(s) - tail_len[k] :] if tail_len[k] else ()
+                tails[s] = (*root_tail, *s)[-tail_len[k] :] if tail_len[k] else ()
                 at[s] = pos[k]
                 children.setdefault(par, []).append(s)
             return states, tails, at, children
@@ -519,18 +524,87 @@ class ByteLevelLM:
         for k, p in enumerate(prefixes):
             x = _as_bytes(p)
             total_bytes += len(x)
-            out[k] = _normalised(self._distributions(x, len(x), len(x)), x, self.mode)[0]
+            a, _, _, before = self.windows(x)[-1]  # a long prompt: its last window
+            d = self._distributions(x[a:], len(x) - a, len(x) - a, before)
+            out[k] = _normalised(d, x, self.mode)[0]
         self._end(mark, total_bytes)
         return out
 
     def distributions(self, text: bytes | str) -> np.ndarray:
         """``[len(text) + 1, width]``: the next-byte distribution after every prefix of
-        ``text`` (row ``j``: after ``text[:j]``), all in one pass over the text."""
+        ``text`` (row ``j``: after ``text[:j]``), all in one pass over the text (in windows,
+        for texts longer than the model's context: see :meth:`windows`)."""
         x = _as_bytes(text)
         mark = self._begin()
-        d = _normalised(self._distributions(x, 0, len(x)), x, self.mode)
+        d = _normalised(self._windowed(x, len(x)), x, self.mode)
         self._end(mark, len(x))
         return d
+
+    def windows(self, text: bytes | str) -> list[tuple[int, int, int, Seq]]:
+        """How a text is scored: ``(start, first, end, before)`` per window: the distributions
+        after ``text[:j]`` for ``first <= j < end`` come from one pass over ``text[start:]``
+        that follows the tokens ``before``, the canonical encoding of the text before ``start``
+        (its last ones, half the model's context). A window starts where a token starting with
+        a space follows one ending with something else, a pre-token boundary in every built-in
+        pattern, which the text's next byte settles: so in ``"canonical"`` mode no cover of a
+        longer prefix crosses it, the distribution right at the cut comes from the window
+        before, and the only approximation is the model's own: a context that forgets what
+        came before ``before``. In ``"all"`` mode, tokenizations that differ before a window's
+        start are not summed. One window when the text fits the context (or the LM has no
+        ``context``)."""
+        x = _as_bytes(text)
+        n = len(x)
+        ctx = getattr(self.token_lm, "context", None)
+        if not isinstance(ctx, int) or ctx <= 0:
+            return [(0, 0, n + 1, ())]
+        budget = ctx - 1  # the document-start position
+        encode_bytes = getattr(self.tokenizer, "encode_bytes", None)
+        if encode_bytes is None:
+            return [(0, 0, n + 1, ())]
+        ids = [int(i) for i in encode_bytes(x)]
+        margin = 8
+        by_tokens = self.mode == "canonical"  # states are about as deep as the encoding
+        if (len(ids) if by_tokens else n) + margin <= budget:
+            return [(0, 0, n + 1, ())]
+        overlap = budget // 2
+        room = budget - overlap - margin  # tokens (canonical) or bytes ("all") per window
+        if room < 8:
+            raise ContextLengthError(f"a context of {ctx} is too short to score in windows")
+        lengths = [len(self.tokens[i] or b"") for i in ids]
+        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(int).tolist()
+
+        def cut_ok(k: int) -> bool:  # "x| y": a pre-token boundary in every built-in pattern
+            prev, nxt = self.tokens[ids[k - 1]] or b"", self.tokens[ids[k]] or b""
+            return nxt[:1] == b" " and not prev[-1:].isspace()
+
+        out: list[tuple[int, int, int, Seq]] = []
+        k = 0  # the token the current window starts at
+        while True:
+            a = starts[k]
+            first = a + 1 if k else 0
+            before = tuple(ids[max(0, k - overlap) : k])
+            if (len(ids) - k if by_tokens else n - a) <= room:
+                out.append((a, first, n + 1, before))
+                return out
+            far = k + room if by_tokens else k
+            if not by_tokens:
+                while starts[far + 1] - a <= room:
+                    far += 1
+            nxt = max(far, k + 1)
+            while nxt > k + 1 and not cut_ok(nxt):
+                nxt -= 1
+            out.append((a, first, starts[nxt] + 1, before))
+            k = nxt
+
+    def _windowed(self, x: bytes, last: int) -> np.ndarray:
+        """``_distributions(x, 0, last)`` window by window (``last <= len(x)``)."""
+        parts = []
+        for a, first, end, before in self.windows(x):
+            hi = min(end - 1, last)
+            if hi < first:
+                break
+            parts.append(self._distributions(x[a:hi], first - a, hi - a, before))
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def logprob(self, text: bytes | str) -> float:
         """The byte-level score of ``text``: the sum of ``log P(x_j | x_<j)``. In ``"all"``
@@ -540,7 +614,7 @@ class ByteLevelLM:
         if not x:
             return 0.0
         mark = self._begin()
-        d = _normalised(self._distributions(x, 0, len(x) - 1), x, self.mode)
+        d = _normalised(self._windowed(x, len(x) - 1), x, self.mode)
         self._end(mark, len(x))
         return float(d[np.arange(len(x)), np.frombuffer(x, dtype=np.uint8)].sum())
 
@@ -614,12 +688,12 @@ class _Lattice:
     ``longest`` positions), with their LM rows: one batched model call per byte (per group of
     parents)."""
 
-    def __init__(self, owner: ByteLevelLM, rows: _Rows | None = None) -> None:
+    def __init__(self, owner: ByteLevelLM, rows: _Rows | None = None, before: Seq = ()) -> None:
         self.o = owner
         self.x = bytearray()
-        self.rows = rows if rows is not None else _Rows(owner)
+        self.rows = rows if rows is not None else _Rows(owner, before)
         self.states: dict[int, dict[Seq, float]] = {}
-        self.tails: dict[Seq, Seq] = {(): ()}
+        self.tails: dict[Seq, Seq] = {(): owner._check.tail(tuple(before))}
         self.row_of: dict[Seq, np.ndarray] = {}
         self.pruned = 0.0
         if rows is None:
@@ -627,7 +701,7 @@ class _Lattice:
             self.row_of[()] = self.rows.get([()])[0]
 
     def copy(self) -> _Lattice:
-        rows = _Rows(self.o)
+        rows = _Rows(self.o, tuple(self.rows.before))
         rows.handles = dict(self.rows.handles)
         new = _Lattice(self.o, rows)
         new.x = bytearray(self.x)

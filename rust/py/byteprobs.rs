@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::{to_py, PyBpe};
-use crate::byteprobs::{covers, enumerate_states, Canonical, VocabTrie};
+use crate::byteprobs::{covers, enumerate_states_after, Canonical, VocabTrie};
 
 fn ids_arg(ids: Vec<i64>, vocab_size: usize) -> Vec<u32> {
     // Ids out of range map to u32::MAX, which no check accepts.
@@ -178,10 +178,10 @@ impl PyCanonical {
 }
 
 /// Every state at positions `0..=last` of `x`: `(parent, token, pos, tail_len)` per state
-/// (state 0: the empty sequence). `canonical`: canonical mode. More than `max_states` states
-/// raises `ConfigError`.
+/// (state 0: the empty sequence, or the tokens `before` the text). `canonical`: canonical mode.
+/// More than `max_states` states raises `ConfigError`.
 #[pyfunction]
-#[pyo3(signature = (trie, canonical, x, last, max_states))]
+#[pyo3(signature = (trie, canonical, x, last, max_states, before=Vec::new()))]
 #[allow(clippy::type_complexity)]
 fn byte_states(
     py: Python<'_>,
@@ -190,12 +190,16 @@ fn byte_states(
     x: &[u8],
     last: usize,
     max_states: usize,
+    before: Vec<i64>,
 ) -> PyResult<(Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>)> {
+    let n = canonical.map_or(usize::MAX, |c| c.inner.bpe().vocab().len());
+    let before = ids_arg(before, n);
     let st = py
         .detach(|| {
-            enumerate_states(
+            enumerate_states_after(
                 &trie.inner,
                 canonical.map(|c| &c.inner),
+                &before,
                 x,
                 last,
                 max_states,
