@@ -228,6 +228,9 @@ def test_cli_score_and_sample(tmp_path) -> None:
     )
     assert run.exit_code == 0, run.output
     assert run.stdout_bytes.startswith(b"the th") and len(run.stdout_bytes) == len("the th") + 6
+    long = "the theme of the thesis: then there, and these themes. " * 6  # > the context
+    run = CliRunner().invoke(main, ["byteprobs", "score", "--model", str(path), "--text", long])
+    assert run.exit_code == 0, run.output
     run = CliRunner().invoke(main, ["byteprobs", "score", "--model", str(path), "--text", ""])
     assert run.exit_code != 0 and "empty" in run.output
 

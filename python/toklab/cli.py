@@ -943,7 +943,7 @@ def byteprobs_score(
         lp = blm.logprob(data)
         stats = blm.stats
         ids = [int(i) for i in np.asarray(blm.token_lm.encode(text))]
-        lps = blm.token_lm.next_token_logprobs([ids[:j] for j in range(len(ids))])
+        lps = blm.token_lm.next_token_logprobs([ids[:j] for j in range(len(ids))], truncate=True)
         token_lp = float(sum(lps[j, ids[j]] for j in range(len(ids))))
     except (TokLabError, OSError) as e:
         raise click.ClickException(str(e)) from None
