@@ -181,6 +181,9 @@ pub struct Canonical {
     /// BPE encodes the token's bytes as the token itself (never true of special tokens).
     whole: Vec<bool>,
     pairwise: bool,
+    /// Tokens that start with a space, are one pre-token piece on their own and encode as
+    /// themselves (see `extend_with`); computed on first use.
+    solo: std::sync::OnceLock<Vec<bool>>,
 }
 
 impl Canonical {
@@ -215,6 +218,7 @@ impl Canonical {
             rank,
             whole,
             pairwise: vocab.is_monotone(),
+            solo: std::sync::OnceLock::new(),
         }
     }
 
@@ -434,8 +438,65 @@ impl Canonical {
         self.extend_with(ids, candidates, true)
     }
 
+    /// A shortcut for the built-in patterns: after a text ending in a non-whitespace
+    /// character, a token starting with a space starts a new pre-token piece and leaves the
+    /// pieces before it alone (no alternative of the GPT-2, cl100k or o200k patterns takes a
+    /// space after anything but whitespace, and none looks back), so `tail + [t]` is canonical
+    /// exactly when `tail` is and `t` alone is one piece encoded as itself.
+    fn solo(&self) -> &[bool] {
+        self.solo.get_or_init(|| {
+            let vocab = self.bpe.vocab();
+            (0..vocab.len() as u32)
+                .map(|t| {
+                    let Some(u) = vocab.token_bytes(t) else {
+                        return false;
+                    };
+                    if vocab.is_special(t) || u.first() != Some(&b' ') {
+                        return false;
+                    }
+                    let mut pieces = 0;
+                    self.for_each_piece(u, |s, e| pieces += usize::from(s < e));
+                    pieces == 1 && (self.bpe.ignore_merges() || self.is_whole(t))
+                })
+                .collect()
+        })
+    }
+
+    /// Whether the shortcut of `solo` applies after `tail`: a built-in pattern, and decoded
+    /// bytes that end in a whole non-whitespace character.
+    fn ends_in_non_space(&self, tail: &[u32]) -> bool {
+        if self.bpe.pre_tokenizer().kind() == crate::pretok::PatternKind::Custom {
+            return false;
+        }
+        let vocab = self.bpe.vocab();
+        let mut end = Vec::new();
+        for &t in tail.iter().rev() {
+            let b = vocab.token_bytes(t).unwrap_or_default();
+            let mut joined = b.to_vec();
+            joined.extend_from_slice(&end);
+            end = joined;
+            if end.len() >= 4 {
+                break;
+            }
+        }
+        let last = end.utf8_chunks().last().and_then(|c| {
+            if c.invalid().is_empty() {
+                c.valid().chars().next_back()
+            } else {
+                None
+            }
+        });
+        last.is_some_and(|c| !c.is_whitespace())
+    }
+
     fn extend_with(&self, ids: &[u32], candidates: &[u32], viable: bool) -> Vec<bool> {
         let tail = &ids[self.tail_start(ids)..];
+        let shortcut = !viable && self.ends_in_non_space(tail);
+        let (solo, tail_ok) = if shortcut {
+            (self.solo(), self.is_canonical(tail))
+        } else {
+            (&[][..], false)
+        };
         let run = |cands: &[u32]| -> Vec<bool> {
             let mut scratch = Scratch::default();
             if !scratch.load(self, tail) {
@@ -443,9 +504,18 @@ impl Canonical {
             }
             let (n_bytes, n_ids) = (scratch.bytes.len(), tail.len());
             let mut seq = tail.to_vec();
+            let vocab = self.bpe.vocab();
             cands
                 .iter()
                 .map(|&t| {
+                    if shortcut
+                        && vocab
+                            .token_bytes(t)
+                            .is_some_and(|u| u.first() == Some(&b' '))
+                        && !vocab.is_special(t)
+                    {
+                        return tail_ok && solo[t as usize];
+                    }
                     seq.truncate(n_ids);
                     scratch.bytes.truncate(n_bytes);
                     scratch.ends.truncate(n_ids);
