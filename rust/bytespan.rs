@@ -14,8 +14,8 @@
 //!
 //! **The global constraint** ([`global_spans`]) has no threshold of its own: bytes join
 //! segments from the lowest signal up, under the same pre-token rules, until the vocabulary's
-//! worth of segment strings occur `min_count` times (one radix sort, then O(1) interval work
-//! per byte).
+//! worth of segment strings occur `min_count` times (each pre-token grown on its own, in
+//! parallel; then the count changes replayed in signal order, sorted only near the stop).
 //!
 //! **Tokens** are byte strings with a flag: *word-initial* (starting at a pre-token boundary) or
 //! *continuation*. All 256 bytes are tokens of both kinds, so every input encodes; no marker
@@ -272,7 +272,7 @@ impl<'a> PackedCounts<'a> {
     pub fn top(&self, n: usize, min_count: u64) -> Vec<((bool, Vec<u8>), u64)> {
         let keep = |c: u64| c >= min_count.max(1);
         let pairs = self.pairs.iter().enumerate().filter(|&(_, &c)| keep(c));
-        let mut all: Vec<((bool, Vec<u8>), u64)> = pairs
+        let all: Vec<((bool, Vec<u8>), u64)> = pairs
             .map(|(at, &c)| ((at >> 16 == 1, vec![(at >> 8) as u8, at as u8]), c))
             .chain(
                 self.small
@@ -293,18 +293,23 @@ impl<'a> PackedCounts<'a> {
                     .map(|(&(f, b), &c)| ((f, b.to_vec()), c)),
             )
             .collect();
-        let order = |a: &((bool, Vec<u8>), u64), b: &((bool, Vec<u8>), u64)| {
-            b.1.cmp(&a.1)
-                .then(a.0 .1.len().cmp(&b.0 .1.len()))
-                .then(a.0.cmp(&b.0))
-        };
-        if n < all.len() {
-            all.select_nth_unstable_by(n, order);
-            all.truncate(n);
-        }
-        all.sort_unstable_by(order);
-        all
+        ranked(all, n)
     }
+}
+
+/// The `n` first of `all` by count (descending), then length, flag and bytes.
+fn ranked(mut all: Vec<((bool, Vec<u8>), u64)>, n: usize) -> Vec<((bool, Vec<u8>), u64)> {
+    let order = |a: &((bool, Vec<u8>), u64), b: &((bool, Vec<u8>), u64)| {
+        b.1.cmp(&a.1)
+            .then(a.0 .1.len().cmp(&b.0 .1.len()))
+            .then(a.0.cmp(&b.0))
+    };
+    if n < all.len() {
+        all.select_nth_unstable_by(n, order);
+        all.truncate(n);
+    }
+    all.sort_unstable_by(order);
+    all
 }
 
 /// Counts of spans over documents (see [`PackedCounts`]), with a reused pre-token boundary
@@ -384,6 +389,7 @@ fn ordered_bits(x: f32) -> u32 {
 
 /// Stable LSD radix sort of `(key, payload)` pairs packed as `key << 32 | payload` by the key
 /// alone: the payloads (positions, pushed in ascending order) break ties.
+#[cfg(test)]
 fn radix_sort_by_high(v: &mut Vec<u64>) {
     // Three 11-bit digits, their histograms counted in one pass: memory traffic, not
     // arithmetic, is the cost here.
@@ -430,10 +436,697 @@ fn radix_sort_by_high(v: &mut Vec<u64>) {
 /// every thousand bytes and truncates), or when every byte has grown.
 ///
 /// `docs[i]` are the bytes of document `i`, `ptbs[i]` its pre-token boundaries (see
-/// [`boundaries`]), `signals[i]` its checked signal. One sort (a radix sort of the signal's
-/// bits) and one pass with interval ends stored at both ends of each segment: O(N) steps, each
-/// hashing at most three segment strings.
+/// [`boundaries`]), `signals[i]` its checked signal; `threads` (0: all cores) grow pre-tokens
+/// in parallel, with the same result for any number.
+///
+/// How: a pre-token's segments depend only on the order of its own bytes, so each pre-token is
+/// grown on its own, in cache, recording per byte what its step does to the counts (the
+/// strings it merges away and the one it makes, as ids: see [`grow_events`]), bucketed by the
+/// signal's top bits. Then the buckets are replayed in signal order ([`Replay`]): a bucket
+/// whose bytes cannot bring `want` strings to `min_count` at any point (bounded from its new
+/// occurrences) is replayed in any order, and only the others are split by the next bits and,
+/// at the end, sorted. No per-byte sort of the corpus and no per-byte hashing of strings:
+/// short pre-tokens (most bytes) keep their segment strings' ids in a table per distinct
+/// pre-token. `global_spans_reference` (in the tests) is the direct algorithm.
 pub fn global_spans(
+    docs: &[&[u8]],
+    ptbs: &[&[bool]],
+    signals: &[&[f32]],
+    want: usize,
+    min_count: u64,
+    threads: usize,
+) -> Result<GlobalSpans> {
+    if min_count == 0 {
+        return Err(Error::Config("min_count must be at least 1".into()));
+    }
+    let total: usize = docs.iter().map(|d| d.len()).sum();
+    if total >= u32::MAX as usize {
+        return Err(Error::Config(format!(
+            "the global constraint takes under 4 GiB of text, not {total} bytes"
+        )));
+    }
+    if ptbs.len() != docs.len() || signals.len() != docs.len() {
+        return Err(Error::Config(format!(
+            "{} documents, {} boundary arrays and {} signals",
+            docs.len(),
+            ptbs.len(),
+            signals.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(total + 16);
+    let mut flags: Vec<u8> = Vec::with_capacity(total);
+    let mut keys: Vec<u32> = Vec::with_capacity(total);
+    for (i, ((d, p), s)) in docs.iter().zip(ptbs).zip(signals).enumerate() {
+        check_signal(s, d.len()).map_err(|e| in_document(i, e))?;
+        if p.len() != d.len() {
+            return Err(Error::Config(
+                "one pre-token flag per byte is needed".into(),
+            ));
+        }
+        keys.extend(s.iter().map(|&x| ordered_bits(x)));
+        bytes.extend_from_slice(d);
+        flags.extend(
+            p.iter()
+                .zip(d.iter())
+                .map(|(&p, &b)| (u8::from(p) * PTB) | (u8::from(b == b' ') * SPACE)),
+        );
+    }
+    let mut out = GlobalSpans {
+        tokens: Vec::new(),
+        steps: 0,
+        threshold: None,
+        full: want == 0,
+    };
+    if want == 0 {
+        return Ok(out);
+    }
+    bytes.extend_from_slice(&[0; 16]); // padding for `pack_at`
+
+    let strings = std::sync::Mutex::new(Interner::new(&bytes));
+    let (records, starts) = grow_events(&bytes, &flags, &keys, &strings, threads);
+    let strings = strings.into_inner().unwrap_or_else(|e| e.into_inner());
+
+    let mut replay = Replay {
+        counts: vec![0; strings.len() + 1],
+        qualified: 0,
+        want,
+        // Counts stay under 2^32: a larger `min_count` is never reached, and no count
+        // matches 0 after an update that could change `qualified` (a made string has one
+        // occurrence or more, a string merged away had one or more).
+        min: u32::try_from(min_count).unwrap_or(0),
+        steps: 0,
+        last: None,
+        pool: Vec::new(),
+    };
+    for b in 0..256 {
+        let bucket = &records[starts[b]..starts[b + 1]];
+        if !bucket.is_empty() && replay.grow(bucket, 24) {
+            out.full = true;
+            break;
+        }
+    }
+    // The last byte grown: the `rank`-th (from 0) position with key `key`.
+    let (key, rank) = match replay.last {
+        Some(last) => last,
+        None => {
+            // Grown whole: the last byte has the largest key, then the largest position.
+            let max = keys.iter().copied().max().unwrap_or(0);
+            (max, keys.iter().filter(|&&k| k == max).count() - 1)
+        }
+    };
+    let t = keys
+        .iter()
+        .enumerate()
+        .filter(|&(_, &k)| k == key)
+        .nth(rank)
+        .map(|(t, _)| t);
+    out.steps = replay.steps;
+    out.threshold = t.map(|t| signal_at(signals, t));
+    let all = replay.counts[..strings.len()]
+        .iter()
+        .enumerate()
+        .filter(|&(_, &c)| u64::from(c) >= min_count)
+        .map(|(id, &c)| (strings.get(id), u64::from(c)))
+        .collect();
+    out.tokens = ranked(all, want);
+    Ok(out)
+}
+
+// Per position of the concatenated corpus: bit 0 starts a pre-token, bit 1 is a space.
+const PTB: u8 = 1;
+const SPACE: u8 = 2;
+
+/// No string: a segment of one byte.
+const NO_ID: u32 = u32::MAX;
+
+/// What growing one byte does: `[key, left, right, new]`, its key ([`ordered_bits`] of its
+/// signal), the ids of the strings of the segments it joins on its left and its right (which
+/// stop occurring) and of the segment it makes.
+type Event = [u32; 4];
+
+/// The [`Event`] of every byte, bucketed by the top 8 bits of the key: bucket `b` is
+/// `records[starts[b]..starts[b + 1]]`.
+///
+/// Segments never cross a pre-token boundary, so each pre-token is grown on its own (see
+/// [`grow_range`]), with small arrays that stay in cache; only the string ids are shared.
+/// Within a bucket, events are in pre-token order, and inside a pre-token, children before
+/// parents: so the events of equal keys are in position order, and an event that merges a
+/// segment away comes after the one that made it. Threads take position ranges cut at
+/// pre-token boundaries and write their events in range order.
+fn grow_events(
+    bytes: &[u8],
+    flags: &[u8],
+    keys: &[u32],
+    strings: &std::sync::Mutex<Interner>,
+    threads: usize,
+) -> (Vec<Event>, Vec<usize>) {
+    let total = flags.len();
+    let threads = crate::par::thread_count(threads, total / MIN_RANGE);
+    let mut cuts = vec![0];
+    for i in 1..threads {
+        let mut c = (total * i / threads).max(cuts[i - 1]);
+        while c < total && flags[c] & PTB == 0 {
+            c += 1;
+        }
+        cuts.push(c);
+    }
+    cuts.push(total);
+    let hists: Vec<[usize; 256]> = cuts
+        .windows(2)
+        .map(|w| {
+            let mut h = [0usize; 256];
+            for &k in &keys[w[0]..w[1]] {
+                h[(k >> 24) as usize] += 1;
+            }
+            h
+        })
+        .collect();
+    let mut starts = vec![0usize; 257];
+    for b in 0..256 {
+        starts[b + 1] = starts[b] + hists.iter().map(|h| h[b]).sum::<usize>();
+    }
+    let mut records: Vec<Event> = vec![[0; 4]; total];
+    // Each thread's part of each bucket, in memory order: bucket, then thread.
+    let mut parts: Vec<Vec<&mut [Event]>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut rest: &mut [Event] = &mut records;
+    for b in 0..256 {
+        for (part, h) in parts.iter_mut().zip(&hists) {
+            let (mine, after) = rest.split_at_mut(h[b]);
+            part.push(mine);
+            rest = after;
+        }
+    }
+    std::thread::scope(|s| {
+        let mut work = cuts.windows(2).zip(parts);
+        let first = work.next();
+        for (w, part) in work {
+            let (from, to) = (w[0], w[1]);
+            s.spawn(move || grow_range(bytes, flags, keys, from..to, part, strings));
+        }
+        if let Some((w, part)) = first {
+            grow_range(bytes, flags, keys, w[0]..w[1], part, strings);
+        }
+    });
+    (records, starts)
+}
+
+/// The fewest bytes a thread of [`grow_events`] takes (few in tests, to test the threads).
+const MIN_RANGE: usize = if cfg!(test) { 64 } else { 1 << 16 };
+
+/// The longest pre-tokens whose segment strings' ids are cached per distinct pre-token.
+const CACHED: usize = 15;
+
+/// [`grow_events`] over the pre-tokens in `range`, writing each event to the next free slot
+/// of its bucket's part.
+fn grow_range(
+    bytes: &[u8],
+    flags: &[u8],
+    keys: &[u32],
+    range: std::ops::Range<usize>,
+    mut parts: Vec<&mut [Event]>,
+    strings: &std::sync::Mutex<Interner>,
+) {
+    let lock = || strings.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fill = vec![0usize; 256];
+    let mut emit = |e: Event| {
+        let b = (e[0] >> 24) as usize;
+        parts[b][fill[b]] = e;
+        fill[b] += 1;
+    };
+    // Per distinct short pre-token (its bytes and whether it starts a pre-token): its table of
+    // segment string ids. Pre-tokens are looked up a few ahead of their growth, and their
+    // table slot and table fetched into cache meanwhile.
+    let mut pieces = PieceTable::new();
+    let mut stack: Vec<usize> = Vec::new();
+    let mut made: Vec<u32> = Vec::new();
+    let mut left_child: Vec<usize> = Vec::new();
+    let mut prefix: Vec<u64> = Vec::new();
+    let mut powers: Vec<u64> = vec![1];
+    const RING: usize = 32;
+    const LOOK: usize = 16; // pre-tokens hashed (their slot fetched) this far ahead
+    const FIND: usize = 8; // and found (their table fetched) this far
+    let mut ring = [Ahead::default(); RING];
+    let (mut head, mut tail, mut scan) = (0usize, 0usize, range.start);
+    loop {
+        while tail - head < LOOK && scan < range.end {
+            let mut e = scan + 1;
+            while e < range.end && flags[e] & PTB == 0 {
+                e += 1;
+            }
+            let m = e - scan;
+            let key = if (2..=CACHED).contains(&m) {
+                let key = pack_at(bytes, scan, m, flags[scan] & PTB != 0);
+                prefetch(&pieces.slots[pieces.home(key)]);
+                key
+            } else {
+                0
+            };
+            ring[tail % RING] = Ahead {
+                start: scan,
+                end: e,
+                key,
+                table: usize::MAX,
+            };
+            tail += 1;
+            scan = e;
+        }
+        if head == tail {
+            break;
+        }
+        if head + FIND < tail {
+            let a = &mut ring[(head + FIND) % RING];
+            if a.key != 0 {
+                a.table = pieces.find(a.key, a.end - a.start);
+                prefetch(&pieces.tables[a.table]);
+            }
+        }
+        let a = ring[head % RING];
+        head += 1;
+        let (p, e) = (a.start, a.end);
+        let m = e - p;
+        if m == 1 {
+            emit([keys[p], NO_ID, NO_ID, NO_ID]);
+            continue;
+        }
+        let piece = &bytes[p..e];
+        let keys = &keys[p..e];
+        // A segment that starts just after the space opening the pre-token takes it in.
+        let absorbs = flags[p] & (PTB | SPACE) == PTB | SPACE;
+        let initial_at_start = flags[p] & PTB != 0;
+        let table = if a.key != 0 {
+            Some(if a.table == usize::MAX {
+                pieces.find(a.key, m)
+            } else {
+                a.table
+            })
+        } else {
+            prefix.clear();
+            prefix.push(0);
+            let mut h = 0u64;
+            for &b in piece {
+                h = h.wrapping_mul(HASH_BASE).wrapping_add(u64::from(b) + 1);
+                prefix.push(h);
+            }
+            while powers.len() <= m {
+                let last = powers[powers.len() - 1];
+                powers.push(last.wrapping_mul(HASH_BASE));
+            }
+            None
+        };
+        // Long pre-tokens intern every string: they hold the lock throughout.
+        let mut lookup = match table {
+            Some(at) => Lookup::Table(at),
+            None => Lookup::Long(lock()),
+        };
+        // The id of the string of segment `l..=r` (two bytes or more once the space is in).
+        let mut id_of = |l: usize, r: usize| -> u32 {
+            let s = if l == 1 && absorbs { 0 } else { l };
+            if r == s {
+                return NO_ID;
+            }
+            let initial = s == 0 && initial_at_start;
+            let len = r + 1 - s;
+            match &mut lookup {
+                Lookup::Table(at) => {
+                    let slot = &mut pieces.tables[*at + r * (r - 1) / 2 + s];
+                    if *slot == NO_ID {
+                        *slot = lock().intern_bytes(initial, p + s, len);
+                    }
+                    *slot
+                }
+                Lookup::Long(strings) => {
+                    let key = if len <= SMALL {
+                        pack_small(initial, &piece[s..=r])
+                    } else {
+                        let h = prefix[r + 1].wrapping_sub(prefix[s].wrapping_mul(powers[len]));
+                        long_key(initial, h, len)
+                    };
+                    strings.intern(key, p + s, len, initial)
+                }
+            }
+        };
+        // In growth order (key, then position), byte `x` joins the bytes grown before it on
+        // each side: the segment it makes runs between its nearest larger bytes, and the ones
+        // it joins are its children in the pre-token's Cartesian tree (a max-heap by key then
+        // position, in position order), which were made by those children's own steps. One
+        // stack pass builds the tree and emits each byte once its subtree is done: children
+        // before parents (so a string is made before it is merged away) and equal keys in
+        // position order.
+        stack.clear();
+        made.clear();
+        made.resize(m + 1, NO_ID); // made[m]: no child
+        left_child.clear();
+        left_child.resize(m, m);
+        for t in 0..=m {
+            let mut last = m;
+            while let Some(&x) = stack.last() {
+                if t < m && keys[x] > keys[t] {
+                    break;
+                }
+                stack.pop();
+                let l = stack.last().map_or(0, |&y| y + 1);
+                let id = id_of(l, t - 1);
+                made[x] = id;
+                emit([keys[x], made[left_child[x]], made[last], id]);
+                last = x;
+            }
+            if t < m {
+                left_child[t] = last;
+                stack.push(t);
+            }
+        }
+    }
+}
+
+/// Where [`grow_range`] finds a segment string's id.
+enum Lookup<'a, 'b> {
+    /// The table of a short pre-token (see [`PieceTable`]).
+    Table(usize),
+    /// The shared strings, locked for a long pre-token.
+    Long(std::sync::MutexGuard<'a, Interner<'b>>),
+}
+
+/// A pre-token in [`grow_range`]'s look-ahead: its range, key (0: not cached) and table.
+#[derive(Clone, Copy, Default)]
+struct Ahead {
+    start: usize,
+    end: usize,
+    key: u128,
+    table: usize,
+}
+
+/// `pack(initial, &bytes[p..p + m])` for `m <= 15`, from one unaligned load (`bytes` has 16
+/// bytes of padding after the text).
+#[inline(always)]
+fn pack_at(bytes: &[u8], p: usize, m: usize, initial: bool) -> u128 {
+    let mut word = [0u8; 16];
+    word.copy_from_slice(&bytes[p..p + 16]);
+    let w = u128::from_le_bytes(word) & ((1u128 << (8 * m)) - 1);
+    w | (m as u128) << 120 | u128::from(initial) << 127
+}
+
+/// Distinct short pre-tokens by [`pack`]ed key, each with its table of segment string ids
+/// (by `(s, r)` at `r * (r - 1) / 2 + s`; [`NO_ID`] until first needed).
+struct PieceTable {
+    /// `(key, table)`, key 0 empty.
+    slots: Vec<(u128, usize)>,
+    shift: u32,
+    len: usize,
+    tables: Vec<u32>,
+}
+
+impl PieceTable {
+    fn new() -> Self {
+        const BITS: u32 = 12;
+        Self {
+            slots: vec![(0, 0); 1 << BITS],
+            shift: 64 - BITS,
+            len: 0,
+            tables: vec![NO_ID],
+        }
+    }
+
+    #[inline(always)]
+    fn home(&self, key: u128) -> usize {
+        let x = (key as u64) ^ ((key >> 64) as u64).rotate_left(29);
+        (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    /// The table of the pre-token with `key` and `m` bytes (a new one if it is new).
+    fn find(&mut self, key: u128, m: usize) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            let (k, table) = self.slots[i];
+            if k == key {
+                return table;
+            }
+            if k == 0 {
+                let table = self.tables.len();
+                self.tables.resize(table + m * (m - 1) / 2, NO_ID);
+                self.slots[i] = (key, table);
+                self.len += 1;
+                if self.len * 2 > self.slots.len() {
+                    let size = self.slots.len() * 2;
+                    let old = std::mem::replace(&mut self.slots, vec![(0, 0); size]);
+                    self.shift -= 1;
+                    for (k, t) in old {
+                        if k != 0 {
+                            let mut j = self.home(k);
+                            while self.slots[j].0 != 0 {
+                                j = (j + 1) & (size - 1);
+                            }
+                            self.slots[j] = (k, t);
+                        }
+                    }
+                }
+                return table;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+/// Replays the [`Event`]s in growth order, counting strings and how many reach `min_count`.
+struct Replay {
+    /// Per string id, and one more slot that [`NO_ID`] updates (never counted as qualified).
+    counts: Vec<u32>,
+    qualified: usize,
+    want: usize,
+    /// `min_count`, or 0 when no count can reach it (then no update ever matches it).
+    min: u32,
+    /// Bytes grown so far and, where the growth stopped, the last one's key and how many
+    /// grown bytes of the same key came before it.
+    steps: usize,
+    last: Option<(u32, usize)>,
+    /// Buffers for [`Replay::grow`]'s sub-buckets.
+    pool: Vec<Vec<Event>>,
+}
+
+impl Replay {
+    #[inline(always)]
+    fn slot(&self, id: u32) -> usize {
+        (id as usize).min(self.counts.len() - 1)
+    }
+
+    /// One more occurrence of string `id`.
+    #[inline(always)]
+    fn made(&mut self, id: u32) {
+        let (i, min) = (self.slot(id), self.min);
+        let c = &mut self.counts[i];
+        *c = c.wrapping_add(1);
+        self.qualified += usize::from(*c == min) & usize::from(id != NO_ID);
+    }
+
+    /// One occurrence of string `id` fewer.
+    #[inline(always)]
+    fn gone(&mut self, id: u32) {
+        let (i, min) = (self.slot(id), self.min);
+        let c = &mut self.counts[i];
+        self.qualified -= usize::from(*c == min) & usize::from(id != NO_ID);
+        *c = c.wrapping_sub(1);
+    }
+
+    /// Grows the bytes of `events` (the events of keys that agree above bit `bits`, in
+    /// pre-token order) in growth order; true when the growth stopped among them.
+    ///
+    /// A byte adds at most one occurrence, so at most one qualified string: if there are
+    /// fewer bytes than strings still wanted, none of them can stop the growth. Otherwise,
+    /// the new occurrences alone are added first, which bounds how many strings can qualify
+    /// at any point among these bytes (counts only rise): if that stays under `want`, none of
+    /// them can stop it either. Where none can, their order does not matter (the counts after
+    /// them are those of the segments then; and in pre-token order a string is always made
+    /// before it is merged away). So only the bytes around the stopping point are put in
+    /// growth order, by radix on 8 more bits at a time (stable: equal keys stay in position
+    /// order).
+    fn grow(&mut self, events: &[Event], bits: u32) -> bool {
+        if events.len() < self.want - self.qualified {
+            for &[_, left, right, new] in events {
+                self.gone(left);
+                self.gone(right);
+                self.made(new);
+            }
+            self.steps += events.len();
+            return false;
+        }
+        for e in events {
+            self.made(e[3]);
+        }
+        let cannot_stop = self.qualified < self.want;
+        for e in events {
+            if cannot_stop {
+                self.gone(e[1]);
+                self.gone(e[2]);
+            } else {
+                self.gone(e[3]); // undone
+            }
+        }
+        if cannot_stop {
+            self.steps += events.len();
+            return false;
+        }
+        if bits == 0 || events.len() <= 64 {
+            let mut sorted = events.to_vec();
+            sorted.sort_by_key(|e| e[0]);
+            for (i, &[key, left, right, new]) in sorted.iter().enumerate() {
+                self.gone(left);
+                self.gone(right);
+                self.made(new);
+                self.steps += 1;
+                if self.qualified >= self.want {
+                    let same = sorted[..i].iter().rev().take_while(|e| e[0] == key).count();
+                    self.last = Some((key, same));
+                    return true;
+                }
+            }
+            return false;
+        }
+        let shift = bits - 8;
+        let digit = |e: &Event| ((e[0] >> shift) & 0xFF) as usize;
+        let mut starts = [0usize; 257];
+        for e in events {
+            starts[digit(e) + 1] += 1;
+        }
+        for d in 0..256 {
+            starts[d + 1] += starts[d];
+        }
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(events.len(), [0; 4]);
+        let mut next = starts;
+        for e in events {
+            let d = digit(e);
+            buf[next[d]] = *e;
+            next[d] += 1;
+        }
+        let mut stopped = false;
+        for d in 0..256 {
+            let sub = &buf[starts[d]..starts[d + 1]];
+            if !sub.is_empty() && self.grow(sub, shift) {
+                stopped = true;
+                break;
+            }
+        }
+        self.pool.push(buf);
+        stopped
+    }
+}
+
+/// The base of the polynomial hash of strings longer than [`SMALL`] (odd, so every power is).
+const HASH_BASE: u64 = 0x100_0000_01B3;
+
+/// The key of a string longer than [`SMALL`] bytes: a 56-bit fingerprint of its polynomial
+/// hash `h` and length, with 127 in the length field (no packed key has it) and the flag on
+/// top. Equal keys are told apart by comparing bytes ([`Interner::intern`]).
+fn long_key(initial: bool, h: u64, len: usize) -> u64 {
+    let mut x = h ^ (len as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 32;
+    (x & ((1 << 56) - 1)) | 0x7F << 56 | u64::from(initial) << 63
+}
+
+/// Segment strings, interned to dense ids by key (see [`pack_small`], [`long_key`]) in an
+/// open-addressing table; each id keeps where one occurrence lies in the corpus.
+struct Interner<'a> {
+    bytes: &'a [u8],
+    /// `(key, id)`, key 0 empty (no key is 0: the length field never is).
+    slots: Vec<(u64, u32)>,
+    shift: u32,
+    /// Per id: start, length, flag.
+    strings: Vec<(u32, u32, bool)>,
+}
+
+impl<'a> Interner<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        const BITS: u32 = 16;
+        Self {
+            bytes,
+            slots: vec![(0, 0); 1 << BITS],
+            shift: 64 - BITS,
+            strings: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.strings.len()
+    }
+
+    fn slot(&self, key: u64) -> usize {
+        ((key ^ (key >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    /// The id of the string `bytes[start..start + len]` with flag `initial`, whose key is
+    /// `key`; a new id if it is new.
+    #[inline]
+    fn intern(&mut self, key: u64, start: usize, len: usize, initial: bool) -> u32 {
+        let mask = self.slots.len() - 1;
+        let mut i = self.slot(key);
+        loop {
+            let (k, id) = self.slots[i];
+            if k == key {
+                let (s, n, _) = self.strings[id as usize];
+                // Short keys are the strings themselves; long ones are checked byte by byte.
+                if len <= SMALL
+                    || (n as usize == len
+                        && self.bytes[s as usize..s as usize + len]
+                            == self.bytes[start..start + len])
+                {
+                    return id;
+                }
+            } else if k == 0 {
+                let id = self.strings.len() as u32;
+                self.strings.push((start as u32, len as u32, initial));
+                self.slots[i] = (key, id);
+                if self.strings.len() * 2 > self.slots.len() {
+                    self.grow();
+                }
+                return id;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let size = self.slots.len() * 2;
+        let old = std::mem::replace(&mut self.slots, vec![(0, 0); size]);
+        self.shift -= 1;
+        let mask = self.slots.len() - 1;
+        for (k, id) in old {
+            if k != 0 {
+                let mut i = self.slot(k);
+                while self.slots[i].0 != 0 {
+                    i = (i + 1) & mask;
+                }
+                self.slots[i] = (k, id);
+            }
+        }
+    }
+
+    /// [`Interner::intern`] with the key computed from the bytes.
+    fn intern_bytes(&mut self, initial: bool, start: usize, len: usize) -> u32 {
+        let b = &self.bytes[start..start + len];
+        let key = if len <= SMALL {
+            pack_small(initial, b)
+        } else {
+            let h = b.iter().fold(0u64, |h, &x| {
+                h.wrapping_mul(HASH_BASE).wrapping_add(u64::from(x) + 1)
+            });
+            long_key(initial, h, len)
+        };
+        self.intern(key, start, len, initial)
+    }
+
+    /// `(initial, bytes)` of an id.
+    fn get(&self, id: usize) -> (bool, Vec<u8>) {
+        let (s, n, initial) = self.strings[id];
+        (initial, self.bytes[s as usize..(s + n) as usize].to_vec())
+    }
+}
+
+/// The previous implementation of [`global_spans`] (one hash-map update per segment string
+/// per step), kept to check the fast one against.
+#[cfg(test)]
+fn global_spans_reference(
     docs: &[&[u8]],
     ptbs: &[&[bool]],
     signals: &[&[f32]],
@@ -1242,7 +1935,7 @@ mod tests {
             .collect();
         let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
         let refs: Vec<&[bool]> = ptbs.iter().map(Vec::as_slice).collect();
-        global_spans(&docs, &refs, signals, want, min_count).expect("global")
+        global_spans(&docs, &refs, signals, want, min_count, 1).expect("global")
     }
 
     fn shown(g: &GlobalSpans) -> Vec<(bool, String, u64)> {
@@ -1292,10 +1985,106 @@ mod tests {
         let pre = PreTokenizer::new("gpt2").expect("pattern");
         let ptb = boundaries(&pre, "ab").expect("ptb");
         let docs: &[&[u8]] = &[b"ab"];
-        assert!(global_spans(docs, &[&ptb], &[&[1.0]], 1, 1).is_err());
-        assert!(global_spans(docs, &[&ptb], &[&[1.0, f32::NAN]], 1, 1).is_err());
-        assert!(global_spans(docs, &[&ptb], &[&[1.0, 2.0]], 1, 0).is_err());
-        assert!(global_spans(docs, &[], &[&[1.0, 2.0]], 1, 1).is_err());
+        assert!(global_spans(docs, &[&ptb], &[&[1.0]], 1, 1, 1).is_err());
+        assert!(global_spans(docs, &[&ptb], &[&[1.0, f32::NAN]], 1, 1, 1).is_err());
+        assert!(global_spans(docs, &[&ptb], &[&[1.0, 2.0]], 1, 0, 1).is_err());
+        assert!(global_spans(docs, &[], &[&[1.0, 2.0]], 1, 1, 1).is_err());
+    }
+
+    /// A small deterministic generator for the randomised comparisons.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// The fast global constraint against the previous implementation: random texts (short
+    /// and long pre-tokens, runs of spaces, repeated words), signals with ties, zeros of both
+    /// signs and negative values, boundaries from the pattern or arbitrary (a document need
+    /// not start a pre-token), any vocabulary size and count, one thread or several.
+    #[test]
+    fn global_matches_the_previous_implementation() {
+        let pre = PreTokenizer::new("gpt2").expect("pattern");
+        let words = [
+            "a",
+            "ab",
+            "the",
+            " the",
+            "cat",
+            "  ",
+            "    ",
+            "x.y",
+            "é",
+            "aaaaaaaaaaaaaaaaaaaaaaaa",
+            " internationalisation",
+            "\n",
+            "12",
+            "3456789012345678901",
+            "?!",
+            " a b",
+        ];
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for case in 0..400 {
+            let n_docs = 1 + rng.below(4);
+            let texts: Vec<String> = (0..n_docs)
+                .map(|_| {
+                    let n = rng.below(if case % 10 == 0 { 400 } else { 40 });
+                    (0..n).map(|_| words[rng.below(words.len())]).collect()
+                })
+                .collect();
+            let levels = 1 + rng.below(if case % 3 == 0 { 3 } else { 1000 });
+            let signals: Vec<Vec<f32>> = texts
+                .iter()
+                .map(|t| {
+                    (0..t.len())
+                        .map(|_| match rng.below(20) {
+                            0 => -0.0,
+                            1 => 0.0,
+                            2 => -(rng.below(levels) as f32),
+                            _ => rng.below(levels) as f32 * 0.25,
+                        })
+                        .collect()
+                })
+                .collect();
+            let arbitrary = case % 4 == 3;
+            let ptbs: Vec<Vec<bool>> = texts
+                .iter()
+                .map(|t| {
+                    if arbitrary {
+                        (0..t.len()).map(|_| rng.below(3) == 0).collect()
+                    } else {
+                        boundaries(&pre, t).expect("ptb")
+                    }
+                })
+                .collect();
+            let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+            let ptb_refs: Vec<&[bool]> = ptbs.iter().map(Vec::as_slice).collect();
+            let sig_refs: Vec<&[f32]> = signals.iter().map(Vec::as_slice).collect();
+            let want = rng.below(60);
+            let min_count = 1 + rng.below(4) as u64;
+            let expected = global_spans_reference(&docs, &ptb_refs, &sig_refs, want, min_count)
+                .expect("reference");
+            for threads in [1, 2, 3] {
+                let got = global_spans(&docs, &ptb_refs, &sig_refs, want, min_count, threads)
+                    .expect("global");
+                let what = format!("case {case}, {threads} threads, want {want}, min {min_count}");
+                assert_eq!(got, expected, "{what}");
+                assert_eq!(
+                    got.threshold.map(f32::to_bits),
+                    expected.threshold.map(f32::to_bits),
+                    "{what}"
+                );
+            }
+        }
     }
 
     #[test]
