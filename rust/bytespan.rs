@@ -525,21 +525,21 @@ pub fn global_spans(
             break;
         }
     }
-    // The last byte grown: the `rank`-th (from 0) position with key `key`.
-    let (key, rank) = match replay.last {
-        Some(last) => last,
-        None => {
-            // Grown whole: the last byte has the largest key, then the largest position.
-            let max = keys.iter().copied().max().unwrap_or(0);
-            (max, keys.iter().filter(|&&k| k == max).count() - 1)
-        }
+    // The last byte grown: where the growth stopped, the `rank`-th (from 0) position with its
+    // key; else the last position with the largest key.
+    let t = match replay.last {
+        Some((key, rank)) => keys
+            .iter()
+            .enumerate()
+            .filter(|&(_, &k)| k == key)
+            .nth(rank)
+            .map(|(t, _)| t),
+        None => keys
+            .iter()
+            .enumerate()
+            .max_by_key(|&(t, &k)| (k, t))
+            .map(|(t, _)| t),
     };
-    let t = keys
-        .iter()
-        .enumerate()
-        .filter(|&(_, &k)| k == key)
-        .nth(rank)
-        .map(|(t, _)| t);
     out.steps = replay.steps;
     out.threshold = t.map(|t| signal_at(signals, t));
     let all = replay.counts[..strings.len()]
@@ -765,37 +765,153 @@ fn grow_range(
                 }
             }
         };
-        // In growth order (key, then position), byte `x` joins the bytes grown before it on
-        // each side: the segment it makes runs between its nearest larger bytes, and the ones
-        // it joins are its children in the pre-token's Cartesian tree (a max-heap by key then
-        // position, in position order), which were made by those children's own steps. One
-        // stack pass builds the tree and emits each byte once its subtree is done: children
-        // before parents (so a string is made before it is merged away) and equal keys in
-        // position order.
-        stack.clear();
-        made.clear();
-        made.resize(m + 1, NO_ID); // made[m]: no child
-        left_child.clear();
-        left_child.resize(m, m);
-        for t in 0..=m {
-            let mut last = m;
-            while let Some(&x) = stack.last() {
-                if t < m && keys[x] > keys[t] {
-                    break;
-                }
-                stack.pop();
-                let l = stack.last().map_or(0, |&y| y + 1);
-                let id = id_of(l, t - 1);
-                made[x] = id;
-                emit([keys[x], made[left_child[x]], made[last], id]);
-                last = x;
+        // See [`Step`]; the growth of a short pre-token depends only on the order of its
+        // keys, so its steps are looked up.
+        if made.len() <= m {
+            made.resize(m + 1, NO_ID);
+        }
+        made[m] = NO_ID; // no child (every other slot is written before it is read)
+        let mut step = |st: Step| {
+            let id = id_of(st.l, st.r);
+            made[st.x] = id;
+            emit([keys[st.x], made[st.left], made[st.right], id]);
+        };
+        if m <= PLANNED {
+            let plans = plans();
+            let at = plans.starts[m] + m * lehmer_code(keys);
+            for &[x, l, r, left, right] in &plans.steps[at..at + m] {
+                step(Step {
+                    x: x.into(),
+                    l: l.into(),
+                    r: r.into(),
+                    left: left.into(),
+                    right: right.into(),
+                });
             }
-            if t < m {
-                left_child[t] = last;
-                stack.push(t);
-            }
+        } else {
+            cartesian_steps(keys, &mut stack, &mut left_child, step);
         }
     }
+}
+
+/// One byte's step in a pre-token of `m` bytes: byte `x` grows, making the segment `l..=r`,
+/// and joins the segments made by the steps of bytes `left` and `right` (`m`: none).
+///
+/// In growth order (key, then position), a byte joins the bytes grown before it on each side:
+/// the segment it makes runs between its nearest larger bytes, and the ones it joins are its
+/// children in the pre-token's Cartesian tree (a max-heap by key then position, in position
+/// order), each made by that child's own step.
+#[derive(Clone, Copy)]
+struct Step {
+    x: usize,
+    l: usize,
+    r: usize,
+    left: usize,
+    right: usize,
+}
+
+/// The [`Step`]s of a pre-token with these keys, children before parents (so a string is
+/// made before it is merged away; equal keys in position order): one stack pass builds the
+/// Cartesian tree and emits each byte once its subtree is done. `stack` and `left_child` are
+/// scratch.
+fn cartesian_steps(
+    keys: &[u32],
+    stack: &mut Vec<usize>,
+    left_child: &mut Vec<usize>,
+    mut f: impl FnMut(Step),
+) {
+    let m = keys.len();
+    stack.clear();
+    if left_child.len() < m {
+        left_child.resize(m, 0);
+    }
+    for t in 0..=m {
+        let mut last = m;
+        while let Some(&x) = stack.last() {
+            if t < m && keys[x] > keys[t] {
+                break;
+            }
+            stack.pop();
+            let l = stack.last().map_or(0, |&y| y + 1);
+            f(Step {
+                x,
+                l,
+                r: t - 1,
+                left: left_child[x],
+                right: last,
+            });
+            last = x;
+        }
+        if t < m {
+            left_child[t] = last;
+            stack.push(t);
+        }
+    }
+}
+
+/// The longest pre-tokens whose [`Step`]s are looked up by the order of their keys.
+const PLANNED: usize = 7;
+
+/// The order of `keys` (by key, then position) as a number below `keys.len()!`: digit `i`
+/// (weight `(m - 1 - i)!`) counts the later keys below key `i`. Without branches.
+fn lehmer_code(keys: &[u32]) -> usize {
+    let m = keys.len();
+    let mut code = 0;
+    for (i, &k) in keys.iter().enumerate() {
+        let below: usize = keys[i + 1..].iter().map(|&x| usize::from(x < k)).sum();
+        code = code * (m - i) + below;
+    }
+    code
+}
+
+/// The [`Step`]s of every order of up to [`PLANNED`] keys: for `m` keys and code `c` (see
+/// [`lehmer_code`]), `steps[starts[m] + m * c..][..m]`, each as `[x, l, r, left, right]`.
+struct Plans {
+    starts: Vec<usize>,
+    steps: Vec<[u8; 5]>,
+}
+
+fn plans() -> &'static Plans {
+    static PLANS: std::sync::OnceLock<Plans> = std::sync::OnceLock::new();
+    PLANS.get_or_init(|| {
+        let mut plans = Plans {
+            starts: vec![0; PLANNED + 2],
+            steps: Vec::new(),
+        };
+        let (mut stack, mut left_child) = (Vec::new(), Vec::new());
+        for m in 0..=PLANNED {
+            let count: usize = (1..=m).product();
+            plans.starts[m] = plans.steps.len();
+            plans.steps.resize(plans.steps.len() + m * count, [0; 5]);
+            // Every order of `m` distinct keys (Heap's algorithm over a permutation).
+            let mut keys: Vec<u32> = (0..m as u32).collect();
+            let mut c = vec![0usize; m];
+            let mut put = |keys: &[u32]| {
+                let at = plans.starts[m] + m * lehmer_code(keys);
+                let mut i = at;
+                cartesian_steps(keys, &mut stack, &mut left_child, |st| {
+                    let small = |v: usize| v as u8; // all at most PLANNED
+                    plans.steps[i] = [st.x, st.l, st.r, st.left, st.right].map(small);
+                    i += 1;
+                });
+            };
+            put(&keys);
+            let mut i = 1;
+            while i < m {
+                if c[i] < i {
+                    keys.swap(if i % 2 == 0 { 0 } else { c[i] }, i);
+                    put(&keys);
+                    c[i] += 1;
+                    i = 1;
+                } else {
+                    c[i] = 0;
+                    i += 1;
+                }
+            }
+        }
+        plans.starts[PLANNED + 1] = plans.steps.len();
+        plans
+    })
 }
 
 /// Where [`grow_range`] finds a segment string's id.
@@ -1025,6 +1141,19 @@ fn long_key(initial: bool, h: u64, len: usize) -> u64 {
     (x & ((1 << 56) - 1)) | 0x7F << 56 | u64::from(initial) << 63
 }
 
+/// The key of the string `bytes[start..start + len]` with flag `initial` (see [`Interner`]).
+fn key_of(bytes: &[u8], initial: bool, start: usize, len: usize) -> u64 {
+    let b = &bytes[start..start + len];
+    if len <= SMALL {
+        pack_small(initial, b)
+    } else {
+        let h = b.iter().fold(0u64, |h, &x| {
+            h.wrapping_mul(HASH_BASE).wrapping_add(u64::from(x) + 1)
+        });
+        long_key(initial, h, len)
+    }
+}
+
 /// Segment strings, interned to dense ids by key (see [`pack_small`], [`long_key`]) in an
 /// open-addressing table; each id keeps where one occurrence lies in the corpus.
 struct Interner<'a> {
@@ -1104,16 +1233,7 @@ impl<'a> Interner<'a> {
 
     /// [`Interner::intern`] with the key computed from the bytes.
     fn intern_bytes(&mut self, initial: bool, start: usize, len: usize) -> u32 {
-        let b = &self.bytes[start..start + len];
-        let key = if len <= SMALL {
-            pack_small(initial, b)
-        } else {
-            let h = b.iter().fold(0u64, |h, &x| {
-                h.wrapping_mul(HASH_BASE).wrapping_add(u64::from(x) + 1)
-            });
-            long_key(initial, h, len)
-        };
-        self.intern(key, start, len, initial)
+        self.intern(key_of(self.bytes, initial, start, len), start, len, initial)
     }
 
     /// `(initial, bytes)` of an id.
