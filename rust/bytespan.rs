@@ -514,7 +514,6 @@ pub fn global_spans(
         // matches 0 after an update that could change `qualified` (a made string has one
         // occurrence or more, a string merged away had one or more).
         min: u32::try_from(min_count).unwrap_or(0),
-        steps: 0,
         last: None,
         pool: Vec::new(),
     };
@@ -525,22 +524,35 @@ pub fn global_spans(
             break;
         }
     }
-    // The last byte grown: where the growth stopped, the `rank`-th (from 0) position with its
-    // key; else the last position with the largest key.
-    let t = match replay.last {
-        Some((key, rank)) => keys
-            .iter()
-            .enumerate()
-            .filter(|&(_, &k)| k == key)
-            .nth(rank)
-            .map(|(t, _)| t),
-        None => keys
-            .iter()
-            .enumerate()
-            .max_by_key(|&(t, &k)| (k, t))
-            .map(|(t, _)| t),
+    // The last byte grown: where the growth stopped, the `rank`-th (from 0) recorded position
+    // with its key (see [`no_change`]); else the last position with the largest key.
+    let (t, steps) = match replay.last {
+        Some((key, rank)) => {
+            let (mut below, mut equal, mut seen, mut at) = (0, 0, 0, None);
+            for (t, &k) in keys.iter().enumerate() {
+                if k < key {
+                    below += 1;
+                } else if k == key && at.is_none() {
+                    equal += 1;
+                    if !no_change(&flags, &keys, t) {
+                        if seen == rank {
+                            at = Some(t);
+                        }
+                        seen += 1;
+                    }
+                }
+            }
+            (at, below + equal)
+        }
+        None => (
+            keys.iter()
+                .enumerate()
+                .max_by_key(|&(t, &k)| (k, t))
+                .map(|(t, _)| t),
+            total,
+        ),
     };
-    out.steps = replay.steps;
+    out.steps = steps;
     out.threshold = t.map(|t| signal_at(signals, t));
     let all = replay.counts[..strings.len()]
         .iter()
@@ -563,6 +575,18 @@ const NO_ID: u32 = u32::MAX;
 /// signal), the ids of the strings of the segments it joins on its left and its right (which
 /// stop occurring) and of the segment it makes.
 type Event = [u32; 4];
+
+/// Whether growing the byte at `t` changes no count (and so has no [`Event`]): it joins no
+/// segment (its neighbours in its pre-token grow later) and makes a segment of one byte (no
+/// space taken in). These steps are not recorded; only the stopping point's position and the
+/// number of steps need them, and both are found from the keys.
+fn no_change(flags: &[u8], keys: &[u32], t: usize) -> bool {
+    let starts = |i: usize| i == 0 || flags[i] & PTB != 0;
+    let alone_left = starts(t) || keys[t - 1] > keys[t];
+    let alone_right = t + 1 == keys.len() || starts(t + 1) || keys[t + 1] >= keys[t];
+    let takes_space = !starts(t) && flags[t - 1] & (PTB | SPACE) == PTB | SPACE;
+    alone_left && alone_right && !takes_space
+}
 
 /// The [`Event`] of every byte, bucketed by the top 8 bits of the key: bucket `b` is
 /// `records[starts[b]..starts[b + 1]]`.
@@ -595,8 +619,8 @@ fn grow_events(
         .windows(2)
         .map(|w| {
             let mut h = [0usize; 256];
-            for &k in &keys[w[0]..w[1]] {
-                h[(k >> 24) as usize] += 1;
+            for t in w[0]..w[1] {
+                h[(keys[t] >> 24) as usize] += usize::from(!no_change(flags, keys, t));
             }
             h
         })
@@ -605,7 +629,7 @@ fn grow_events(
     for b in 0..256 {
         starts[b + 1] = starts[b] + hists.iter().map(|h| h[b]).sum::<usize>();
     }
-    let mut records: Vec<Event> = vec![[0; 4]; total];
+    let mut records: Vec<Event> = vec![[0; 4]; starts[256]];
     // Each thread's part of each bucket, in memory order: bucket, then thread.
     let mut parts: Vec<Vec<&mut [Event]>> = (0..threads).map(|_| Vec::new()).collect();
     let mut rest: &mut [Event] = &mut records;
@@ -705,8 +729,7 @@ fn grow_range(
         let (p, e) = (a.start, a.end);
         let m = e - p;
         if m == 1 {
-            emit([keys[p], NO_ID, NO_ID, NO_ID]);
-            continue;
+            continue; // no change (see `no_change`)
         }
         let piece = &bytes[p..e];
         let keys = &keys[p..e];
@@ -774,7 +797,10 @@ fn grow_range(
         let mut step = |st: Step| {
             let id = id_of(st.l, st.r);
             made[st.x] = id;
-            emit([keys[st.x], made[st.left], made[st.right], id]);
+            let (left, right) = (made[st.left], made[st.right]);
+            if [left, right, id] != [NO_ID; 3] {
+                emit([keys[st.x], left, right, id]); // else no change (see `no_change`)
+            }
         };
         if m <= PLANNED {
             let plans = plans();
@@ -1011,9 +1037,8 @@ struct Replay {
     want: usize,
     /// `min_count`, or 0 when no count can reach it (then no update ever matches it).
     min: u32,
-    /// Bytes grown so far and, where the growth stopped, the last one's key and how many
-    /// grown bytes of the same key came before it.
-    steps: usize,
+    /// Where the growth stopped: the last byte's key, and how many recorded bytes of the
+    /// same key came before it.
     last: Option<(u32, usize)>,
     /// Buffers for [`Replay::grow`]'s sub-buckets.
     pool: Vec<Vec<Event>>,
@@ -1062,7 +1087,6 @@ impl Replay {
                 self.gone(right);
                 self.made(new);
             }
-            self.steps += events.len();
             return false;
         }
         for e in events {
@@ -1078,7 +1102,6 @@ impl Replay {
             }
         }
         if cannot_stop {
-            self.steps += events.len();
             return false;
         }
         if bits == 0 || events.len() <= 64 {
@@ -1088,7 +1111,6 @@ impl Replay {
                 self.gone(left);
                 self.gone(right);
                 self.made(new);
-                self.steps += 1;
                 if self.qualified >= self.want {
                     let same = sorted[..i].iter().rev().take_while(|e| e[0] == key).count();
                     self.last = Some((key, same));
