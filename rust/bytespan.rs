@@ -473,24 +473,61 @@ pub fn global_spans(
             signals.len()
         )));
     }
-    let mut bytes = Vec::with_capacity(total + 16);
-    let mut flags: Vec<u8> = Vec::with_capacity(total);
-    let mut keys: Vec<u32> = Vec::with_capacity(total);
-    for (i, ((d, p), s)) in docs.iter().zip(ptbs).zip(signals).enumerate() {
-        check_signal(s, d.len()).map_err(|e| in_document(i, e))?;
-        if p.len() != d.len() {
-            return Err(Error::Config(
-                "one pre-token flag per byte is needed".into(),
-            ));
+    // The concatenated corpus, filled (and checked) by threads over runs of documents of about
+    // equal size; the bytes have 16 bytes of padding for `pack_at`.
+    let mut bytes = vec![0u8; total + 16];
+    let mut flags = vec![0u8; total];
+    let mut keys = vec![0u32; total];
+    let runs = crate::par::thread_count(threads, total / MIN_RANGE);
+    let mut jobs = Vec::with_capacity(runs);
+    let (mut b, mut f, mut k) = (&mut bytes[..total], &mut flags[..], &mut keys[..]);
+    let (mut first, mut done) = (0, 0);
+    for run in 1..=runs {
+        let (mut last, mut size) = (first, 0);
+        while last < docs.len() && (run == runs || done + size < total * run / runs) {
+            size += docs[last].len();
+            last += 1;
         }
-        keys.extend(s.iter().map(|&x| ordered_bits(x)));
-        bytes.extend_from_slice(d);
-        flags.extend(
-            p.iter()
-                .zip(d.iter())
-                .map(|(&p, &b)| (u8::from(p) * PTB) | (u8::from(b == b' ') * SPACE)),
-        );
+        let (b0, b1) = std::mem::take(&mut b).split_at_mut(size);
+        let (f0, f1) = std::mem::take(&mut f).split_at_mut(size);
+        let (k0, k1) = std::mem::take(&mut k).split_at_mut(size);
+        jobs.push((first..last, b0, f0, k0));
+        (b, f, k, first, done) = (b1, f1, k1, last, done + size);
     }
+    let fill = |(range, b, f, k): (std::ops::Range<usize>, &mut [u8], &mut [u8], &mut [u32])| {
+        let mut at = 0;
+        for i in range {
+            let (d, p, s) = (docs[i], ptbs[i], signals[i]);
+            check_signal(s, d.len()).map_err(|e| in_document(i, e))?;
+            if p.len() != d.len() {
+                return Err(Error::Config(
+                    "one pre-token flag per byte is needed".into(),
+                ));
+            }
+            let n = d.len();
+            b[at..at + n].copy_from_slice(d);
+            for ((f, &p), &b) in f[at..at + n].iter_mut().zip(p).zip(d) {
+                *f = (u8::from(p) * PTB) | (u8::from(b == b' ') * SPACE);
+            }
+            for (k, &x) in k[at..at + n].iter_mut().zip(s.iter()) {
+                *k = ordered_bits(x);
+            }
+            at += n;
+        }
+        Ok(())
+    };
+    let filled: Vec<Result<()>> = std::thread::scope(|scope| {
+        let mut jobs = jobs.into_iter();
+        let first = jobs.next();
+        let handles: Vec<_> = jobs.map(|job| scope.spawn(move || fill(job))).collect();
+        let mut filled: Vec<Result<()>> = first.into_iter().map(fill).collect();
+        for h in handles {
+            filled.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        filled
+    });
+    // The first document in error, as one pass would have found it.
+    filled.into_iter().collect::<Result<Vec<()>>>()?;
     let mut out = GlobalSpans {
         tokens: Vec::new(),
         steps: 0,
@@ -500,7 +537,6 @@ pub fn global_spans(
     if want == 0 {
         return Ok(out);
     }
-    bytes.extend_from_slice(&[0; 16]); // padding for `pack_at`
 
     let strings = std::sync::Mutex::new(Interner::new(&bytes));
     let (records, starts) = grow_events(&bytes, &flags, &keys, &strings, threads);
@@ -615,16 +651,14 @@ fn grow_events(
         cuts.push(c);
     }
     cuts.push(total);
-    let hists: Vec<[usize; 256]> = cuts
-        .windows(2)
-        .map(|w| {
-            let mut h = [0usize; 256];
-            for t in w[0]..w[1] {
-                h[(keys[t] >> 24) as usize] += usize::from(!no_change(flags, keys, t));
-            }
-            h
-        })
-        .collect();
+    let ranges: Vec<std::ops::Range<usize>> = cuts.windows(2).map(|w| w[0]..w[1]).collect();
+    let hists: Vec<[usize; 256]> = crate::par::map(&ranges, threads, |range| {
+        let mut h = [0usize; 256];
+        for t in range.clone() {
+            h[(keys[t] >> 24) as usize] += usize::from(!no_change(flags, keys, t));
+        }
+        h
+    });
     let mut starts = vec![0usize; 257];
     for b in 0..256 {
         starts[b + 1] = starts[b] + hists.iter().map(|h| h[b]).sum::<usize>();
@@ -2226,6 +2260,25 @@ mod tests {
                     "{what}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn global_reports_the_first_bad_document_with_threads() {
+        let text = "word ".repeat(40);
+        let docs: Vec<&[u8]> = vec![text.as_bytes(); 6];
+        let ptb = vec![false; text.len()];
+        let ptbs = vec![ptb.as_slice(); 6];
+        let good = vec![1.0f32; text.len()];
+        let mut nan = good.clone();
+        nan[3] = f32::NAN;
+        let short = &good[1..];
+        let mut signals = vec![good.as_slice(); 6];
+        signals[1] = &nan;
+        signals[5] = short;
+        for threads in [1, 2, 3] {
+            let e = global_spans(&docs, &ptbs, &signals, 5, 1, threads).expect_err("bad");
+            assert!(e.to_string().contains("document 1:"), "{e}");
         }
     }
 
