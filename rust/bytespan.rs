@@ -790,11 +790,9 @@ fn grow_range(
             }
             None
         };
-        // Long pre-tokens intern every string: they hold the lock throughout.
-        let mut lookup = match table {
-            Some(at) => Lookup::Table(at),
-            None => Lookup::Long(lock()),
-        };
+        // The shared strings, locked at most once per pre-token: from the start for a long
+        // one (it interns every string), at the first unknown string for a short one.
+        let mut strings = table.is_none().then(lock);
         // The id of the string of segment `l..=r` (two bytes or more once the space is in).
         let mut id_of = |l: usize, r: usize| -> u32 {
             let s = if l == 1 && absorbs { 0 } else { l };
@@ -803,22 +801,26 @@ fn grow_range(
             }
             let initial = s == 0 && initial_at_start;
             let len = r + 1 - s;
-            match &mut lookup {
-                Lookup::Table(at) => {
-                    let slot = &mut pieces.tables[*at + r * (r - 1) / 2 + s];
+            match table {
+                Some(at) => {
+                    let slot = &mut pieces.tables[at + r * (r - 1) / 2 + s];
                     if *slot == NO_ID {
-                        *slot = lock().intern_bytes(initial, p + s, len);
+                        *slot = strings
+                            .get_or_insert_with(lock)
+                            .intern_bytes(initial, p + s, len);
                     }
                     *slot
                 }
-                Lookup::Long(strings) => {
+                None => {
                     let key = if len <= SMALL {
                         pack_small(initial, &piece[s..=r])
                     } else {
                         let h = prefix[r + 1].wrapping_sub(prefix[s].wrapping_mul(powers[len]));
                         long_key(initial, h, len)
                     };
-                    strings.intern(key, p + s, len, initial)
+                    strings
+                        .get_or_insert_with(lock)
+                        .intern(key, p + s, len, initial)
                 }
             }
         };
@@ -972,14 +974,6 @@ fn plans() -> &'static Plans {
         plans.starts[PLANNED + 1] = plans.steps.len();
         plans
     })
-}
-
-/// Where [`grow_range`] finds a segment string's id.
-enum Lookup<'a, 'b> {
-    /// The table of a short pre-token (see [`PieceTable`]).
-    Table(usize),
-    /// The shared strings, locked for a long pre-token.
-    Long(std::sync::MutexGuard<'a, Interner<'b>>),
 }
 
 /// A pre-token in [`grow_range`]'s look-ahead: its range, key (0: not cached) and table.
