@@ -712,55 +712,20 @@ fn grow_range(
         fill[b] += 1;
     };
     // Per distinct short pre-token (its bytes and whether it starts a pre-token): its table of
-    // segment string ids. Pre-tokens are looked up a few ahead of their growth, and their
-    // table slot and table fetched into cache meanwhile.
+    // segment string ids.
     let mut pieces = PieceTable::new();
     let mut stack: Vec<usize> = Vec::new();
     let mut made: Vec<u32> = Vec::new();
     let mut left_child: Vec<usize> = Vec::new();
     let mut prefix: Vec<u64> = Vec::new();
     let mut powers: Vec<u64> = vec![1];
-    const RING: usize = 32;
-    const LOOK: usize = 16; // pre-tokens hashed (their slot fetched) this far ahead
-    const FIND: usize = 8; // and found (their table fetched) this far
-    let mut ring = [Ahead::default(); RING];
-    let (mut head, mut tail, mut scan) = (0usize, 0usize, range.start);
-    loop {
-        while tail - head < LOOK && scan < range.end {
-            let mut e = scan + 1;
-            while e < range.end && flags[e] & PTB == 0 {
-                e += 1;
-            }
-            let m = e - scan;
-            let key = if (2..=CACHED).contains(&m) {
-                let key = pack_at(bytes, scan, m, flags[scan] & PTB != 0);
-                prefetch(&pieces.slots[pieces.home(key)]);
-                key
-            } else {
-                0
-            };
-            ring[tail % RING] = Ahead {
-                start: scan,
-                end: e,
-                key,
-                table: usize::MAX,
-            };
-            tail += 1;
-            scan = e;
+    let mut e = range.start;
+    while e < range.end {
+        let p = e;
+        e += 1;
+        while e < range.end && flags[e] & PTB == 0 {
+            e += 1;
         }
-        if head == tail {
-            break;
-        }
-        if head + FIND < tail {
-            let a = &mut ring[(head + FIND) % RING];
-            if a.key != 0 {
-                a.table = pieces.find(a.key, a.end - a.start);
-                prefetch(&pieces.tables[a.table]);
-            }
-        }
-        let a = ring[head % RING];
-        head += 1;
-        let (p, e) = (a.start, a.end);
         let m = e - p;
         if m == 1 {
             continue; // no change (see `no_change`)
@@ -770,12 +735,8 @@ fn grow_range(
         // A segment that starts just after the space opening the pre-token takes it in.
         let absorbs = flags[p] & (PTB | SPACE) == PTB | SPACE;
         let initial_at_start = flags[p] & PTB != 0;
-        let table = if a.key != 0 {
-            Some(if a.table == usize::MAX {
-                pieces.find(a.key, m)
-            } else {
-                a.table
-            })
+        let table = if m <= CACHED {
+            Some(pieces.find(pack_at(bytes, p, m, initial_at_start), m))
         } else {
             prefix.clear();
             prefix.push(0);
@@ -974,15 +935,6 @@ fn plans() -> &'static Plans {
         plans.starts[PLANNED + 1] = plans.steps.len();
         plans
     })
-}
-
-/// A pre-token in [`grow_range`]'s look-ahead: its range, key (0: not cached) and table.
-#[derive(Clone, Copy, Default)]
-struct Ahead {
-    start: usize,
-    end: usize,
-    key: u128,
-    table: usize,
 }
 
 /// `pack(initial, &bytes[p..p + m])` for `m <= 15`, from one unaligned load (`bytes` has 16
@@ -1424,6 +1376,7 @@ fn global_spans_reference(
 }
 
 /// A hint that `x` will be read soon (no effect where the target has no prefetch).
+#[cfg(test)]
 #[inline(always)]
 fn prefetch<T>(x: &T) {
     #[cfg(target_arch = "x86_64")]
