@@ -2192,8 +2192,15 @@ mod tests {
             let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
             let ptb_refs: Vec<&[bool]> = ptbs.iter().map(Vec::as_slice).collect();
             let sig_refs: Vec<&[f32]> = signals.iter().map(Vec::as_slice).collect();
-            let want = rng.below(60);
-            let min_count = 1 + rng.below(4) as u64;
+            let want = match case % 50 {
+                7 => usize::MAX,
+                _ => rng.below(60),
+            };
+            let min_count = match case % 30 {
+                11 => u64::MAX,
+                13 => 1 << 32,
+                _ => 1 + rng.below(4) as u64,
+            };
             let expected = global_spans_reference(&docs, &ptb_refs, &sig_refs, want, min_count)
                 .expect("reference");
             for threads in [1, 2, 3] {
@@ -2206,6 +2213,26 @@ mod tests {
                     expected.threshold.map(f32::to_bits),
                     "{what}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn global_on_empty_input() {
+        let none: &[&[u8]] = &[];
+        for (docs, ptbs, signals) in [
+            (none, vec![], vec![]),
+            (
+                &[b"".as_slice(), b""][..],
+                vec![&[][..]; 2],
+                vec![&[][..]; 2],
+            ),
+        ] {
+            for want in [0, 1, 5] {
+                let got = global_spans(docs, &ptbs, &signals, want, 1, 2).expect("global");
+                let expected =
+                    global_spans_reference(docs, &ptbs, &signals, want, 1).expect("reference");
+                assert_eq!(got, expected);
             }
         }
     }
