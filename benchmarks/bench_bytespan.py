@@ -1,16 +1,20 @@
 """ByteSpan speed given the signals: span finding and vocabulary building, and inference.
 
-    python benchmarks/bench_bytespan.py
+    python benchmarks/bench_bytespan.py [--global]
+
+(`--global`: the global constraint's rows alone.)
 
 Uses the embedded corpus (about 11 MB, split into paragraphs) with a synthetic per-byte signal
 (the speed does not depend much on where the values come from), on all threads and on one;
 each figure is the best of three runs (this machine is shared and noisy). The global
-constraint is sequential after the pre-tokenization (one sort, then one step per byte); with
-random signals no 32k vocabulary fills, so it grows the whole corpus: its worst case.
+constraint grows pre-tokens in parallel, then replays the count changes in signal order on one
+thread; with random signals no 32k vocabulary fills, so it grows the whole corpus: its worst
+case.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -40,7 +44,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     signals = [rng.gamma(2.0, 1.0, size=len(d.encode())).astype(np.float32) for d in docs]
     print(f"{len(docs):,} documents, {size / 1e6:.1f} MB")
-    for threads in (1, 0):
+    only_global = "--global" in sys.argv[1:]
+    for threads in () if only_global else (1, 0):
         label = "1 thread" if threads == 1 else "all threads"
         secs, counts = best_of(
             lambda threads=threads: _core.span_counts(docs, signals, PATTERNS["gpt2"], 1.5, threads)
@@ -49,7 +54,7 @@ def main() -> None:
             f"span finding + counting ({label}): {size / secs / 1e6:.1f} MB/s, "
             f"{len(counts):,} distinct spans"
         )
-    for threads in (1, 0):
+    for threads in () if only_global else (1, 0):
         label = "1 thread" if threads == 1 else "all threads"
         secs, vocab = best_of(
             lambda threads=threads: train_bytespan(
@@ -60,15 +65,25 @@ def main() -> None:
             f"train_bytespan given signals (percentile, spans, vocabulary of 32k; {label}): "
             f"{size / secs / 1e6:.1f} MB/s"
         )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TokLabWarning)  # random signals fill no 32k vocabulary
-        secs, _ = best_of(
-            lambda: train_bytespan(docs, vocab_size=32768, signals=signals, constraint="global")
+    for threads in (1, 0):
+        label = "1 thread" if threads == 1 else "all threads"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TokLabWarning)  # random signals fill no 32k vocabulary
+            secs, _ = best_of(
+                lambda threads=threads: train_bytespan(
+                    docs,
+                    vocab_size=32768,
+                    signals=signals,
+                    constraint="global",
+                    num_threads=threads,
+                )
+            )
+        print(
+            f"train_bytespan global constraint (growth of all {size / 1e6:.0f} MB; {label}): "
+            f"{size / secs / 1e6:.1f} MB/s"
         )
-    print(
-        f"train_bytespan global constraint (sort, growth of all {size / 1e6:.0f} MB, one "
-        f"thread): {size / secs / 1e6:.1f} MB/s"
-    )
+    if only_global:
+        return
     text = "\n\n".join(docs)
     for inference in ("longest", "bpe"):
         tok = vocab.with_inference(inference)  # type: ignore[arg-type]

@@ -14,8 +14,8 @@
 //!
 //! **The global constraint** ([`global_spans`]) has no threshold of its own: bytes join
 //! segments from the lowest signal up, under the same pre-token rules, until the vocabulary's
-//! worth of segment strings occur `min_count` times (one radix sort, then O(1) interval work
-//! per byte).
+//! worth of segment strings occur `min_count` times (each pre-token grown on its own, in
+//! parallel; then the count changes replayed in signal order, sorted only near the stop).
 //!
 //! **Tokens** are byte strings with a flag: *word-initial* (starting at a pre-token boundary) or
 //! *continuation*. All 256 bytes are tokens of both kinds, so every input encodes; no marker
@@ -272,7 +272,7 @@ impl<'a> PackedCounts<'a> {
     pub fn top(&self, n: usize, min_count: u64) -> Vec<((bool, Vec<u8>), u64)> {
         let keep = |c: u64| c >= min_count.max(1);
         let pairs = self.pairs.iter().enumerate().filter(|&(_, &c)| keep(c));
-        let mut all: Vec<((bool, Vec<u8>), u64)> = pairs
+        let all: Vec<((bool, Vec<u8>), u64)> = pairs
             .map(|(at, &c)| ((at >> 16 == 1, vec![(at >> 8) as u8, at as u8]), c))
             .chain(
                 self.small
@@ -293,18 +293,23 @@ impl<'a> PackedCounts<'a> {
                     .map(|(&(f, b), &c)| ((f, b.to_vec()), c)),
             )
             .collect();
-        let order = |a: &((bool, Vec<u8>), u64), b: &((bool, Vec<u8>), u64)| {
-            b.1.cmp(&a.1)
-                .then(a.0 .1.len().cmp(&b.0 .1.len()))
-                .then(a.0.cmp(&b.0))
-        };
-        if n < all.len() {
-            all.select_nth_unstable_by(n, order);
-            all.truncate(n);
-        }
-        all.sort_unstable_by(order);
-        all
+        ranked(all, n)
     }
+}
+
+/// The `n` first of `all` by count (descending), then length, flag and bytes.
+fn ranked(mut all: Vec<((bool, Vec<u8>), u64)>, n: usize) -> Vec<((bool, Vec<u8>), u64)> {
+    let order = |a: &((bool, Vec<u8>), u64), b: &((bool, Vec<u8>), u64)| {
+        b.1.cmp(&a.1)
+            .then(a.0 .1.len().cmp(&b.0 .1.len()))
+            .then(a.0.cmp(&b.0))
+    };
+    if n < all.len() {
+        all.select_nth_unstable_by(n, order);
+        all.truncate(n);
+    }
+    all.sort_unstable_by(order);
+    all
 }
 
 /// Counts of spans over documents (see [`PackedCounts`]), with a reused pre-token boundary
@@ -384,6 +389,7 @@ fn ordered_bits(x: f32) -> u32 {
 
 /// Stable LSD radix sort of `(key, payload)` pairs packed as `key << 32 | payload` by the key
 /// alone: the payloads (positions, pushed in ascending order) break ties.
+#[cfg(test)]
 fn radix_sort_by_high(v: &mut Vec<u64>) {
     // Three 11-bit digits, their histograms counted in one pass: memory traffic, not
     // arithmetic, is the cost here.
@@ -430,10 +436,819 @@ fn radix_sort_by_high(v: &mut Vec<u64>) {
 /// every thousand bytes and truncates), or when every byte has grown.
 ///
 /// `docs[i]` are the bytes of document `i`, `ptbs[i]` its pre-token boundaries (see
-/// [`boundaries`]), `signals[i]` its checked signal. One sort (a radix sort of the signal's
-/// bits) and one pass with interval ends stored at both ends of each segment: O(N) steps, each
-/// hashing at most three segment strings.
+/// [`boundaries`]), `signals[i]` its checked signal; `threads` (0: all cores) grow pre-tokens
+/// in parallel, with the same result for any number.
+///
+/// How: a pre-token's segments depend only on the order of its own bytes, so each pre-token is
+/// grown on its own, in cache, recording per byte what its step does to the counts (the
+/// strings it merges away and the one it makes, as ids: see [`grow_events`]), bucketed by the
+/// signal's top bits. Then the buckets are replayed in signal order ([`Replay`]): a bucket
+/// whose bytes cannot bring `want` strings to `min_count` at any point (bounded from its new
+/// occurrences) is replayed in any order, and only the others are split by the next bits and,
+/// at the end, sorted. No per-byte sort of the corpus and no per-byte hashing of strings:
+/// short pre-tokens (most bytes) keep their segment strings' ids in a table per distinct
+/// pre-token. `global_spans_reference` (in the tests) is the direct algorithm.
 pub fn global_spans(
+    docs: &[&[u8]],
+    ptbs: &[&[bool]],
+    signals: &[&[f32]],
+    want: usize,
+    min_count: u64,
+    threads: usize,
+) -> Result<GlobalSpans> {
+    if min_count == 0 {
+        return Err(Error::Config("min_count must be at least 1".into()));
+    }
+    let total: usize = docs.iter().map(|d| d.len()).sum();
+    if total >= u32::MAX as usize {
+        return Err(Error::Config(format!(
+            "the global constraint takes under 4 GiB of text, not {total} bytes"
+        )));
+    }
+    if ptbs.len() != docs.len() || signals.len() != docs.len() {
+        return Err(Error::Config(format!(
+            "{} documents, {} boundary arrays and {} signals",
+            docs.len(),
+            ptbs.len(),
+            signals.len()
+        )));
+    }
+    // The concatenated corpus, filled (and checked) by threads over runs of documents of about
+    // equal size; the bytes have 16 bytes of padding for `pack_at`.
+    let mut bytes = vec![0u8; total + 16];
+    let mut flags = vec![0u8; total];
+    let mut keys = vec![0u32; total];
+    let runs = crate::par::thread_count(threads, total / MIN_RANGE);
+    let mut jobs = Vec::with_capacity(runs);
+    let (mut b, mut f, mut k) = (&mut bytes[..total], &mut flags[..], &mut keys[..]);
+    let (mut first, mut done) = (0, 0);
+    for run in 1..=runs {
+        let (mut last, mut size) = (first, 0);
+        while last < docs.len() && (run == runs || done + size < total * run / runs) {
+            size += docs[last].len();
+            last += 1;
+        }
+        let (b0, b1) = std::mem::take(&mut b).split_at_mut(size);
+        let (f0, f1) = std::mem::take(&mut f).split_at_mut(size);
+        let (k0, k1) = std::mem::take(&mut k).split_at_mut(size);
+        jobs.push((first..last, b0, f0, k0));
+        (b, f, k, first, done) = (b1, f1, k1, last, done + size);
+    }
+    let fill = |(range, b, f, k): (std::ops::Range<usize>, &mut [u8], &mut [u8], &mut [u32])| {
+        let mut at = 0;
+        for i in range {
+            let (d, p, s) = (docs[i], ptbs[i], signals[i]);
+            check_signal(s, d.len()).map_err(|e| in_document(i, e))?;
+            if p.len() != d.len() {
+                return Err(Error::Config(
+                    "one pre-token flag per byte is needed".into(),
+                ));
+            }
+            let n = d.len();
+            b[at..at + n].copy_from_slice(d);
+            for ((f, &p), &b) in f[at..at + n].iter_mut().zip(p).zip(d) {
+                *f = (u8::from(p) * PTB) | (u8::from(b == b' ') * SPACE);
+            }
+            for (k, &x) in k[at..at + n].iter_mut().zip(s.iter()) {
+                *k = ordered_bits(x);
+            }
+            at += n;
+        }
+        Ok(())
+    };
+    let filled: Vec<Result<()>> = std::thread::scope(|scope| {
+        let mut jobs = jobs.into_iter();
+        let first = jobs.next();
+        let handles: Vec<_> = jobs.map(|job| scope.spawn(move || fill(job))).collect();
+        let mut filled: Vec<Result<()>> = first.into_iter().map(fill).collect();
+        for h in handles {
+            filled.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        filled
+    });
+    // The first document in error, as one pass would have found it.
+    filled.into_iter().collect::<Result<Vec<()>>>()?;
+    let mut out = GlobalSpans {
+        tokens: Vec::new(),
+        steps: 0,
+        threshold: None,
+        full: want == 0,
+    };
+    if want == 0 {
+        return Ok(out);
+    }
+
+    let strings = std::sync::Mutex::new(Interner::new(&bytes));
+    let (records, starts) = grow_events(&bytes, &flags, &keys, &strings, threads);
+    let strings = strings.into_inner().unwrap_or_else(|e| e.into_inner());
+
+    let mut replay = Replay {
+        counts: vec![0; strings.len() + 1],
+        qualified: 0,
+        want,
+        // Counts stay under 2^32: a larger `min_count` is never reached, and no count
+        // matches 0 after an update that could change `qualified` (a made string has one
+        // occurrence or more, a string merged away had one or more).
+        min: u32::try_from(min_count).unwrap_or(0),
+        last: None,
+        pool: Vec::new(),
+    };
+    for b in 0..256 {
+        let bucket = &records[starts[b]..starts[b + 1]];
+        if !bucket.is_empty() && replay.grow(bucket, 24) {
+            out.full = true;
+            break;
+        }
+    }
+    // The last byte grown: where the growth stopped, the `rank`-th (from 0) recorded position
+    // with its key (see [`no_change`]); else the last position with the largest key.
+    let (t, steps) = match replay.last {
+        Some((key, rank)) => {
+            let (mut below, mut equal, mut seen, mut at) = (0, 0, 0, None);
+            for (t, &k) in keys.iter().enumerate() {
+                if k < key {
+                    below += 1;
+                } else if k == key && at.is_none() {
+                    equal += 1;
+                    if !no_change(&flags, &keys, t) {
+                        if seen == rank {
+                            at = Some(t);
+                        }
+                        seen += 1;
+                    }
+                }
+            }
+            (at, below + equal)
+        }
+        None => (
+            keys.iter()
+                .enumerate()
+                .max_by_key(|&(t, &k)| (k, t))
+                .map(|(t, _)| t),
+            total,
+        ),
+    };
+    out.steps = steps;
+    out.threshold = t.map(|t| signal_at(signals, t));
+    let all = replay.counts[..strings.len()]
+        .iter()
+        .enumerate()
+        .filter(|&(_, &c)| u64::from(c) >= min_count)
+        .map(|(id, &c)| (strings.get(id), u64::from(c)))
+        .collect();
+    out.tokens = ranked(all, want);
+    Ok(out)
+}
+
+// Per position of the concatenated corpus: bit 0 starts a pre-token, bit 1 is a space.
+const PTB: u8 = 1;
+const SPACE: u8 = 2;
+
+/// No string: a segment of one byte.
+const NO_ID: u32 = u32::MAX;
+
+/// What growing one byte does: `[key, left, right, new]`, its key ([`ordered_bits`] of its
+/// signal), the ids of the strings of the segments it joins on its left and its right (which
+/// stop occurring) and of the segment it makes.
+type Event = [u32; 4];
+
+/// Whether growing the byte at `t` changes no count (and so has no [`Event`]): it joins no
+/// segment (its neighbours in its pre-token grow later) and makes a segment of one byte (no
+/// space taken in). These steps are not recorded; only the stopping point's position and the
+/// number of steps need them, and both are found from the keys.
+fn no_change(flags: &[u8], keys: &[u32], t: usize) -> bool {
+    let starts = |i: usize| i == 0 || flags[i] & PTB != 0;
+    let alone_left = starts(t) || keys[t - 1] > keys[t];
+    let alone_right = t + 1 == keys.len() || starts(t + 1) || keys[t + 1] >= keys[t];
+    let takes_space = !starts(t) && flags[t - 1] & (PTB | SPACE) == PTB | SPACE;
+    alone_left && alone_right && !takes_space
+}
+
+/// The [`Event`] of every byte, bucketed by the top 8 bits of the key: bucket `b` is
+/// `records[starts[b]..starts[b + 1]]`.
+///
+/// Segments never cross a pre-token boundary, so each pre-token is grown on its own (see
+/// [`grow_range`]), with small arrays that stay in cache; only the string ids are shared.
+/// Within a bucket, events are in pre-token order, and inside a pre-token, children before
+/// parents: so the events of equal keys are in position order, and an event that merges a
+/// segment away comes after the one that made it. Threads take position ranges cut at
+/// pre-token boundaries and write their events in range order.
+fn grow_events(
+    bytes: &[u8],
+    flags: &[u8],
+    keys: &[u32],
+    strings: &std::sync::Mutex<Interner>,
+    threads: usize,
+) -> (Vec<Event>, Vec<usize>) {
+    let total = flags.len();
+    let threads = crate::par::thread_count(threads, total / MIN_RANGE);
+    let mut cuts = vec![0];
+    for i in 1..threads {
+        let mut c = (total * i / threads).max(cuts[i - 1]);
+        while c < total && flags[c] & PTB == 0 {
+            c += 1;
+        }
+        cuts.push(c);
+    }
+    cuts.push(total);
+    let ranges: Vec<std::ops::Range<usize>> = cuts.windows(2).map(|w| w[0]..w[1]).collect();
+    let hists: Vec<[usize; 256]> = crate::par::map(&ranges, threads, |range| {
+        let mut h = [0usize; 256];
+        for t in range.clone() {
+            h[(keys[t] >> 24) as usize] += usize::from(!no_change(flags, keys, t));
+        }
+        h
+    });
+    let mut starts = vec![0usize; 257];
+    for b in 0..256 {
+        starts[b + 1] = starts[b] + hists.iter().map(|h| h[b]).sum::<usize>();
+    }
+    let mut records: Vec<Event> = vec![[0; 4]; starts[256]];
+    // Each thread's part of each bucket, in memory order: bucket, then thread.
+    let mut parts: Vec<Vec<&mut [Event]>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut rest: &mut [Event] = &mut records;
+    for b in 0..256 {
+        for (part, h) in parts.iter_mut().zip(&hists) {
+            let (mine, after) = rest.split_at_mut(h[b]);
+            part.push(mine);
+            rest = after;
+        }
+    }
+    std::thread::scope(|s| {
+        let mut work = cuts.windows(2).zip(parts);
+        let first = work.next();
+        for (w, part) in work {
+            let (from, to) = (w[0], w[1]);
+            s.spawn(move || grow_range(bytes, flags, keys, from..to, part, strings));
+        }
+        if let Some((w, part)) = first {
+            grow_range(bytes, flags, keys, w[0]..w[1], part, strings);
+        }
+    });
+    (records, starts)
+}
+
+/// The fewest bytes a thread of [`grow_events`] takes (few in tests, to test the threads).
+const MIN_RANGE: usize = if cfg!(test) { 64 } else { 1 << 16 };
+
+/// The longest pre-tokens whose segment strings' ids are cached per distinct pre-token.
+const CACHED: usize = 15;
+
+/// [`grow_events`] over the pre-tokens in `range`, writing each event to the next free slot
+/// of its bucket's part.
+fn grow_range(
+    bytes: &[u8],
+    flags: &[u8],
+    keys: &[u32],
+    range: std::ops::Range<usize>,
+    mut parts: Vec<&mut [Event]>,
+    strings: &std::sync::Mutex<Interner>,
+) {
+    let lock = || strings.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fill = vec![0usize; 256];
+    let mut emit = |e: Event| {
+        let b = (e[0] >> 24) as usize;
+        parts[b][fill[b]] = e;
+        fill[b] += 1;
+    };
+    // Per distinct short pre-token (its bytes and whether it starts a pre-token): its table of
+    // segment string ids.
+    let mut pieces = PieceTable::new();
+    let mut stack: Vec<usize> = Vec::new();
+    let mut made: Vec<u32> = Vec::new();
+    let mut left_child: Vec<usize> = Vec::new();
+    let mut prefix: Vec<u64> = Vec::new();
+    let mut powers: Vec<u64> = vec![1];
+    let mut e = range.start;
+    while e < range.end {
+        let p = e;
+        e += 1;
+        while e < range.end && flags[e] & PTB == 0 {
+            e += 1;
+        }
+        let m = e - p;
+        if m == 1 {
+            continue; // no change (see `no_change`)
+        }
+        let piece = &bytes[p..e];
+        let keys = &keys[p..e];
+        // A segment that starts just after the space opening the pre-token takes it in.
+        let absorbs = flags[p] & (PTB | SPACE) == PTB | SPACE;
+        let initial_at_start = flags[p] & PTB != 0;
+        let table = if m <= CACHED {
+            Some(pieces.find(pack_at(bytes, p, m, initial_at_start), m))
+        } else {
+            prefix.clear();
+            prefix.push(0);
+            let mut h = 0u64;
+            for &b in piece {
+                h = h.wrapping_mul(HASH_BASE).wrapping_add(u64::from(b) + 1);
+                prefix.push(h);
+            }
+            while powers.len() <= m {
+                let last = powers[powers.len() - 1];
+                powers.push(last.wrapping_mul(HASH_BASE));
+            }
+            None
+        };
+        // The shared strings, locked at most once per pre-token: from the start for a long
+        // one (it interns every string), at the first unknown string for a short one.
+        let mut strings = table.is_none().then(lock);
+        // The id of the string of segment `l..=r` (two bytes or more once the space is in).
+        let mut id_of = |l: usize, r: usize| -> u32 {
+            let s = if l == 1 && absorbs { 0 } else { l };
+            if r == s {
+                return NO_ID;
+            }
+            let initial = s == 0 && initial_at_start;
+            let len = r + 1 - s;
+            match table {
+                Some(at) => {
+                    let slot = &mut pieces.tables[at + r * (r - 1) / 2 + s];
+                    if *slot == NO_ID {
+                        *slot = strings
+                            .get_or_insert_with(lock)
+                            .intern_bytes(initial, p + s, len);
+                    }
+                    *slot
+                }
+                None => {
+                    let key = if len <= SMALL {
+                        pack_small(initial, &piece[s..=r])
+                    } else {
+                        let h = prefix[r + 1].wrapping_sub(prefix[s].wrapping_mul(powers[len]));
+                        long_key(initial, h, len)
+                    };
+                    strings
+                        .get_or_insert_with(lock)
+                        .intern(key, p + s, len, initial)
+                }
+            }
+        };
+        // See [`Step`]; the growth of a short pre-token depends only on the order of its
+        // keys, so its steps are looked up.
+        if made.len() <= m {
+            made.resize(m + 1, NO_ID);
+        }
+        made[m] = NO_ID; // no child (every other slot is written before it is read)
+        let mut step = |st: Step| {
+            let id = id_of(st.l, st.r);
+            made[st.x] = id;
+            let (left, right) = (made[st.left], made[st.right]);
+            if [left, right, id] != [NO_ID; 3] {
+                emit([keys[st.x], left, right, id]); // else no change (see `no_change`)
+            }
+        };
+        if m <= PLANNED {
+            let plans = plans();
+            let at = plans.starts[m] + m * lehmer_code(keys);
+            for &[x, l, r, left, right] in &plans.steps[at..at + m] {
+                step(Step {
+                    x: x.into(),
+                    l: l.into(),
+                    r: r.into(),
+                    left: left.into(),
+                    right: right.into(),
+                });
+            }
+        } else {
+            cartesian_steps(keys, &mut stack, &mut left_child, step);
+        }
+    }
+}
+
+/// One byte's step in a pre-token of `m` bytes: byte `x` grows, making the segment `l..=r`,
+/// and joins the segments made by the steps of bytes `left` and `right` (`m`: none).
+///
+/// In growth order (key, then position), a byte joins the bytes grown before it on each side:
+/// the segment it makes runs between its nearest larger bytes, and the ones it joins are its
+/// children in the pre-token's Cartesian tree (a max-heap by key then position, in position
+/// order), each made by that child's own step.
+#[derive(Clone, Copy)]
+struct Step {
+    x: usize,
+    l: usize,
+    r: usize,
+    left: usize,
+    right: usize,
+}
+
+/// The [`Step`]s of a pre-token with these keys, children before parents (so a string is
+/// made before it is merged away; equal keys in position order): one stack pass builds the
+/// Cartesian tree and emits each byte once its subtree is done. `stack` and `left_child` are
+/// scratch.
+fn cartesian_steps(
+    keys: &[u32],
+    stack: &mut Vec<usize>,
+    left_child: &mut Vec<usize>,
+    mut f: impl FnMut(Step),
+) {
+    let m = keys.len();
+    stack.clear();
+    if left_child.len() < m {
+        left_child.resize(m, 0);
+    }
+    for t in 0..=m {
+        let mut last = m;
+        while let Some(&x) = stack.last() {
+            if t < m && keys[x] > keys[t] {
+                break;
+            }
+            stack.pop();
+            let l = stack.last().map_or(0, |&y| y + 1);
+            f(Step {
+                x,
+                l,
+                r: t - 1,
+                left: left_child[x],
+                right: last,
+            });
+            last = x;
+        }
+        if t < m {
+            left_child[t] = last;
+            stack.push(t);
+        }
+    }
+}
+
+/// The longest pre-tokens whose [`Step`]s are looked up by the order of their keys.
+const PLANNED: usize = 7;
+
+/// The order of `keys` (by key, then position) as a number below `keys.len()!`: digit `i`
+/// (weight `(m - 1 - i)!`) counts the later keys below key `i`. Without branches.
+fn lehmer_code(keys: &[u32]) -> usize {
+    let m = keys.len();
+    let mut code = 0;
+    for (i, &k) in keys.iter().enumerate() {
+        let below: usize = keys[i + 1..].iter().map(|&x| usize::from(x < k)).sum();
+        code = code * (m - i) + below;
+    }
+    code
+}
+
+/// The [`Step`]s of every order of up to [`PLANNED`] keys: for `m` keys and code `c` (see
+/// [`lehmer_code`]), `steps[starts[m] + m * c..][..m]`, each as `[x, l, r, left, right]`.
+struct Plans {
+    starts: Vec<usize>,
+    steps: Vec<[u8; 5]>,
+}
+
+fn plans() -> &'static Plans {
+    static PLANS: std::sync::OnceLock<Plans> = std::sync::OnceLock::new();
+    PLANS.get_or_init(|| {
+        let mut plans = Plans {
+            starts: vec![0; PLANNED + 2],
+            steps: Vec::new(),
+        };
+        let (mut stack, mut left_child) = (Vec::new(), Vec::new());
+        for m in 0..=PLANNED {
+            let count: usize = (1..=m).product();
+            plans.starts[m] = plans.steps.len();
+            plans.steps.resize(plans.steps.len() + m * count, [0; 5]);
+            // Every order of `m` distinct keys (Heap's algorithm over a permutation).
+            let mut keys: Vec<u32> = (0..m as u32).collect();
+            let mut c = vec![0usize; m];
+            let mut put = |keys: &[u32]| {
+                let at = plans.starts[m] + m * lehmer_code(keys);
+                let mut i = at;
+                cartesian_steps(keys, &mut stack, &mut left_child, |st| {
+                    let small = |v: usize| v as u8; // all at most PLANNED
+                    plans.steps[i] = [st.x, st.l, st.r, st.left, st.right].map(small);
+                    i += 1;
+                });
+            };
+            put(&keys);
+            let mut i = 1;
+            while i < m {
+                if c[i] < i {
+                    keys.swap(if i % 2 == 0 { 0 } else { c[i] }, i);
+                    put(&keys);
+                    c[i] += 1;
+                    i = 1;
+                } else {
+                    c[i] = 0;
+                    i += 1;
+                }
+            }
+        }
+        plans.starts[PLANNED + 1] = plans.steps.len();
+        plans
+    })
+}
+
+/// `pack(initial, &bytes[p..p + m])` for `m <= 15`, from one unaligned load (`bytes` has 16
+/// bytes of padding after the text).
+#[inline(always)]
+fn pack_at(bytes: &[u8], p: usize, m: usize, initial: bool) -> u128 {
+    let mut word = [0u8; 16];
+    word.copy_from_slice(&bytes[p..p + 16]);
+    let w = u128::from_le_bytes(word) & ((1u128 << (8 * m)) - 1);
+    w | (m as u128) << 120 | u128::from(initial) << 127
+}
+
+/// Distinct short pre-tokens by [`pack`]ed key, each with its table of segment string ids
+/// (by `(s, r)` at `r * (r - 1) / 2 + s`; [`NO_ID`] until first needed).
+struct PieceTable {
+    /// `(key, table)`, key 0 empty.
+    slots: Vec<(u128, usize)>,
+    shift: u32,
+    len: usize,
+    tables: Vec<u32>,
+}
+
+impl PieceTable {
+    fn new() -> Self {
+        const BITS: u32 = 12;
+        Self {
+            slots: vec![(0, 0); 1 << BITS],
+            shift: 64 - BITS,
+            len: 0,
+            tables: vec![NO_ID],
+        }
+    }
+
+    #[inline(always)]
+    fn home(&self, key: u128) -> usize {
+        let x = (key as u64) ^ ((key >> 64) as u64).rotate_left(29);
+        (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    /// The table of the pre-token with `key` and `m` bytes (a new one if it is new).
+    fn find(&mut self, key: u128, m: usize) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            let (k, table) = self.slots[i];
+            if k == key {
+                return table;
+            }
+            if k == 0 {
+                let table = self.tables.len();
+                self.tables.resize(table + m * (m - 1) / 2, NO_ID);
+                self.slots[i] = (key, table);
+                self.len += 1;
+                if self.len * 2 > self.slots.len() {
+                    let size = self.slots.len() * 2;
+                    let old = std::mem::replace(&mut self.slots, vec![(0, 0); size]);
+                    self.shift -= 1;
+                    for (k, t) in old {
+                        if k != 0 {
+                            let mut j = self.home(k);
+                            while self.slots[j].0 != 0 {
+                                j = (j + 1) & (size - 1);
+                            }
+                            self.slots[j] = (k, t);
+                        }
+                    }
+                }
+                return table;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+/// Replays the [`Event`]s in growth order, counting strings and how many reach `min_count`.
+struct Replay {
+    /// Per string id, and one more slot that [`NO_ID`] updates (never counted as qualified).
+    counts: Vec<u32>,
+    qualified: usize,
+    want: usize,
+    /// `min_count`, or 0 when no count can reach it (then no update ever matches it).
+    min: u32,
+    /// Where the growth stopped: the last byte's key, and how many recorded bytes of the
+    /// same key came before it.
+    last: Option<(u32, usize)>,
+    /// Buffers for [`Replay::grow`]'s sub-buckets.
+    pool: Vec<Vec<Event>>,
+}
+
+impl Replay {
+    #[inline(always)]
+    fn slot(&self, id: u32) -> usize {
+        (id as usize).min(self.counts.len() - 1)
+    }
+
+    /// One more occurrence of string `id`.
+    #[inline(always)]
+    fn made(&mut self, id: u32) {
+        let (i, min) = (self.slot(id), self.min);
+        let c = &mut self.counts[i];
+        *c = c.wrapping_add(1);
+        self.qualified += usize::from(*c == min) & usize::from(id != NO_ID);
+    }
+
+    /// One occurrence of string `id` fewer.
+    #[inline(always)]
+    fn gone(&mut self, id: u32) {
+        let (i, min) = (self.slot(id), self.min);
+        let c = &mut self.counts[i];
+        self.qualified -= usize::from(*c == min) & usize::from(id != NO_ID);
+        *c = c.wrapping_sub(1);
+    }
+
+    /// Grows the bytes of `events` (the events of keys that agree above bit `bits`, in
+    /// pre-token order) in growth order; true when the growth stopped among them.
+    ///
+    /// A byte adds at most one occurrence, so at most one qualified string: if there are
+    /// fewer bytes than strings still wanted, none of them can stop the growth. Otherwise,
+    /// the new occurrences alone are added first, which bounds how many strings can qualify
+    /// at any point among these bytes (counts only rise): if that stays under `want`, none of
+    /// them can stop it either. Where none can, their order does not matter (the counts after
+    /// them are those of the segments then; and in pre-token order a string is always made
+    /// before it is merged away). So only the bytes around the stopping point are put in
+    /// growth order, by radix on 8 more bits at a time (stable: equal keys stay in position
+    /// order).
+    fn grow(&mut self, events: &[Event], bits: u32) -> bool {
+        if events.len() < self.want - self.qualified {
+            for &[_, left, right, new] in events {
+                self.gone(left);
+                self.gone(right);
+                self.made(new);
+            }
+            return false;
+        }
+        for e in events {
+            self.made(e[3]);
+        }
+        let cannot_stop = self.qualified < self.want;
+        for e in events {
+            if cannot_stop {
+                self.gone(e[1]);
+                self.gone(e[2]);
+            } else {
+                self.gone(e[3]); // undone
+            }
+        }
+        if cannot_stop {
+            return false;
+        }
+        if bits == 0 || events.len() <= 64 {
+            let mut sorted = events.to_vec();
+            sorted.sort_by_key(|e| e[0]);
+            for (i, &[key, left, right, new]) in sorted.iter().enumerate() {
+                self.gone(left);
+                self.gone(right);
+                self.made(new);
+                if self.qualified >= self.want {
+                    let same = sorted[..i].iter().rev().take_while(|e| e[0] == key).count();
+                    self.last = Some((key, same));
+                    return true;
+                }
+            }
+            return false;
+        }
+        let shift = bits - 8;
+        let digit = |e: &Event| ((e[0] >> shift) & 0xFF) as usize;
+        let mut starts = [0usize; 257];
+        for e in events {
+            starts[digit(e) + 1] += 1;
+        }
+        for d in 0..256 {
+            starts[d + 1] += starts[d];
+        }
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(events.len(), [0; 4]);
+        let mut next = starts;
+        for e in events {
+            let d = digit(e);
+            buf[next[d]] = *e;
+            next[d] += 1;
+        }
+        let mut stopped = false;
+        for d in 0..256 {
+            let sub = &buf[starts[d]..starts[d + 1]];
+            if !sub.is_empty() && self.grow(sub, shift) {
+                stopped = true;
+                break;
+            }
+        }
+        self.pool.push(buf);
+        stopped
+    }
+}
+
+/// The base of the polynomial hash of strings longer than [`SMALL`] (odd, so every power is).
+const HASH_BASE: u64 = 0x100_0000_01B3;
+
+/// The key of a string longer than [`SMALL`] bytes: a 56-bit fingerprint of its polynomial
+/// hash `h` and length, with 127 in the length field (no packed key has it) and the flag on
+/// top. Equal keys are told apart by comparing bytes ([`Interner::intern`]).
+fn long_key(initial: bool, h: u64, len: usize) -> u64 {
+    let mut x = h ^ (len as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 32;
+    (x & ((1 << 56) - 1)) | 0x7F << 56 | u64::from(initial) << 63
+}
+
+/// The key of the string `bytes[start..start + len]` with flag `initial` (see [`Interner`]).
+fn key_of(bytes: &[u8], initial: bool, start: usize, len: usize) -> u64 {
+    let b = &bytes[start..start + len];
+    if len <= SMALL {
+        pack_small(initial, b)
+    } else {
+        let h = b.iter().fold(0u64, |h, &x| {
+            h.wrapping_mul(HASH_BASE).wrapping_add(u64::from(x) + 1)
+        });
+        long_key(initial, h, len)
+    }
+}
+
+/// Segment strings, interned to dense ids by key (see [`pack_small`], [`long_key`]) in an
+/// open-addressing table; each id keeps where one occurrence lies in the corpus.
+struct Interner<'a> {
+    bytes: &'a [u8],
+    /// `(key, id)`, key 0 empty (no key is 0: the length field never is).
+    slots: Vec<(u64, u32)>,
+    shift: u32,
+    /// Per id: start, length, flag.
+    strings: Vec<(u32, u32, bool)>,
+}
+
+impl<'a> Interner<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        const BITS: u32 = 16;
+        Self {
+            bytes,
+            slots: vec![(0, 0); 1 << BITS],
+            shift: 64 - BITS,
+            strings: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.strings.len()
+    }
+
+    fn slot(&self, key: u64) -> usize {
+        ((key ^ (key >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    /// The id of the string `bytes[start..start + len]` with flag `initial`, whose key is
+    /// `key`; a new id if it is new.
+    #[inline]
+    fn intern(&mut self, key: u64, start: usize, len: usize, initial: bool) -> u32 {
+        let mask = self.slots.len() - 1;
+        let mut i = self.slot(key);
+        loop {
+            let (k, id) = self.slots[i];
+            if k == key {
+                let (s, n, _) = self.strings[id as usize];
+                // Short keys are the strings themselves; long ones are checked byte by byte.
+                if len <= SMALL
+                    || (n as usize == len
+                        && self.bytes[s as usize..s as usize + len]
+                            == self.bytes[start..start + len])
+                {
+                    return id;
+                }
+            } else if k == 0 {
+                let id = self.strings.len() as u32;
+                self.strings.push((start as u32, len as u32, initial));
+                self.slots[i] = (key, id);
+                if self.strings.len() * 2 > self.slots.len() {
+                    self.grow();
+                }
+                return id;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let size = self.slots.len() * 2;
+        let old = std::mem::replace(&mut self.slots, vec![(0, 0); size]);
+        self.shift -= 1;
+        let mask = self.slots.len() - 1;
+        for (k, id) in old {
+            if k != 0 {
+                let mut i = self.slot(k);
+                while self.slots[i].0 != 0 {
+                    i = (i + 1) & mask;
+                }
+                self.slots[i] = (k, id);
+            }
+        }
+    }
+
+    /// [`Interner::intern`] with the key computed from the bytes.
+    fn intern_bytes(&mut self, initial: bool, start: usize, len: usize) -> u32 {
+        self.intern(key_of(self.bytes, initial, start, len), start, len, initial)
+    }
+
+    /// `(initial, bytes)` of an id.
+    fn get(&self, id: usize) -> (bool, Vec<u8>) {
+        let (s, n, initial) = self.strings[id];
+        (initial, self.bytes[s as usize..(s + n) as usize].to_vec())
+    }
+}
+
+/// The previous implementation of [`global_spans`] (one hash-map update per segment string
+/// per step), kept to check the fast one against.
+#[cfg(test)]
+fn global_spans_reference(
     docs: &[&[u8]],
     ptbs: &[&[bool]],
     signals: &[&[f32]],
@@ -561,6 +1376,7 @@ pub fn global_spans(
 }
 
 /// A hint that `x` will be read soon (no effect where the target has no prefetch).
+#[cfg(test)]
 #[inline(always)]
 fn prefetch<T>(x: &T) {
     #[cfg(target_arch = "x86_64")]
@@ -1242,7 +2058,7 @@ mod tests {
             .collect();
         let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
         let refs: Vec<&[bool]> = ptbs.iter().map(Vec::as_slice).collect();
-        global_spans(&docs, &refs, signals, want, min_count).expect("global")
+        global_spans(&docs, &refs, signals, want, min_count, 1).expect("global")
     }
 
     fn shown(g: &GlobalSpans) -> Vec<(bool, String, u64)> {
@@ -1292,10 +2108,152 @@ mod tests {
         let pre = PreTokenizer::new("gpt2").expect("pattern");
         let ptb = boundaries(&pre, "ab").expect("ptb");
         let docs: &[&[u8]] = &[b"ab"];
-        assert!(global_spans(docs, &[&ptb], &[&[1.0]], 1, 1).is_err());
-        assert!(global_spans(docs, &[&ptb], &[&[1.0, f32::NAN]], 1, 1).is_err());
-        assert!(global_spans(docs, &[&ptb], &[&[1.0, 2.0]], 1, 0).is_err());
-        assert!(global_spans(docs, &[], &[&[1.0, 2.0]], 1, 1).is_err());
+        assert!(global_spans(docs, &[&ptb], &[&[1.0]], 1, 1, 1).is_err());
+        assert!(global_spans(docs, &[&ptb], &[&[1.0, f32::NAN]], 1, 1, 1).is_err());
+        assert!(global_spans(docs, &[&ptb], &[&[1.0, 2.0]], 1, 0, 1).is_err());
+        assert!(global_spans(docs, &[], &[&[1.0, 2.0]], 1, 1, 1).is_err());
+    }
+
+    /// A small deterministic generator for the randomised comparisons.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// The fast global constraint against the previous implementation: random texts (short
+    /// and long pre-tokens, runs of spaces, repeated words), signals with ties, zeros of both
+    /// signs and negative values, boundaries from the pattern or arbitrary (a document need
+    /// not start a pre-token), any vocabulary size and count, one thread or several.
+    #[test]
+    fn global_matches_the_previous_implementation() {
+        let pre = PreTokenizer::new("gpt2").expect("pattern");
+        let words = [
+            "a",
+            "ab",
+            "the",
+            " the",
+            "cat",
+            "  ",
+            "    ",
+            "x.y",
+            "é",
+            "aaaaaaaaaaaaaaaaaaaaaaaa",
+            " internationalisation",
+            "\n",
+            "12",
+            "3456789012345678901",
+            "?!",
+            " a b",
+        ];
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for case in 0..400 {
+            let n_docs = 1 + rng.below(4);
+            let texts: Vec<String> = (0..n_docs)
+                .map(|_| {
+                    let n = rng.below(if case % 10 == 0 { 400 } else { 40 });
+                    (0..n).map(|_| words[rng.below(words.len())]).collect()
+                })
+                .collect();
+            let levels = 1 + rng.below(if case % 3 == 0 { 3 } else { 1000 });
+            let signals: Vec<Vec<f32>> = texts
+                .iter()
+                .map(|t| {
+                    (0..t.len())
+                        .map(|_| match rng.below(20) {
+                            0 => -0.0,
+                            1 => 0.0,
+                            2 => -(rng.below(levels) as f32),
+                            _ => rng.below(levels) as f32 * 0.25,
+                        })
+                        .collect()
+                })
+                .collect();
+            let arbitrary = case % 4 == 3;
+            let ptbs: Vec<Vec<bool>> = texts
+                .iter()
+                .map(|t| {
+                    if arbitrary {
+                        (0..t.len()).map(|_| rng.below(3) == 0).collect()
+                    } else {
+                        boundaries(&pre, t).expect("ptb")
+                    }
+                })
+                .collect();
+            let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+            let ptb_refs: Vec<&[bool]> = ptbs.iter().map(Vec::as_slice).collect();
+            let sig_refs: Vec<&[f32]> = signals.iter().map(Vec::as_slice).collect();
+            let want = match case % 50 {
+                7 => usize::MAX,
+                _ => rng.below(60),
+            };
+            let min_count = match case % 30 {
+                11 => u64::MAX,
+                13 => 1 << 32,
+                _ => 1 + rng.below(4) as u64,
+            };
+            let expected = global_spans_reference(&docs, &ptb_refs, &sig_refs, want, min_count)
+                .expect("reference");
+            for threads in [1, 2, 3] {
+                let got = global_spans(&docs, &ptb_refs, &sig_refs, want, min_count, threads)
+                    .expect("global");
+                let what = format!("case {case}, {threads} threads, want {want}, min {min_count}");
+                assert_eq!(got, expected, "{what}");
+                assert_eq!(
+                    got.threshold.map(f32::to_bits),
+                    expected.threshold.map(f32::to_bits),
+                    "{what}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn global_on_empty_input() {
+        let none: &[&[u8]] = &[];
+        for (docs, ptbs, signals) in [
+            (none, vec![], vec![]),
+            (
+                &[b"".as_slice(), b""][..],
+                vec![&[][..]; 2],
+                vec![&[][..]; 2],
+            ),
+        ] {
+            for want in [0, 1, 5] {
+                let got = global_spans(docs, &ptbs, &signals, want, 1, 2).expect("global");
+                let expected =
+                    global_spans_reference(docs, &ptbs, &signals, want, 1).expect("reference");
+                assert_eq!(got, expected);
+            }
+        }
+    }
+
+    #[test]
+    fn global_reports_the_first_bad_document_with_threads() {
+        let text = "word ".repeat(40);
+        let docs: Vec<&[u8]> = vec![text.as_bytes(); 6];
+        let ptb = vec![false; text.len()];
+        let ptbs = vec![ptb.as_slice(); 6];
+        let good = vec![1.0f32; text.len()];
+        let mut nan = good.clone();
+        nan[3] = f32::NAN;
+        let short = &good[1..];
+        let mut signals = vec![good.as_slice(); 6];
+        signals[1] = &nan;
+        signals[5] = short;
+        for threads in [1, 2, 3] {
+            let e = global_spans(&docs, &ptbs, &signals, 5, 1, threads).expect_err("bad");
+            assert!(e.to_string().contains("document 1:"), "{e}");
+        }
     }
 
     #[test]

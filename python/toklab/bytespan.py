@@ -8,7 +8,7 @@ inference.
    signal falls (``monotonic``), or falls or stays under the ``percentile``-th percentile of all
    signal values (``combined``, default 30); the reference's pre-token rules (absorb the space
    that opens a pre-token; never cross a pre-token boundary). Or the ``global`` constraint:
-   bytes join segments from the lowest signal up (one sort, interval merging) until the
+   bytes join segments from the lowest signal up (each pre-token on its own) until the
    vocabulary's worth of segment strings occur ``min_count`` times (default 20), under the same
    pre-token rules. See ``rust/bytespan.rs``.
 3. **Vocabulary by frequency**: the byte alphabet twice (word-initial and continuation, so every

@@ -946,7 +946,7 @@ fn global_spans(
             .collect::<crate::error::Result<Vec<_>>>()?;
             let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
             let ptb_refs: Vec<&[bool]> = ptbs.iter().map(Vec::as_slice).collect();
-            crate::bytespan::global_spans(&docs, &ptb_refs, &sig_refs, want, min_count)
+            crate::bytespan::global_spans(&docs, &ptb_refs, &sig_refs, want, min_count, num_threads)
         })
         .map_err(to_py)?;
     let tokens = got
