@@ -121,14 +121,14 @@ class _Checker:
         if self.mode == "all" or cands.size == 0:
             return None
         if viable and self.rust is not None:
-            got = self.rust.extensions(list(tail), cands.tolist(), True)
+            got = self.rust.extensions(list(tail), cands, True)
             return np.frombuffer(got, dtype=np.uint8).astype(bool)
         if root:
             hit = self._root.get(tail)
             if hit is not None:
                 return hit
         if self.rust is not None:
-            out = np.frombuffer(self.rust.extensions(list(tail), cands.tolist()), dtype=np.uint8)
+            out = np.frombuffer(self.rust.extensions(list(tail), cands), dtype=np.uint8)
             mask = out.astype(bool)
         else:
             mask = np.array([self._reencodes((*tail, int(t))) for t in cands.tolist()])

@@ -160,10 +160,16 @@ impl PyCanonical {
         &self,
         py: Python<'py>,
         ids: Vec<i64>,
-        candidates: Vec<i64>,
+        candidates: &Bound<'py, PyAny>,
         viable: bool,
-    ) -> Bound<'py, PyBytes> {
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let n = self.inner.bpe().vocab().len();
+        // An int64 numpy array crosses as a buffer (a vocabulary's worth of candidates); any
+        // other sequence of ints as a list.
+        let candidates = match pyo3::buffer::PyBuffer::<i64>::get(candidates) {
+            Ok(buf) => buf.to_vec(py)?,
+            Err(_) => candidates.extract::<Vec<i64>>()?,
+        };
         let (ids, candidates) = (ids_arg(ids, n), ids_arg(candidates, n));
         let ok = py.detach(|| {
             if viable {
@@ -173,7 +179,7 @@ impl PyCanonical {
             }
         });
         let bytes: Vec<u8> = ok.into_iter().map(u8::from).collect();
-        PyBytes::new(py, &bytes)
+        Ok(PyBytes::new(py, &bytes))
     }
 }
 
