@@ -166,6 +166,20 @@ def test_bad_input() -> None:
     with pytest.raises(InvalidInputError):
         blm.logprob(3)  # type: ignore[arg-type]
     assert blm.logprob(b"") == 0.0
+    assert blm.next_byte_logprobs([]).shape == (0, 256)
+    assert blm.distributions(b"").shape == (1, 256)
+    assert blm.sample(b"ab", max_bytes=0) == b""
+    with pytest.raises(ConfigError):
+        blm.sample(b"ab", top_p=0)
+    state = blm.start_bytes([b"ab"])
+    with pytest.raises(InvalidInputError):
+        state.append([300])
+    with pytest.raises(ConfigError):
+        state.append([97, 98])
+    with pytest.raises(ConfigError):
+        state.select([1])
+    with pytest.raises(InvalidInputError, match="probability zero"):
+        blm.start_bytes([b"c"])
 
 
 def test_on_toklab_bpe_and_gpt() -> None:
