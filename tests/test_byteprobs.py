@@ -131,6 +131,18 @@ def test_unbounded_beam_equals_all_and_small_beams_report_pruning() -> None:
     narrow = ByteLevelLM(lm, MiniBPE(), mode="all", beam=1)
     narrow.next_byte_logprobs([x])
     assert narrow.pruned > 0
+    # A threshold of 0 prunes nothing; a high one prunes, and reports it.
+    zero = ByteLevelLM(lm, MiniBPE(), mode="all", threshold=0.0)
+    np.testing.assert_allclose(zero.next_byte_logprobs([x])[0], exact, rtol=1e-12)
+    high = ByteLevelLM(lm, MiniBPE(), mode="all", threshold=0.5)
+    assert high.approximate and not zero.approximate
+    high.next_byte_logprobs([x])
+    assert high.pruned > 0
+    # The threshold keeps every state within the factor: a tiny one changes little.
+    tiny = ByteLevelLM(lm, MiniBPE(), mode="all", threshold=1e-12, beam=10_000)
+    np.testing.assert_allclose(tiny.next_byte_logprobs([x])[0], exact, rtol=1e-12)
+    with pytest.raises(ConfigError):
+        ByteLevelLM(lm, MiniBPE(), threshold=1.5)
 
 
 def test_canonical_equals_all_for_a_model_with_canonical_mass_only() -> None:
@@ -242,6 +254,12 @@ def test_cli_score_and_sample(tmp_path) -> None:
     )
     assert run.exit_code == 0, run.output
     assert run.stdout_bytes.startswith(b"the th") and len(run.stdout_bytes) == len("the th") + 6
+    run = CliRunner().invoke(
+        main,
+        ["byteprobs", "score", "--model", str(path), "--text", "the th", "--mode", "all",
+         "--beam", "4", "--threshold", "0.001"],
+    )  # fmt: skip
+    assert run.exit_code == 0, run.output
     long = "the theme of the thesis: then there, and these themes. " * 6  # > the context
     run = CliRunner().invoke(main, ["byteprobs", "score", "--model", str(path), "--text", long])
     assert run.exit_code == 0, run.output

@@ -14,7 +14,8 @@ Three semantics, chosen explicitly:
   (``_core.Canonical``: pre-token pieces on token boundaries, every adjacent pair inside a piece
   one that BPE would not merge across), looking only at the last two pieces; any other tokenizer
   is re-encoded. For a model that puts all its mass on canonical encodings both modes agree.
-- ``beam=K`` (with either): keep the ``K`` most probable token prefixes at each byte position;
+- ``beam=K`` and/or ``threshold=t`` (with either): keep the ``K`` most probable token prefixes
+  at each byte position, and drop those below ``t`` times the most probable one there;
   approximate, and ``pruned`` reports the probability mass dropped.
 
 How it runs. **States** are token sequences that decode exactly to a prefix ``x[:i]``; a state
@@ -238,11 +239,14 @@ class ByteLevelLM:
         beam: int | None = None,
         end_token: int | str | None = "auto",
         max_states: int = 200_000,
+        threshold: float | None = None,
     ) -> None:
         if mode not in ("canonical", "all"):
             raise ConfigError(f"mode must be 'canonical' or 'all', got {mode!r}")
         if beam is not None and (not isinstance(beam, int) or isinstance(beam, bool) or beam < 1):
             raise ConfigError(f"beam must be a positive integer or None, got {beam!r}")
+        if threshold is not None and not 0 <= threshold < 1:
+            raise ConfigError(f"threshold must be in [0, 1) or None, got {threshold!r}")
         if token_lm.vocab_size != tokenizer.vocab_size:
             raise ConfigError(
                 f"the LM predicts {token_lm.vocab_size} ids, the tokenizer has "
@@ -253,6 +257,10 @@ class ByteLevelLM:
         self.max_states = int(max_states)
         self.mode = mode
         self.beam = beam
+        self.threshold = threshold
+        self._log_threshold = (
+            None if not threshold else math.log(threshold)
+        )  # prune states below threshold x the best at their position
         specials = dict(getattr(tokenizer, "special_tokens", {}) or {})
         if end_token == "auto":
             end_token = specials.get("<|endoftext|>")
@@ -296,6 +304,12 @@ class ByteLevelLM:
     @property
     def has_end(self) -> bool:
         return self.end_token is not None
+
+    @property
+    def approximate(self) -> bool:
+        """Whether states are pruned (a beam or a threshold): then ``pruned`` says how much
+        probability mass the last call dropped."""
+        return self.beam is not None or bool(self.threshold)
 
     @property
     def width(self) -> int:
@@ -386,7 +400,7 @@ class ByteLevelLM:
         """``[last - first + 1, width]``: the log cover masses ``log P(x[:j] b)`` for ``j`` in
         ``first..last`` (column 256: the end of text right after ``x[:j]``), not normalised.
         ``before``: tokens that precede ``x`` in every sequence (a window's context)."""
-        if self.beam is not None:
+        if self.approximate:
             lat = _Lattice(self, before=before)
             out = []
             if first == 0:
@@ -723,6 +737,12 @@ class _Lattice:
                 continue
             fresh[s] = lp
             self.tails[s] = o._tail(self.tails, s, parent)
+        if o._log_threshold is not None and fresh:
+            floor = max(fresh.values()) + o._log_threshold
+            dropped = [lp for lp in fresh.values() if lp < floor]
+            if dropped:
+                self.pruned += math.exp(_logsumexp(dropped))
+                fresh = {s: lp for s, lp in fresh.items() if lp >= floor}
         if o.beam is not None and len(fresh) > o.beam:
             ranked = sorted(fresh.items(), key=lambda kv: -kv[1])
             self.pruned += math.exp(_logsumexp([lp for _, lp in ranked[o.beam :]]))

@@ -903,14 +903,16 @@ def byteprobs() -> None:
     """
 
 
-def _byte_level(model: str, tokenizer: str | None, mode: str, beam: int | None) -> Any:
+def _byte_level(
+    model: str, tokenizer: str | None, mode: str, beam: int | None, threshold: float | None = None
+) -> Any:
     lmod = _import_lm()
     from toklab.byteprobs import ByteLevelLM
 
     tok = _load_any(tokenizer) if tokenizer else None
     try:
         lm_ = lmod.LanguageModel.load(model, device="cpu", tokenizer=tok)  # type: ignore[attr-defined]
-        return ByteLevelLM(lm_, lm_.tokenizer, mode=mode, beam=beam)
+        return ByteLevelLM(lm_, lm_.tokenizer, mode=mode, beam=beam, threshold=threshold)
     except (TokLabError, OSError) as e:
         raise click.ClickException(str(e)) from None
 
@@ -923,6 +925,12 @@ _MODE = click.option(
     help="Sum over the tokenizer's own encodings, or over every tokenization.",
 )
 _BEAM = click.option("--beam", type=int, default=None, help="Keep this many token prefixes.")
+_THRESHOLD = click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Drop token prefixes below this fraction of the most probable one.",
+)
 
 
 @byteprobs.command("score", context_settings=CONTEXT)
@@ -931,11 +939,17 @@ _BEAM = click.option("--beam", type=int, default=None, help="Keep this many toke
 @click.option("--text", required=True, help="The text to score.")
 @_MODE
 @_BEAM
+@_THRESHOLD
 def byteprobs_score(
-    model: str, tokenizer: str | None, text: str, mode: str, beam: int | None
+    model: str,
+    tokenizer: str | None,
+    text: str,
+    mode: str,
+    beam: int | None,
+    threshold: float | None,
 ) -> None:
     """Bits per byte of TEXT at byte level, next to the token-level figure."""
-    blm = _byte_level(model, tokenizer, mode, beam)
+    blm = _byte_level(model, tokenizer, mode, beam, threshold)
     data = text.encode("utf-8")
     if not data:
         raise click.ClickException("--text is empty: nothing to score")
@@ -967,6 +981,7 @@ def byteprobs_score(
 @click.option("--seed", type=int, default=0, show_default=True)
 @_MODE
 @_BEAM
+@_THRESHOLD
 def byteprobs_sample(
     model: str,
     tokenizer: str | None,
@@ -977,9 +992,10 @@ def byteprobs_sample(
     seed: int,
     mode: str,
     beam: int | None,
+    threshold: float | None,
 ) -> None:
     """Continue PROMPT byte by byte; writes the prompt and the continuation's bytes."""
-    blm = _byte_level(model, tokenizer, mode, beam)
+    blm = _byte_level(model, tokenizer, mode, beam, threshold)
     try:
         out = blm.sample(prompt, max_bytes, temperature, top_p, seed)
     except (TokLabError, OSError) as e:
