@@ -694,6 +694,9 @@ const MIN_RANGE: usize = if cfg!(test) { 64 } else { 1 << 16 };
 /// The longest pre-tokens whose segment strings' ids are cached per distinct pre-token.
 const CACHED: usize = 15;
 
+/// How many pre-tokens [`grow_range`] looks up at a time.
+const BATCH: usize = 32;
+
 /// [`grow_events`] over the pre-tokens in `range`, writing each event to the next free slot
 /// of its bucket's part.
 fn grow_range(
@@ -706,10 +709,16 @@ fn grow_range(
 ) {
     let lock = || strings.lock().unwrap_or_else(|e| e.into_inner());
     let mut fill = vec![0usize; 256];
-    let mut emit = |e: Event| {
-        let b = (e[0] >> 24) as usize;
-        parts[b][fill[b]] = e;
-        fill[b] += 1;
+    // Events of short pre-tokens are staged (written whether or not they change a count, then
+    // kept or not, without a branch) and moved to their buckets once per batch.
+    let mut stage: Vec<Event> = vec![[0; 4]; BATCH * CACHED];
+    let mut staged = 0;
+    let mut flush = |stage: &[Event], parts: &mut [&mut [Event]]| {
+        for &e in stage {
+            let b = (e[0] >> 24) as usize;
+            parts[b][fill[b]] = e;
+            fill[b] += 1;
+        }
     };
     // Per distinct short pre-token (its bytes and whether it starts a pre-token): its table of
     // segment string ids.
@@ -719,25 +728,75 @@ fn grow_range(
     let mut left_child: Vec<usize> = Vec::new();
     let mut prefix: Vec<u64> = Vec::new();
     let mut powers: Vec<u64> = vec![1];
+    let mut long: Vec<Event> = Vec::new();
+    // Pre-tokens are taken in batches, their slots in `pieces` prefetched first and then their
+    // tables, so that the cache misses of a batch overlap: `(start, length, key, table)`.
+    let mut batch: Vec<(usize, usize, u128, usize)> = Vec::with_capacity(BATCH);
     let mut e = range.start;
     while e < range.end {
-        let p = e;
-        e += 1;
-        while e < range.end && flags[e] & PTB == 0 {
+        batch.clear();
+        while e < range.end && batch.len() < BATCH {
+            let p = e;
             e += 1;
+            while e < range.end && flags[e] & PTB == 0 {
+                e += 1;
+            }
+            let m = e - p;
+            if m == 1 {
+                continue; // no change (see `no_change`)
+            }
+            let mut key = 0;
+            if m <= CACHED {
+                key = pack_at(bytes, p, m, flags[p] & PTB != 0);
+                pieces.prefetch(key);
+            }
+            batch.push((p, m, key, 0));
         }
-        let m = e - p;
-        if m == 1 {
-            continue; // no change (see `no_change`)
+        for (_, m, key, table) in batch.iter_mut() {
+            if *m <= CACHED {
+                *table = pieces.find(*key, *m);
+                for i in (0..table_size(*m).min(48)).step_by(16) {
+                    prefetch(&pieces.tables[*table + i]);
+                }
+            }
         }
-        let piece = &bytes[p..e];
-        let keys = &keys[p..e];
-        // A segment that starts just after the space opening the pre-token takes it in.
-        let absorbs = flags[p] & (PTB | SPACE) == PTB | SPACE;
-        let initial_at_start = flags[p] & PTB != 0;
-        let table = if m <= CACHED {
-            Some(pieces.find(pack_at(bytes, p, m, initial_at_start), m))
-        } else {
+        for &(p, m, _, table) in &batch {
+            let e = p + m;
+            let keys = &keys[p..e];
+            // A segment that starts just after the space opening the pre-token takes it in.
+            let absorbs = flags[p] & (PTB | SPACE) == PTB | SPACE;
+            let initial_at_start = flags[p] & PTB != 0;
+            if m <= CACHED {
+                // The shared strings, locked at most once per pre-token, at its first unknown
+                // string.
+                let mut strings = None;
+                let tab = &mut pieces.tables[table..table + table_size(m)];
+                let mut step = |x: usize, l: usize, r: usize, left: usize, right: usize| {
+                    let mut id = tab[tri(l, r)];
+                    if id == UNSET {
+                        id = segment_id(&mut strings, &lock, p, l, r, absorbs, initial_at_start);
+                        tab[tri(l, r)] = id;
+                    }
+                    let (a, b) = (tab[left], tab[right]);
+                    stage[staged] = [keys[x], a, b, id];
+                    // Else no change (see `no_change`).
+                    staged += usize::from(a & b & id != NO_ID);
+                };
+                if m <= PLANNED {
+                    let plans = plans();
+                    let at = plans.starts[m] + m * lehmer_code(keys);
+                    for &[x, l, r, left, right] in &plans.steps[at..at + m] {
+                        step(x.into(), l.into(), r.into(), left.into(), right.into());
+                    }
+                } else {
+                    cartesian_steps(keys, &mut stack, &mut left_child, |st| {
+                        let (left, right) = child_slots(st, m);
+                        step(st.x, st.l, st.r, left, right);
+                    });
+                }
+                continue;
+            }
+            let piece = &bytes[p..e];
             prefix.clear();
             prefix.push(0);
             let mut h = 0u64;
@@ -749,72 +808,105 @@ fn grow_range(
                 let last = powers[powers.len() - 1];
                 powers.push(last.wrapping_mul(HASH_BASE));
             }
-            None
-        };
-        // The shared strings, locked at most once per pre-token: from the start for a long
-        // one (it interns every string), at the first unknown string for a short one.
-        let mut strings = table.is_none().then(lock);
-        // The id of the string of segment `l..=r` (two bytes or more once the space is in).
-        let mut id_of = |l: usize, r: usize| -> u32 {
-            let s = if l == 1 && absorbs { 0 } else { l };
-            if r == s {
-                return NO_ID;
-            }
-            let initial = s == 0 && initial_at_start;
-            let len = r + 1 - s;
-            match table {
-                Some(at) => {
-                    let slot = &mut pieces.tables[at + r * (r - 1) / 2 + s];
-                    if *slot == NO_ID {
-                        *slot = strings
-                            .get_or_insert_with(lock)
-                            .intern_bytes(initial, p + s, len);
-                    }
-                    *slot
+            // A long pre-token interns every string: the shared strings are locked throughout.
+            let mut strings = lock();
+            // The id of the string of segment `l..=r` (two bytes or more once the space is in).
+            let mut id_of = |l: usize, r: usize| -> u32 {
+                let s = if l == 1 && absorbs { 0 } else { l };
+                if r == s {
+                    return NO_ID;
                 }
-                None => {
-                    let key = if len <= SMALL {
-                        pack_small(initial, &piece[s..=r])
-                    } else {
-                        let h = prefix[r + 1].wrapping_sub(prefix[s].wrapping_mul(powers[len]));
-                        long_key(initial, h, len)
-                    };
-                    strings
-                        .get_or_insert_with(lock)
-                        .intern(key, p + s, len, initial)
+                let initial = s == 0 && initial_at_start;
+                let len = r + 1 - s;
+                let key = if len <= SMALL {
+                    pack_small(initial, &piece[s..=r])
+                } else {
+                    let h = prefix[r + 1].wrapping_sub(prefix[s].wrapping_mul(powers[len]));
+                    long_key(initial, h, len)
+                };
+                strings.intern(key, p + s, len, initial)
+            };
+            // See [`Step`].
+            if made.len() <= m {
+                made.resize(m + 1, NO_ID);
+            }
+            made[m] = NO_ID; // no child (every other slot is written before it is read)
+            long.clear();
+            cartesian_steps(keys, &mut stack, &mut left_child, |st: Step| {
+                let id = id_of(st.l, st.r);
+                made[st.x] = id;
+                let (left, right) = (made[st.left], made[st.right]);
+                if [left, right, id] != [NO_ID; 3] {
+                    long.push([keys[st.x], left, right, id]); // else no change (see `no_change`)
                 }
-            }
-        };
-        // See [`Step`]; the growth of a short pre-token depends only on the order of its
-        // keys, so its steps are looked up.
-        if made.len() <= m {
-            made.resize(m + 1, NO_ID);
+            });
+            // In pre-token order: the staged events first.
+            flush(&stage[..staged], &mut parts);
+            staged = 0;
+            flush(&long, &mut parts);
         }
-        made[m] = NO_ID; // no child (every other slot is written before it is read)
-        let mut step = |st: Step| {
-            let id = id_of(st.l, st.r);
-            made[st.x] = id;
-            let (left, right) = (made[st.left], made[st.right]);
-            if [left, right, id] != [NO_ID; 3] {
-                emit([keys[st.x], left, right, id]); // else no change (see `no_change`)
-            }
-        };
-        if m <= PLANNED {
-            let plans = plans();
-            let at = plans.starts[m] + m * lehmer_code(keys);
-            for &[x, l, r, left, right] in &plans.steps[at..at + m] {
-                step(Step {
-                    x: x.into(),
-                    l: l.into(),
-                    r: r.into(),
-                    left: left.into(),
-                    right: right.into(),
-                });
-            }
-        } else {
-            cartesian_steps(keys, &mut stack, &mut left_child, step);
-        }
+        flush(&stage[..staged], &mut parts);
+        staged = 0;
     }
+}
+
+/// Marks a table entry not yet looked up (no id is as large: there are fewer strings than
+/// bytes, under `u32::MAX`).
+const UNSET: u32 = NO_ID - 1;
+
+/// The entries of the table of a short pre-token of `m` bytes: one per segment `l..=r` at
+/// [`tri`]`(l, r)`, and a last one for no segment, always [`NO_ID`].
+fn table_size(m: usize) -> usize {
+    m * (m + 1) / 2 + 1
+}
+
+/// Where the id of segment `l..=r` lies in a short pre-token's table.
+#[inline(always)]
+fn tri(l: usize, r: usize) -> usize {
+    r * (r + 1) / 2 + l
+}
+
+/// The table entries of the segments a step joins in a pre-token of `m` bytes: its children
+/// are the segments `l..x` and `x + 1..=r` (the entry for no segment where they are empty).
+#[inline(always)]
+fn child_slots(st: Step, m: usize) -> (usize, usize) {
+    let none = table_size(m) - 1;
+    let left = if st.x > st.l {
+        tri(st.l, st.x - 1)
+    } else {
+        none
+    };
+    let right = if st.x < st.r {
+        tri(st.x + 1, st.r)
+    } else {
+        none
+    };
+    (left, right)
+}
+
+/// The id of the string of segment `l..=r` of the short pre-token at `p` ([`NO_ID`] for a
+/// single byte; the space that opens the pre-token is taken in when `absorbs` and the segment
+/// starts right after it), interned on first sight.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn segment_id<'g, 'a: 'g>(
+    strings: &mut Option<std::sync::MutexGuard<'g, Interner<'a>>>,
+    lock: &impl Fn() -> std::sync::MutexGuard<'g, Interner<'a>>,
+    p: usize,
+    l: usize,
+    r: usize,
+    absorbs: bool,
+    initial_at_start: bool,
+) -> u32 {
+    let s = if l == 1 && absorbs { 0 } else { l };
+    if r == s {
+        return NO_ID;
+    }
+    let initial = s == 0 && initial_at_start;
+    strings
+        .get_or_insert_with(lock)
+        .intern_bytes(initial, p + s, r + 1 - s)
 }
 
 /// One byte's step in a pre-token of `m` bytes: byte `x` grows, making the segment `l..=r`,
@@ -888,7 +980,8 @@ fn lehmer_code(keys: &[u32]) -> usize {
 }
 
 /// The [`Step`]s of every order of up to [`PLANNED`] keys: for `m` keys and code `c` (see
-/// [`lehmer_code`]), `steps[starts[m] + m * c..][..m]`, each as `[x, l, r, left, right]`.
+/// [`lehmer_code`]), `steps[starts[m] + m * c..][..m]`, each as `[x, l, r, left, right]` with `left` and `right`
+/// the table entries of the segments joined (see [`child_slots`]).
 struct Plans {
     starts: Vec<usize>,
     steps: Vec<[u8; 5]>,
@@ -913,8 +1006,9 @@ fn plans() -> &'static Plans {
                 let at = plans.starts[m] + m * lehmer_code(keys);
                 let mut i = at;
                 cartesian_steps(keys, &mut stack, &mut left_child, |st| {
-                    let small = |v: usize| v as u8; // all at most PLANNED
-                    plans.steps[i] = [st.x, st.l, st.r, st.left, st.right].map(small);
+                    let (left, right) = child_slots(st, m);
+                    let small = |v: usize| v as u8; // all below table_size(PLANNED)
+                    plans.steps[i] = [st.x, st.l, st.r, left, right].map(small);
                     i += 1;
                 });
             };
@@ -948,7 +1042,7 @@ fn pack_at(bytes: &[u8], p: usize, m: usize, initial: bool) -> u128 {
 }
 
 /// Distinct short pre-tokens by [`pack`]ed key, each with its table of segment string ids
-/// (by `(s, r)` at `r * (r - 1) / 2 + s`; [`NO_ID`] until first needed).
+/// (see [`table_size`]; [`UNSET`] until first needed).
 struct PieceTable {
     /// `(key, table)`, key 0 empty.
     slots: Vec<(u128, usize)>,
@@ -974,6 +1068,12 @@ impl PieceTable {
         (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
     }
 
+    /// A hint that the pre-token with `key` will be looked up soon.
+    #[inline(always)]
+    fn prefetch(&self, key: u128) {
+        prefetch(&self.slots[self.home(key)]);
+    }
+
     /// The table of the pre-token with `key` and `m` bytes (a new one if it is new).
     fn find(&mut self, key: u128, m: usize) -> usize {
         let mask = self.slots.len() - 1;
@@ -985,7 +1085,8 @@ impl PieceTable {
             }
             if k == 0 {
                 let table = self.tables.len();
-                self.tables.resize(table + m * (m - 1) / 2, NO_ID);
+                self.tables.resize(table + table_size(m), UNSET);
+                self.tables[table + table_size(m) - 1] = NO_ID;
                 self.slots[i] = (key, table);
                 self.len += 1;
                 if self.len * 2 > self.slots.len() {
@@ -1376,7 +1477,6 @@ fn global_spans_reference(
 }
 
 /// A hint that `x` will be read soon (no effect where the target has no prefetch).
-#[cfg(test)]
 #[inline(always)]
 fn prefetch<T>(x: &T) {
     #[cfg(target_arch = "x86_64")]
