@@ -538,9 +538,7 @@ pub fn global_spans(
         return Ok(out);
     }
 
-    let strings = std::sync::Mutex::new(Interner::new(&bytes));
-    let (records, starts) = grow_events(&bytes, &flags, &keys, &strings, threads);
-    let strings = strings.into_inner().unwrap_or_else(|e| e.into_inner());
+    let (records, starts, strings) = grow_events(&bytes, &flags, &keys, threads);
 
     let mut replay = Replay {
         counts: vec![0; strings.len() + 1],
@@ -633,13 +631,12 @@ fn no_change(flags: &[u8], keys: &[u32], t: usize) -> bool {
 /// parents: so the events of equal keys are in position order, and an event that merges a
 /// segment away comes after the one that made it. Threads take position ranges cut at
 /// pre-token boundaries and write their events in range order.
-fn grow_events(
-    bytes: &[u8],
+fn grow_events<'a>(
+    bytes: &'a [u8],
     flags: &[u8],
     keys: &[u32],
-    strings: &std::sync::Mutex<Interner>,
     threads: usize,
-) -> (Vec<Event>, Vec<usize>) {
+) -> (Vec<Event>, Vec<usize>, Interner<'a>) {
     let total = flags.len();
     let threads = crate::par::thread_count(threads, total / MIN_RANGE);
     let mut cuts = vec![0];
@@ -665,28 +662,74 @@ fn grow_events(
     }
     let mut records: Vec<Event> = vec![[0; 4]; starts[256]];
     huge_pages(&mut records);
-    // Each thread's part of each bucket, in memory order: bucket, then thread.
-    let mut parts: Vec<Vec<&mut [Event]>> = (0..threads).map(|_| Vec::new()).collect();
-    let mut rest: &mut [Event] = &mut records;
+    // Each thread interns the strings it meets on its own; the first thread's ids are kept,
+    // and the others' events are then given the merged ids (`remaps`).
+    let grown = run_each(split_parts(&mut records, &hists), |t, part| {
+        let mut strings = Interner::new(bytes);
+        grow_range(bytes, flags, keys, ranges[t].clone(), part, &mut strings);
+        strings
+    });
+    let mut grown = grown.into_iter();
+    let mut strings = grown.next().unwrap_or_else(|| Interner::new(bytes));
+    let remaps: Vec<Vec<u32>> = grown
+        .map(|other| {
+            let mut remap: Vec<u32> = (0..other.len())
+                .map(|id| {
+                    let (start, len, initial) = other.strings[id];
+                    strings.intern_bytes(initial, start as usize, len as usize)
+                })
+                .collect();
+            remap.push(NO_ID); // for NO_ID, at `min(id, len)`
+            remap
+        })
+        .collect();
+    if !remaps.is_empty() {
+        let mut parts = split_parts(&mut records, &hists);
+        parts.remove(0);
+        run_each(parts, |t, part| {
+            let remap = &remaps[t];
+            let last = (remap.len() - 1) as u32;
+            for bucket in part {
+                for e in bucket.iter_mut() {
+                    for id in &mut e[1..] {
+                        *id = remap[(*id).min(last) as usize];
+                    }
+                }
+            }
+        });
+    }
+    (records, starts, strings)
+}
+
+/// `f(i, part)` for every part, each on its own thread (the first on this one); the results in
+/// order.
+fn run_each<P: Send, R: Send>(parts: Vec<P>, f: impl Fn(usize, P) -> R + Sync) -> Vec<R> {
+    let f = &f;
+    std::thread::scope(|s| {
+        let mut parts = parts.into_iter().enumerate();
+        let first = parts.next();
+        let handles: Vec<_> = parts.map(|(i, p)| s.spawn(move || f(i, p))).collect();
+        let mut out: Vec<R> = first.into_iter().map(|(i, p)| f(i, p)).collect();
+        for h in handles {
+            out.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        out
+    })
+}
+
+/// Each thread's part of each bucket (`hists[thread][bucket]` events), in memory order:
+/// bucket, then thread.
+fn split_parts<'r>(records: &'r mut [Event], hists: &[[usize; 256]]) -> Vec<Vec<&'r mut [Event]>> {
+    let mut parts: Vec<Vec<&mut [Event]>> = hists.iter().map(|_| Vec::new()).collect();
+    let mut rest: &mut [Event] = records;
     for b in 0..256 {
-        for (part, h) in parts.iter_mut().zip(&hists) {
+        for (part, h) in parts.iter_mut().zip(hists) {
             let (mine, after) = rest.split_at_mut(h[b]);
             part.push(mine);
             rest = after;
         }
     }
-    std::thread::scope(|s| {
-        let mut work = cuts.windows(2).zip(parts);
-        let first = work.next();
-        for (w, part) in work {
-            let (from, to) = (w[0], w[1]);
-            s.spawn(move || grow_range(bytes, flags, keys, from..to, part, strings));
-        }
-        if let Some((w, part)) = first {
-            grow_range(bytes, flags, keys, w[0]..w[1], part, strings);
-        }
-    });
-    (records, starts)
+    parts
 }
 
 /// The fewest bytes a thread of [`grow_events`] takes (few in tests, to test the threads).
@@ -706,9 +749,8 @@ fn grow_range(
     keys: &[u32],
     range: std::ops::Range<usize>,
     mut parts: Vec<&mut [Event]>,
-    strings: &std::sync::Mutex<Interner>,
+    strings: &mut Interner,
 ) {
-    let lock = || strings.lock().unwrap_or_else(|e| e.into_inner());
     let mut fill = vec![0usize; 256];
     // Events of short pre-tokens are staged (written whether or not they change a count, then
     // kept or not, without a branch) and moved to their buckets once per batch.
@@ -768,14 +810,11 @@ fn grow_range(
             let absorbs = flags[p] & (PTB | SPACE) == PTB | SPACE;
             let initial_at_start = flags[p] & PTB != 0;
             if m <= CACHED {
-                // The shared strings, locked at most once per pre-token, at its first unknown
-                // string.
-                let mut strings = None;
                 let tab = &mut pieces.tables[table..table + table_size(m)];
                 let mut step = |x: usize, l: usize, r: usize, left: usize, right: usize| {
                     let mut id = tab[tri(l, r)];
                     if id == UNSET {
-                        id = segment_id(&mut strings, &lock, p, l, r, absorbs, initial_at_start);
+                        id = segment_id(strings, p, l, r, absorbs, initial_at_start);
                         tab[tri(l, r)] = id;
                     }
                     let (a, b) = (tab[left], tab[right]);
@@ -809,8 +848,6 @@ fn grow_range(
                 let last = powers[powers.len() - 1];
                 powers.push(last.wrapping_mul(HASH_BASE));
             }
-            // A long pre-token interns every string: the shared strings are locked throughout.
-            let mut strings = lock();
             // The id of the string of segment `l..=r` (two bytes or more once the space is in).
             let mut id_of = |l: usize, r: usize| -> u32 {
                 let s = if l == 1 && absorbs { 0 } else { l };
@@ -890,10 +927,8 @@ fn child_slots(st: Step, m: usize) -> (usize, usize) {
 /// starts right after it), interned on first sight.
 #[cold]
 #[inline(never)]
-#[allow(clippy::too_many_arguments)]
-fn segment_id<'g, 'a: 'g>(
-    strings: &mut Option<std::sync::MutexGuard<'g, Interner<'a>>>,
-    lock: &impl Fn() -> std::sync::MutexGuard<'g, Interner<'a>>,
+fn segment_id(
+    strings: &mut Interner,
     p: usize,
     l: usize,
     r: usize,
@@ -905,9 +940,7 @@ fn segment_id<'g, 'a: 'g>(
         return NO_ID;
     }
     let initial = s == 0 && initial_at_start;
-    strings
-        .get_or_insert_with(lock)
-        .intern_bytes(initial, p + s, r + 1 - s)
+    strings.intern_bytes(initial, p + s, r + 1 - s)
 }
 
 /// One byte's step in a pre-token of `m` bytes: byte `x` grows, making the segment `l..=r`,
