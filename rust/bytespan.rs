@@ -795,12 +795,14 @@ fn grow_range(
             }
             batch.push((p, m, key, 0));
         }
+        for &(_, m, key, _) in &batch {
+            if m <= CACHED {
+                pieces.prefetch_table(key, m);
+            }
+        }
         for (_, m, key, table) in batch.iter_mut() {
             if *m <= CACHED {
                 *table = pieces.find(*key, *m);
-                for i in (0..table_size(*m).min(48)).step_by(16) {
-                    prefetch(&pieces.tables[*table + i]);
-                }
             }
         }
         for &(p, m, _, table) in &batch {
@@ -1077,69 +1079,126 @@ fn pack_at(bytes: &[u8], p: usize, m: usize, initial: bool) -> u128 {
 
 /// Distinct short pre-tokens by [`pack`]ed key, each with its table of segment string ids
 /// (see [`table_size`]; [`UNSET`] until first needed).
+///
+/// A slot holds a fingerprint of the key and where the table starts; the key itself is stored
+/// in the 4 words before the table, so that a lookup reads the small slot array and then the
+/// table, which it needs anyway.
 struct PieceTable {
-    /// `(key, table)`, key 0 empty.
-    slots: Vec<(u128, usize)>,
+    /// A 24-bit fingerprint (never 0; 0: empty) above where the table starts (40 bits).
+    slots: Vec<u64>,
     shift: u32,
     len: usize,
     tables: Vec<u32>,
 }
 
+/// The words before a table: its pre-token's key.
+const HEADER: usize = 4;
+
+/// The bits of a [`PieceTable`] slot that say where its table starts.
+const TABLE_BITS: u32 = 40;
+const TABLE_MASK: u64 = (1 << TABLE_BITS) - 1;
+
 impl PieceTable {
     fn new() -> Self {
         const BITS: u32 = 12;
         Self {
-            slots: vec![(0, 0); 1 << BITS],
+            slots: vec![0; 1 << BITS],
             shift: 64 - BITS,
             len: 0,
-            tables: vec![NO_ID],
+            tables: Vec::new(),
         }
     }
 
+    /// The home slot and fingerprint of `key`.
     #[inline(always)]
-    fn home(&self, key: u128) -> usize {
+    fn hash(&self, key: u128) -> (usize, u64) {
         let x = (key as u64) ^ ((key >> 64) as u64).rotate_left(29);
-        (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+        let x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (
+            (x >> self.shift) as usize,
+            ((x >> 20) & 0xFF_FFFF | 1) << TABLE_BITS,
+        )
+    }
+
+    fn words(key: u128) -> [u32; HEADER] {
+        [0, 32, 64, 96].map(|s| (key >> s) as u32)
     }
 
     /// A hint that the pre-token with `key` will be looked up soon.
     #[inline(always)]
     fn prefetch(&self, key: u128) {
-        prefetch(&self.slots[self.home(key)]);
+        prefetch(&self.slots[self.hash(key).0]);
+    }
+
+    /// A hint that the table of the pre-token with `key` will be read soon (once its slot is
+    /// in cache: see [`PieceTable::prefetch`]).
+    #[inline(always)]
+    fn prefetch_table(&self, key: u128, m: usize) {
+        let mask = self.slots.len() - 1;
+        let (mut i, fp) = self.hash(key);
+        loop {
+            let slot = self.slots[i];
+            if slot & !TABLE_MASK == fp {
+                let at = (slot & TABLE_MASK) as usize - HEADER;
+                let end = (at + HEADER + table_size(m)).min(self.tables.len());
+                for j in (at..end).step_by(16).take(3) {
+                    prefetch(&self.tables[j]);
+                }
+                return;
+            }
+            if slot == 0 {
+                return;
+            }
+            i = (i + 1) & mask;
+        }
     }
 
     /// The table of the pre-token with `key` and `m` bytes (a new one if it is new).
     fn find(&mut self, key: u128, m: usize) -> usize {
         let mask = self.slots.len() - 1;
-        let mut i = self.home(key);
+        let (mut i, fp) = self.hash(key);
+        let words = Self::words(key);
         loop {
-            let (k, table) = self.slots[i];
-            if k == key {
+            let slot = self.slots[i];
+            let table = (slot & TABLE_MASK) as usize;
+            if slot & !TABLE_MASK == fp && self.tables[table - HEADER..table] == words {
                 return table;
             }
-            if k == 0 {
+            if slot == 0 {
+                self.tables.extend_from_slice(&words);
                 let table = self.tables.len();
                 self.tables.resize(table + table_size(m), UNSET);
                 self.tables[table + table_size(m) - 1] = NO_ID;
-                self.slots[i] = (key, table);
+                self.slots[i] = fp | table as u64;
                 self.len += 1;
                 if self.len * 2 > self.slots.len() {
-                    let size = self.slots.len() * 2;
-                    let old = std::mem::replace(&mut self.slots, vec![(0, 0); size]);
-                    self.shift -= 1;
-                    for (k, t) in old {
-                        if k != 0 {
-                            let mut j = self.home(k);
-                            while self.slots[j].0 != 0 {
-                                j = (j + 1) & (size - 1);
-                            }
-                            self.slots[j] = (k, t);
-                        }
-                    }
+                    self.grow();
                 }
                 return table;
             }
             i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let size = self.slots.len() * 2;
+        let old = std::mem::replace(&mut self.slots, vec![0; size]);
+        self.shift -= 1;
+        for slot in old {
+            if slot != 0 {
+                let at = (slot & TABLE_MASK) as usize - HEADER;
+                let mut words = [0u32; HEADER];
+                words.copy_from_slice(&self.tables[at..at + HEADER]);
+                let key = words
+                    .iter()
+                    .enumerate()
+                    .fold(0u128, |k, (i, &w)| k | u128::from(w) << (32 * i));
+                let (mut j, fp) = self.hash(key);
+                while self.slots[j] != 0 {
+                    j = (j + 1) & (size - 1);
+                }
+                self.slots[j] = fp | (slot & TABLE_MASK);
+            }
         }
     }
 }
@@ -2372,6 +2431,44 @@ mod tests {
                     expected.threshold.map(f32::to_bits),
                     "{what}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn global_matches_the_previous_implementation_with_many_distinct_pre_tokens() {
+        // Thousands of distinct short pre-tokens, each seen a few times: the per-thread tables
+        // of pre-tokens grow past their first size.
+        let pre = PreTokenizer::new("gpt2").expect("pattern");
+        let word = |mut i: usize| {
+            let mut w = String::from(" ");
+            loop {
+                w.push(char::from(b'a' + (i % 26) as u8));
+                i /= 26;
+                if i == 0 {
+                    return w;
+                }
+            }
+        };
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let text: String = (0..12_000).map(|_| word(rng.below(5000) * 7)).collect();
+        let signal: Vec<f32> = (0..text.len()).map(|_| rng.below(1000) as f32).collect();
+        let ptb = boundaries(&pre, &text).expect("ptb");
+        for (want, min_count) in [(40, 3), (usize::MAX, 1)] {
+            let expected =
+                global_spans_reference(&[text.as_bytes()], &[&ptb], &[&signal], want, min_count)
+                    .expect("reference");
+            for threads in [1, 2, 3] {
+                let got = global_spans(
+                    &[text.as_bytes()],
+                    &[&ptb],
+                    &[&signal],
+                    want,
+                    min_count,
+                    threads,
+                )
+                .expect("global");
+                assert_eq!(got, expected, "{threads} threads, want {want}");
             }
         }
     }
