@@ -447,7 +447,8 @@ fn radix_sort_by_high(v: &mut Vec<u64>) {
 /// occurrences) is replayed in any order, and only the others are split by the next bits and,
 /// at the end, sorted. No per-byte sort of the corpus and no per-byte hashing of strings:
 /// short pre-tokens (most bytes) keep their segment strings' ids in a table per distinct
-/// pre-token. `global_spans_reference` (in the tests) is the direct algorithm.
+/// pre-token (looked up in batches with prefetches), and their events are written without
+/// a branch. `global_spans_reference` (in the tests) is the direct algorithm.
 pub fn global_spans(
     docs: &[&[u8]],
     ptbs: &[&[bool]],
@@ -626,7 +627,9 @@ fn no_change(flags: &[u8], keys: &[u32], t: usize) -> bool {
 /// `records[starts[b]..starts[b + 1]]`.
 ///
 /// Segments never cross a pre-token boundary, so each pre-token is grown on its own (see
-/// [`grow_range`]), with small arrays that stay in cache; only the string ids are shared.
+/// [`grow_range`]), with small arrays that stay in cache. Each thread interns the strings it
+/// meets in an [`Interner`] of its own (no lock); afterwards the first thread's is kept, the
+/// others' strings are interned into it, and their events' ids mapped (in parallel).
 /// Within a bucket, events are in pre-token order, and inside a pre-token, children before
 /// parents: so the events of equal keys are in position order, and an event that merges a
 /// segment away comes after the one that made it. Threads take position ranges cut at
@@ -742,7 +745,7 @@ const CACHED: usize = 15;
 const BATCH: usize = 32;
 
 /// [`grow_events`] over the pre-tokens in `range`, writing each event to the next free slot
-/// of its bucket's part.
+/// of its bucket's part, with ids from `strings`.
 fn grow_range(
     bytes: &[u8],
     flags: &[u8],
