@@ -447,7 +447,8 @@ fn radix_sort_by_high(v: &mut Vec<u64>) {
 /// occurrences) is replayed in any order, and only the others are split by the next bits and,
 /// at the end, sorted. No per-byte sort of the corpus and no per-byte hashing of strings:
 /// short pre-tokens (most bytes) keep their segment strings' ids in a table per distinct
-/// pre-token. `global_spans_reference` (in the tests) is the direct algorithm.
+/// pre-token (looked up in batches with prefetches), and their events are written without
+/// a branch. `global_spans_reference` (in the tests) is the direct algorithm.
 pub fn global_spans(
     docs: &[&[u8]],
     ptbs: &[&[bool]],
@@ -538,9 +539,7 @@ pub fn global_spans(
         return Ok(out);
     }
 
-    let strings = std::sync::Mutex::new(Interner::new(&bytes));
-    let (records, starts) = grow_events(&bytes, &flags, &keys, &strings, threads);
-    let strings = strings.into_inner().unwrap_or_else(|e| e.into_inner());
+    let (records, starts, strings) = grow_events(&bytes, &flags, &keys, threads);
 
     let mut replay = Replay {
         counts: vec![0; strings.len() + 1],
@@ -628,18 +627,19 @@ fn no_change(flags: &[u8], keys: &[u32], t: usize) -> bool {
 /// `records[starts[b]..starts[b + 1]]`.
 ///
 /// Segments never cross a pre-token boundary, so each pre-token is grown on its own (see
-/// [`grow_range`]), with small arrays that stay in cache; only the string ids are shared.
+/// [`grow_range`]), with small arrays that stay in cache. Each thread interns the strings it
+/// meets in an [`Interner`] of its own (no lock); afterwards the first thread's is kept, the
+/// others' strings are interned into it, and their events' ids mapped (in parallel).
 /// Within a bucket, events are in pre-token order, and inside a pre-token, children before
 /// parents: so the events of equal keys are in position order, and an event that merges a
 /// segment away comes after the one that made it. Threads take position ranges cut at
 /// pre-token boundaries and write their events in range order.
-fn grow_events(
-    bytes: &[u8],
+fn grow_events<'a>(
+    bytes: &'a [u8],
     flags: &[u8],
     keys: &[u32],
-    strings: &std::sync::Mutex<Interner>,
     threads: usize,
-) -> (Vec<Event>, Vec<usize>) {
+) -> (Vec<Event>, Vec<usize>, Interner<'a>) {
     let total = flags.len();
     let threads = crate::par::thread_count(threads, total / MIN_RANGE);
     let mut cuts = vec![0];
@@ -664,28 +664,75 @@ fn grow_events(
         starts[b + 1] = starts[b] + hists.iter().map(|h| h[b]).sum::<usize>();
     }
     let mut records: Vec<Event> = vec![[0; 4]; starts[256]];
-    // Each thread's part of each bucket, in memory order: bucket, then thread.
-    let mut parts: Vec<Vec<&mut [Event]>> = (0..threads).map(|_| Vec::new()).collect();
-    let mut rest: &mut [Event] = &mut records;
+    huge_pages(&mut records);
+    // Each thread interns the strings it meets on its own; the first thread's ids are kept,
+    // and the others' events are then given the merged ids (`remaps`).
+    let grown = run_each(split_parts(&mut records, &hists), |t, part| {
+        let mut strings = Interner::new(bytes);
+        grow_range(bytes, flags, keys, ranges[t].clone(), part, &mut strings);
+        strings
+    });
+    let mut grown = grown.into_iter();
+    let mut strings = grown.next().unwrap_or_else(|| Interner::new(bytes));
+    let remaps: Vec<Vec<u32>> = grown
+        .map(|other| {
+            let mut remap: Vec<u32> = (0..other.len())
+                .map(|id| {
+                    let (start, len, initial) = other.strings[id];
+                    strings.intern_bytes(initial, start as usize, len as usize)
+                })
+                .collect();
+            remap.push(NO_ID); // for NO_ID, at `min(id, len)`
+            remap
+        })
+        .collect();
+    if !remaps.is_empty() {
+        let mut parts = split_parts(&mut records, &hists);
+        parts.remove(0);
+        run_each(parts, |t, part| {
+            let remap = &remaps[t];
+            let last = (remap.len() - 1) as u32;
+            for bucket in part {
+                for e in bucket.iter_mut() {
+                    for id in &mut e[1..] {
+                        *id = remap[(*id).min(last) as usize];
+                    }
+                }
+            }
+        });
+    }
+    (records, starts, strings)
+}
+
+/// `f(i, part)` for every part, each on its own thread (the first on this one); the results in
+/// order.
+fn run_each<P: Send, R: Send>(parts: Vec<P>, f: impl Fn(usize, P) -> R + Sync) -> Vec<R> {
+    let f = &f;
+    std::thread::scope(|s| {
+        let mut parts = parts.into_iter().enumerate();
+        let first = parts.next();
+        let handles: Vec<_> = parts.map(|(i, p)| s.spawn(move || f(i, p))).collect();
+        let mut out: Vec<R> = first.into_iter().map(|(i, p)| f(i, p)).collect();
+        for h in handles {
+            out.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        out
+    })
+}
+
+/// Each thread's part of each bucket (`hists[thread][bucket]` events), in memory order:
+/// bucket, then thread.
+fn split_parts<'r>(records: &'r mut [Event], hists: &[[usize; 256]]) -> Vec<Vec<&'r mut [Event]>> {
+    let mut parts: Vec<Vec<&mut [Event]>> = hists.iter().map(|_| Vec::new()).collect();
+    let mut rest: &mut [Event] = records;
     for b in 0..256 {
-        for (part, h) in parts.iter_mut().zip(&hists) {
+        for (part, h) in parts.iter_mut().zip(hists) {
             let (mine, after) = rest.split_at_mut(h[b]);
             part.push(mine);
             rest = after;
         }
     }
-    std::thread::scope(|s| {
-        let mut work = cuts.windows(2).zip(parts);
-        let first = work.next();
-        for (w, part) in work {
-            let (from, to) = (w[0], w[1]);
-            s.spawn(move || grow_range(bytes, flags, keys, from..to, part, strings));
-        }
-        if let Some((w, part)) = first {
-            grow_range(bytes, flags, keys, w[0]..w[1], part, strings);
-        }
-    });
-    (records, starts)
+    parts
 }
 
 /// The fewest bytes a thread of [`grow_events`] takes (few in tests, to test the threads).
@@ -694,22 +741,30 @@ const MIN_RANGE: usize = if cfg!(test) { 64 } else { 1 << 16 };
 /// The longest pre-tokens whose segment strings' ids are cached per distinct pre-token.
 const CACHED: usize = 15;
 
+/// How many pre-tokens [`grow_range`] looks up at a time.
+const BATCH: usize = 32;
+
 /// [`grow_events`] over the pre-tokens in `range`, writing each event to the next free slot
-/// of its bucket's part.
+/// of its bucket's part, with ids from `strings`.
 fn grow_range(
     bytes: &[u8],
     flags: &[u8],
     keys: &[u32],
     range: std::ops::Range<usize>,
     mut parts: Vec<&mut [Event]>,
-    strings: &std::sync::Mutex<Interner>,
+    strings: &mut Interner,
 ) {
-    let lock = || strings.lock().unwrap_or_else(|e| e.into_inner());
     let mut fill = vec![0usize; 256];
-    let mut emit = |e: Event| {
-        let b = (e[0] >> 24) as usize;
-        parts[b][fill[b]] = e;
-        fill[b] += 1;
+    // Events of short pre-tokens are staged (written whether or not they change a count, then
+    // kept or not, without a branch) and moved to their buckets once per batch.
+    let mut stage: Vec<Event> = vec![[0; 4]; BATCH * CACHED];
+    let mut staged = 0;
+    let mut flush = |stage: &[Event], parts: &mut [&mut [Event]]| {
+        for &e in stage {
+            let b = (e[0] >> 24) as usize;
+            parts[b][fill[b]] = e;
+            fill[b] += 1;
+        }
     };
     // Per distinct short pre-token (its bytes and whether it starts a pre-token): its table of
     // segment string ids.
@@ -719,25 +774,74 @@ fn grow_range(
     let mut left_child: Vec<usize> = Vec::new();
     let mut prefix: Vec<u64> = Vec::new();
     let mut powers: Vec<u64> = vec![1];
+    let mut long: Vec<Event> = Vec::new();
+    // Pre-tokens are taken in batches, their slots in `pieces` prefetched first and then their
+    // tables, so that the cache misses of a batch overlap: `(start, length, key, table)`.
+    let mut batch: Vec<(usize, usize, u128, usize)> = Vec::with_capacity(BATCH);
     let mut e = range.start;
     while e < range.end {
-        let p = e;
-        e += 1;
-        while e < range.end && flags[e] & PTB == 0 {
+        batch.clear();
+        while e < range.end && batch.len() < BATCH {
+            let p = e;
             e += 1;
+            while e < range.end && flags[e] & PTB == 0 {
+                e += 1;
+            }
+            let m = e - p;
+            if m == 1 {
+                continue; // no change (see `no_change`)
+            }
+            let mut key = 0;
+            if m <= CACHED {
+                key = pack_at(bytes, p, m, flags[p] & PTB != 0);
+                pieces.prefetch(key);
+            }
+            batch.push((p, m, key, 0));
         }
-        let m = e - p;
-        if m == 1 {
-            continue; // no change (see `no_change`)
+        for &(_, m, key, _) in &batch {
+            if m <= CACHED {
+                pieces.prefetch_table(key, m);
+            }
         }
-        let piece = &bytes[p..e];
-        let keys = &keys[p..e];
-        // A segment that starts just after the space opening the pre-token takes it in.
-        let absorbs = flags[p] & (PTB | SPACE) == PTB | SPACE;
-        let initial_at_start = flags[p] & PTB != 0;
-        let table = if m <= CACHED {
-            Some(pieces.find(pack_at(bytes, p, m, initial_at_start), m))
-        } else {
+        for (_, m, key, table) in batch.iter_mut() {
+            if *m <= CACHED {
+                *table = pieces.find(*key, *m);
+            }
+        }
+        for &(p, m, _, table) in &batch {
+            let e = p + m;
+            let keys = &keys[p..e];
+            // A segment that starts just after the space opening the pre-token takes it in.
+            let absorbs = flags[p] & (PTB | SPACE) == PTB | SPACE;
+            let initial_at_start = flags[p] & PTB != 0;
+            if m <= CACHED {
+                let tab = &mut pieces.tables[table..table + table_size(m)];
+                let mut step = |x: usize, l: usize, r: usize, left: usize, right: usize| {
+                    let mut id = tab[tri(l, r)];
+                    if id == UNSET {
+                        id = segment_id(strings, p, l, r, absorbs, initial_at_start);
+                        tab[tri(l, r)] = id;
+                    }
+                    let (a, b) = (tab[left], tab[right]);
+                    stage[staged] = [keys[x], a, b, id];
+                    // Else no change (see `no_change`).
+                    staged += usize::from(a & b & id != NO_ID);
+                };
+                if m <= PLANNED {
+                    let plans = plans();
+                    let at = plans.starts[m] + m * lehmer_code(keys);
+                    for &[x, l, r, left, right] in &plans.steps[at..at + m] {
+                        step(x.into(), l.into(), r.into(), left.into(), right.into());
+                    }
+                } else {
+                    cartesian_steps(keys, &mut stack, &mut left_child, |st| {
+                        let (left, right) = child_slots(st, m);
+                        step(st.x, st.l, st.r, left, right);
+                    });
+                }
+                continue;
+            }
+            let piece = &bytes[p..e];
             prefix.clear();
             prefix.push(0);
             let mut h = 0u64;
@@ -749,72 +853,99 @@ fn grow_range(
                 let last = powers[powers.len() - 1];
                 powers.push(last.wrapping_mul(HASH_BASE));
             }
-            None
-        };
-        // The shared strings, locked at most once per pre-token: from the start for a long
-        // one (it interns every string), at the first unknown string for a short one.
-        let mut strings = table.is_none().then(lock);
-        // The id of the string of segment `l..=r` (two bytes or more once the space is in).
-        let mut id_of = |l: usize, r: usize| -> u32 {
-            let s = if l == 1 && absorbs { 0 } else { l };
-            if r == s {
-                return NO_ID;
-            }
-            let initial = s == 0 && initial_at_start;
-            let len = r + 1 - s;
-            match table {
-                Some(at) => {
-                    let slot = &mut pieces.tables[at + r * (r - 1) / 2 + s];
-                    if *slot == NO_ID {
-                        *slot = strings
-                            .get_or_insert_with(lock)
-                            .intern_bytes(initial, p + s, len);
-                    }
-                    *slot
+            // The id of the string of segment `l..=r` (two bytes or more once the space is in).
+            let mut id_of = |l: usize, r: usize| -> u32 {
+                let s = if l == 1 && absorbs { 0 } else { l };
+                if r == s {
+                    return NO_ID;
                 }
-                None => {
-                    let key = if len <= SMALL {
-                        pack_small(initial, &piece[s..=r])
-                    } else {
-                        let h = prefix[r + 1].wrapping_sub(prefix[s].wrapping_mul(powers[len]));
-                        long_key(initial, h, len)
-                    };
-                    strings
-                        .get_or_insert_with(lock)
-                        .intern(key, p + s, len, initial)
+                let initial = s == 0 && initial_at_start;
+                let len = r + 1 - s;
+                let key = if len <= SMALL {
+                    pack_small(initial, &piece[s..=r])
+                } else {
+                    let h = prefix[r + 1].wrapping_sub(prefix[s].wrapping_mul(powers[len]));
+                    long_key(initial, h, len)
+                };
+                strings.intern(key, p + s, len, initial)
+            };
+            // See [`Step`].
+            if made.len() <= m {
+                made.resize(m + 1, NO_ID);
+            }
+            made[m] = NO_ID; // no child (every other slot is written before it is read)
+            long.clear();
+            cartesian_steps(keys, &mut stack, &mut left_child, |st: Step| {
+                let id = id_of(st.l, st.r);
+                made[st.x] = id;
+                let (left, right) = (made[st.left], made[st.right]);
+                if [left, right, id] != [NO_ID; 3] {
+                    long.push([keys[st.x], left, right, id]); // else no change (see `no_change`)
                 }
-            }
-        };
-        // See [`Step`]; the growth of a short pre-token depends only on the order of its
-        // keys, so its steps are looked up.
-        if made.len() <= m {
-            made.resize(m + 1, NO_ID);
+            });
+            // In pre-token order: the staged events first.
+            flush(&stage[..staged], &mut parts);
+            staged = 0;
+            flush(&long, &mut parts);
         }
-        made[m] = NO_ID; // no child (every other slot is written before it is read)
-        let mut step = |st: Step| {
-            let id = id_of(st.l, st.r);
-            made[st.x] = id;
-            let (left, right) = (made[st.left], made[st.right]);
-            if [left, right, id] != [NO_ID; 3] {
-                emit([keys[st.x], left, right, id]); // else no change (see `no_change`)
-            }
-        };
-        if m <= PLANNED {
-            let plans = plans();
-            let at = plans.starts[m] + m * lehmer_code(keys);
-            for &[x, l, r, left, right] in &plans.steps[at..at + m] {
-                step(Step {
-                    x: x.into(),
-                    l: l.into(),
-                    r: r.into(),
-                    left: left.into(),
-                    right: right.into(),
-                });
-            }
-        } else {
-            cartesian_steps(keys, &mut stack, &mut left_child, step);
-        }
+        flush(&stage[..staged], &mut parts);
+        staged = 0;
     }
+}
+
+/// Marks a table entry not yet looked up (no id is as large: there are fewer strings than
+/// bytes, under `u32::MAX`).
+const UNSET: u32 = NO_ID - 1;
+
+/// The entries of the table of a short pre-token of `m` bytes: one per segment `l..=r` at
+/// [`tri`]`(l, r)`, and a last one for no segment, always [`NO_ID`].
+fn table_size(m: usize) -> usize {
+    m * (m + 1) / 2 + 1
+}
+
+/// Where the id of segment `l..=r` lies in a short pre-token's table.
+#[inline(always)]
+fn tri(l: usize, r: usize) -> usize {
+    r * (r + 1) / 2 + l
+}
+
+/// The table entries of the segments a step joins in a pre-token of `m` bytes: its children
+/// are the segments `l..x` and `x + 1..=r` (the entry for no segment where they are empty).
+#[inline(always)]
+fn child_slots(st: Step, m: usize) -> (usize, usize) {
+    let none = table_size(m) - 1;
+    let left = if st.x > st.l {
+        tri(st.l, st.x - 1)
+    } else {
+        none
+    };
+    let right = if st.x < st.r {
+        tri(st.x + 1, st.r)
+    } else {
+        none
+    };
+    (left, right)
+}
+
+/// The id of the string of segment `l..=r` of the short pre-token at `p` ([`NO_ID`] for a
+/// single byte; the space that opens the pre-token is taken in when `absorbs` and the segment
+/// starts right after it), interned on first sight.
+#[cold]
+#[inline(never)]
+fn segment_id(
+    strings: &mut Interner,
+    p: usize,
+    l: usize,
+    r: usize,
+    absorbs: bool,
+    initial_at_start: bool,
+) -> u32 {
+    let s = if l == 1 && absorbs { 0 } else { l };
+    if r == s {
+        return NO_ID;
+    }
+    let initial = s == 0 && initial_at_start;
+    strings.intern_bytes(initial, p + s, r + 1 - s)
 }
 
 /// One byte's step in a pre-token of `m` bytes: byte `x` grows, making the segment `l..=r`,
@@ -888,7 +1019,8 @@ fn lehmer_code(keys: &[u32]) -> usize {
 }
 
 /// The [`Step`]s of every order of up to [`PLANNED`] keys: for `m` keys and code `c` (see
-/// [`lehmer_code`]), `steps[starts[m] + m * c..][..m]`, each as `[x, l, r, left, right]`.
+/// [`lehmer_code`]), `steps[starts[m] + m * c..][..m]`, each as `[x, l, r, left, right]` with `left` and `right`
+/// the table entries of the segments joined (see [`child_slots`]).
 struct Plans {
     starts: Vec<usize>,
     steps: Vec<[u8; 5]>,
@@ -913,8 +1045,9 @@ fn plans() -> &'static Plans {
                 let at = plans.starts[m] + m * lehmer_code(keys);
                 let mut i = at;
                 cartesian_steps(keys, &mut stack, &mut left_child, |st| {
-                    let small = |v: usize| v as u8; // all at most PLANNED
-                    plans.steps[i] = [st.x, st.l, st.r, st.left, st.right].map(small);
+                    let (left, right) = child_slots(st, m);
+                    let small = |v: usize| v as u8; // all below table_size(PLANNED)
+                    plans.steps[i] = [st.x, st.l, st.r, left, right].map(small);
                     i += 1;
                 });
             };
@@ -948,63 +1081,127 @@ fn pack_at(bytes: &[u8], p: usize, m: usize, initial: bool) -> u128 {
 }
 
 /// Distinct short pre-tokens by [`pack`]ed key, each with its table of segment string ids
-/// (by `(s, r)` at `r * (r - 1) / 2 + s`; [`NO_ID`] until first needed).
+/// (see [`table_size`]; [`UNSET`] until first needed).
+///
+/// A slot holds a fingerprint of the key and where the table starts; the key itself is stored
+/// in the 4 words before the table, so that a lookup reads the small slot array and then the
+/// table, which it needs anyway.
 struct PieceTable {
-    /// `(key, table)`, key 0 empty.
-    slots: Vec<(u128, usize)>,
+    /// A 24-bit fingerprint (never 0; 0: empty) above where the table starts (40 bits).
+    slots: Vec<u64>,
     shift: u32,
     len: usize,
     tables: Vec<u32>,
 }
 
+/// The words before a table: its pre-token's key.
+const HEADER: usize = 4;
+
+/// The bits of a [`PieceTable`] slot that say where its table starts.
+const TABLE_BITS: u32 = 40;
+const TABLE_MASK: u64 = (1 << TABLE_BITS) - 1;
+
 impl PieceTable {
     fn new() -> Self {
         const BITS: u32 = 12;
         Self {
-            slots: vec![(0, 0); 1 << BITS],
+            slots: vec![0; 1 << BITS],
             shift: 64 - BITS,
             len: 0,
-            tables: vec![NO_ID],
+            tables: Vec::new(),
         }
     }
 
+    /// The home slot and fingerprint of `key`.
     #[inline(always)]
-    fn home(&self, key: u128) -> usize {
+    fn hash(&self, key: u128) -> (usize, u64) {
         let x = (key as u64) ^ ((key >> 64) as u64).rotate_left(29);
-        (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+        let x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (
+            (x >> self.shift) as usize,
+            ((x >> 20) & 0xFF_FFFF | 1) << TABLE_BITS,
+        )
+    }
+
+    fn words(key: u128) -> [u32; HEADER] {
+        [0, 32, 64, 96].map(|s| (key >> s) as u32)
+    }
+
+    /// A hint that the pre-token with `key` will be looked up soon.
+    #[inline(always)]
+    fn prefetch(&self, key: u128) {
+        prefetch(&self.slots[self.hash(key).0]);
+    }
+
+    /// A hint that the table of the pre-token with `key` will be read soon (once its slot is
+    /// in cache: see [`PieceTable::prefetch`]).
+    #[inline(always)]
+    fn prefetch_table(&self, key: u128, m: usize) {
+        let mask = self.slots.len() - 1;
+        let (mut i, fp) = self.hash(key);
+        loop {
+            let slot = self.slots[i];
+            if slot & !TABLE_MASK == fp {
+                let at = (slot & TABLE_MASK) as usize - HEADER;
+                let end = (at + HEADER + table_size(m)).min(self.tables.len());
+                for j in (at..end).step_by(16).take(3) {
+                    prefetch(&self.tables[j]);
+                }
+                return;
+            }
+            if slot == 0 {
+                return;
+            }
+            i = (i + 1) & mask;
+        }
     }
 
     /// The table of the pre-token with `key` and `m` bytes (a new one if it is new).
     fn find(&mut self, key: u128, m: usize) -> usize {
         let mask = self.slots.len() - 1;
-        let mut i = self.home(key);
+        let (mut i, fp) = self.hash(key);
+        let words = Self::words(key);
         loop {
-            let (k, table) = self.slots[i];
-            if k == key {
+            let slot = self.slots[i];
+            let table = (slot & TABLE_MASK) as usize;
+            if slot & !TABLE_MASK == fp && self.tables[table - HEADER..table] == words {
                 return table;
             }
-            if k == 0 {
+            if slot == 0 {
+                self.tables.extend_from_slice(&words);
                 let table = self.tables.len();
-                self.tables.resize(table + m * (m - 1) / 2, NO_ID);
-                self.slots[i] = (key, table);
+                self.tables.resize(table + table_size(m), UNSET);
+                self.tables[table + table_size(m) - 1] = NO_ID;
+                self.slots[i] = fp | table as u64;
                 self.len += 1;
                 if self.len * 2 > self.slots.len() {
-                    let size = self.slots.len() * 2;
-                    let old = std::mem::replace(&mut self.slots, vec![(0, 0); size]);
-                    self.shift -= 1;
-                    for (k, t) in old {
-                        if k != 0 {
-                            let mut j = self.home(k);
-                            while self.slots[j].0 != 0 {
-                                j = (j + 1) & (size - 1);
-                            }
-                            self.slots[j] = (k, t);
-                        }
-                    }
+                    self.grow();
                 }
                 return table;
             }
             i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let size = self.slots.len() * 2;
+        let old = std::mem::replace(&mut self.slots, vec![0; size]);
+        self.shift -= 1;
+        for slot in old {
+            if slot != 0 {
+                let at = (slot & TABLE_MASK) as usize - HEADER;
+                let mut words = [0u32; HEADER];
+                words.copy_from_slice(&self.tables[at..at + HEADER]);
+                let key = words
+                    .iter()
+                    .enumerate()
+                    .fold(0u128, |k, (i, &w)| k | u128::from(w) << (32 * i));
+                let (mut j, fp) = self.hash(key);
+                while self.slots[j] != 0 {
+                    j = (j + 1) & (size - 1);
+                }
+                self.slots[j] = fp | (slot & TABLE_MASK);
+            }
         }
     }
 }
@@ -1375,8 +1572,32 @@ fn global_spans_reference(
     Ok(out)
 }
 
+/// Asks the kernel to back `v` with huge pages where it can (before it is first written: fewer
+/// page faults).
+fn huge_pages<T>(v: &mut [T]) {
+    #[cfg(target_os = "linux")]
+    {
+        extern "C" {
+            fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+        }
+        const MADV_HUGEPAGE: i32 = 14;
+        const HUGE: usize = 1 << 21;
+        let start = v.as_mut_ptr() as usize;
+        let end = start + std::mem::size_of_val(v);
+        let from = start.next_multiple_of(HUGE);
+        if from < end && end - from >= HUGE {
+            let len = (end - from) / HUGE * HUGE;
+            // SAFETY: advice on whole pages inside `v`'s own allocation; it changes no contents.
+            unsafe {
+                madvise(from as *mut std::ffi::c_void, len, MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = v;
+}
+
 /// A hint that `x` will be read soon (no effect where the target has no prefetch).
-#[cfg(test)]
 #[inline(always)]
 fn prefetch<T>(x: &T) {
     #[cfg(target_arch = "x86_64")]
@@ -2213,6 +2434,44 @@ mod tests {
                     expected.threshold.map(f32::to_bits),
                     "{what}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn global_matches_the_previous_implementation_with_many_distinct_pre_tokens() {
+        // Thousands of distinct short pre-tokens, each seen a few times: the per-thread tables
+        // of pre-tokens grow past their first size.
+        let pre = PreTokenizer::new("gpt2").expect("pattern");
+        let word = |mut i: usize| {
+            let mut w = String::from(" ");
+            loop {
+                w.push(char::from(b'a' + (i % 26) as u8));
+                i /= 26;
+                if i == 0 {
+                    return w;
+                }
+            }
+        };
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let text: String = (0..12_000).map(|_| word(rng.below(5000) * 7)).collect();
+        let signal: Vec<f32> = (0..text.len()).map(|_| rng.below(1000) as f32).collect();
+        let ptb = boundaries(&pre, &text).expect("ptb");
+        for (want, min_count) in [(40, 3), (usize::MAX, 1)] {
+            let expected =
+                global_spans_reference(&[text.as_bytes()], &[&ptb], &[&signal], want, min_count)
+                    .expect("reference");
+            for threads in [1, 2, 3] {
+                let got = global_spans(
+                    &[text.as_bytes()],
+                    &[&ptb],
+                    &[&signal],
+                    want,
+                    min_count,
+                    threads,
+                )
+                .expect("global");
+                assert_eq!(got, expected, "{threads} threads, want {want}");
             }
         }
     }
