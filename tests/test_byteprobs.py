@@ -649,6 +649,7 @@ def test_long_texts_on_a_gpt_and_contexts_too_short() -> None:
     assert np.isfinite(blm.logprob(text))
     beam = ByteLevelLM(lm, tok, mode="all", beam=4)
     assert np.isfinite(beam.logprob(text[:150]))
+    assert len(blm.sample(text, max_bytes=120, seed=1)) == 120  # restarts past the context
     tiny = LanguageModel(
         GPT(GPTConfig(vocab_size=262, n_layer=1, n_head=2, n_embd=16, context=12)), tok
     )
@@ -737,3 +738,19 @@ def test_hf_encodings_are_canonical_and_their_splits_are_not() -> None:
             assert canon.is_canonical(split) == want
             split_checked += 1
     assert split_checked > 50
+
+
+def test_generation_past_the_context_restarts_exactly_for_a_markov_model() -> None:
+    """Sampling far past the model's context: the state restarts from a pre-token cut after
+    the canonical tokens before it; for a Markov token LM nothing is lost, so the same seed
+    gives the same bytes as with no context limit."""
+    tok = _small_bpe("gpt2")
+    support = [i for i in range(tok.vocab_size - 1) if set(tok.token_bytes(i)) <= set(b"ab \n")]
+    whole = ByteLevelLM(MarkovTableLM(tok.vocab_size, support, 2), tok, end_token=None)
+    short = ByteLevelLM(MarkovTableLM(tok.vocab_size, support, 2, context=40), tok, end_token=None)
+    prompt = b"ab ba " * 20  # longer than the context already
+    a = short.sample(prompt, max_bytes=150, seed=4)
+    assert len(a) == 150
+    assert a == whole.sample(prompt, max_bytes=150, seed=4)
+    state = short.start_bytes([prompt])
+    np.testing.assert_allclose(state.logprobs[0], whole.next_byte_logprobs([prompt])[0], atol=1e-9)

@@ -563,9 +563,10 @@ class ByteLevelLM:
         pattern, which the text's next byte settles: so in ``"canonical"`` mode no cover of a
         longer prefix crosses it, the distribution right at the cut comes from the window
         before, and the only approximation is the model's own: a context that forgets what
-        came before ``before``. In ``"all"`` mode, tokenizations that differ before a window's
-        start are not summed. One window when the text fits the context (or the LM has no
-        ``context``)."""
+        came before ``before``. (Where no such boundary is within reach, as in text without
+        spaces, a window starts at a plain token boundary: approximate.) In ``"all"`` mode,
+        tokenizations that differ before a window's start are not summed. One window when the
+        text fits the context (or the LM has no ``context``)."""
         x = _as_bytes(text)
         n = len(x)
         ctx = getattr(self.token_lm, "context", None)
@@ -587,10 +588,6 @@ class ByteLevelLM:
         lengths = [len(self.tokens[i] or b"") for i in ids]
         starts = np.concatenate([[0], np.cumsum(lengths)]).astype(int).tolist()
 
-        def cut_ok(k: int) -> bool:  # "x| y": a pre-token boundary in every built-in pattern
-            prev, nxt = self.tokens[ids[k - 1]] or b"", self.tokens[ids[k]] or b""
-            return nxt[:1] == b" " and not prev[-1:].isspace()
-
         out: list[tuple[int, int, int, Seq]] = []
         k = 0  # the token the current window starts at
         while True:
@@ -605,8 +602,10 @@ class ByteLevelLM:
                 while starts[far + 1] - a <= room:
                     far += 1
             nxt = max(far, k + 1)
-            while nxt > k + 1 and not cut_ok(nxt):
+            while nxt > k + 1 and not self._cut_ok(ids, nxt):
                 nxt -= 1
+            if not self._cut_ok(ids, nxt):
+                nxt = max(far, k + 1)  # no "x| y" within reach: a plain token boundary
             out.append((a, first, starts[nxt] + 1, before))
             k = nxt
 
@@ -634,14 +633,55 @@ class ByteLevelLM:
 
     def start_bytes(self, prefixes: Sequence[bytes | str]) -> ByteState:
         """The incremental path: a state after each prefix, advanced one byte at a time by
-        ``append`` (the token LM's KV caches carry over)."""
-        lats = []
-        for p in prefixes:
-            lat = _Lattice(self)
-            for b in _as_bytes(p):
-                lat.push(b)
-            lats.append(lat)
-        return ByteState(self, lats)
+        ``append`` (the token LM's KV caches carry over). A prefix too long for the model's
+        context starts from its last pre-token cut that leaves room (see :meth:`windows`)."""
+        return ByteState(self, [self._lattice_for(_as_bytes(p)) for p in prefixes])
+
+    def _lattice_for(self, x: bytes, force: bool = False) -> _Lattice:
+        a, before = self._restart_cut(x, force)
+        lat = _Lattice(self, before=before)
+        for b in x[a:]:
+            lat.push(b)
+        return lat
+
+    def _restart_cut(self, x: bytes, force: bool = False) -> tuple[int, Seq]:
+        """Where a lattice for the end of ``x`` starts, and the canonical tokens before it:
+        the whole text if it fits the model's context (and not ``force``), else a pre-token cut
+        (``"x| y"``) that keeps about a quarter of the context after it and half before (if
+        none is within reach, a plain token boundary: approximate)."""
+        ctx = getattr(self.token_lm, "context", None)
+        encode_bytes = getattr(self.tokenizer, "encode_bytes", None)
+        if not isinstance(ctx, int) or ctx <= 0 or encode_bytes is None:
+            return 0, ()
+        ids = [int(i) for i in encode_bytes(x)]
+        budget = ctx - 1
+        if len(ids) + 8 <= (budget // 2 + budget // 4 if force else budget):
+            return 0, ()
+        overlap = budget // 2
+        keep = max(1, budget // 4 - 8)  # tokens after the cut
+        starts = np.concatenate([[0], np.cumsum([len(self.tokens[i] or b"") for i in ids])])
+        lo = max(1, len(ids) - keep)
+        reach = max(1, len(ids) - (budget - overlap - 8))  # the most tokens a cut may leave
+        cut = next((k for k in range(lo, len(ids)) if self._cut_ok(ids, k)), None)
+        if cut is None:
+            # No "x| y" near the end: the nearest one within reach, else any token boundary
+            # (then covers that cross it are lost: approximate).
+            cut = next((k for k in range(lo - 1, reach - 1, -1) if self._cut_ok(ids, k)), lo)
+        return int(starts[cut]), tuple(ids[max(0, cut - overlap) : cut])
+
+    def _cut_ok(self, ids: Sequence[int], k: int) -> bool:
+        """Whether a cut before token ``k`` is ``"x| y"``: a token starting with a space after
+        one ending with something else, a pre-token boundary in every built-in pattern."""
+        prev, nxt = self.tokens[ids[k - 1]] or b"", self.tokens[ids[k]] or b""
+        return nxt[:1] == b" " and not prev[-1:].isspace()
+
+    def _too_deep(self, lat: _Lattice) -> bool:
+        """Whether the next byte could take a state past the model's context."""
+        ctx = getattr(self.token_lm, "context", None)
+        if not isinstance(ctx, int) or ctx <= 0:
+            return False
+        deepest = max((len(s) for g in lat.states.values() for s in g), default=0)
+        return 1 + len(lat.rows.before) + deepest + 2 > ctx
 
     def sample(
         self,
@@ -652,7 +692,9 @@ class ByteLevelLM:
         seed: int = 0,
     ) -> bytes:
         """Continues ``prompt`` byte by byte (the prompt may end mid-token or mid-character);
-        stops early at the end of text when the model has an ``end_token``."""
+        stops early at the end of text when the model has an ``end_token``. Past the model's
+        context, the state restarts from a pre-token cut near the end, after the canonical
+        tokens before it (exact in canonical mode but for what the model's context forgets)."""
         if temperature < 0 or not 0 < top_p <= 1:
             raise ConfigError("temperature must be >= 0 and top_p in (0, 1]")
         rng = np.random.default_rng(seed)
@@ -678,6 +720,8 @@ class ByteLevelLM:
                 break
             out.append(b)
             state.append([b])
+            if self._too_deep(state._lats[0]):
+                state = ByteState(self, [self._lattice_for(x + bytes(out), force=True)])
         self._end(mark, len(x) + len(out))  # every byte the lattice took, prompt included
         return bytes(out)
 
