@@ -569,14 +569,11 @@ class ByteLevelLM:
         text fits the context (or the LM has no ``context``)."""
         x = _as_bytes(text)
         n = len(x)
-        ctx = getattr(self.token_lm, "context", None)
-        if not isinstance(ctx, int) or ctx <= 0:
+        found = self._context_and_encoding(x)
+        if found is None:
             return [(0, 0, n + 1, ())]
+        ctx, ids, starts = found
         budget = ctx - 1  # the document-start position
-        encode_bytes = getattr(self.tokenizer, "encode_bytes", None)
-        if encode_bytes is None:
-            return [(0, 0, n + 1, ())]
-        ids = [int(i) for i in encode_bytes(x)]
         margin = 8
         by_tokens = self.mode == "canonical"  # states are about as deep as the encoding
         if (len(ids) if by_tokens else n) + margin <= budget:
@@ -585,9 +582,6 @@ class ByteLevelLM:
         room = budget - overlap - margin  # tokens (canonical) or bytes ("all") per window
         if room < 8:
             raise ContextLengthError(f"a context of {ctx} is too short to score in windows")
-        lengths = [len(self.tokens[i] or b"") for i in ids]
-        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(int).tolist()
-
         out: list[tuple[int, int, int, Seq]] = []
         k = 0  # the token the current window starts at
         while True:
@@ -649,17 +643,15 @@ class ByteLevelLM:
         the whole text if it fits the model's context (and not ``force``), else a pre-token cut
         (``"x| y"``) that keeps about a quarter of the context after it and half before (if
         none is within reach, a plain token boundary: approximate)."""
-        ctx = getattr(self.token_lm, "context", None)
-        encode_bytes = getattr(self.tokenizer, "encode_bytes", None)
-        if not isinstance(ctx, int) or ctx <= 0 or encode_bytes is None:
+        found = self._context_and_encoding(x)
+        if found is None:
             return 0, ()
-        ids = [int(i) for i in encode_bytes(x)]
+        ctx, ids, starts = found
         budget = ctx - 1
         if len(ids) + 8 <= (budget // 2 + budget // 4 if force else budget):
             return 0, ()
         overlap = budget // 2
         keep = max(1, budget // 4 - 8)  # tokens after the cut
-        starts = np.concatenate([[0], np.cumsum([len(self.tokens[i] or b"") for i in ids])])
         lo = max(1, len(ids) - keep)
         reach = max(1, len(ids) - (budget - overlap - 8))  # the most tokens a cut may leave
         cut = next((k for k in range(lo, len(ids)) if self._cut_ok(ids, k)), None)
@@ -667,7 +659,18 @@ class ByteLevelLM:
             # No "x| y" near the end: the nearest one within reach, else any token boundary
             # (then covers that cross it are lost: approximate).
             cut = next((k for k in range(lo - 1, reach - 1, -1) if self._cut_ok(ids, k)), lo)
-        return int(starts[cut]), tuple(ids[max(0, cut - overlap) : cut])
+        return starts[cut], tuple(ids[max(0, cut - overlap) : cut])
+
+    def _context_and_encoding(self, x: bytes) -> tuple[int, list[int], list[int]] | None:
+        """The model's context, the canonical ids of ``x`` and where each token starts (plus
+        the end); ``None`` when the model has no context or the tokenizer cannot encode."""
+        ctx = getattr(self.token_lm, "context", None)
+        encode_bytes = getattr(self.tokenizer, "encode_bytes", None)
+        if not isinstance(ctx, int) or ctx <= 0 or encode_bytes is None:
+            return None
+        ids = [int(i) for i in encode_bytes(x)]
+        lengths = [len(self.tokens[i] or b"") for i in ids]
+        return ctx, ids, np.concatenate([[0], np.cumsum(lengths)]).astype(int).tolist()
 
     def _cut_ok(self, ids: Sequence[int], k: int) -> bool:
         """Whether a cut before token ``k`` is ``"x| y"``: a token starting with a space after

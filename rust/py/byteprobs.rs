@@ -80,29 +80,6 @@ impl PyVocabTrie {
         self.inner.walk(s)
     }
 
-    /// For each start `i` in `0..=len(x)`, the nodes of `x[i:i+d]` for `d = 0, 1, ...` while a
-    /// token starts with it (the first is the root).
-    fn paths(&self, py: Python<'_>, x: &[u8]) -> Vec<Vec<u32>> {
-        py.detach(|| {
-            (0..=x.len())
-                .map(|i| {
-                    let mut out = vec![0];
-                    let mut n = 0;
-                    for &b in &x[i..] {
-                        match self.inner.child(n, b) {
-                            Some(c) => {
-                                n = c;
-                                out.push(c);
-                            }
-                            None => break,
-                        }
-                    }
-                    out
-                })
-                .collect()
-        })
-    }
-
     /// `(token, length)` for every token that is a prefix of `s`.
     fn prefixes_of(&self, s: &[u8]) -> Vec<(u32, u32)> {
         self.inner.prefixes_of(s)
