@@ -7,6 +7,7 @@
 //! does not depend on the thread count.
 
 pub mod io;
+mod table;
 pub mod train;
 pub mod vocab;
 
@@ -14,7 +15,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 
 use crate::error::{Error, Result};
 use crate::pretok::PreTokenizer;
-pub use vocab::{Merge, PieceCache, Vocab};
+pub use vocab::{Merge, PieceCache, Vocab, PIECE_BLOCK};
 
 /// The encodings of consecutive texts of a batch: their ids one after another, and how many
 /// belong to each text.
@@ -225,8 +226,23 @@ impl Bpe {
         cache: &mut PieceCache,
     ) -> Result<()> {
         let bytes = text.as_bytes();
-        self.pre
-            .for_each_piece(text, |s, e| self.encode_piece(&bytes[s..e], out, cache))
+        if self.ignore_merges {
+            return self
+                .pre
+                .for_each_piece(text, |s, e| self.encode_piece(&bytes[s..e], out, cache));
+        }
+        let mut spans = [(0usize, 0usize); PIECE_BLOCK];
+        let mut n = 0;
+        self.pre.for_each_piece(text, |s, e| {
+            spans[n] = (s, e);
+            n += 1;
+            if n == PIECE_BLOCK {
+                self.vocab.encode_pieces(bytes, &spans, out, cache);
+                n = 0;
+            }
+        })?;
+        self.vocab.encode_pieces(bytes, &spans[..n], out, cache);
+        Ok(())
     }
 
     /// Encodes arbitrary bytes: each maximal run of valid UTF-8 exactly as `encode_ordinary`
@@ -579,5 +595,109 @@ mod tests {
         let long = "abcdefghij".repeat(100_000);
         let ids = bpe.encode_ordinary(&long).expect("ok");
         assert_eq!(bpe.decode_bytes(&ids).expect("ok"), long.as_bytes());
+    }
+}
+
+/// Hot-loop timings on the benchmark corpus, not run by `cargo test`:
+/// `TOKLAB_BENCH_DIR=/path/to/corpus cargo test --release --lib bpe::bench -- --ignored --nocapture`
+/// (the directory of `benchmarks/run.py`'s corpus: `en_10M.txt`, `multi.txt`, and
+/// `toklab-bench/toklab-32k-en_100M.txt.json`; `TOKLAB_BENCH_O200K` names an o200k `.tiktoken`
+/// file to time that vocabulary too). One thread, best of five.
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    fn best_of(n: usize, mut f: impl FnMut()) -> f64 {
+        (0..n)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
+    }
+
+    fn base64(s: &str) -> Vec<u8> {
+        let val = |c: u8| match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            _ => 63,
+        };
+        let digits: Vec<u8> = s.bytes().filter(|&c| c != b'=').map(val).collect();
+        let mut out = Vec::new();
+        for chunk in digits.chunks(4) {
+            let mut acc = 0u32;
+            for (i, &d) in chunk.iter().enumerate() {
+                acc |= u32::from(d) << (18 - 6 * i);
+            }
+            for i in 0..chunk.len() - 1 {
+                out.push((acc >> (16 - 8 * i)) as u8);
+            }
+        }
+        out
+    }
+
+    #[test]
+    #[ignore = "a benchmark"]
+    fn hot_loops() {
+        let Ok(dir) = std::env::var("TOKLAB_BENCH_DIR") else {
+            eprintln!("set TOKLAB_BENCH_DIR");
+            return;
+        };
+        let dir = std::path::Path::new(&dir);
+        // Loaded afresh for each file, so that every run starts with empty piece caches.
+        let load = || {
+            let mut tokenizers = Vec::new();
+            let path = dir.join("toklab-bench/toklab-32k-en_100M.txt.json");
+            let json = std::fs::read_to_string(path).expect("32k tokenizer");
+            tokenizers.push(("32k", io::from_json(&json).expect("loads").0));
+            if let Ok(path) = std::env::var("TOKLAB_BENCH_O200K") {
+                let text = std::fs::read_to_string(path).expect("o200k ranks");
+                let tokens: Vec<Vec<u8>> = text
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().next())
+                    .map(base64)
+                    .collect();
+                let vocab = Vocab::from_ranks(tokens, vec![]).expect("vocab");
+                let pre = PreTokenizer::new("o200k").expect("ok");
+                tokenizers.push(("o200k", Bpe::new(vocab, pre, false).expect("ok")));
+            }
+            tokenizers
+        };
+        let only = std::env::var("TOKLAB_BENCH_ONLY").unwrap_or_default();
+        for file in ["en_10M.txt", "multi.txt"] {
+            let text = std::fs::read_to_string(dir.join(file)).expect("corpus");
+            let mb = text.len() as f64 / 1e6;
+            for (name, bpe) in &load() {
+                if !format!("{file} {name}").contains(&only) {
+                    continue;
+                }
+                let mut pieces = 0usize;
+                let pre = bpe.pre_tokenizer();
+                let t_pre = best_of(5, || {
+                    pieces = 0;
+                    pre.for_each_piece(&text, |s, e| pieces += e - s + 1)
+                        .expect("ok");
+                });
+                let mut ids = Vec::new();
+                let cold = best_of(1, || ids = bpe.encode_ordinary(&text).expect("ok"));
+                let warm = best_of(5, || ids = bpe.encode_ordinary(&text).expect("ok"));
+                println!(
+                    "{file} {name}: pre-tokenize {:.0} ms ({:.0} MB/s); encode cold {:.0} ms \
+                     ({:.0} MB/s), warm {:.0} ms ({:.0} MB/s); {} ids",
+                    t_pre * 1e3,
+                    mb / t_pre,
+                    cold * 1e3,
+                    mb / cold,
+                    warm * 1e3,
+                    mb / warm,
+                    ids.len() + pieces % 2 - pieces % 2,
+                );
+                let stats = bpe.with_cache(|c| c.stats());
+                println!("  {} {stats}", bpe.vocab().whole_stats());
+            }
+        }
     }
 }

@@ -8,6 +8,8 @@
 
 use rustc_hash::FxHashMap;
 
+use super::table::{key_at, key_of, Key, Table};
+
 use crate::error::{Error, Result};
 
 /// An id pair and what it merges into.
@@ -48,22 +50,8 @@ pub struct Vocab {
 /// `token_ids`.
 #[derive(Clone, Debug, Default)]
 struct WholeTokens {
-    short: FxHashMap<u128, u32>,
+    short: Table<u32>,
     long: Vec<u64>,
-}
-
-/// Packs a piece of at most 15 bytes into one integer (the bytes, then the length in the top
-/// byte), a cheap exact hash key.
-#[inline(always)]
-pub fn pack(piece: &[u8]) -> Option<u128> {
-    let n = piece.len();
-    if n > 15 {
-        return None;
-    }
-    let mut b = [0u8; 16];
-    b[..n].copy_from_slice(piece);
-    b[15] = n as u8;
-    Some(u128::from_le_bytes(b))
 }
 
 /// Tokens up to this long are decoded with one fixed-size copy.
@@ -298,7 +286,7 @@ impl Vocab {
     fn whole_tokens(&self) -> &WholeTokens {
         self.whole.get_or_init(|| {
             let mut whole = WholeTokens {
-                short: FxHashMap::default(),
+                short: Table::with_capacity(self.token_ids.len()),
                 long: vec![0u64; self.tokens.len().div_ceil(64)],
             };
             let mut scratch = Vec::with_capacity(64);
@@ -306,7 +294,7 @@ impl Vocab {
                 scratch.clear();
                 self.merge_piece(bytes, &mut scratch);
                 if scratch == [id] {
-                    match pack(bytes) {
+                    match key_of(bytes) {
                         Some(key) => {
                             whole.short.insert(key, id);
                         }
@@ -318,6 +306,11 @@ impl Vocab {
         })
     }
 
+    #[cfg(test)]
+    pub fn whole_stats(&self) -> String {
+        format!("whole {:?}", self.whole_tokens().short.probe_stats())
+    }
+
     /// `merge_piece`, with shortcuts: a piece that is a whole token (most pieces of most text)
     /// costs one hash lookup, and a short piece seen before in this `cache` another.
     #[inline]
@@ -326,46 +319,89 @@ impl Vocab {
             out.push(self.byte_ids[piece[0] as usize]);
             return;
         }
+        match key_of(piece) {
+            Some(key) => self.encode_short(piece, &key, out, cache),
+            None => self.encode_long(piece, out, cache),
+        }
+    }
+
+    /// `encode_piece` for the consecutive pieces `spans` of `text` (byte ranges): their keys
+    /// are computed and their slots in the whole-token table prefetched first, so the table's
+    /// cache misses overlap instead of following one another.
+    #[inline]
+    pub fn encode_pieces(
+        &self,
+        text: &[u8],
+        spans: &[(usize, usize)],
+        out: &mut Vec<u32>,
+        cache: &mut PieceCache,
+    ) {
+        const NO_KEY: Key = [0, 0];
         let whole = self.whole_tokens();
-        match pack(piece) {
-            Some(key) => {
-                if let Some(&id) = whole.short.get(&key) {
-                    out.push(id);
-                    return;
-                }
-                if let Some(ids) = cache.map.get(&key) {
-                    out.extend_from_slice(&ids.1[..ids.0 as usize]);
-                    return;
-                }
-                let start = out.len();
-                self.merge_piece(piece, out);
-                let n = out.len() - start;
-                if n <= 4 && cache.map.len() < PieceCache::CAPACITY {
-                    let mut ids = [0u32; 4];
-                    ids[..n].copy_from_slice(&out[start..]);
-                    cache.map.insert(key, (n as u8, ids));
+        let mut keys = [NO_KEY; PIECE_BLOCK];
+        for (key, &(s, e)) in keys.iter_mut().zip(spans) {
+            if e - s >= 2 {
+                if let Some(k) = key_at(text, s, e) {
+                    whole.short.prefetch(&k);
+                    cache.map.prefetch(&k);
+                    *key = k;
                 }
             }
-            None => {
-                if let Some(&id) = self.token_ids.get(piece) {
-                    if whole.long[id as usize / 64] & (1 << (id % 64)) != 0 {
-                        out.push(id);
-                        return;
-                    }
-                }
-                if let Some(&(at, n)) = cache.long.get(piece) {
-                    out.extend_from_slice(&cache.arena[at as usize..(at + n) as usize]);
-                    return;
-                }
-                let start = out.len();
-                self.merge_piece(piece, out);
-                if piece.len() <= PieceCache::LONGEST && cache.arena.len() < PieceCache::ARENA {
-                    let at = cache.arena.len() as u32;
-                    let n = (out.len() - start) as u32;
-                    cache.arena.extend_from_slice(&out[start..]);
-                    cache.long.insert(piece.into(), (at, n));
-                }
+        }
+        for (key, &(s, e)) in keys.iter().zip(spans) {
+            let piece = &text[s..e];
+            if piece.len() == 1 {
+                out.push(self.byte_ids[piece[0] as usize]);
+            } else if *key != NO_KEY {
+                self.encode_short(piece, key, out, cache);
+            } else {
+                self.encode_long(piece, out, cache);
             }
+        }
+    }
+
+    /// A piece of 2 to 15 bytes, packed into `key`.
+    #[inline(always)]
+    fn encode_short(&self, piece: &[u8], key: &Key, out: &mut Vec<u32>, cache: &mut PieceCache) {
+        if let Some(&id) = self.whole_tokens().short.get(key) {
+            out.push(id);
+            return;
+        }
+        if let Some(cached) = cache.map.get(key) {
+            let n = cached.n as usize;
+            if n <= INLINE {
+                out.extend_from_slice(&cached.ids[..n]);
+            } else {
+                let at = cached.ids[0] as usize;
+                out.extend_from_slice(&cache.arena[at..at + n]);
+            }
+            return;
+        }
+        let start = out.len();
+        self.merge_piece(piece, out);
+        cache.insert_short(*key, &out[start..]);
+    }
+
+    /// A piece of more than 15 bytes.
+    fn encode_long(&self, piece: &[u8], out: &mut Vec<u32>, cache: &mut PieceCache) {
+        if let Some(&id) = self.token_ids.get(piece) {
+            let whole = self.whole_tokens();
+            if whole.long[id as usize / 64] & (1 << (id % 64)) != 0 {
+                out.push(id);
+                return;
+            }
+        }
+        if let Some(&(at, n)) = cache.long.get(piece) {
+            out.extend_from_slice(&cache.arena[at as usize..(at + n) as usize]);
+            return;
+        }
+        let start = out.len();
+        self.merge_piece(piece, out);
+        if piece.len() <= PieceCache::LONGEST && cache.arena.len() < PieceCache::ARENA {
+            let at = cache.arena.len() as u32;
+            let n = (out.len() - start) as u32;
+            cache.arena.extend_from_slice(&out[start..]);
+            cache.long.insert(piece.into(), (at, n));
         }
     }
 
@@ -571,26 +607,72 @@ impl Vocab {
     }
 }
 
+/// Ids held inline in a [`PieceCache`] entry; longer encodings go to its arena.
+const INLINE: usize = 3;
+
+/// A cached encoding: `n` ids, in `ids` if `n <= INLINE`, else at `arena[ids[0]..][..n]`.
+/// With its key, one 32-byte table slot.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cached {
+    n: u32,
+    ids: [u32; INLINE],
+}
+
 /// Encodings of pieces that are not whole tokens, remembered by one thread for one tokenizer
 /// (see `Bpe::with_cache`): no locks, bounded size, and since it only ever holds exact
 /// encodings, results never depend on what was encoded before.
 #[derive(Default)]
 pub struct PieceCache {
     /// Pieces of up to 15 bytes, by packed bytes.
-    map: FxHashMap<u128, (u8, [u32; 4])>,
+    map: Table<Cached>,
     /// Longer pieces (common in scripts of 2 to 4 bytes a character); their ids are
     /// `arena[at..at + n]`.
     long: FxHashMap<Box<[u8]>, (u32, u32)>,
+    /// Ids of cached encodings too long to hold inline.
     arena: Vec<u32>,
 }
 
 impl PieceCache {
-    /// Short pieces remembered; later ones are merged each time.
-    const CAPACITY: usize = 1 << 17;
-    /// Ids held for long pieces, and the longest piece remembered.
-    const ARENA: usize = 1 << 20;
+    #[cfg(test)]
+    pub fn stats(&self) -> String {
+        format!(
+            "cache {:?}, long {}, arena {}",
+            self.map.probe_stats(),
+            self.long.len(),
+            self.arena.len()
+        )
+    }
+
+    /// Short pieces remembered (the table grows up to this); later ones are merged each time.
+    const CAPACITY: usize = 1 << 18;
+    /// Ids held in the arena, and the longest piece remembered.
+    const ARENA: usize = 1 << 22;
     const LONGEST: usize = 256;
+
+    /// Remembers the encoding `ids` of a short piece, while there is room.
+    #[inline]
+    fn insert_short(&mut self, key: Key, ids: &[u32]) {
+        if self.map.len() >= Self::CAPACITY {
+            return;
+        }
+        let mut cached = Cached {
+            n: ids.len() as u32,
+            ids: [0; INLINE],
+        };
+        if ids.len() <= INLINE {
+            cached.ids[..ids.len()].copy_from_slice(ids);
+        } else if self.arena.len() + ids.len() <= Self::ARENA {
+            cached.ids[0] = self.arena.len() as u32;
+            self.arena.extend_from_slice(ids);
+        } else {
+            return;
+        }
+        self.map.insert(key, cached);
+    }
 }
+
+/// How many pieces `encode_pieces` takes at a time.
+pub const PIECE_BLOCK: usize = 32;
 
 /// Pieces up to this many bytes use the quadratic scan; longer ones `merge_long`.
 const SMALL_PIECE: usize = 128;

@@ -214,9 +214,90 @@ pub fn gpt2_end(b: &[u8], table: &[u8], s: usize) -> usize {
     space_end(b, table, s, true, false)
 }
 
+/// Flags of the byte at `i` if it is ASCII (`None` past the end or for a non-ASCII byte).
+#[inline(always)]
+fn ascii(b: &[u8], table: &[u8], i: usize) -> Option<u8> {
+    b.get(i).filter(|&&c| c < 0x80).map(|&c| table[c as usize])
+}
+
+/// End of the run of ASCII bytes whose flags intersect `mask`, from `i`.
+#[inline(always)]
+fn ascii_run(b: &[u8], table: &[u8], mut i: usize, mask: u8) -> usize {
+    while let Some(&c) = b.get(i) {
+        if c >= 0x80 || table[c as usize] & mask == 0 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The high bit of each byte of `w` that is in `lo..=hi` (ASCII, `0 < lo <= hi < 0x7F`).
+#[inline(always)]
+fn bytes_in(w: u64, lo: u8, hi: u8) -> u64 {
+    // With each byte's high bit cleared, adding `0x80 - lo` sets it exactly for bytes >= lo,
+    // and adding `0x7F - hi` for bytes > hi; no sum carries into the next byte.
+    let x = w & !HIGH_BITS;
+    let ge_lo = x + ONES * u64::from(0x80 - lo);
+    let gt_hi = x + ONES * u64::from(0x7F - hi);
+    ge_lo & !gt_hi & !w & HIGH_BITS
+}
+
+/// `ascii_run` for the ASCII letters of `class` (`UPPER`: A-Z, `LOWER`: a-z, `LETTER`: both),
+/// eight bytes at a time while eight bytes remain.
+#[inline(always)]
+fn ascii_letters(b: &[u8], table: &[u8], mut i: usize, class: u8) -> usize {
+    while let Some(w) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        let m = match class {
+            UPPER => bytes_in(w, b'A', b'Z'),
+            LOWER => bytes_in(w, b'a', b'z'),
+            _ => bytes_in(w, b'A', b'Z') | bytes_in(w, b'a', b'z'),
+        };
+        let n = (!m & HIGH_BITS).trailing_zeros() as usize / 8;
+        i += n;
+        if n < 8 {
+            return i;
+        }
+    }
+    ascii_run(b, table, i, class)
+}
+
+/// Where a letter run may start at `s` in the ASCII fast paths: `s` itself if its byte is an
+/// ASCII letter, or `s + 1` if the byte at `s` is ASCII in `[^\r\n\p{L}\p{N}]` and the next
+/// one is an ASCII letter (the optional one-character prefix of both patterns' word rules).
+#[inline(always)]
+fn ascii_word_start(b: &[u8], table: &[u8], s: usize) -> Option<usize> {
+    let f = ascii(b, table, s)?;
+    if f & LETTER != 0 {
+        return Some(s);
+    }
+    if f & NUMBER != 0 || b[s] == b'\r' || b[s] == b'\n' {
+        return None;
+    }
+    (ascii(b, table, s + 1)? & LETTER != 0).then_some(s + 1)
+}
+
 /// `'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+|
 ///  ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s`
+#[inline]
 pub fn cl100k_end(b: &[u8], table: &[u8], s: usize) -> usize {
+    // Fast path: a word of ASCII letters, with its optional prefix (an apostrophe may start a
+    // contraction instead, which the general path decides). The letter run goes on through any
+    // non-ASCII letters.
+    if b.get(s) != Some(&b'\'') {
+        if let Some(a) = ascii_word_start(b, table, s) {
+            let i = ascii_letters(b, table, a, LETTER);
+            return if b.get(i).is_some_and(|&c| c >= 0x80) {
+                run(b, table, i, LETTER)
+            } else {
+                i
+            };
+        }
+    }
     let (c, f, n) = at(b, table, s);
     if c == u32::from(b'\'') {
         let k = contraction(b, table, s + 1, true, b"sdmt");
@@ -303,8 +384,31 @@ fn o200k_contraction(b: &[u8], table: &[u8], i: usize) -> usize {
     }
 }
 
+/// o200k's word rules when the word is ASCII: `P?` as in `ascii_word_start`, then ASCII upper-
+/// case letters, then ASCII lower-case letters, then an optional contraction. `None` where a
+/// non-ASCII character ends the letters (it might be in U or W: the general path decides).
+///
+/// ASCII upper-case letters are in U only and lower-case ones in W only, so with `P?` taken the
+/// first rule matches exactly when a lower-case run follows the upper-case run (`U*` takes all
+/// of it, `W+` all the lower-case letters); otherwise the first rule fails with and without
+/// `P` (the byte at `s`, if not a letter, is in neither class) and the second takes the upper-
+/// case run. Either way the match ends where the two runs end.
+#[inline(always)]
+fn o200k_ascii_word(b: &[u8], table: &[u8], s: usize) -> Option<usize> {
+    let a = ascii_word_start(b, table, s)?;
+    let i = ascii_letters(b, table, ascii_letters(b, table, a, UPPER), LOWER);
+    if b.get(i).is_some_and(|&c| c >= 0x80) {
+        return None;
+    }
+    Some(i + o200k_contraction(b, table, i))
+}
+
 /// o200k: `P?U*W+C?|P?U+W*C?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+#[inline]
 pub fn o200k_end(b: &[u8], table: &[u8], s: usize) -> usize {
+    if let Some(e) = o200k_ascii_word(b, table, s) {
+        return e;
+    }
     let (c, f, n) = at(b, table, s);
     if let Some(e) = o200k_word_end(b, table, s, c, f, n) {
         return e;

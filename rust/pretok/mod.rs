@@ -15,6 +15,7 @@
 //! counting and encoding run on many threads and stream files in blocks while giving exactly the
 //! result of processing each text whole. Custom patterns are never cut.
 
+mod blocks;
 mod classes;
 mod fast;
 
@@ -141,12 +142,15 @@ impl PreTokenizer {
     #[inline]
     pub fn for_each_piece(&self, text: &str, mut f: impl FnMut(usize, usize)) -> Result<()> {
         if let Some((matcher, table)) = self.fast {
+            // One loop per named pattern, so that the matcher is inlined into it.
             let b = text.as_bytes();
-            let mut s = 0;
-            while s < b.len() {
-                let e = matcher(b, table, s);
-                f(s, e);
-                s = e;
+            match self.kind {
+                PatternKind::Gpt2 => drive(b, table, fast::gpt2_end, f),
+                PatternKind::Cl100k => {
+                    blocks::cl100k_pieces(b, |s| fast::cl100k_end(b, table, s), f)
+                }
+                PatternKind::O200k => drive(b, table, fast::o200k_end, f),
+                PatternKind::Custom => drive(b, table, matcher, f),
             }
             return Ok(());
         }
@@ -252,6 +256,22 @@ impl PreTokenizer {
             end = nl;
         }
         None
+    }
+}
+
+/// Calls `f(start, end)` for each piece that `matcher` finds in `b`.
+#[inline(always)]
+fn drive(
+    b: &[u8],
+    table: &[u8],
+    matcher: impl Fn(&[u8], &[u8], usize) -> usize,
+    mut f: impl FnMut(usize, usize),
+) {
+    let mut s = 0;
+    while s < b.len() {
+        let e = matcher(b, table, s);
+        f(s, e);
+        s = e;
     }
 }
 

@@ -1,0 +1,321 @@
+//! Bit-parallel pre-tokenization of ASCII text: 64 bytes at a time, the pieces' start positions
+//! are derived from per-class bitmaps with whole-word operations, instead of one branchy step
+//! per piece. Prose and code are mostly ASCII; elsewhere, and wherever a window cannot decide,
+//! the scalar matchers of `fast.rs` take over for one piece.
+//!
+//! A window starts at a known piece start `s` and covers the ASCII bytes `s..s + k` (`k <= 64`,
+//! ending before the first non-ASCII byte). Patterns have no look-behind, so matching from `s`
+//! does not depend on what came before it. A start is only trusted before the last class run of
+//! the window (letters, digits, whitespace or other), since that run's pieces depend on bytes
+//! past the window; the window's last trusted start becomes the next window's `s`. Equality with
+//! the regexes is tested in `mod tests` below and in `tests/test_pretok.py`.
+
+/// Class bitmaps of a window: bit `i` is byte `s + i`. Bits at and past the window's length are
+/// zero in every map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Masks {
+    /// The window: the ASCII bytes before the first non-ASCII one (and within 64).
+    valid: u64,
+    /// `[A-Za-z]` (`\p{L}` in ASCII)
+    letter: u64,
+    /// `[0-9]` (`\p{N}` in ASCII)
+    digit: u64,
+    /// `[\t\n\x0B\x0C\r ]` (`\s` in ASCII)
+    space: u64,
+    /// `[\r\n]`
+    newline: u64,
+    /// `' '`
+    blank: u64,
+    /// `'`
+    apostrophe: u64,
+}
+
+/// The class bitmaps of `b[s..s + 64]` (`s + 64 <= b.len()`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn classify(b: &[u8], s: usize) -> Masks {
+    use std::arch::x86_64::*;
+    let window = &b[s..s + 64];
+    let mut m = Masks::default();
+    let mut high = 0u64;
+    // SAFETY: SSE2 is part of the x86_64 baseline; every load reads 16 bytes of `window`.
+    unsafe {
+        let in_range = |x: __m128i, lo: u8, hi: u8| -> u64 {
+            let t = _mm_sub_epi8(x, _mm_set1_epi8(lo as i8));
+            let le = _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8((hi - lo) as i8)), t);
+            u64::from(_mm_movemask_epi8(le) as u16)
+        };
+        let eq = |x: __m128i, c: u8| -> u64 {
+            u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8(c as i8))) as u16)
+        };
+        for j in 0..4 {
+            let x = _mm_loadu_si128(window.as_ptr().add(16 * j).cast::<__m128i>());
+            let at = 16 * j;
+            high |= u64::from(_mm_movemask_epi8(x) as u16) << at;
+            let folded = _mm_or_si128(x, _mm_set1_epi8(0x20));
+            m.letter |= in_range(folded, b'a', b'z') << at;
+            m.digit |= in_range(x, b'0', b'9') << at;
+            let blank = eq(x, b' ');
+            m.space |= (in_range(x, b'\t', b'\r') | blank) << at;
+            m.newline |= (eq(x, b'\n') | eq(x, b'\r')) << at;
+            m.blank |= blank << at;
+            m.apostrophe |= eq(x, b'\'') << at;
+        }
+    }
+    restrict(m, high)
+}
+
+/// The class bitmaps of `b[s..s + 64]` (`s + 64 <= b.len()`), byte by byte.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn classify(b: &[u8], s: usize) -> Masks {
+    classify_scalar(&b[s..s + 64])
+}
+
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn classify_scalar(window: &[u8]) -> Masks {
+    let mut m = Masks::default();
+    let mut high = 0u64;
+    for (i, &c) in window.iter().enumerate().take(64) {
+        let bit = 1u64 << i;
+        let set = |mask: &mut u64, yes: bool| *mask |= if yes { bit } else { 0 };
+        set(&mut high, c >= 0x80);
+        set(&mut m.letter, c.is_ascii_alphabetic());
+        set(&mut m.digit, c.is_ascii_digit());
+        set(&mut m.space, matches!(c, b'\t'..=b'\r' | b' '));
+        set(&mut m.newline, c == b'\n' || c == b'\r');
+        set(&mut m.blank, c == b' ');
+        set(&mut m.apostrophe, c == b'\'');
+    }
+    restrict(m, high)
+}
+
+/// Cuts the maps at the first non-ASCII byte.
+#[inline(always)]
+fn restrict(mut m: Masks, high: u64) -> Masks {
+    let k = high.trailing_zeros();
+    m.valid = if k >= 64 { !0 } else { (1u64 << k) - 1 };
+    for x in [
+        &mut m.letter,
+        &mut m.digit,
+        &mut m.space,
+        &mut m.newline,
+        &mut m.blank,
+        &mut m.apostrophe,
+    ] {
+        *x &= m.valid;
+    }
+    m
+}
+
+/// Whether the bytes at `i` start one of cl100k's contraction suffixes (`s`, `d`, `m`, `t`,
+/// `ll`, `ve`, `re`, any case), and its length; ASCII only (a window holds no `ſ`).
+#[inline(always)]
+fn contraction(b: &[u8], i: usize) -> usize {
+    let lower = |j: usize| b.get(j).map_or(0, |c| c | 0x20);
+    match lower(i) {
+        b's' | b'd' | b'm' | b't' => 1,
+        b'l' if lower(i + 1) == b'l' => 2,
+        b'v' | b'r' if lower(i + 1) == b'e' => 2,
+        _ => 0,
+    }
+}
+
+/// The piece starts of cl100k's pattern in the window of `b` at `s` (bit 0 always set), and
+/// how many of them are trusted: those below the returned position.
+///
+/// `'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|
+///  \s++$|\s*[\r\n]|\s+(?!\S)|\s`, read for ASCII:
+/// - a letter run is one piece, with the character before it if that one is whitespace other
+///   than a newline, or an "other" character that starts a piece; an apostrophe that starts a
+///   piece and is followed by a contraction suffix is a piece with that suffix instead;
+/// - a digit run is pieces of three digits from its left;
+/// - an "other" run is one piece, with a blank before it and the newlines after it;
+/// - a whitespace run (less newlines taken by an "other" run) is split after its last newline,
+///   and its last character, if not a newline, starts the next piece (alone, or with the
+///   letters or "other" run after it).
+#[inline(always)]
+fn cl100k_starts(b: &[u8], s: usize, m: &Masks) -> (u64, u32) {
+    let prev = |x: u64| x << 1;
+    let next = |x: u64| x >> 1;
+    let (l, n, w, nl) = (m.letter, m.digit, m.space, m.newline);
+    let o = m.valid & !(l | n | w);
+    let x = w & !nl;
+
+    // "Other" runs that start a piece (after a blank, the blank starts it).
+    let o_start = o & !prev(o) & !prev(m.blank);
+    // Characters that take the letter run after them into their piece.
+    let prefix = (x | o_start) & next(l);
+    let mut starts = 1 | o_start | prefix | (l & !prev(l) & !prev(prefix));
+
+    // Contractions: an apostrophe that starts a piece, then a suffix; the letters after it
+    // start a new piece.
+    let mut apostrophes = m.apostrophe & o_start & next(l);
+    while apostrophes != 0 {
+        let p = apostrophes.trailing_zeros() as usize;
+        apostrophes &= apostrophes - 1;
+        let k = contraction(b, s + p + 1);
+        if k > 0 && p + 1 + k < 64 {
+            starts |= l & (1 << (p + 1 + k));
+        }
+    }
+
+    // Digits: a run's first digit, then every third one while the run goes on.
+    let three = n & prev(n) & (n << 2);
+    let mut group = n & !prev(n);
+    while group != 0 {
+        starts |= group;
+        group = (group << 3) & three;
+    }
+
+    // Whitespace. Newlines right after an "other" run belong to its piece; the character after
+    // them starts a piece.
+    let taken = nl & prev(o);
+    starts |= (w & !prev(w) & !taken) | (nl.wrapping_add(taken) & !nl & m.valid);
+    // The last character of a run, unless a newline.
+    starts |= x & !next(w);
+    // After the run's last newline, if whitespace follows (`\s*[\r\n]` ends there): the first
+    // character of a non-newline run that follows a newline and ends the whitespace.
+    if x & prev(nl) != 0 {
+        let ends = x & !next(w);
+        let rx = x.reverse_bits();
+        let before = (rx.wrapping_add(ends.reverse_bits()) & !rx).reverse_bits();
+        starts |= prev(before & nl);
+    }
+
+    // Trusted: before the class run that reaches the window's last byte.
+    let last = 63 - m.valid.leading_zeros().min(63);
+    let class = [l, n, w, o]
+        .into_iter()
+        .find(|c| c >> last & 1 == 1)
+        .unwrap_or(0);
+    let other = !class & m.valid;
+    let limit = if other == 0 {
+        0
+    } else {
+        64 - other.leading_zeros()
+    };
+    (starts, limit)
+}
+
+/// Calls `f(start, end)` for each piece of `b` under cl100k's pattern: windows where they
+/// decide, `scalar` (the hand-written matcher, `b` and `table` bound) elsewhere.
+#[inline(always)]
+pub fn cl100k_pieces(b: &[u8], scalar: impl Fn(usize) -> usize, mut f: impl FnMut(usize, usize)) {
+    let mut s = 0;
+    while s + 64 <= b.len() {
+        let m = classify(b, s);
+        let (starts, limit) = cl100k_starts(b, s, &m);
+        let trusted = starts & low_bits(limit);
+        // Pieces between consecutive trusted starts; the last one's end is not known yet.
+        let mut rest = trusted & !1;
+        let mut from = s;
+        while rest != 0 {
+            let to = s + rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            f(from, to);
+            from = to;
+        }
+        if from == s {
+            let e = scalar(s);
+            f(s, e);
+            s = e;
+        } else {
+            s = from;
+        }
+    }
+    while s < b.len() {
+        let e = scalar(s);
+        f(s, e);
+        s = e;
+    }
+}
+
+/// The bits below `k` (`k <= 64`).
+#[inline(always)]
+fn low_bits(k: u32) -> u64 {
+    if k >= 64 {
+        !0
+    } else {
+        (1u64 << k) - 1
+    }
+}
+
+/// The flags that the ASCII maps stand for, for the tests.
+#[cfg(test)]
+fn flags_of(m: &Masks, i: usize) -> u8 {
+    use super::classes::{LETTER, NUMBER, SPACE};
+    let bit = |x: u64| x >> i & 1 == 1;
+    let mut f = 0;
+    if bit(m.letter) {
+        f |= LETTER;
+    }
+    if bit(m.digit) {
+        f |= NUMBER;
+    }
+    if bit(m.space) {
+        f |= SPACE;
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::classes::{LETTER, NUMBER, SPACE};
+    use super::*;
+    use crate::pretok::PreTokenizer;
+
+    /// The maps agree with the Unicode class table on every ASCII byte, and stop at the first
+    /// non-ASCII one.
+    #[test]
+    fn classes_match_the_table() {
+        let table = super::super::classes::table().expect("builds");
+        let bytes: Vec<u8> = (0u8..128).collect();
+        for chunk in bytes.chunks(64) {
+            let m = classify(chunk, 0);
+            assert_eq!(m, classify_scalar(chunk));
+            assert_eq!(m.valid, !0);
+            for (i, &c) in chunk.iter().enumerate() {
+                let want = table[c as usize] & (LETTER | NUMBER | SPACE);
+                assert_eq!(flags_of(&m, i), want, "byte {c:#x}");
+                assert_eq!(m.newline >> i & 1 == 1, c == b'\n' || c == b'\r');
+                assert_eq!(m.blank >> i & 1 == 1, c == b' ');
+                assert_eq!(m.apostrophe >> i & 1 == 1, c == b'\'');
+            }
+        }
+        let mut text = vec![b'a'; 64];
+        text[10] = 0xC3;
+        let m = classify(&text, 0);
+        assert_eq!(m.valid, (1 << 10) - 1);
+        assert_eq!(m, classify_scalar(&text));
+    }
+
+    /// Long random texts over the characters that matter to the pattern, against the regex.
+    #[test]
+    fn windows_equal_the_regex() {
+        let alphabet: [&str; 24] = [
+            "a", "b", "S", "s", "l", "L", "v", "e", "r", "t", "'", " ", " ", "  ", "\n", "\r",
+            "\t", "\x0b", ".", "(", "1", "23", "é", "\u{a0}",
+        ];
+        let pre = PreTokenizer::new("cl100k").expect("ok");
+        let slow = pre.regex_only();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..3000 {
+            let len = 1 + (round % 300);
+            let mut text = String::new();
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Mostly ASCII; non-ASCII rarely, so most windows are long.
+                let i = (x % 22) as usize + if x >> 40 & 63 == 0 { 2 } else { 0 };
+                text.push_str(alphabet[i]);
+            }
+            assert_eq!(
+                pre.pieces(&text).expect("ok"),
+                slow.pieces(&text).expect("ok"),
+                "{text:?}"
+            );
+        }
+    }
+}
