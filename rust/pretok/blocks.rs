@@ -18,6 +18,8 @@ struct Masks {
     valid: u64,
     /// `[A-Za-z]` (`\p{L}` in ASCII)
     letter: u64,
+    /// `[A-Z]` (o200k's upper-case class in ASCII; `[a-z]` is its lower-case one)
+    upper: u64,
     /// `[0-9]` (`\p{N}` in ASCII)
     digit: u64,
     /// `[\t\n\x0B\x0C\r ]` (`\s` in ASCII)
@@ -28,6 +30,8 @@ struct Masks {
     blank: u64,
     /// `'`
     apostrophe: u64,
+    /// `/`
+    slash: u64,
 }
 
 /// The class bitmaps of `b[s..s + 64]` (`s + 64 <= b.len()`).
@@ -54,12 +58,14 @@ fn classify(b: &[u8], s: usize) -> Masks {
             high |= u64::from(_mm_movemask_epi8(x) as u16) << at;
             let folded = _mm_or_si128(x, _mm_set1_epi8(0x20));
             m.letter |= in_range(folded, b'a', b'z') << at;
+            m.upper |= in_range(x, b'A', b'Z') << at;
             m.digit |= in_range(x, b'0', b'9') << at;
             let blank = eq(x, b' ');
             m.space |= (in_range(x, b'\t', b'\r') | blank) << at;
             m.newline |= (eq(x, b'\n') | eq(x, b'\r')) << at;
             m.blank |= blank << at;
             m.apostrophe |= eq(x, b'\'') << at;
+            m.slash |= eq(x, b'/') << at;
         }
     }
     restrict(m, high)
@@ -81,11 +87,13 @@ fn classify_scalar(window: &[u8]) -> Masks {
         let set = |mask: &mut u64, yes: bool| *mask |= if yes { bit } else { 0 };
         set(&mut high, c >= 0x80);
         set(&mut m.letter, c.is_ascii_alphabetic());
+        set(&mut m.upper, c.is_ascii_uppercase());
         set(&mut m.digit, c.is_ascii_digit());
         set(&mut m.space, matches!(c, b'\t'..=b'\r' | b' '));
         set(&mut m.newline, c == b'\n' || c == b'\r');
         set(&mut m.blank, c == b' ');
         set(&mut m.apostrophe, c == b'\'');
+        set(&mut m.slash, c == b'/');
     }
     restrict(m, high)
 }
@@ -97,19 +105,22 @@ fn restrict(mut m: Masks, high: u64) -> Masks {
     m.valid = if k >= 64 { !0 } else { (1u64 << k) - 1 };
     for x in [
         &mut m.letter,
+        &mut m.upper,
         &mut m.digit,
         &mut m.space,
         &mut m.newline,
         &mut m.blank,
         &mut m.apostrophe,
+        &mut m.slash,
     ] {
         *x &= m.valid;
     }
     m
 }
 
-/// Whether the bytes at `i` start one of cl100k's contraction suffixes (`s`, `d`, `m`, `t`,
-/// `ll`, `ve`, `re`, any case), and its length; ASCII only (a window holds no `ſ`).
+/// Whether the bytes at `i` start a contraction suffix (`s`, `d`, `m`, `t`, `ll`, `ve`, `re`,
+/// any case; both patterns have the same seven), and its length; ASCII only (a window holds no
+/// `ſ`). Reads the text itself, so bytes past the window count.
 #[inline(always)]
 fn contraction(b: &[u8], i: usize) -> usize {
     let lower = |j: usize| b.get(j).map_or(0, |c| c | 0x20);
@@ -134,13 +145,28 @@ fn contraction(b: &[u8], i: usize) -> usize {
 /// - a whitespace run (less newlines taken by an "other" run) is split after its last newline,
 ///   and its last character, if not a newline, starts the next piece (alone, or with the
 ///   letters or "other" run after it).
+///
+/// With `O200K`, o200k's pattern (`P?U*W+C?|P?U+W*C?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|
+/// \s*[\r\n]+|\s+(?!\S)|\s+`), which reads the same for ASCII but for words: an upper-case
+/// letter after a lower-case one starts a new word, and a contraction joins the word before it
+/// (`don't` is one piece), while an apostrophe that starts a piece is just a prefix.
 #[inline(always)]
-fn cl100k_starts(b: &[u8], s: usize, m: &Masks) -> (u64, u32) {
+fn window_starts<const O200K: bool>(b: &[u8], s: usize, m: &Masks) -> (u64, u32) {
     let prev = |x: u64| x << 1;
     let next = |x: u64| x >> 1;
     let (l, n, w, nl) = (m.letter, m.digit, m.space, m.newline);
-    let o = m.valid & !(l | n | w);
     let x = w & !nl;
+    // "Other" runs take the newlines after them (`[\r\n]*`; o200k's `[\r\n/]*` slashes too):
+    // in each run of such characters, everything from the first newline that follows an
+    // "other" character (before the run, or a slash in it) to the run's end. The next
+    // character starts a piece.
+    let tail = if O200K { nl | m.slash } else { nl };
+    let follows_other = nl & prev(m.valid & !(l | n | w));
+    let before = tail & !follows_other;
+    let before = before & !before.wrapping_add(tail & !prev(tail) & before);
+    let taken = tail & !before;
+    let after_taken = prev(taken & !next(tail)) & m.valid;
+    let o = m.valid & !(l | n | w) & !taken;
 
     // "Other" runs that start a piece (after a blank, the blank starts it).
     let o_start = o & !prev(o) & !prev(m.blank);
@@ -148,15 +174,38 @@ fn cl100k_starts(b: &[u8], s: usize, m: &Masks) -> (u64, u32) {
     let prefix = (x | o_start) & next(l);
     let mut starts = 1 | o_start | prefix | (l & !prev(l) & !prev(prefix));
 
-    // Contractions: an apostrophe that starts a piece, then a suffix; the letters after it
-    // start a new piece.
-    let mut apostrophes = m.apostrophe & o_start & next(l);
-    while apostrophes != 0 {
-        let p = apostrophes.trailing_zeros() as usize;
-        apostrophes &= apostrophes - 1;
-        let k = contraction(b, s + p + 1);
-        if k > 0 && p + 1 + k < 64 {
-            starts |= l & (1 << (p + 1 + k));
+    if O200K {
+        // Words: also where an upper-case letter follows a lower-case one.
+        starts |= m.upper & prev(l & !m.upper);
+        // A contraction right after a word's letters joins it; what follows starts a piece.
+        let mut apostrophes = m.apostrophe & prev(l);
+        let mut joined_to = usize::MAX;
+        while apostrophes != 0 {
+            let e = apostrophes.trailing_zeros() as usize;
+            apostrophes &= apostrophes - 1;
+            if e == joined_to {
+                continue; // after a contraction, not after a word
+            }
+            let k = contraction(b, s + e + 1);
+            if k > 0 {
+                starts &= !(low_bits(e as u32 + k as u32 + 1) & !low_bits(e as u32));
+                joined_to = e + 1 + k;
+                if joined_to < 64 {
+                    starts |= m.valid & (1 << joined_to);
+                }
+            }
+        }
+    } else {
+        // Contractions: an apostrophe that starts a piece, then a suffix; the letters after it
+        // start a new piece.
+        let mut apostrophes = m.apostrophe & o_start & next(l);
+        while apostrophes != 0 {
+            let p = apostrophes.trailing_zeros() as usize;
+            apostrophes &= apostrophes - 1;
+            let k = contraction(b, s + p + 1);
+            if k > 0 && p + 1 + k < 64 {
+                starts |= l & (1 << (p + 1 + k));
+            }
         }
     }
 
@@ -170,8 +219,7 @@ fn cl100k_starts(b: &[u8], s: usize, m: &Masks) -> (u64, u32) {
 
     // Whitespace. Newlines right after an "other" run belong to its piece; the character after
     // them starts a piece.
-    let taken = nl & prev(o);
-    starts |= (w & !prev(w) & !taken) | (nl.wrapping_add(taken) & !nl & m.valid);
+    starts |= (w & !prev(w) & !taken) | after_taken;
     // The last character of a run, unless a newline.
     starts |= x & !next(w);
     // After the run's last newline, if whitespace follows (`\s*[\r\n]` ends there): the first
@@ -198,14 +246,18 @@ fn cl100k_starts(b: &[u8], s: usize, m: &Masks) -> (u64, u32) {
     (starts, limit)
 }
 
-/// Calls `f(start, end)` for each piece of `b` under cl100k's pattern: windows where they
-/// decide, `scalar` (the hand-written matcher, `b` and `table` bound) elsewhere.
+/// Calls `f(start, end)` for each piece of `b` under cl100k's pattern (o200k's with `O200K`):
+/// windows where they decide, `scalar` (the hand-written matcher, `b` and `table` bound) elsewhere.
 #[inline(always)]
-pub fn cl100k_pieces(b: &[u8], scalar: impl Fn(usize) -> usize, mut f: impl FnMut(usize, usize)) {
+pub fn pieces<const O200K: bool>(
+    b: &[u8],
+    scalar: impl Fn(usize) -> usize,
+    mut f: impl FnMut(usize, usize),
+) {
     let mut s = 0;
     while s + 64 <= b.len() {
         let m = classify(b, s);
-        let (starts, limit) = cl100k_starts(b, s, &m);
+        let (starts, limit) = window_starts::<O200K>(b, s, &m);
         let trusted = starts & low_bits(limit);
         // Pieces between consecutive trusted starts; the last one's end is not known yet.
         let mut rest = trusted & !1;
@@ -290,32 +342,34 @@ mod tests {
         assert_eq!(m, classify_scalar(&text));
     }
 
-    /// Long random texts over the characters that matter to the pattern, against the regex.
+    /// Long random texts over the characters that matter to the patterns, against the regexes.
     #[test]
     fn windows_equal_the_regex() {
-        let alphabet: [&str; 24] = [
-            "a", "b", "S", "s", "l", "L", "v", "e", "r", "t", "'", " ", " ", "  ", "\n", "\r",
-            "\t", "\x0b", ".", "(", "1", "23", "é", "\u{a0}",
+        let alphabet: [&str; 28] = [
+            "a", "b", "S", "s", "l", "L", "v", "E", "e", "r", "t", "D", "'", "'", " ", " ", "  ",
+            "\n", "\r", "\t", "\x0b", ".", "(", "1", "23", "/", "é", "\u{a0}",
         ];
-        let pre = PreTokenizer::new("cl100k").expect("ok");
-        let slow = pre.regex_only();
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        for round in 0..3000 {
-            let len = 1 + (round % 300);
-            let mut text = String::new();
-            for _ in 0..len {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                // Mostly ASCII; non-ASCII rarely, so most windows are long.
-                let i = (x % 22) as usize + if x >> 40 & 63 == 0 { 2 } else { 0 };
-                text.push_str(alphabet[i]);
+        for pattern in ["cl100k", "o200k"] {
+            let pre = PreTokenizer::new(pattern).expect("ok");
+            let slow = pre.regex_only();
+            let mut x = 0x2545_f491_4f6c_dd1du64;
+            for round in 0..3000 {
+                let len = 1 + (round % 300);
+                let mut text = String::new();
+                for _ in 0..len {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Mostly ASCII; non-ASCII rarely, so that most windows are long.
+                    let i = (x % 26) as usize + if x >> 40 & 63 == 0 { 2 } else { 0 };
+                    text.push_str(alphabet[i]);
+                }
+                assert_eq!(
+                    pre.pieces(&text).expect("ok"),
+                    slow.pieces(&text).expect("ok"),
+                    "{pattern}: {text:?}"
+                );
             }
-            assert_eq!(
-                pre.pieces(&text).expect("ok"),
-                slow.pieces(&text).expect("ok"),
-                "{text:?}"
-            );
         }
     }
 }

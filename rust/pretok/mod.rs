@@ -147,9 +147,11 @@ impl PreTokenizer {
             match self.kind {
                 PatternKind::Gpt2 => drive(b, table, fast::gpt2_end, f),
                 PatternKind::Cl100k => {
-                    blocks::cl100k_pieces(b, |s| fast::cl100k_end(b, table, s), f)
+                    blocks::pieces::<false>(b, |s| fast::cl100k_end(b, table, s), f)
                 }
-                PatternKind::O200k => drive(b, table, fast::o200k_end, f),
+                PatternKind::O200k => {
+                    blocks::pieces::<true>(b, |s| fast::o200k_end(b, table, s), f)
+                }
                 PatternKind::Custom => drive(b, table, matcher, f),
             }
             return Ok(());
