@@ -326,8 +326,8 @@ impl Vocab {
     }
 
     /// `encode_piece` for the consecutive pieces `spans` of `text` (byte ranges): their keys
-    /// are computed and their slots in the whole-token table prefetched first, so the table's
-    /// cache misses overlap instead of following one another.
+    /// are computed and their slots in the thread's piece cache prefetched first, so the
+    /// table's cache misses overlap instead of following one another.
     #[inline]
     pub fn encode_pieces(
         &self,
@@ -337,12 +337,10 @@ impl Vocab {
         cache: &mut PieceCache,
     ) {
         const NO_KEY: Key = [0, 0];
-        let whole = self.whole_tokens();
         let mut keys = [NO_KEY; PIECE_BLOCK];
         for (key, &(s, e)) in keys.iter_mut().zip(spans) {
             if e - s >= 2 {
                 if let Some(k) = key_at(text, s, e) {
-                    whole.short.prefetch(&k);
                     cache.map.prefetch(&k);
                     *key = k;
                 }
@@ -363,10 +361,6 @@ impl Vocab {
     /// A piece of 2 to 15 bytes, packed into `key`.
     #[inline(always)]
     fn encode_short(&self, piece: &[u8], key: &Key, out: &mut Vec<u32>, cache: &mut PieceCache) {
-        if let Some(&id) = self.whole_tokens().short.get(key) {
-            out.push(id);
-            return;
-        }
         if let Some(cached) = cache.map.get(key) {
             let n = cached.n as usize;
             if n <= INLINE {
@@ -375,6 +369,13 @@ impl Vocab {
                 let at = cached.ids[0] as usize;
                 out.extend_from_slice(&cache.arena[at..at + n]);
             }
+            return;
+        }
+        // The thread's cache takes whole tokens too, so that a piece seen before costs one
+        // lookup in one table, whatever it encodes to.
+        if let Some(&id) = self.whole_tokens().short.get(key) {
+            out.push(id);
+            cache.insert_short(*key, &[id]);
             return;
         }
         let start = out.len();
@@ -618,9 +619,9 @@ pub struct Cached {
     ids: [u32; INLINE],
 }
 
-/// Encodings of pieces that are not whole tokens, remembered by one thread for one tokenizer
-/// (see `Bpe::with_cache`): no locks, bounded size, and since it only ever holds exact
-/// encodings, results never depend on what was encoded before.
+/// Encodings of pieces (whole tokens too, once seen), remembered by one thread for one
+/// tokenizer (see `Bpe::with_cache`): no locks, bounded size, and since it only ever holds
+/// exact encodings, results never depend on what was encoded before.
 #[derive(Default)]
 pub struct PieceCache {
     /// Pieces of up to 15 bytes, by packed bytes.
