@@ -364,7 +364,10 @@ impl Vocab {
         if let Some(cached) = cache.map.get(key) {
             let n = cached.n as usize;
             if n <= INLINE {
-                out.extend_from_slice(&cached.ids[..n]);
+                // A fixed-size copy (no call to memmove), then the surplus cut off.
+                let len = out.len();
+                out.extend_from_slice(&cached.ids);
+                out.truncate(len + n);
             } else {
                 let at = cached.ids[0] as usize;
                 out.extend_from_slice(&cache.arena[at..at + n]);

@@ -98,7 +98,7 @@ fn classify_scalar(window: &[u8]) -> Masks {
     restrict(m, high)
 }
 
-/// Cuts the maps at the first non-ASCII byte.
+/// Cuts the maps at the first non-ASCII byte (or the first bit of `high`).
 #[inline(always)]
 fn restrict(mut m: Masks, high: u64) -> Masks {
     let k = high.trailing_zeros();
@@ -255,8 +255,16 @@ pub fn pieces<const O200K: bool>(
     mut f: impl FnMut(usize, usize),
 ) {
     let mut s = 0;
-    while s + 64 <= b.len() {
-        let m = classify(b, s);
+    while s < b.len() {
+        let m = if s + 64 <= b.len() {
+            classify(b, s)
+        } else {
+            // The text's last bytes, padded: the window ends with the text.
+            let n = b.len() - s;
+            let mut padded = [0u8; 64];
+            padded[..n].copy_from_slice(&b[s..]);
+            truncate(classify(&padded, 0), n)
+        };
         let (starts, limit) = window_starts::<O200K>(b, s, &m);
         let trusted = starts & low_bits(limit);
         // Pieces between consecutive trusted starts; the last one's end is not known yet.
@@ -276,11 +284,12 @@ pub fn pieces<const O200K: bool>(
             s = from;
         }
     }
-    while s < b.len() {
-        let e = scalar(s);
-        f(s, e);
-        s = e;
-    }
+}
+
+/// The maps of a window cut to its first `n` bytes.
+#[inline(always)]
+fn truncate(m: Masks, n: usize) -> Masks {
+    restrict(m, !(m.valid & low_bits(n as u32)))
 }
 
 /// The bits below `k` (`k <= 64`).

@@ -325,23 +325,28 @@ impl PyBpe {
             }
             return Ok(out);
         }
-        // Workers encode runs while this thread (which holds the GIL) turns finished runs into
-        // numpy views, in order: the Python-side work overlaps the encoding.
+        // `threads - 1` workers encode runs; this thread (which holds the GIL) turns finished
+        // runs into numpy views, in order, and encodes runs itself whenever the next one in
+        // order is not ready, so that exactly `threads` threads are busy and the Python-side
+        // work overlaps the encoding.
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
         let (tx, rx) = std::sync::mpsc::channel::<(usize, crate::error::Result<BatchRun>)>();
         let (strs, allowed, disallowed, runs) = (&strs, &allowed, &disallowed, &runs);
+        let encode = |i: usize| {
+            self.inner
+                .encode_run(&strs[runs[i].clone()], allowed, disallowed)
+        };
         std::thread::scope(|s| -> PyResult<()> {
-            for _ in 0..threads {
-                let (tx, next, stop) = (tx.clone(), &next, &stop);
+            for _ in 1..threads {
+                let (tx, next, stop, encode) = (tx.clone(), &next, &stop, &encode);
                 s.spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(run) = runs.get(i) else { break };
-                        let encoded =
-                            self.inner
-                                .encode_run(&strs[run.clone()], allowed, disallowed);
-                        if tx.send((i, encoded)).is_err() {
+                        if i >= runs.len() {
+                            break;
+                        }
+                        if tx.send((i, encode(i))).is_err() {
                             break;
                         }
                     }
@@ -353,15 +358,27 @@ impl PyBpe {
                 let mut pending: Vec<Option<BatchRun>> = (0..runs.len()).map(|_| None).collect();
                 let mut done = 0;
                 while done < runs.len() {
+                    // Whatever the workers have finished, without waiting.
+                    while let Some((i, encoded)) = rx.lock().ok().and_then(|rx| rx.try_recv().ok())
+                    {
+                        pending[i] = Some(encoded.map_err(to_py)?);
+                    }
+                    if let Some(run) = pending[done].take() {
+                        views.append(&out, &run)?;
+                        done += 1;
+                        continue;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i < runs.len() {
+                        pending[i] = Some(py.detach(|| encode(i)).map_err(to_py)?);
+                        continue;
+                    }
+                    // Every run is taken: wait for the workers'.
                     let received = py.detach(|| rx.lock().ok().and_then(|rx| rx.recv().ok()));
                     let Some((i, encoded)) = received else {
                         return Err(PyRuntimeError::new_err("encode_batch: a worker stopped"));
                     };
                     pending[i] = Some(encoded.map_err(to_py)?);
-                    while let Some(run) = pending.get_mut(done).and_then(Option::take) {
-                        views.append(&out, &run)?;
-                        done += 1;
-                    }
                 }
                 Ok(())
             })();
