@@ -250,10 +250,13 @@ impl Bpe {
     /// back exactly.
     pub fn encode_bytes(&self, bytes: &[u8]) -> Result<Vec<u32>> {
         let mut out = Vec::with_capacity(bytes.len() / 3 + 1);
-        for chunk in bytes.utf8_chunks() {
-            self.encode_ordinary_into(chunk.valid(), &mut out)?;
-            self.encode_piece(chunk.invalid(), &mut out, &mut PieceCache::default());
-        }
+        self.with_cache(|cache| {
+            for chunk in bytes.utf8_chunks() {
+                self.encode_ordinary_cached(chunk.valid(), &mut out, cache)?;
+                self.encode_piece(chunk.invalid(), &mut out, cache);
+            }
+            Ok(())
+        })?;
         Ok(out)
     }
 

@@ -338,10 +338,17 @@ impl Vocab {
     ) {
         const NO_KEY: Key = [0, 0];
         let mut keys = [NO_KEY; PIECE_BLOCK];
+        // While the cache is still missing pieces (a first call on new text), the whole-token
+        // table's slots too; once it is warm, those would only cost memory traffic.
+        let whole = cache.missed.then(|| self.whole_tokens());
+        cache.missed = false;
         for (key, &(s, e)) in keys.iter_mut().zip(spans) {
             if e - s >= 2 {
                 if let Some(k) = key_at(text, s, e) {
                     cache.map.prefetch(&k);
+                    if let Some(whole) = whole {
+                        whole.short.prefetch(&k);
+                    }
                     *key = k;
                 }
             }
@@ -374,6 +381,7 @@ impl Vocab {
             }
             return;
         }
+        cache.missed = true;
         // The thread's cache takes whole tokens too, so that a piece seen before costs one
         // lookup in one table, whatever it encodes to.
         if let Some(&id) = self.whole_tokens().short.get(key) {
@@ -625,7 +633,6 @@ pub struct Cached {
 /// Encodings of pieces (whole tokens too, once seen), remembered by one thread for one
 /// tokenizer (see `Bpe::with_cache`): no locks, bounded size, and since it only ever holds
 /// exact encodings, results never depend on what was encoded before.
-#[derive(Default)]
 pub struct PieceCache {
     /// Pieces of up to 15 bytes, by packed bytes.
     map: Table<Cached>,
@@ -634,6 +641,20 @@ pub struct PieceCache {
     long: FxHashMap<Box<[u8]>, (u32, u32)>,
     /// Ids of cached encodings too long to hold inline.
     arena: Vec<u32>,
+    /// Whether a short piece missed `map` in the last block of pieces.
+    missed: bool,
+}
+
+impl Default for PieceCache {
+    fn default() -> Self {
+        Self {
+            // Room for the pieces of a few hundred kB of text before the table first grows.
+            map: Table::with_capacity(1 << 14),
+            long: FxHashMap::default(),
+            arena: Vec::new(),
+            missed: true,
+        }
+    }
 }
 
 impl PieceCache {
