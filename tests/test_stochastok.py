@@ -9,14 +9,13 @@ import pickle
 import numpy as np
 import pytest
 import reference_stochastok as ref
+import scipy.stats as scipy_stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import toklab
 from toklab.errors import ConfigError, CorruptFileError, UnknownTokenError
 from toklab.stochastok import StochasTok, StochasTokDataset, expand_to_memmap
-
-scipy_stats = pytest.importorskip("scipy.stats")
 
 
 class Listed:
