@@ -620,7 +620,7 @@ mod bench {
             .fold(f64::MAX, f64::min)
     }
 
-    fn base64(s: &str) -> Vec<u8> {
+    pub(super) fn base64(s: &str) -> Vec<u8> {
         let val = |c: u8| match c {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,

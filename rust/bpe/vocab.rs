@@ -35,6 +35,9 @@ pub struct Vocab {
     /// always of imported vocabularies), so that a piece found among them skips merging.
     /// Computed on first use.
     whole: std::sync::OnceLock<WholeTokens>,
+    /// The characters that merging may start from whole (see [`Atoms`]). Computed on first use,
+    /// never while `from_ranks` is still adding merges (it merges bytes only).
+    atoms: std::sync::OnceLock<Atoms>,
     /// All token bytes back to back, then `DECODE_PAD` zero bytes, and where each token starts
     /// (`offsets[id]..offsets[id + 1]`): decoding reads one flat table, not a `Vec` per token.
     flat: Vec<u8>,
@@ -52,6 +55,276 @@ pub struct Vocab {
 struct WholeTokens {
     short: Table<u32>,
     long: Vec<u64>,
+}
+
+/// The characters that merging may start from whole: *atoms*. Most first-seen pieces of
+/// non-Latin text are runs of 2- to 4-byte characters, and merging them from bytes spends most
+/// of its steps rebuilding those characters; starting from atoms skips these steps.
+///
+/// A token `c` whose bytes are exactly one multi-byte UTF-8 character is an atom when:
+///
+/// 1. BPE over the bytes of `c` alone gives `[c]`; let `R` be the highest rank among the merges
+///    it applies;
+/// 2. every merge that has `c` as an operand (left or right) ranks above `R`.
+///
+/// An occurrence of `c` in a piece (a span `[s, s + k)` holding its bytes, at a whole, valid
+/// character of the piece) starts whole when moreover:
+///
+/// 3. no merge of rank `<= R` could join a part of `c` with the bytes around it: none is
+///    `(x, p)` with `p` a proper prefix of `c` and the bytes of `x` just before `s`, and none is
+///    `(q, y)` with `q` a proper suffix of `c` and the bytes of `y` just after `s + k`. (These
+///    merges are few: their results are the tokens that start with continuation bytes or end
+///    with an incomplete character. Each atom keeps a list of them, see [`Crossing`].)
+///
+/// Then starting from the atoms' tokens at any set of such (disjoint) occurrences, and bytes
+/// elsewhere, merging as usual gives exactly what merging from bytes gives. Take the run B from
+/// bytes, and call an occurrence *unfinished* while B has not yet formed `c` there.
+///
+/// - While an occurrence is unfinished, a merge that B can apply inside it ranks at most `R`:
+///   B's symbols there are a state of BPE over `c`'s bytes alone, which by 1 is not over yet,
+///   and its next merge is among those that ranks are counted over.
+/// - No symbol of B ever covers part of an occurrence and bytes outside it (this and the point
+///   above hold together, by induction over B's steps). The first such symbol would be made by
+///   a merge of a symbol inside an unfinished occurrence that touches its edge (a proper prefix
+///   or suffix of `c`) with the symbol just outside; by 3 that merge ranks above `R`, so while
+///   the occurrence is unfinished it is never the lowest pair (the first point), and once it is
+///   finished there is no such pair. Hence B's merges inside an
+///   unfinished occurrence are exactly those of BPE over `c`'s bytes alone, in the same order
+///   (whenever B picks one, it is the lowest pair there, leftmost on ties), and since B stops
+///   only when no pair has a merge, by 1 every occurrence ends as `c`.
+/// - Let A be the run from atoms, and project each state of B onto A's symbols by collapsing
+///   every unfinished occurrence to `c`. Steps of B inside occurrences leave the projection
+///   unchanged. Every other step of B merges a pair that A has too, at the same relative
+///   position, and its rank is at most `R` of every unfinished occurrence (B picks the lowest
+///   pair, and each unfinished occurrence has one of rank `<= R`). The pairs that A has and B
+///   has not all have the atom of an unfinished occurrence as an operand, so by 2 rank above its
+///   `R`. So A picks the same merge. When B stops, every occurrence is finished, the projection
+///   is B's state, and A has no pair left either: A's steps are B's steps outside occurrences,
+///   and the results agree.
+///
+/// Nothing here needs a monotone vocabulary. For a monotone one, A's merges are a subsequence
+/// of B's, whose ranks never decrease, so `merge_by_rank` stays exact from atoms too. Pieces are
+/// scanned for whole, valid UTF-8 characters (no overlong forms or surrogates, which could
+/// otherwise alias a character's code point); invalid sequences stay bytes.
+#[derive(Clone, Debug, Default)]
+struct Atoms {
+    /// Atoms by code point, two levels: `entries[blocks[cp >> 8] << 8 | (cp & 0xff)]`, where
+    /// block 0 holds no atoms (`id == NO_ATOM`).
+    blocks: Vec<u16>,
+    entries: Vec<AtomEntry>,
+    /// The merges that condition 3 checks, `AtomEntry::crossing` indexes them.
+    crossing: Vec<Crossing>,
+    /// The bytes of their operands outside the atom, back to back.
+    context: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct AtomEntry {
+    id: u32,
+    /// `start << 8 | count`: the atom's merges `crossing[start..start + count]`.
+    crossing: u32,
+}
+
+const NO_ATOM: u32 = u32::MAX;
+const NOT_AN_ATOM: AtomEntry = AtomEntry {
+    id: NO_ATOM,
+    crossing: 0,
+};
+
+/// A merge that could join a part of an atom with the bytes `context[start..end]` just before
+/// (`before`) or after it, which rules out starting from the atom there.
+#[derive(Clone, Copy, Debug)]
+struct Crossing {
+    before: bool,
+    start: u32,
+    end: u32,
+}
+
+impl Atoms {
+    fn is_empty(&self) -> bool {
+        self.entries.len() <= 256
+    }
+
+    /// The atoms of `vocab`, which must have all its merges.
+    fn build(vocab: &Vocab) -> Self {
+        let mut atoms = Self {
+            blocks: vec![0; 0x110000 >> 8],
+            entries: vec![NOT_AN_ATOM; 256],
+            crossing: Vec::new(),
+            context: Vec::new(),
+        };
+        if vocab.tokens.len() > (1 << 24) {
+            return atoms; // (`context` offsets are u32; such vocabularies are not real)
+        }
+        // Condition 2: the lowest rank of a merge with each token as an operand. Condition 3:
+        // the merges whose right operand could be a proper prefix of a character (a lead byte,
+        // then continuation bytes), by that operand, and those whose left operand could be a
+        // proper suffix (continuation bytes only): (rank, the other operand).
+        let cont = |b: &u8| b & 0xc0 == 0x80;
+        let mut first_use = vec![u32::MAX; vocab.tokens.len()];
+        let mut joins_before: FxHashMap<u32, Vec<(u32, u32)>> = FxHashMap::default();
+        let mut joins_after: FxHashMap<u32, Vec<(u32, u32)>> = FxHashMap::default();
+        for (rank, m) in vocab.merges.iter().enumerate() {
+            let rank = rank as u32;
+            for t in [m.left, m.right] {
+                let r = &mut first_use[t as usize];
+                *r = (*r).min(rank);
+            }
+            let right = &vocab.tokens[m.right as usize];
+            if right.len() <= 3 && right[0] >= 0xc0 && right[1..].iter().all(cont) {
+                joins_before
+                    .entry(m.right)
+                    .or_default()
+                    .push((rank, m.left));
+            }
+            let left = &vocab.tokens[m.left as usize];
+            if left.len() <= 3 && left.iter().all(cont) {
+                joins_after.entry(m.left).or_default().push((rank, m.right));
+            }
+        }
+        let mut chars: Vec<(u32, u32)> = vocab
+            .token_ids
+            .iter()
+            .filter_map(|(bytes, &id)| Some((single_char(bytes)?, id)))
+            .collect();
+        chars.sort_unstable(); // (the same table whatever the order of the hash map)
+        for (cp, id) in chars {
+            let bytes = &vocab.tokens[id as usize];
+            // Conditions 1 and 2.
+            let Some(max_rank) = vocab.max_rank_forming(bytes, id) else {
+                continue;
+            };
+            if first_use[id as usize] <= max_rank {
+                continue;
+            }
+            // Condition 3: the merges of rank <= R that join a part of the character with what
+            // is around it.
+            let start = atoms.crossing.len();
+            for k in 1..bytes.len() {
+                let sides = [
+                    (true, &bytes[..k], &joins_before),
+                    (false, &bytes[k..], &joins_after),
+                ];
+                for (before, part, joins) in sides {
+                    let Some(part) = vocab.token_id(part) else {
+                        continue;
+                    };
+                    for &(rank, other) in joins.get(&part).into_iter().flatten() {
+                        if rank <= max_rank {
+                            let other = &vocab.tokens[other as usize];
+                            atoms.crossing.push(Crossing {
+                                before,
+                                start: atoms.context.len() as u32,
+                                end: (atoms.context.len() + other.len()) as u32,
+                            });
+                            atoms.context.extend_from_slice(other);
+                        }
+                    }
+                }
+            }
+            let count = atoms.crossing.len() - start;
+            if count > 255 || atoms.context.len() > u32::MAX as usize {
+                atoms.crossing.truncate(start);
+                continue;
+            }
+            let block = &mut atoms.blocks[cp as usize >> 8];
+            if *block == 0 {
+                *block = (atoms.entries.len() >> 8) as u16;
+                atoms.entries.resize(atoms.entries.len() + 256, NOT_AN_ATOM);
+            }
+            atoms.entries[(*block as usize) << 8 | (cp as usize & 0xff)] = AtomEntry {
+                id,
+                crossing: (start as u32) << 8 | count as u32,
+            };
+        }
+        atoms
+    }
+
+    #[inline(always)]
+    fn get(&self, cp: u32) -> AtomEntry {
+        self.entries[(self.blocks[cp as usize >> 8] as usize) << 8 | (cp as usize & 0xff)]
+    }
+
+    /// Whether the atom `entry` may start whole between `before` and `after` (condition 3).
+    #[inline]
+    fn fits(&self, entry: AtomEntry, before: &[u8], after: &[u8]) -> bool {
+        let start = (entry.crossing >> 8) as usize;
+        let count = (entry.crossing & 0xff) as usize;
+        self.crossing[start..start + count].iter().all(|c| {
+            let bytes = &self.context[c.start as usize..c.end as usize];
+            if c.before {
+                !before.ends_with(bytes)
+            } else {
+                !after.starts_with(bytes)
+            }
+        })
+    }
+
+    /// Writes the start symbols of `piece` into `syms` (at least `piece.len()` long): the atom
+    /// of each whole valid character that is one and fits there, byte tokens elsewhere. Returns
+    /// their number.
+    #[inline]
+    fn split(&self, piece: &[u8], byte_ids: &[u32; 256], syms: &mut [u32]) -> usize {
+        let (mut i, mut n) = (0, 0);
+        while i < piece.len() {
+            let b = piece[i];
+            if b >= 0xc2 {
+                if let Some((cp, len)) = decode_char(&piece[i..]) {
+                    let entry = self.get(cp);
+                    if entry.id != NO_ATOM
+                        && (entry.crossing & 0xff == 0
+                            || self.fits(entry, &piece[..i], &piece[i + len..]))
+                    {
+                        syms[n] = entry.id;
+                        n += 1;
+                        i += len;
+                        continue;
+                    }
+                }
+            }
+            syms[n] = byte_ids[b as usize];
+            n += 1;
+            i += 1;
+        }
+        n
+    }
+}
+
+/// The code point of `bytes` if they are exactly one multi-byte UTF-8 character.
+fn single_char(bytes: &[u8]) -> Option<u32> {
+    if bytes.len() < 2 {
+        return None;
+    }
+    let mut chars = std::str::from_utf8(bytes).ok()?.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => Some(c as u32),
+        _ => None,
+    }
+}
+
+/// The valid multi-byte UTF-8 character at the start of `b` (whose first byte is at least
+/// 0xc2): its code point and length. Overlong forms, surrogates and code points past U+10FFFF
+/// are not characters.
+#[inline(always)]
+fn decode_char(b: &[u8]) -> Option<(u32, usize)> {
+    let cont = |i: usize| match b.get(i) {
+        Some(&c) if c & 0xc0 == 0x80 => Some(u32::from(c & 0x3f)),
+        _ => None,
+    };
+    let b0 = u32::from(b[0]);
+    if b0 < 0xc2 {
+        None
+    } else if b0 < 0xe0 {
+        Some(((b0 & 0x1f) << 6 | cont(1)?, 2))
+    } else if b0 < 0xf0 {
+        let cp = (b0 & 0x0f) << 12 | cont(1)? << 6 | cont(2)?;
+        (cp >= 0x800 && !(0xd800..0xe000).contains(&cp)).then_some((cp, 3))
+    } else if b0 < 0xf5 {
+        let cp = (b0 & 0x07) << 18 | cont(1)? << 12 | cont(2)? << 6 | cont(3)?;
+        (0x10000..0x110000).contains(&cp).then_some((cp, 4))
+    } else {
+        None
+    }
 }
 
 /// Tokens up to this long are decoded with one fixed-size copy.
@@ -166,6 +439,7 @@ impl Vocab {
             token_ids,
             specials,
             whole: std::sync::OnceLock::new(),
+            atoms: std::sync::OnceLock::new(),
             flat,
             offsets,
             monotone,
@@ -188,7 +462,8 @@ impl Vocab {
             }
             scratch.clear();
             let bytes = vocab.tokens[id as usize].clone();
-            vocab.merge_piece(&bytes, &mut scratch);
+            // From bytes: atoms depend on all the merges, and these are not all in place yet.
+            vocab.merge_bytes(&bytes, &mut scratch);
             if let [left, right] = scratch[..] {
                 let rank = vocab.merges.len() as u32;
                 vocab.merge_map.insert((left, right), (rank, id));
@@ -200,6 +475,9 @@ impl Vocab {
             }
         }
         vocab.monotone = is_monotone(vocab.tokens.len(), &vocab.merges);
+        // Nothing derived from the merges may survive from before they were all in place.
+        vocab.whole = std::sync::OnceLock::new();
+        vocab.atoms = std::sync::OnceLock::new();
         Ok(vocab)
     }
 
@@ -281,6 +559,28 @@ impl Vocab {
     #[inline]
     pub fn merge_of(&self, left: u32, right: u32) -> Option<(u32, u32)> {
         self.merge_map.get(&(left, right)).copied()
+    }
+
+    fn atoms(&self) -> &Atoms {
+        self.atoms.get_or_init(|| Atoms::build(self))
+    }
+
+    /// If BPE over `bytes` alone (from bytes) gives `[id]`: the highest rank it applies.
+    fn max_rank_forming(&self, bytes: &[u8], id: u32) -> Option<u32> {
+        let mut syms: Vec<u32> = bytes.iter().map(|&b| self.byte_ids[b as usize]).collect();
+        let mut max_rank = 0;
+        loop {
+            let best = (0..syms.len().saturating_sub(1))
+                .filter_map(|i| self.merge_of(syms[i], syms[i + 1]).map(|(r, m)| (r, i, m)))
+                .min();
+            let Some((rank, i, merged)) = best else {
+                break;
+            };
+            max_rank = max_rank.max(rank);
+            syms[i] = merged;
+            syms.remove(i + 1);
+        }
+        (syms == [id]).then_some(max_rank)
     }
 
     fn whole_tokens(&self) -> &WholeTokens {
@@ -419,19 +719,38 @@ impl Vocab {
 
     /// Appends the BPE encoding of one piece: start from its bytes and repeatedly apply the
     /// lowest-ranked merge among adjacent pairs, leftmost first on ties.
+    ///
+    /// A piece with non-ASCII bytes starts from its atoms (whole characters, see [`Atoms`])
+    /// instead of their bytes, which gives the same result with fewer merge steps.
     pub fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
+        if piece.len() < 2 || piece.is_ascii() {
+            self.merge_from(piece, None, out);
+        } else {
+            let atoms = self.atoms();
+            self.merge_from(piece, (!atoms.is_empty()).then_some(atoms), out);
+        }
+    }
+
+    /// `merge_piece` from bytes only: the reference for the atom path, and what `from_ranks`
+    /// uses while it is still adding merges.
+    pub(crate) fn merge_bytes(&self, piece: &[u8], out: &mut Vec<u32>) {
+        self.merge_from(piece, None, out);
+    }
+
+    /// `merge_piece`, starting from the atoms of `atoms` (if given) and bytes elsewhere.
+    fn merge_from(&self, piece: &[u8], atoms: Option<&Atoms>, out: &mut Vec<u32>) {
         match piece.len() {
             0 => {}
             1 => out.push(self.byte_ids[piece[0] as usize]),
-            n if n <= 16 => self.merge_small::<16>(piece, out),
-            n if n <= SMALL_PIECE => self.merge_small::<SMALL_PIECE>(piece, out),
-            n if n < u32::MAX as usize => self.merge_long(piece, out),
+            n if n <= 16 => self.merge_small::<16>(piece, atoms, out),
+            n if n <= SMALL_PIECE => self.merge_small::<SMALL_PIECE>(piece, atoms, out),
+            n if n < u32::MAX as usize => self.merge_long(piece, atoms, out),
             _ => {
                 // Beyond 4 GiB in one piece: merge in 1 GiB windows. Merges never reach across
                 // the windows' edges, so this is the only place where the result can differ from
                 // exact BPE; no real text has such a piece.
                 for window in piece.chunks(1 << 30) {
-                    self.merge_long(window, out);
+                    self.merge_long(window, atoms, out);
                 }
             }
         }
@@ -439,16 +758,21 @@ impl Vocab {
 
     /// Quadratic in the piece length, but with tiny constants and no allocation: the right tool
     /// for the short pieces that make up almost all text. `N` bounds the piece length.
-    fn merge_small<const N: usize>(&self, piece: &[u8], out: &mut Vec<u32>) {
-        let n = piece.len();
-        debug_assert!(n >= 2 && n <= N);
+    fn merge_small<const N: usize>(&self, piece: &[u8], atoms: Option<&Atoms>, out: &mut Vec<u32>) {
+        debug_assert!(piece.len() >= 2 && piece.len() <= N);
         let mut syms = [0u32; N];
         // ranks[i], merged[i]: the merge of the pair (syms[i], syms[i + 1]), if any.
         let mut ranks = [u32::MAX; N];
         let mut merged = [0u32; N];
-        for (s, &b) in syms.iter_mut().zip(piece) {
-            *s = self.byte_ids[b as usize];
-        }
+        let n = match atoms {
+            Some(atoms) => atoms.split(piece, &self.byte_ids, &mut syms),
+            None => {
+                for (s, &b) in syms.iter_mut().zip(piece) {
+                    *s = self.byte_ids[b as usize];
+                }
+                piece.len()
+            }
+        };
         let pair = |syms: &[u32; N], i: usize| self.merge_of(syms[i], syms[i + 1]);
         for i in 0..n - 1 {
             if let Some((r, m)) = pair(&syms, i) {
@@ -485,22 +809,30 @@ impl Vocab {
         out.extend_from_slice(&syms[..len]);
     }
 
-    /// A piece as a doubly linked list of byte tokens: `(syms, next, prev)`, `u32::MAX` for none.
-    /// Positions are u32 (`merge_piece` splits pieces of 4 GiB and more), which halves the
-    /// memory of the lists and the heaps.
-    fn linked(&self, piece: &[u8]) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
-        let n = piece.len() as u32;
-        let syms = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
+    /// A piece as a doubly linked list of byte tokens (atoms where `atoms` is given):
+    /// `(syms, next, prev)`, `u32::MAX` for none. Positions are u32 (`merge_piece` splits pieces
+    /// of 4 GiB and more), which halves the memory of the lists and the heaps.
+    fn linked(&self, piece: &[u8], atoms: Option<&Atoms>) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+        let syms: Vec<u32> = match atoms {
+            Some(atoms) => {
+                let mut syms = vec![0; piece.len()];
+                let n = atoms.split(piece, &self.byte_ids, &mut syms);
+                syms.truncate(n);
+                syms
+            }
+            None => piece.iter().map(|&b| self.byte_ids[b as usize]).collect(),
+        };
+        let n = syms.len() as u32;
         let next = (1..=n).map(|i| if i == n { u32::MAX } else { i }).collect();
         let prev = (0..n).map(|i| i.wrapping_sub(1)).collect();
         (syms, next, prev)
     }
 
-    fn merge_long(&self, piece: &[u8], out: &mut Vec<u32>) {
+    fn merge_long(&self, piece: &[u8], atoms: Option<&Atoms>, out: &mut Vec<u32>) {
         if self.monotone {
-            self.merge_by_rank(piece, out);
+            self.merge_by_rank(piece, atoms, out);
         } else {
-            self.merge_large(piece, out);
+            self.merge_large(piece, atoms, out);
         }
     }
 
@@ -508,12 +840,14 @@ impl Vocab {
     /// rank, lowest-rank-first BPE equals applying the merges in rank order, each to all its
     /// occurrences left to right (exactly what training did). Occurrences wait in one bucket per
     /// rank; a small heap holds the ranks that have a bucket.
-    fn merge_by_rank(&self, piece: &[u8], out: &mut Vec<u32>) {
+    ///
+    /// Starting from atoms keeps this exact: the argument above holds from any start.
+    fn merge_by_rank(&self, piece: &[u8], atoms: Option<&Atoms>, out: &mut Vec<u32>) {
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
         const NONE: u32 = u32::MAX;
-        let n = piece.len();
-        let (mut syms, mut next, mut prev) = self.linked(piece);
+        let (mut syms, mut next, mut prev) = self.linked(piece, atoms);
+        let n = syms.len();
         let mut buckets: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
         let mut ranks: BinaryHeap<Reverse<u32>> = BinaryHeap::new();
         fn add(
@@ -573,12 +907,12 @@ impl Vocab {
 
     /// O(n log n) for any vocabulary: a linked list over the piece and a heap of candidate
     /// merges, validated lazily when popped.
-    fn merge_large(&self, piece: &[u8], out: &mut Vec<u32>) {
+    fn merge_large(&self, piece: &[u8], atoms: Option<&Atoms>, out: &mut Vec<u32>) {
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
         const NONE: u32 = u32::MAX;
-        let n = piece.len();
-        let (mut syms, mut next, mut prev) = self.linked(piece);
+        let (mut syms, mut next, mut prev) = self.linked(piece, atoms);
+        let n = syms.len();
         let mut heap: BinaryHeap<Reverse<(u32, u32)>> = (0..n - 1)
             .filter_map(|i| {
                 self.merge_of(syms[i], syms[i + 1])
@@ -759,11 +1093,11 @@ mod tests {
         let piece: Vec<u8> = b"abaababbaaab".iter().copied().cycle().take(1000).collect();
         for len in [2, 3, 10, 16, 17, 100, 127, 128] {
             let (mut s, mut l) = (Vec::new(), Vec::new());
-            v.merge_small::<SMALL_PIECE>(&piece[..len], &mut s);
-            v.merge_large(&piece[..len], &mut l);
+            v.merge_small::<SMALL_PIECE>(&piece[..len], None, &mut s);
+            v.merge_large(&piece[..len], None, &mut l);
             assert_eq!(s, l, "length {len}");
             let mut r = Vec::new();
-            v.merge_by_rank(&piece[..len], &mut r);
+            v.merge_by_rank(&piece[..len], None, &mut r);
             assert_eq!(s, r, "length {len}");
         }
     }
@@ -781,7 +1115,7 @@ mod tests {
         assert!(small().monotone);
         let piece: Vec<u8> = b"abcab".iter().copied().cycle().take(1000).collect();
         let (mut short, mut long) = (Vec::new(), Vec::new());
-        v.merge_small::<SMALL_PIECE>(&piece[..100], &mut short);
+        v.merge_small::<SMALL_PIECE>(&piece[..100], None, &mut short);
         v.merge_piece(&piece[..100], &mut long);
         assert_eq!(short, long);
         long.clear();
@@ -798,6 +1132,328 @@ mod tests {
         let (a, b) = (u32::from(b'a'), u32::from(b'b'));
         assert_eq!(v.merge_of(a, b), Some((0, 256)));
         assert_eq!(v.merge_of(256, 256), Some((1, 257)));
+    }
+
+    /// A small xorshift generator, for reproducible random tests.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn chance(&mut self, percent: usize) -> bool {
+            self.below(100) < percent
+        }
+    }
+
+    /// The atom of the character `c`, if it is one.
+    fn atom_of(v: &Vocab, c: char) -> Option<u32> {
+        let id = v.atoms().get(c as u32).id;
+        (id != NO_ATOM).then_some(id)
+    }
+
+    /// Checks the atom path against merging from bytes on `piece`.
+    fn check_piece(v: &Vocab, piece: &[u8]) {
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        v.merge_piece(piece, &mut got);
+        v.merge_bytes(piece, &mut want);
+        assert_eq!(got, want, "piece {piece:02x?}");
+    }
+
+    #[test]
+    fn atoms_follow_their_conditions() {
+        let mut tokens = bytes_vocab();
+        let mut id = |t: &[u8]| {
+            tokens.push(t.to_vec());
+            tokens.len() as u32 - 1
+        };
+        let e_acute = id("é".as_bytes()); // an atom that fits anywhere
+        let zhong2 = id(b"\xe4\xb8");
+        let zhong = id("中".as_bytes()); // the same, made in two steps
+        let wen2 = id(&"文".as_bytes()[..2]);
+        let wen = id("文".as_bytes()); // an atom, but not before "a": (87, a) ranks before it
+        let _wen_fragment = id(b"\x87a");
+        let zhe = id("ж".as_bytes()); // not an atom: a merge with it ranks before it is made
+        let _a_zhe = id("aж".as_bytes());
+        let _a_umlaut = id("ä".as_bytes()); // not an atom: merging its bytes does not make it
+        let grin = id("😀".as_bytes()); // an atom, but not after "c": (c, f0) ranks before it
+        let _c_f0 = id(b"c\xf0");
+        let _b_grin = id(b"b\xf0\x9f"); // (b, f09f) ranks after it: no matter
+        let f09f = id(b"\xf0\x9f");
+        let grin3 = id(b"\xf0\x9f\x98");
+        let _ee = id("éé".as_bytes());
+        let b = |c: u8| u32::from(c);
+        let merges = [
+            (b(0xc3), b(0xa9)), // é
+            (b(0xe4), b(0xb8)),
+            (zhong2, b(0xad)), // 中
+            (b(0xe6), b(0x96)),
+            (b(0x87), b(b'a')),
+            (wen2, b(0x87)), // 文
+            (b(b'a'), zhe),  // before ж is made
+            (b(0xd0), b(0xb6)),
+            (b(b'c'), b(0xf0)),
+            (b(0xf0), b(0x9f)),
+            (f09f, b(0x98)),
+            (grin3, b(0x80)), // 😀
+            (b(b'b'), f09f),
+            (e_acute, e_acute),
+        ];
+        let v = Vocab::new(tokens, &merges, vec![]).expect("valid");
+        assert_eq!(atom_of(&v, 'é'), Some(e_acute));
+        assert_eq!(atom_of(&v, '中'), Some(zhong));
+        assert_eq!(atom_of(&v, '文'), Some(wen));
+        assert_eq!(atom_of(&v, 'ж'), None);
+        assert_eq!(atom_of(&v, 'ä'), None);
+        assert_eq!(atom_of(&v, '😀'), Some(grin));
+        let starts = |piece: &str| {
+            let mut syms = vec![0; piece.len()];
+            let n = v.atoms().split(piece.as_bytes(), &v.byte_ids, &mut syms);
+            syms.truncate(n);
+            syms
+        };
+        let bytes = |s: &str| s.bytes().map(u32::from).collect::<Vec<_>>();
+        assert_eq!(starts("aé中"), [b(b'a'), e_acute, zhong]);
+        assert_eq!(starts("文b文"), [wen, b(b'b'), wen]);
+        assert_eq!(starts("文a"), bytes("文a"));
+        assert_eq!(
+            starts("b😀c😀"),
+            [b(b'b'), grin, b(b'c')]
+                .into_iter()
+                .chain(bytes("😀"))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(starts("жä"), bytes("жä"));
+        for piece in [
+            "ééé",
+            "中é中",
+            "a中文ж",
+            "aжé",
+            "b😀é",
+            "c😀😀",
+            "文a",
+            "文b",
+            "\u{e9}\u{301}",
+        ] {
+            check_piece(&v, piece.as_bytes());
+        }
+        // Overlong and surrogate forms are not characters, so not atoms: they stay bytes, and
+        // the valid character after them is an atom.
+        for invalid in [
+            &b"\xe0\x83\xa9"[..],
+            b"\xf0\x84\xb8\xad",
+            b"\xed\xa0\x80",
+            b"\xc3",
+        ] {
+            for atom in ["é", "中"] {
+                let piece = [invalid, atom.as_bytes()].concat();
+                let n = v.atoms().split(&piece, &v.byte_ids, &mut [0; 16]);
+                assert_eq!(n, invalid.len() + 1);
+                check_piece(&v, &piece);
+            }
+        }
+    }
+
+    /// Random vocabularies over a small alphabet of characters, ASCII letters and stray or
+    /// invalid bytes, with character tokens made at random ranks and a few fragment tokens:
+    /// merging from atoms must give what merging from bytes gives, for short and long pieces,
+    /// monotone vocabularies or not, and for vocabularies built by `from_ranks`.
+    #[test]
+    fn atoms_merge_like_bytes_on_random_vocabularies() {
+        let chars: Vec<&[u8]> = ["é", "ä", "ж", "ы", "中", "文", "语", "😀", "𝄞"]
+            .iter()
+            .map(|c| c.as_bytes())
+            .collect();
+        let mut units: Vec<&[u8]> = chars.clone();
+        units.extend([&b"a"[..], b"b", b" "]);
+        units.extend([
+            &b"\xe4"[..],
+            b"\xb8",
+            b"\xad",
+            b"\xc3",
+            b"\x80",
+            b"\xff",
+            b"\xe4\xb8",
+            b"\xe0\x83\xa9",     // overlong é
+            b"\xf0\x84\xb8\xad", // overlong 中
+            b"\xed\xa0\x80",     // a surrogate
+        ]);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let random_text = |rng: &mut Rng, units_max: usize| {
+            let n = 1 + rng.below(units_max);
+            let mut text = Vec::new();
+            for _ in 0..n {
+                // Mostly characters, so that atoms have neighbours of their own kind.
+                let u = if rng.chance(60) {
+                    chars[rng.below(chars.len())]
+                } else {
+                    units[rng.below(units.len())]
+                };
+                text.extend_from_slice(u);
+            }
+            text
+        };
+        let (mut accepted, mut rejected, mut pieces) = (0, 0, 0);
+        for round in 0..300 {
+            // Tokens: characters and their parts, words of a few units, some fragments.
+            let mut new_tokens: Vec<Vec<u8>> = Vec::new();
+            for c in &chars {
+                if rng.chance(85) {
+                    new_tokens.push(c.to_vec());
+                }
+                for k in 2..c.len() {
+                    if rng.chance(50) {
+                        new_tokens.push(c[..k].to_vec());
+                    }
+                    if rng.chance(30) {
+                        new_tokens.push(c[c.len() - k..].to_vec());
+                    }
+                }
+            }
+            for _ in 0..rng.below(30) {
+                let t = random_text(&mut rng, 3);
+                if t.len() <= 10 {
+                    new_tokens.push(t);
+                }
+            }
+            for _ in 0..rng.below(4) {
+                // A fragment: bytes from anywhere in a random text.
+                let t = random_text(&mut rng, 4);
+                let s = rng.below(t.len());
+                let e = (s + 2 + rng.below(4)).min(t.len());
+                if e - s >= 2 {
+                    new_tokens.push(t[s..e].to_vec());
+                }
+            }
+            let mut tokens = bytes_vocab();
+            for t in new_tokens {
+                if !tokens.contains(&t) {
+                    tokens.push(t);
+                }
+            }
+            // Merges: for each token, one or two of its splits into two tokens.
+            let index: FxHashMap<&[u8], u32> = tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.as_slice(), i as u32))
+                .collect();
+            let mut merges = Vec::new();
+            for t in &tokens[256..] {
+                let splits: Vec<(u32, u32)> = (1..t.len())
+                    .filter_map(|k| Some((*index.get(&t[..k])?, *index.get(&t[k..])?)))
+                    .collect();
+                for _ in 0..1 + rng.below(2) {
+                    if !splits.is_empty() && rng.chance(90) {
+                        let m = splits[rng.below(splits.len())];
+                        if !merges.contains(&m) {
+                            merges.push(m);
+                        }
+                    }
+                }
+            }
+            // Shuffled (rarely monotone) or by length (mostly monotone).
+            if round % 2 == 0 {
+                for i in (1..merges.len()).rev() {
+                    merges.swap(i, rng.below(i + 1));
+                }
+            } else {
+                let len =
+                    |&(l, r): &(u32, u32)| tokens[l as usize].len() + tokens[r as usize].len();
+                merges.sort_by_key(len);
+            }
+            let v = Vocab::new(tokens.clone(), &merges, vec![]).expect("valid");
+            // The same tokens as tiktoken-style ranks, in the order of their merges.
+            let mut ranked = bytes_vocab();
+            for &(l, r) in &merges {
+                let mut t = tokens[l as usize].clone();
+                t.extend_from_slice(&tokens[r as usize]);
+                if !ranked.contains(&t) {
+                    ranked.push(t);
+                }
+            }
+            for t in &tokens[256..] {
+                if !ranked.contains(t) {
+                    ranked.push(t.clone());
+                }
+            }
+            let from_ranks = Vocab::from_ranks(ranked, vec![]).expect("valid");
+            for v in [&v, &from_ranks] {
+                for c in &chars {
+                    if v.token_id(c).is_some() {
+                        let ch = std::str::from_utf8(c).expect("utf-8").chars().next();
+                        match atom_of(v, ch.expect("a char")) {
+                            Some(_) => accepted += 1,
+                            None => rejected += 1,
+                        }
+                    }
+                }
+                for i in 0..200 {
+                    let text = random_text(&mut rng, if i % 10 == 0 { 80 } else { 12 });
+                    check_piece(v, &text);
+                    pieces += 1;
+                }
+            }
+        }
+        eprintln!("{pieces} pieces; atoms accepted {accepted} times, rejected {rejected}");
+        assert!(accepted > 100 && rejected > 100);
+    }
+
+    /// Every distinct piece of a multilingual text, o200k's pre-tokenizer and vocabulary:
+    /// merging from atoms gives what merging from bytes gives.
+    #[test]
+    #[ignore = "needs /tmp/o200k.tiktoken and /tmp/perfdata/multi.txt; slow in debug builds"]
+    fn atoms_merge_like_bytes_on_o200k() {
+        let (Ok(ranks), Ok(text)) = (
+            std::fs::read_to_string("/tmp/o200k.tiktoken"),
+            std::fs::read_to_string("/tmp/perfdata/multi.txt"),
+        ) else {
+            eprintln!("skipped: /tmp/o200k.tiktoken or /tmp/perfdata/multi.txt is missing");
+            return;
+        };
+        let tokens: Vec<Vec<u8>> = ranks
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(crate::bpe::bench::base64)
+            .collect();
+        let v = Vocab::from_ranks(tokens, vec![]).expect("vocab");
+        let atoms = v.atoms();
+        let n_atoms = atoms.entries.iter().filter(|e| e.id != NO_ATOM).count();
+        let clean = atoms
+            .entries
+            .iter()
+            .filter(|e| e.id != NO_ATOM && e.crossing & 0xff == 0);
+        let n_clean = clean.count();
+        let chars = v
+            .token_ids
+            .keys()
+            .filter(|t| single_char(t).is_some())
+            .count();
+        let pre = crate::pretok::PreTokenizer::new("o200k").expect("ok");
+        let mut seen: rustc_hash::FxHashSet<&[u8]> = Default::default();
+        let (mut pieces, mut non_ascii) = (0usize, 0usize);
+        pre.for_each_piece(&text, |s, e| {
+            let piece = &text.as_bytes()[s..e];
+            pieces += 1;
+            if seen.insert(piece) && !piece.is_ascii() {
+                non_ascii += 1;
+                check_piece(&v, piece);
+            }
+        })
+        .expect("ok");
+        eprintln!(
+            "{pieces} pieces, {} distinct, {non_ascii} of them non-ASCII, all alike; \
+             {n_atoms} atoms ({n_clean} without crossing merges) among {chars} one-character \
+             tokens",
+            seen.len()
+        );
     }
 
     #[test]
