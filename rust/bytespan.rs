@@ -2335,21 +2335,7 @@ mod tests {
         assert!(global_spans(docs, &[], &[&[1.0, 2.0]], 1, 1, 1).is_err());
     }
 
-    /// A small deterministic generator for the randomised comparisons.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::testing::Rng;
 
     /// The fast global constraint against the previous implementation: random texts (short
     /// and long pre-tokens, runs of spaces, repeated words), signals with ties, zeros of both

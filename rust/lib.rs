@@ -19,6 +19,8 @@ pub mod error;
 pub mod par;
 pub mod pretok;
 pub mod stochastok;
+#[cfg(test)]
+mod testing;
 
 #[cfg(feature = "python")]
 mod py;

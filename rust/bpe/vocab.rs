@@ -1134,25 +1134,7 @@ mod tests {
         assert_eq!(v.merge_of(256, 256), Some((1, 257)));
     }
 
-    /// A small xorshift generator, for reproducible random tests.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn chance(&mut self, percent: usize) -> bool {
-            self.below(100) < percent
-        }
-    }
+    use crate::testing::Rng;
 
     /// The atom of the character `c`, if it is one.
     fn atom_of(v: &Vocab, c: char) -> Option<u32> {

@@ -21,9 +21,6 @@ mod fast;
 
 use crate::error::{Error, Result};
 
-/// A hand-written matcher: where the pattern's match starting at `start` ends.
-type FastMatcher = fn(&[u8], &[u8], usize) -> usize;
-
 /// GPT-2 / r50k_base (tiktoken's possessive form of the original GPT-2 pattern).
 pub const GPT2_PATTERN: &str =
     r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s";
@@ -89,8 +86,8 @@ pub struct PreTokenizer {
     pattern: String,
     regex: fancy_regex::Regex,
     kind: PatternKind,
-    /// For the named patterns: a hand-written matcher and the class table it reads.
-    fast: Option<(FastMatcher, &'static [u8])>,
+    /// For the named patterns: the class table that their hand-written matchers read.
+    fast: Option<&'static [u8]>,
 }
 
 impl PreTokenizer {
@@ -105,13 +102,10 @@ impl PreTokenizer {
                 reason: e.to_string(),
             })?;
         let kind = kind_of(&pattern);
-        let matcher: Option<FastMatcher> = match kind {
-            PatternKind::Gpt2 => Some(fast::gpt2_end),
-            PatternKind::Cl100k => Some(fast::cl100k_end),
-            PatternKind::O200k => Some(fast::o200k_end),
+        let fast = match kind {
             PatternKind::Custom => None,
+            _ => classes::table(),
         };
-        let fast = matcher.zip(classes::table());
         Ok(Self {
             pattern,
             regex,
@@ -140,22 +134,24 @@ impl PreTokenizer {
 
     /// Calls `f(start, end)` for each piece of `text`, in order, covering all of it.
     #[inline]
-    pub fn for_each_piece(&self, text: &str, mut f: impl FnMut(usize, usize)) -> Result<()> {
-        if let Some((matcher, table)) = self.fast {
-            // One loop per named pattern, so that the matcher is inlined into it.
-            let b = text.as_bytes();
-            match self.kind {
-                PatternKind::Gpt2 => drive(b, table, fast::gpt2_end, f),
-                PatternKind::Cl100k => {
-                    blocks::pieces::<false>(b, |s| fast::cl100k_end(b, table, s), f)
-                }
-                PatternKind::O200k => {
-                    blocks::pieces::<true>(b, |s| fast::o200k_end(b, table, s), f)
-                }
-                PatternKind::Custom => drive(b, table, matcher, f),
+    pub fn for_each_piece(&self, text: &str, f: impl FnMut(usize, usize)) -> Result<()> {
+        // One loop per named pattern, so that its matcher is inlined into it.
+        let b = text.as_bytes();
+        match (self.kind, self.fast) {
+            (PatternKind::Gpt2, Some(table)) => drive(b, table, fast::gpt2_end, f),
+            (PatternKind::Cl100k, Some(table)) => {
+                blocks::pieces::<false>(b, |s| fast::cl100k_end(b, table, s), f)
             }
-            return Ok(());
+            (PatternKind::O200k, Some(table)) => {
+                blocks::pieces::<true>(b, |s| fast::o200k_end(b, table, s), f)
+            }
+            _ => return self.regex_pieces(text, f),
         }
+        Ok(())
+    }
+
+    /// `for_each_piece` by the regex engine.
+    fn regex_pieces(&self, text: &str, mut f: impl FnMut(usize, usize)) -> Result<()> {
         let mut covered = 0;
         for m in self.regex.find_iter(text) {
             let m = m.map_err(|e| Error::PreTokenize(e.to_string()))?;
