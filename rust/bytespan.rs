@@ -918,23 +918,23 @@ impl<'a> Grower<'a> {
     /// the births to `births` and each pre-token's occurrences to its whole string's.
     fn settle(&mut self, births: &mut Births) {
         let Self {
-            bytes,
-            pieces,
-            strings,
-            ..
+            pieces, strings, ..
         } = self;
         let mut pending: Vec<(usize, u64, usize, usize)> = Vec::new();
-        for &slot in &pieces.slots {
-            if slot == 0 {
-                continue;
-            }
-            let table = (slot & TABLE_MASK) as usize;
-            let top = pieces.tables[table - 1];
-            let m = ((top >> 24) & 0x7F) as usize;
-            let initial = top >> 31 != 0;
-            let p = pieces.tables[table - HEADER - 1] as usize;
-            let absorbs = initial && bytes[p] == b' ';
-            let tab = &mut pieces.tables[table..table + table_size(m)];
+        // The tables in the order they were made, each after its position and key.
+        let mut next = 0;
+        while next < pieces.tables.len() {
+            let p = pieces.tables[next] as usize;
+            let table = next + 1 + HEADER;
+            let piece = pieces.tables[next + 1..table]
+                .iter()
+                .rev()
+                .fold(0u128, |k, &w| k << 32 | u128::from(w));
+            let m = ((piece >> 120) & 0x7F) as usize;
+            next = table + table_size(m);
+            let initial = piece >> 127 != 0;
+            let absorbs = initial && piece as u8 == b' ';
+            let tab = &mut pieces.tables[table..next];
             let occurrences = tab[tri(0, m - 1)];
             // The strings born, their slots in `strings` prefetched first: `(entry, key,
             // start, length)`.
@@ -952,7 +952,7 @@ impl<'a> Grower<'a> {
                         continue;
                     }
                     let (start, len) = (p + s, r + 1 - s);
-                    let key = key_of(bytes, s == 0 && initial, start, len);
+                    let key = packed_key(piece, s == 0 && initial, s, len);
                     strings.prefetch(key);
                     pending.push((at, key, start, len));
                 }
@@ -985,6 +985,8 @@ impl<'a> Grower<'a> {
         range: std::ops::Range<usize>,
         births: &mut Births,
     ) {
+        // Every pre-token recorded has two bytes or more.
+        self.occurrences.reserve(range.len() / 2 + 1);
         let mut e = range.start;
         while e < range.end {
             // `(start, length, key, table)`
@@ -1019,12 +1021,7 @@ impl<'a> Grower<'a> {
             }
             for &(p, m, _, table) in batch.iter() {
                 if m > CACHED {
-                    self.occurrences.push(Occurrence {
-                        table: usize::MAX,
-                        at: p as u32,
-                        code: NO_PLAN,
-                        len: m as u32,
-                    });
+                    self.occurrences.push(occurrence(0, NO_PLAN, 0, p));
                     self.long_piece(flags, keys, p, m, births);
                     continue;
                 }
@@ -1044,12 +1041,7 @@ impl<'a> Grower<'a> {
                         tab[tri(st.l, st.r)] += 1;
                     });
                 }
-                self.occurrences.push(Occurrence {
-                    table,
-                    at: p as u32,
-                    code,
-                    len: m as u32,
-                });
+                self.occurrences.push(occurrence(table, code, m, p));
             }
             self.batch = batch;
         }
@@ -1061,25 +1053,28 @@ impl<'a> Grower<'a> {
     fn rewalk(&mut self, flags: &[u8], keys: &[u32], pass: &mut impl Pass) {
         const AHEAD: usize = 8;
         let occurrences = std::mem::take(&mut self.occurrences);
-        for (i, o) in occurrences.iter().enumerate() {
-            if let Some(later) = occurrences.get(i + AHEAD) {
-                if later.table != usize::MAX {
-                    prefetch(&self.pieces.tables[later.table]);
-                }
+        for (i, &o) in occurrences.iter().enumerate() {
+            if let Some(&later) = occurrences.get(i + AHEAD) {
+                prefetch(&self.pieces.tables[occurrence_parts(later).0]);
             }
-            let (p, m) = (o.at as usize, o.len as usize);
-            if o.table == usize::MAX {
-                self.long_piece(flags, keys, p, m, pass);
+            let (table, code, m, p) = occurrence_parts(o);
+            if m == 0 {
+                // Longer than CACHED: to the next pre-token (a thread's range ends at one).
+                let mut e = p + 1;
+                while e < flags.len() && flags[e] & PTB == 0 {
+                    e += 1;
+                }
+                self.long_piece(flags, keys, p, e - p, pass);
                 continue;
             }
             let keys = &keys[p..p + m];
-            let tab = &self.pieces.tables[o.table..o.table + table_size(m)];
+            let tab = &self.pieces.tables[table..table + table_size(m)];
             let mut step = |x: usize, l: usize, r: usize, left: usize, right: usize| {
                 pass.step(keys[x], tab[left], tab[right], tab[tri(l, r)], p + x);
             };
-            if o.code != NO_PLAN {
+            if code != NO_PLAN {
                 let plans = plans();
-                let at = plans.starts[m] + m * o.code as usize;
+                let at = plans.starts[m] + m * code as usize;
                 for &[x, l, r, left, right] in &plans.steps[at..at + m] {
                     step(x.into(), l.into(), r.into(), left.into(), right.into());
                 }
@@ -1155,18 +1150,34 @@ impl<'a> Grower<'a> {
     }
 }
 
-/// A pre-token of two bytes or more met by [`Grower::walk`]: where its table starts
-/// (`usize::MAX`: it is longer than [`CACHED`]), its position and length, and the order of
-/// its keys ([`lehmer_code`]; [`NO_PLAN`]: longer than [`PLANNED`]).
-struct Occurrence {
-    table: usize,
-    at: u32,
-    code: u32,
-    len: u32,
+/// A pre-token of two bytes or more met by [`Grower::walk`], in 12 bytes: where its table
+/// starts (40 bits), the order of its keys ([`lehmer_code`], 16 bits; [`NO_PLAN`]: longer than
+/// [`PLANNED`]), its length (8 bits; 0: longer than [`CACHED`], with no table) and position.
+type Occurrence = [u32; 3];
+
+fn occurrence(table: usize, code: u32, len: usize, at: usize) -> Occurrence {
+    debug_assert!(table >> TABLE_BITS == 0 && code <= NO_PLAN && len <= CACHED);
+    [
+        table as u32,
+        (table >> 32) as u32 | code << 8 | (len as u32) << 24,
+        at as u32,
+    ]
+}
+
+/// `(table, code, length, position)` of an [`Occurrence`].
+#[inline(always)]
+fn occurrence_parts(o: Occurrence) -> (usize, u32, usize, usize) {
+    let table = o[0] as usize | ((o[1] & 0xFF) as usize) << 32;
+    (
+        table,
+        (o[1] >> 8) & 0xFFFF,
+        (o[1] >> 24) as usize,
+        o[2] as usize,
+    )
 }
 
 /// No [`Plans`] entry: a pre-token longer than [`PLANNED`].
-const NO_PLAN: u32 = u32::MAX;
+const NO_PLAN: u32 = 0xFFFF;
 
 /// Marks a table entry not yet looked up (no id is as large: there are fewer strings than
 /// bytes, under `u32::MAX`).
@@ -1599,7 +1610,25 @@ fn long_key(initial: bool, h: u64, len: usize) -> u64 {
     (x & ((1 << 56) - 1)) | 0x7F << 56 | u64::from(initial) << 63
 }
 
+/// The [`Interner`] key of `len` bytes from byte `s` of a [`pack`]ed short pre-token, with
+/// flag `initial` (as `key_of` computes it from the bytes).
+#[inline(always)]
+fn packed_key(piece: u128, initial: bool, s: usize, len: usize) -> u64 {
+    let bytes = piece >> (8 * s);
+    if len <= SMALL {
+        let b = (bytes as u64) & ((1 << (8 * len)) - 1);
+        b | (len as u64) << 56 | u64::from(initial) << 63
+    } else {
+        let h = (0..len).fold(0u64, |h, i| {
+            h.wrapping_mul(HASH_BASE)
+                .wrapping_add(u64::from((bytes >> (8 * i)) as u8) + 1)
+        });
+        long_key(initial, h, len)
+    }
+}
+
 /// The key of the string `bytes[start..start + len]` with flag `initial` (see [`Interner`]).
+#[cfg(test)]
 fn key_of(bytes: &[u8], initial: bool, start: usize, len: usize) -> u64 {
     let b = &bytes[start..start + len];
     if len <= SMALL {
@@ -2578,6 +2607,27 @@ mod tests {
     }
 
     use crate::testing::Rng;
+
+    #[test]
+    fn keys_from_packed_pre_tokens_match_keys_from_bytes() {
+        let mut rng = Rng(7);
+        for _ in 0..2000 {
+            let m = 1 + rng.below(CACHED);
+            let bytes: Vec<u8> = (0..m + 16).map(|_| rng.below(256) as u8).collect();
+            let initial = rng.below(2) == 0;
+            let piece = pack_at(&bytes, 0, m, initial);
+            for s in 0..m {
+                for len in 1..=m - s {
+                    let flag = rng.below(2) == 0;
+                    assert_eq!(
+                        packed_key(piece, flag, s, len),
+                        key_of(&bytes, flag, s, len),
+                        "{bytes:?} {s} {len}"
+                    );
+                }
+            }
+        }
+    }
 
     /// The fast global constraint against the previous implementation: random texts (short
     /// and long pre-tokens, runs of spaces, repeated words), signals with ties, zeros of both
