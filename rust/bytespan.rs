@@ -731,14 +731,15 @@ fn grow(
     let mut bucket_of = vec![0u16; 1 << 16];
     let mut below = 0u64;
     for (top, b) in bucket_of.iter_mut().enumerate() {
-        *b = (below * BUCKETS as u64 / total as u64) as u16;
+        *b = (below * BUCKETS as u64 / total as u64).min(BUCKETS as u64 - 1) as u16;
         below += hists.iter().map(|h| u64::from(h[top])).sum::<u64>();
     }
     let bucket_of = &bucket_of[..];
     let parts: Vec<_> = growers
         .iter_mut()
         .zip(&maps)
-        .map(|(g, map)| {
+        .zip(&hists)
+        .map(|((g, map), hist)| {
             // By local id + 1: slot 0 is NO_ID's.
             let mut to = vec![NO_ID; map.len() + 1];
             for (local, &id) in map.iter().enumerate() {
@@ -746,17 +747,29 @@ fn grow(
                     to[local + 1] = id;
                 }
             }
-            (g, to)
+            (g, to, hist)
         })
         .collect();
-    let found = run_each(parts, |_, (g, map)| {
+    let found = run_each(parts, |_, (g, map, hist)| {
+        // Each bucket's room: the thread's bytes with keys in it (each has one event at most),
+        // in one arena whose pages are only backed where events are written.
+        let mut starts = vec![0usize; BUCKETS + 1];
+        for (top, &n) in hist.iter().enumerate() {
+            starts[bucket_of[top] as usize + 1] += n as usize;
+        }
+        for b in 0..BUCKETS {
+            starts[b + 1] += starts[b];
+        }
+        let mut arena: Vec<Event> = vec![[0; 5]; starts[BUCKETS]];
+        huge_pages(&mut arena);
         let mut events = Events {
             map,
             bucket_of,
-            buckets: vec![Vec::new(); BUCKETS],
+            arena,
+            next: starts[..BUCKETS].to_vec(),
         };
         g.rewalk(flags, keys, &mut events);
-        events.buckets
+        (events.arena, starts, events.next)
     });
     let strings = &growers[0].strings;
     let mut replay = Replay {
@@ -770,13 +783,24 @@ fn grow(
         last: None,
         pool: Vec::new(),
     };
-    let mut bucket = Vec::new();
+    let mut joined = Vec::new();
     for b in 0..BUCKETS {
-        bucket.clear();
-        for thread in &found {
-            bucket.extend_from_slice(&thread[b]);
-        }
-        if !bucket.is_empty() && replay.grow(&bucket) {
+        let mut parts = found
+            .iter()
+            .map(|(arena, starts, next)| &arena[starts[b]..next[b]])
+            .filter(|part| !part.is_empty());
+        let bucket = match (parts.next(), parts.next()) {
+            (None, _) => continue,
+            (Some(only), None) => only,
+            (Some(first), Some(second)) => {
+                joined.clear();
+                joined.extend_from_slice(first);
+                joined.extend_from_slice(second);
+                parts.for_each(|part| joined.extend_from_slice(part));
+                &joined[..]
+            }
+        };
+        if replay.grow(bucket) {
             break;
         }
     }
@@ -852,7 +876,9 @@ impl Pass for Births {
 struct Events<'b> {
     map: Vec<u32>,
     bucket_of: &'b [u16],
-    buckets: Vec<Vec<Event>>,
+    /// The buckets, one after another, with room for every byte: the next free slot of each.
+    arena: Vec<Event>,
+    next: Vec<usize>,
 }
 
 /// How many ranges of keys [`grow`] replays one by one.
@@ -863,8 +889,9 @@ impl Pass for Events<'_> {
     fn step(&mut self, key: u32, left: u32, right: u32, new: u32, x: usize) {
         let [a, b, c] = [left, right, new].map(|id| self.map[id.wrapping_add(1) as usize]);
         if a & b & c != NO_ID {
-            let bucket = self.bucket_of[(key >> 16) as usize] as usize;
-            self.buckets[bucket].push([key, a, b, c, x as u32]);
+            let next = &mut self.next[self.bucket_of[(key >> 16) as usize] as usize];
+            self.arena[*next] = [key, a, b, c, x as u32];
+            *next += 1;
         }
     }
 
@@ -1866,6 +1893,31 @@ fn global_spans_reference(
     }
     out.tokens = counts.top(want, min_count);
     Ok(out)
+}
+
+/// Asks the kernel to back `v` with huge pages where it can (before it is first written: fewer
+/// page faults).
+fn huge_pages<T>(v: &mut [T]) {
+    #[cfg(target_os = "linux")]
+    {
+        extern "C" {
+            fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+        }
+        const MADV_HUGEPAGE: i32 = 14;
+        const HUGE: usize = 1 << 21;
+        let start = v.as_mut_ptr() as usize;
+        let end = start + std::mem::size_of_val(v);
+        let from = start.next_multiple_of(HUGE);
+        if from < end && end - from >= HUGE {
+            let len = (end - from) / HUGE * HUGE;
+            // SAFETY: advice on whole pages inside `v`'s own allocation; it changes no contents.
+            unsafe {
+                madvise(from as *mut std::ffi::c_void, len, MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = v;
 }
 
 /// A hint that `x` will be read soon (no effect where the target has no prefetch).
