@@ -232,24 +232,82 @@ fn window_starts<const O200K: bool>(b: &[u8], s: usize, m: &Masks) -> (u64, u32)
     }
 
     // Trusted: before the class run that reaches the window's last byte.
+    (starts, trusted_limit(m, [l, n, w, o]))
+}
+
+/// The piece starts of GPT-2's pattern in the window of `b` at `s` (bit 0 always set), and how
+/// many of them are trusted (see [`window_starts`]).
+///
+/// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`, read for ASCII:
+/// - a run of letters, of digits or of "other" characters is one piece, with the space
+///   before it if there is one (`' '` only);
+/// - an apostrophe that starts a piece (the first of an "other" run, with no space before it)
+///   and is followed by a contraction suffix (lower case only) is a piece with that suffix;
+///   the letters after the suffix start a new piece;
+/// - a whitespace run is one piece but for its last character, which starts the next piece:
+///   alone, or with the run after it if it is a space. (A run that ends the text is one
+///   piece; it is the window's last class run then, never trusted.)
+#[inline(always)]
+fn gpt2_window_starts(b: &[u8], s: usize, m: &Masks) -> (u64, u32) {
+    let prev = |x: u64| x << 1;
+    let next = |x: u64| x >> 1;
+    let (l, n, w) = (m.letter, m.digit, m.space);
+    let o = m.valid & !(l | n | w);
+    let runs = (l & !prev(l)) | (n & !prev(n)) | (o & !prev(o));
+    // Runs start a piece, or the space before them does (that space is a whitespace run's
+    // last character, a start below).
+    let mut starts = 1 | (runs & !prev(m.blank));
+    // Whitespace runs: their first and their last character.
+    starts |= (w & !prev(w)) | (w & !next(w));
+    // Contractions.
+    let mut apostrophes = m.apostrophe & o & !prev(o) & !prev(m.blank);
+    while apostrophes != 0 {
+        let p = apostrophes.trailing_zeros() as usize;
+        apostrophes &= apostrophes - 1;
+        let k = match (b.get(s + p + 1), b.get(s + p + 2)) {
+            (Some(b's' | b't' | b'm' | b'd'), _) => 1,
+            (Some(b'r' | b'v'), Some(b'e')) | (Some(b'l'), Some(b'l')) => 2,
+            _ => 0,
+        };
+        if k > 0 {
+            if p + 1 < 64 {
+                starts &= !(l & (1 << (p + 1)));
+            }
+            if p + 1 + k < 64 {
+                starts |= l & (1 << (p + 1 + k));
+            }
+        }
+    }
+    (starts, trusted_limit(m, [l, n, w, o]))
+}
+
+/// Where a window's trusted starts end: at the start of the class run that reaches its last
+/// byte (the runs of `classes`).
+#[inline(always)]
+fn trusted_limit(m: &Masks, classes: [u64; 4]) -> u32 {
     let last = 63 - m.valid.leading_zeros().min(63);
-    let class = [l, n, w, o]
+    let class = classes
         .into_iter()
         .find(|c| c >> last & 1 == 1)
         .unwrap_or(0);
     let other = !class & m.valid;
-    let limit = if other == 0 {
+    if other == 0 {
         0
     } else {
         64 - other.leading_zeros()
-    };
-    (starts, limit)
+    }
 }
 
-/// Calls `f(start, end)` for each piece of `b` under cl100k's pattern (o200k's with `O200K`):
-/// windows where they decide, `scalar` (the hand-written matcher, `b` and `table` bound) elsewhere.
+/// The patterns [`pieces`] knows.
+pub const CL100K: u8 = 0;
+pub const O200K: u8 = 1;
+pub const GPT2: u8 = 2;
+
+/// Calls `f(start, end)` for each piece of `b` under the pattern `KIND` ([`CL100K`], [`O200K`]
+/// or [`GPT2`]): windows where they decide, `scalar` (the hand-written matcher, `b` and `table`
+/// bound) elsewhere.
 #[inline(always)]
-pub fn pieces<const O200K: bool>(
+pub fn pieces<const KIND: u8>(
     b: &[u8],
     scalar: impl Fn(usize) -> usize,
     mut f: impl FnMut(usize, usize),
@@ -265,7 +323,11 @@ pub fn pieces<const O200K: bool>(
             padded[..n].copy_from_slice(&b[s..]);
             truncate(classify(&padded, 0), n)
         };
-        let (starts, limit) = window_starts::<O200K>(b, s, &m);
+        let (starts, limit) = match KIND {
+            GPT2 => gpt2_window_starts(b, s, &m),
+            O200K => window_starts::<true>(b, s, &m),
+            _ => window_starts::<false>(b, s, &m),
+        };
         let trusted = starts & low_bits(limit);
         // Pieces between consecutive trusted starts; the last one's end is not known yet.
         let mut rest = trusted & !1;
@@ -357,7 +419,7 @@ mod tests {
             "a", "b", "S", "s", "l", "L", "v", "E", "e", "r", "t", "D", "'", "'", " ", " ", "  ",
             "\n", "\r", "\t", "\x0b", ".", "(", "1", "23", "/", "é", "\u{a0}",
         ];
-        for pattern in ["cl100k", "o200k"] {
+        for pattern in ["cl100k", "o200k", "gpt2"] {
             let pre = PreTokenizer::new(pattern).expect("ok");
             let slow = pre.regex_only();
             let mut rng = Rng(0x2545_f491_4f6c_dd1d);

@@ -138,12 +138,14 @@ impl PreTokenizer {
         // One loop per named pattern, so that its matcher is inlined into it.
         let b = text.as_bytes();
         match (self.kind, self.fast) {
-            (PatternKind::Gpt2, Some(table)) => drive(b, table, fast::gpt2_end, f),
+            (PatternKind::Gpt2, Some(table)) => {
+                blocks::pieces::<{ blocks::GPT2 }>(b, |s| fast::gpt2_end(b, table, s), f)
+            }
             (PatternKind::Cl100k, Some(table)) => {
-                blocks::pieces::<false>(b, |s| fast::cl100k_end(b, table, s), f)
+                blocks::pieces::<{ blocks::CL100K }>(b, |s| fast::cl100k_end(b, table, s), f)
             }
             (PatternKind::O200k, Some(table)) => {
-                blocks::pieces::<true>(b, |s| fast::o200k_end(b, table, s), f)
+                blocks::pieces::<{ blocks::O200K }>(b, |s| fast::o200k_end(b, table, s), f)
             }
             _ => return self.regex_pieces(text, f),
         }
@@ -254,22 +256,6 @@ impl PreTokenizer {
             end = nl;
         }
         None
-    }
-}
-
-/// Calls `f(start, end)` for each piece that `matcher` finds in `b`.
-#[inline(always)]
-fn drive(
-    b: &[u8],
-    table: &[u8],
-    matcher: impl Fn(&[u8], &[u8], usize) -> usize,
-    mut f: impl FnMut(usize, usize),
-) {
-    let mut s = 0;
-    while s < b.len() {
-        let e = matcher(b, table, s);
-        f(s, e);
-        s = e;
     }
 }
 
