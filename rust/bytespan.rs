@@ -1021,10 +1021,7 @@ impl<'a> Grower<'a> {
             batch.clear();
             while e < range.end && batch.len() < BATCH {
                 let p = e;
-                e += 1;
-                while e < range.end && flags[e] & PTB == 0 {
-                    e += 1;
-                }
+                e = next_start(flags, p + 1, range.end);
                 let m = e - p;
                 if m == 1 {
                     continue;
@@ -1087,10 +1084,7 @@ impl<'a> Grower<'a> {
             let (table, code, m, p) = occurrence_parts(o);
             if m == 0 {
                 // Longer than CACHED: to the next pre-token (a thread's range ends at one).
-                let mut e = p + 1;
-                while e < flags.len() && flags[e] & PTB == 0 {
-                    e += 1;
-                }
+                let e = next_start(flags, p + 1, flags.len());
                 self.long_piece(flags, keys, p, e - p, pass);
                 continue;
             }
@@ -1175,6 +1169,26 @@ impl<'a> Grower<'a> {
         });
         pass.piece(whole);
     }
+}
+
+/// The first position from `e` (and before `end`) that starts a pre-token, else `end`: eight
+/// flags at a time.
+#[inline(always)]
+fn next_start(flags: &[u8], mut e: usize, end: usize) -> usize {
+    const PTBS: u64 = u64::from_le_bytes([PTB; 8]);
+    while e + 8 <= end {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&flags[e..e + 8]);
+        let w = u64::from_le_bytes(word) & PTBS;
+        if w != 0 {
+            return e + (w.trailing_zeros() / 8) as usize;
+        }
+        e += 8;
+    }
+    while e < end && flags[e] & PTB == 0 {
+        e += 1;
+    }
+    e
 }
 
 /// A pre-token of two bytes or more met by [`Grower::walk`], in 12 bytes: where its table
