@@ -69,12 +69,12 @@ def main() -> None:
         label = "1 thread" if threads == 1 else "all threads"
         # A small vocabulary fills: the growth stops part of the way, so the count changes
         # are replayed in signal order (the slower path).
-        secs, vocab = best_of(
+        secs, small = best_of(
             lambda threads=threads: train_bytespan(
                 docs, vocab_size=4096, signals=signals, constraint="global", num_threads=threads
             )
         )
-        share = vocab.metadata["grown_share"]
+        share = small.metadata["grown_share"]
         print(
             f"train_bytespan global constraint (4k vocabulary, stops after {share:.0%} of the "
             f"bytes; {label}): {size / secs / 1e6:.1f} MB/s"
