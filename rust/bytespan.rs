@@ -768,6 +768,7 @@ fn grow(
             arena,
             next: starts[..BUCKETS].to_vec(),
         };
+        g.map_tables(&events.map);
         g.rewalk(flags, keys, &mut events);
         (events.arena, starts, events.next)
     });
@@ -884,15 +885,23 @@ struct Events<'b> {
 /// How many ranges of keys [`grow`] replays one by one.
 const BUCKETS: usize = 1024;
 
-impl Pass for Events<'_> {
+impl Events<'_> {
+    /// [`Pass::step`] with merged ids ([`NO_ID`] for dead strings).
     #[inline(always)]
-    fn step(&mut self, key: u32, left: u32, right: u32, new: u32, x: usize) {
-        let [a, b, c] = [left, right, new].map(|id| self.map[id.wrapping_add(1) as usize]);
+    fn emit(&mut self, key: u32, a: u32, b: u32, c: u32, x: usize) {
         if a & b & c != NO_ID {
             let next = &mut self.next[self.bucket_of[(key >> 16) as usize] as usize];
             self.arena[*next] = [key, a, b, c, x as u32];
             *next += 1;
         }
+    }
+}
+
+impl Pass for Events<'_> {
+    #[inline(always)]
+    fn step(&mut self, key: u32, left: u32, right: u32, new: u32, x: usize) {
+        let [a, b, c] = [left, right, new].map(|id| self.map[id.wrapping_add(1) as usize]);
+        self.emit(key, a, b, c, x);
     }
 
     #[inline(always)]
@@ -1071,10 +1080,27 @@ impl<'a> Grower<'a> {
         }
     }
 
-    /// Pass 2 of [`grow`] (after [`Grower::settle`]): the pre-tokens of the first walk again,
-    /// from `occurrences`, telling `pass` each byte's step (children before parents: see
-    /// [`cartesian_steps`]) with the segment strings' ids.
-    fn rewalk(&mut self, flags: &[u8], keys: &[u32], pass: &mut impl Pass) {
+    /// Before [`Grower::rewalk`]: the short pre-tokens' tables take the merged ids of live
+    /// strings, [`NO_ID`] for the others (`map`, by local id + 1).
+    fn map_tables(&mut self, map: &[u32]) {
+        let tables = &mut self.pieces.tables;
+        let mut next = 0;
+        while next < tables.len() {
+            let table = next + 1 + HEADER;
+            let m = ((tables[table - 1] >> 24) & 0x7F) as usize;
+            next = table + table_size(m);
+            for id in &mut tables[table..next] {
+                if *id != UNSET {
+                    *id = map[id.wrapping_add(1) as usize];
+                }
+            }
+        }
+    }
+
+    /// Pass 2 of [`grow`] (after [`Grower::map_tables`]): the pre-tokens of the first walk
+    /// again, from `occurrences`, telling `pass` each byte's step (children before parents: see
+    /// [`cartesian_steps`]).
+    fn rewalk(&mut self, flags: &[u8], keys: &[u32], pass: &mut Events) {
         const AHEAD: usize = 8;
         let occurrences = std::mem::take(&mut self.occurrences);
         for (i, &o) in occurrences.iter().enumerate() {
@@ -1091,7 +1117,7 @@ impl<'a> Grower<'a> {
             let keys = &keys[p..p + m];
             let tab = &self.pieces.tables[table..table + table_size(m)];
             let mut step = |x: usize, l: usize, r: usize, left: usize, right: usize| {
-                pass.step(keys[x], tab[left], tab[right], tab[tri(l, r)], p + x);
+                pass.emit(keys[x], tab[left], tab[right], tab[tri(l, r)], p + x);
             };
             if code != NO_PLAN {
                 let plans = plans();
@@ -1105,7 +1131,6 @@ impl<'a> Grower<'a> {
                     step(st.x, st.l, st.r, left, right);
                 });
             }
-            pass.piece(tab[tri(0, m - 1)]);
         }
         self.occurrences = occurrences;
     }
