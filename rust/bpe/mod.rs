@@ -226,6 +226,7 @@ impl Bpe {
         cache: &mut PieceCache,
     ) -> Result<()> {
         let bytes = text.as_bytes();
+        cache.reserve_for(bytes.len());
         if self.ignore_merges {
             return self
                 .pre

@@ -104,6 +104,18 @@ impl<V: Copy + Default> Table<V> {
         self.len
     }
 
+    /// Makes room for `n` entries in all (one rebuild at most).
+    pub fn reserve(&mut self, n: usize) {
+        if 2 * n > self.slots.len() {
+            let old = std::mem::replace(self, Self::with_capacity(n));
+            for slot in old.slots {
+                if slot.key != EMPTY {
+                    self.insert(slot.key, slot.val);
+                }
+            }
+        }
+    }
+
     #[inline(always)]
     fn home(&self, key: &Key) -> usize {
         let h = (key[0] ^ key[1].rotate_left(23)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -224,6 +236,11 @@ mod tests {
             let key = key_of(&piece).expect("short");
             table.insert(key, i);
             map.insert(piece, i);
+            if i % 1000 == 999 {
+                // Making room keeps every entry (and a smaller request changes nothing).
+                table.reserve(4 * i as usize);
+                table.reserve(1);
+            }
         }
         assert_eq!(table.len(), map.len());
         for (piece, &v) in &map {

@@ -1008,6 +1008,12 @@ impl PieceCache {
     const ARENA: usize = 1 << 22;
     const LONGEST: usize = 256;
 
+    /// Sizes the table for a text of `bytes` bytes at once (about one new piece per 64
+    /// bytes of a large first text), instead of growing it step by step.
+    pub fn reserve_for(&mut self, bytes: usize) {
+        self.map.reserve((bytes / 64).min(Self::CAPACITY));
+    }
+
     /// Remembers the encoding `ids` of a short piece, while there is room.
     #[inline]
     fn insert_short(&mut self, key: Key, ids: &[u32]) {
