@@ -599,8 +599,9 @@ type Event = [u32; 5];
 
 #[cfg(test)]
 thread_local! {
-    /// How often [`grow`] answered from the births alone, and how often it replayed.
-    static PATHS: std::cell::Cell<[usize; 2]> = const { std::cell::Cell::new([0; 2]) };
+    /// How often [`grow`] answered from the births alone, how often it replayed, and how often
+    /// in more than one round.
+    static PATHS: std::cell::Cell<[usize; 3]> = const { std::cell::Cell::new([0; 3]) };
 }
 
 /// What [`grow`] found: where the growth stopped (the last byte's key and position; `None`:
@@ -706,10 +707,8 @@ fn grow(
     let replays = live.iter().filter(|&&l| l).count() >= want;
     #[cfg(test)]
     PATHS.with(|p| {
-        p.set([
-            p.get()[0] + usize::from(!replays),
-            p.get()[1] + usize::from(replays),
-        ])
+        let [a, b, c] = p.get();
+        p.set([a + usize::from(!replays), b + usize::from(replays), c]);
     });
     if !replays {
         return Grown {
@@ -735,42 +734,49 @@ fn grow(
         below += hists.iter().map(|h| u64::from(h[top])).sum::<u64>();
     }
     let bucket_of = &bucket_of[..];
-    let parts: Vec<_> = growers
-        .iter_mut()
-        .zip(&maps)
-        .zip(&hists)
-        .map(|((g, map), hist)| {
-            // By local id + 1: slot 0 is NO_ID's.
+    // Per thread: its merged live ids (by local id + 1: slot 0 is NO_ID's), put into its
+    // tables once, and each bucket's room: the thread's bytes with keys in it (each has one
+    // event at most).
+    let (tos, rooms): (Vec<Vec<u32>>, Vec<Vec<usize>>) = run_each(
+        growers.iter_mut().zip(&maps).zip(&hists).collect(),
+        |_, ((g, map), hist)| {
             let mut to = vec![NO_ID; map.len() + 1];
             for (local, &id) in map.iter().enumerate() {
                 if live[id as usize] {
                     to[local + 1] = id;
                 }
             }
-            (g, to, hist)
-        })
-        .collect();
-    let found = run_each(parts, |_, (g, map, hist)| {
-        // Each bucket's room: the thread's bytes with keys in it (each has one event at most),
-        // in one arena whose pages are only backed where events are written.
-        let mut starts = vec![0usize; BUCKETS + 1];
-        for (top, &n) in hist.iter().enumerate() {
-            starts[bucket_of[top] as usize + 1] += n as usize;
-        }
-        for b in 0..BUCKETS {
-            starts[b + 1] += starts[b];
-        }
-        let mut arena: Vec<Event> = vec![[0; 5]; starts[BUCKETS]];
-        huge_pages(&mut arena);
-        let mut events = Events {
-            map,
-            bucket_of,
-            arena,
-            next: starts[..BUCKETS].to_vec(),
+            g.map_tables(&to);
+            let mut room = vec![0usize; BUCKETS];
+            for (top, &n) in hist.iter().enumerate() {
+                room[bucket_of[top] as usize] += n as usize;
+            }
+            (to, room)
+        },
+    )
+    .into_iter()
+    .unzip();
+    // Rounds of consecutive buckets whose events fit a bounded arena per thread (one round
+    // unless the corpus is large): each round walks the pre-tokens again.
+    let mut rounds = Vec::new();
+    let mut first = 0;
+    while first < BUCKETS {
+        let mut end = first + 1;
+        let fits = |end: usize| {
+            rooms
+                .iter()
+                .all(|room| room[first..end].iter().sum::<usize>() <= ROUND_ROOM)
         };
-        g.map_tables(&events.map);
-        g.rewalk(flags, keys, &mut events);
-        (events.arena, starts, events.next)
+        while end < BUCKETS && fits(end + 1) {
+            end += 1;
+        }
+        rounds.push(first..end);
+        first = end;
+    }
+    #[cfg(test)]
+    PATHS.with(|p| {
+        let [a, b, c] = p.get();
+        p.set([a, b, c + usize::from(rounds.len() > 1)]);
     });
     let strings = &growers[0].strings;
     let mut replay = Replay {
@@ -785,26 +791,51 @@ fn grow(
         pool: Vec::new(),
     };
     let mut joined = Vec::new();
-    for b in 0..BUCKETS {
-        let mut parts = found
-            .iter()
-            .map(|(arena, starts, next)| &arena[starts[b]..next[b]])
-            .filter(|part| !part.is_empty());
-        let bucket = match (parts.next(), parts.next()) {
-            (None, _) => continue,
-            (Some(only), None) => only,
-            (Some(first), Some(second)) => {
-                joined.clear();
-                joined.extend_from_slice(first);
-                joined.extend_from_slice(second);
-                parts.for_each(|part| joined.extend_from_slice(part));
-                &joined[..]
+    'rounds: for round in rounds {
+        let found = run_each(
+            growers.iter_mut().zip(rooms.iter().zip(&tos)).collect(),
+            |_, (g, (room, map))| {
+                // The round's buckets, one after another, in an arena whose pages are only
+                // backed where events are written.
+                let mut starts = vec![0usize; round.len() + 1];
+                for (i, b) in round.clone().enumerate() {
+                    starts[i + 1] = starts[i] + room[b];
+                }
+                let mut arena: Vec<Event> = vec![[0; 5]; starts[round.len()]];
+                huge_pages(&mut arena);
+                let mut events = Events {
+                    map,
+                    bucket_of,
+                    buckets: round.clone(),
+                    arena,
+                    next: starts[..round.len()].to_vec(),
+                };
+                g.rewalk(flags, keys, &mut events);
+                (events.arena, starts, events.next)
+            },
+        );
+        for i in 0..round.len() {
+            let mut parts = found
+                .iter()
+                .map(|(arena, starts, next)| &arena[starts[i]..next[i]])
+                .filter(|part| !part.is_empty());
+            let bucket = match (parts.next(), parts.next()) {
+                (None, _) => continue,
+                (Some(only), None) => only,
+                (Some(first), Some(second)) => {
+                    joined.clear();
+                    joined.extend_from_slice(first);
+                    joined.extend_from_slice(second);
+                    parts.for_each(|part| joined.extend_from_slice(part));
+                    &joined[..]
+                }
+            };
+            if replay.grow(bucket) {
+                break 'rounds;
             }
-        };
-        if replay.grow(bucket) {
-            break;
         }
     }
+    let strings = &growers[0].strings;
     let tokens = replay.counts[..strings.len()]
         .iter()
         .enumerate()
@@ -872,15 +903,23 @@ impl Pass for Births {
     }
 }
 
-/// Pass 2 of [`grow`]: the events that touch a live string, with merged ids (`map`, by local
-/// id + 1: [`NO_ID`] for a dead string), in buckets by the key's top 16 bits (`bucket_of`).
+/// Pass 2 of [`grow`]: the events that touch a live string (the tables hold merged ids,
+/// [`NO_ID`] for dead strings), in buckets by the key's top 16 bits (`bucket_of`); only the
+/// buckets of this round are kept.
 struct Events<'b> {
-    map: Vec<u32>,
+    /// Merged ids of the thread's own ids, by local id + 1 (for long pre-tokens).
+    map: &'b [u32],
     bucket_of: &'b [u16],
-    /// The buckets, one after another, with room for every byte: the next free slot of each.
+    buckets: std::ops::Range<usize>,
+    /// The round's buckets, one after another, with room for every byte: the next free slot
+    /// of each.
     arena: Vec<Event>,
     next: Vec<usize>,
 }
+
+/// The most events (upper bounds: bytes) one thread holds in one round of [`grow`]'s second
+/// pass: 20 bytes each, so about 1.3 GB (small in tests, to test the rounds).
+const ROUND_ROOM: usize = if cfg!(test) { 400 } else { 1 << 26 };
 
 /// How many ranges of keys [`grow`] replays one by one.
 const BUCKETS: usize = 1024;
@@ -889,8 +928,9 @@ impl Events<'_> {
     /// [`Pass::step`] with merged ids ([`NO_ID`] for dead strings).
     #[inline(always)]
     fn emit(&mut self, key: u32, a: u32, b: u32, c: u32, x: usize) {
-        if a & b & c != NO_ID {
-            let next = &mut self.next[self.bucket_of[(key >> 16) as usize] as usize];
+        let bucket = self.bucket_of[(key >> 16) as usize] as usize;
+        if a & b & c != NO_ID && self.buckets.contains(&bucket) {
+            let next = &mut self.next[bucket - self.buckets.start];
             self.arena[*next] = [key, a, b, c, x as u32];
             *next += 1;
         }
@@ -898,6 +938,7 @@ impl Events<'_> {
 }
 
 impl Pass for Events<'_> {
+    /// Long pre-tokens' steps, in the thread's own ids.
     #[inline(always)]
     fn step(&mut self, key: u32, left: u32, right: u32, new: u32, x: usize) {
         let [a, b, c] = [left, right, new].map(|id| self.map[id.wrapping_add(1) as usize]);
@@ -2809,7 +2850,12 @@ mod tests {
         }
         // Both ways of answering were taken, and the replay both stopped and did not (three
         // runs per case).
-        let [births_only, replayed] = PATHS.with(|p| p.get());
+        let [births_only, replayed, in_rounds] = PATHS.with(|p| p.get());
+        // Replays in one round and in several.
+        assert!(
+            in_rounds > 50 && replayed > in_rounds + 50,
+            "{in_rounds} {replayed}"
+        );
         assert!(
             births_only > 100 && replayed > 100,
             "{births_only} {replayed}"
