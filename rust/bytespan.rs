@@ -778,9 +778,9 @@ fn grow(
         let [a, b, c] = p.get();
         p.set([a, b, c + usize::from(rounds.len() > 1)]);
     });
-    let strings = &growers[0].strings;
     let mut replay = Replay {
-        counts: vec![0; strings.len() + 1],
+        // (The second walk interns no new string.)
+        counts: vec![0; n + 1],
         qualified: 0,
         want,
         // Only live strings are counted (dead ones are NO_ID's slot, never qualified), each
