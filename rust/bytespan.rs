@@ -865,7 +865,10 @@ fn run_each<P: Send, R: Send>(parts: Vec<P>, f: impl Fn(usize, P) -> R + Sync) -
     })
 }
 
-/// What a walk over pre-tokens ([`Grower::walk`]) does with each step and each pre-token.
+/// What [`Grower::long_piece`] does with each step and with the pre-token's whole string:
+/// count births ([`Births`], pass 1) or record events ([`Events`], pass 2). Short pre-tokens
+/// count in their tables instead, and [`Grower::rewalk`] gives their events to
+/// [`Events::emit`] directly.
 trait Pass {
     /// The byte at position `x`, with key `key`, grows: it joins the segments whose strings
     /// are `left` and `right` and makes one whose string is `new` (in the walker's ids;
@@ -1054,8 +1057,8 @@ impl<'a> Grower<'a> {
     /// each segment is born. Pre-tokens of one byte change no count and are skipped. Short
     /// pre-tokens count in their table (one per distinct pre-token, looked up in batches with
     /// prefetches, so that the cache misses of a batch overlap; see [`Grower::settle`]), longer
-    /// ones hash their segments ([`Grower::long_piece`]). Every other pre-token is recorded in
-    /// `occurrences` for [`Grower::rewalk`].
+    /// ones hash their segments ([`Grower::long_piece`]). Every pre-token of two bytes or more
+    /// is recorded in `occurrences` for [`Grower::rewalk`].
     fn walk(
         &mut self,
         flags: &[u8],
