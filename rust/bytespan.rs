@@ -443,10 +443,10 @@ fn radix_sort_by_high(v: &mut Vec<u64>) {
 /// often than it was born, so unless `want` strings are born `min_count` times the growth
 /// cannot stop, and the answer is the whole pre-tokens' counts. Otherwise a second pass
 /// records what each byte's step does to the counts of those strings, bucketed by the signal's
-/// top bits, and the buckets are replayed in signal order ([`Replay`]): a bucket whose bytes
+/// top bits, and the buckets are replayed in signal order (`Replay`): a bucket whose bytes
 /// cannot bring `want` strings to `min_count` at any point (bounded from its new occurrences)
 /// is replayed in any order, and only the others are split by the next bits and, at the end,
-/// sorted. No per-byte sort of the corpus and no per-byte hashing of strings (see [`grow`]).
+/// sorted. No per-byte sort of the corpus and no per-byte hashing of strings (see `grow`).
 /// `global_spans_reference` (in the tests) is the direct algorithm.
 pub fn global_spans(
     docs: &[&[u8]],
