@@ -720,7 +720,7 @@ impl Vocab {
     /// Appends the BPE encoding of one piece: start from its bytes and repeatedly apply the
     /// lowest-ranked merge among adjacent pairs, leftmost first on ties.
     ///
-    /// A piece with non-ASCII bytes starts from its atoms (whole characters, see [`Atoms`])
+    /// A piece with non-ASCII bytes starts from its atoms (whole characters, see `Atoms`)
     /// instead of their bytes, which gives the same result with fewer merge steps.
     pub fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
         if piece.len() < 2 || piece.is_ascii() {
