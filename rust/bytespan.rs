@@ -1110,8 +1110,8 @@ impl<'a> Grower<'a> {
                     let plans = plans();
                     let c = lehmer_code(keys);
                     let at = plans.starts[m] + m * c;
-                    for &[_, l, r, _, _] in &plans.steps[at..at + m] {
-                        tab[tri(l.into(), r.into())] += 1;
+                    for &t in &plans.tris[at..at + m] {
+                        tab[usize::from(t)] += 1;
                     }
                     code = c as u32;
                 } else {
@@ -1400,6 +1400,8 @@ fn lehmer_code(keys: &[u32]) -> usize {
 struct Plans {
     starts: Vec<usize>,
     steps: Vec<[u8; 5]>,
+    /// `tri(l, r)` of each step: all that counting births needs (a fifth of the memory).
+    tris: Vec<u8>,
 }
 
 fn plans() -> &'static Plans {
@@ -1408,6 +1410,7 @@ fn plans() -> &'static Plans {
         let mut plans = Plans {
             starts: vec![0; PLANNED + 2],
             steps: Vec::new(),
+            tris: Vec::new(),
         };
         let (mut stack, mut left_child) = (Vec::new(), Vec::new());
         for m in 0..=PLANNED {
@@ -1442,6 +1445,11 @@ fn plans() -> &'static Plans {
             }
         }
         plans.starts[PLANNED + 1] = plans.steps.len();
+        plans.tris = plans
+            .steps
+            .iter()
+            .map(|&[_, l, r, _, _]| tri(l.into(), r.into()) as u8)
+            .collect();
         plans
     })
 }
