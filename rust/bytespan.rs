@@ -385,41 +385,6 @@ fn ordered_bits(x: f32) -> u32 {
     b ^ (((b as i32) >> 31) as u32 | 0x8000_0000)
 }
 
-/// Stable LSD radix sort of `(key, payload)` pairs packed as `key << 32 | payload` by the key
-/// alone: the payloads (positions, pushed in ascending order) break ties.
-#[cfg(test)]
-fn radix_sort_by_high(v: &mut Vec<u64>) {
-    // Three 11-bit digits, their histograms counted in one pass: memory traffic, not
-    // arithmetic, is the cost here.
-    const BITS: u32 = 11;
-    const SHIFTS: [u32; 3] = [32, 32 + BITS, 32 + 2 * BITS];
-    let mask = (1u64 << BITS) - 1;
-    let mut hists = vec![[0usize; 1 << BITS]; SHIFTS.len()];
-    for &x in v.iter() {
-        for (h, &shift) in hists.iter_mut().zip(&SHIFTS) {
-            h[((x >> shift) & mask) as usize] += 1;
-        }
-    }
-    let mut tmp = vec![0u64; v.len()];
-    for (hist, &shift) in hists.iter_mut().zip(&SHIFTS) {
-        if hist.contains(&v.len()) {
-            continue; // every key has the same digit here
-        }
-        let mut at = 0;
-        for h in hist.iter_mut() {
-            let c = *h;
-            *h = at;
-            at += c;
-        }
-        for &x in v.iter() {
-            let d = &mut hist[((x >> shift) & mask) as usize];
-            tmp[*d] = x;
-            *d += 1;
-        }
-        std::mem::swap(v, &mut tmp);
-    }
-}
-
 /// ByteSpan's global constraint: grows segments in ascending order of the signal (ties by
 /// position) until `want` segment strings occur `min_count` times or more.
 ///
@@ -697,14 +662,6 @@ fn grow(
         }
     }
     let live: Vec<bool> = born.iter().map(|&c| u64::from(c) >= min_count).collect();
-    let qualified = |counts: &[u32]| -> Vec<((bool, Vec<u8>), u64)> {
-        counts
-            .iter()
-            .enumerate()
-            .filter(|&(id, &c)| live[id] && u64::from(c) >= min_count)
-            .map(|(id, &c)| (strings.get(id), u64::from(c)))
-            .collect()
-    };
     let replays = live.iter().filter(|&&l| l).count() >= want;
     #[cfg(test)]
     PATHS.with(|p| {
@@ -712,10 +669,14 @@ fn grow(
         p.set([a + usize::from(!replays), b + usize::from(replays), c]);
     });
     if !replays {
-        return Grown {
-            stop: None,
-            tokens: qualified(&whole),
-        };
+        // Every byte grew: the segments are the whole pre-tokens.
+        let tokens = whole
+            .iter()
+            .enumerate()
+            .filter(|&(_, &c)| u64::from(c) >= min_count)
+            .map(|(id, &c)| (strings.get(id), u64::from(c)))
+            .collect();
+        return Grown { stop: None, tokens };
     }
 
     // Pass 2: the events of live strings, in merged ids (dead ones as NO_ID), per thread and
@@ -1669,7 +1630,7 @@ impl Replay {
         let mut spare = self.pool.pop().unwrap_or_default();
         sorted.clear();
         sorted.extend_from_slice(events);
-        radix_sort_events(&mut sorted, &mut spare);
+        radix_sort_by(&mut sorted, &mut spare, |e| e[0]);
         let mut stopped = false;
         for &[key, left, right, new, at] in &sorted {
             self.gone(left);
@@ -1687,29 +1648,30 @@ impl Replay {
     }
 }
 
-/// Sorts events by key, stably (LSD radix on the bytes of the key that differ), with `spare`
-/// as scratch.
-fn radix_sort_events(v: &mut Vec<Event>, spare: &mut Vec<Event>) {
+/// Sorts `v` by `key`, stably (LSD radix on the bytes of the keys that differ: memory
+/// traffic, not arithmetic, is the cost here), with `spare` as scratch.
+fn radix_sort_by<T: Copy + Default>(v: &mut Vec<T>, spare: &mut Vec<T>, key: impl Fn(&T) -> u32) {
     let (any, all) = v
         .iter()
-        .fold((0u32, u32::MAX), |(o, a), e| (o | e[0], a & e[0]));
+        .fold((0u32, u32::MAX), |(o, a), x| (o | key(x), a & key(x)));
     for shift in [0, 8, 16, 24] {
         if ((any ^ all) >> shift) & 0xFF == 0 {
             continue; // every key has the same byte here
         }
+        let digit = |x: &T| ((key(x) >> shift) & 0xFF) as usize;
         let mut starts = [0usize; 256];
-        for e in v.iter() {
-            starts[((e[0] >> shift) & 0xFF) as usize] += 1;
+        for x in v.iter() {
+            starts[digit(x)] += 1;
         }
         let mut at = 0;
         for c in starts.iter_mut() {
             (*c, at) = (at, at + *c);
         }
         spare.clear();
-        spare.resize(v.len(), [0; 5]);
-        for e in v.iter() {
-            let d = &mut starts[((e[0] >> shift) & 0xFF) as usize];
-            spare[*d] = *e;
+        spare.resize(v.len(), T::default());
+        for x in v.iter() {
+            let d = &mut starts[digit(x)];
+            spare[*d] = *x;
             *d += 1;
         }
         std::mem::swap(v, spare);
@@ -1911,7 +1873,7 @@ fn global_spans_reference(
     if want == 0 {
         return Ok(out);
     }
-    radix_sort_by_high(&mut order);
+    radix_sort_by(&mut order, &mut Vec::new(), |&p| (p >> 32) as u32);
 
     let bytes = &bytes[..];
     // Per position: bit 0 starts a pre-token, bit 1 is a space, bit 2 has grown.
@@ -2992,7 +2954,7 @@ mod tests {
             .enumerate()
             .map(|(i, &x)| u64::from(ordered_bits(x)) << 32 | i as u64)
             .collect();
-        radix_sort_by_high(&mut v);
+        radix_sort_by(&mut v, &mut Vec::new(), |&p| (p >> 32) as u32);
         let got: Vec<usize> = v.iter().map(|&p| (p & 0xFFFF_FFFF) as usize).collect();
         let mut want: Vec<usize> = (0..xs.len()).collect();
         want.sort_by(|&a, &b| (xs[a] + 0.0).total_cmp(&(xs[b] + 0.0)).then(a.cmp(&b)));

@@ -107,12 +107,7 @@ impl<V: Copy + Default> Table<V> {
     /// Makes room for `n` entries in all (one rebuild at most).
     pub fn reserve(&mut self, n: usize) {
         if 2 * n > self.slots.len() {
-            let old = std::mem::replace(self, Self::with_capacity(n));
-            for slot in old.slots {
-                if slot.key != EMPTY {
-                    self.insert(slot.key, slot.val);
-                }
-            }
+            self.rebuild(n);
         }
     }
 
@@ -196,7 +191,12 @@ impl<V: Copy + Default> Table<V> {
     }
 
     fn grow(&mut self) {
-        let old = std::mem::replace(self, Self::with_capacity(self.slots.len()));
+        self.rebuild(self.slots.len());
+    }
+
+    /// The same entries in a table sized for `n`.
+    fn rebuild(&mut self, n: usize) {
+        let old = std::mem::replace(self, Self::with_capacity(n));
         for slot in old.slots {
             if slot.key != EMPTY {
                 self.insert(slot.key, slot.val);
