@@ -528,20 +528,7 @@ pub fn global_spans(
     // The last byte grown: where the growth stopped, else the last position with the largest
     // key; and how many bytes grew up to it, in growth order (key, then position).
     let (t, steps) = match grown.stop {
-        Some((key, at)) => {
-            let chunks: Vec<usize> = (0..total.div_ceil(MIN_RANGE)).collect();
-            let steps: usize = crate::par::map(&chunks, threads, |&c| {
-                let from = c * MIN_RANGE;
-                let to = (from + MIN_RANGE).min(total);
-                let below = keys[from..to].iter().filter(|&&k| k < key).count();
-                let upto = to.min(at + 1).max(from);
-                let equal = keys[from..upto].iter().filter(|&&k| k == key).count();
-                below + equal
-            })
-            .into_iter()
-            .sum();
-            (Some(at), steps)
-        }
+        Some((at, steps)) => (Some(at), steps),
         None => (highest.map(|(_, t)| t), total),
     };
     out.full = grown.stop.is_some();
@@ -558,22 +545,81 @@ const SPACE: u8 = 2;
 /// No string: a segment of one byte.
 const NO_ID: u32 = u32::MAX;
 
-/// What growing one byte does to the counts: `[key, left, right, new, position]`, its key
-/// ([`ordered_bits`] of its signal), the ids of the strings of the segments it joins on its
-/// left and its right (which stop occurring), of the segment it makes, and its position.
-type Event = [u32; 5];
+/// What growing one byte does to the counts, as [`grow`]'s second pass records it: the byte's
+/// key ([`ordered_bits`] of its signal) and the dense live ids of the strings of the segments
+/// it joins on its left and its right (which stop occurring) and of the segment it makes
+/// ([`Record::NONE`]: no live string). No position: [`Pass2::position`] finds the one needed.
+trait Record: Copy + Default + Send + Sync {
+    /// No live string (every live id is below it).
+    const NONE: u32;
+    /// From ids that are live ids or [`NO_ID`].
+    fn new(key: u32, left: u32, right: u32, new: u32) -> Self;
+    fn key(&self) -> u32;
+    /// `[left, right, new]`.
+    fn ids(&self) -> [u32; 3];
+}
+
+/// 12 bytes: the ids in 21 bits each, for fewer than [`PACKED_LIMIT`] live strings.
+impl Record for [u32; 3] {
+    const NONE: u32 = (1 << 21) - 1;
+
+    #[inline(always)]
+    fn new(key: u32, left: u32, right: u32, new: u32) -> Self {
+        // NO_ID (all ones) becomes NONE.
+        let ids = u64::from(left & Self::NONE)
+            | u64::from(right & Self::NONE) << 21
+            | u64::from(new & Self::NONE) << 42;
+        [key, ids as u32, (ids >> 32) as u32]
+    }
+
+    #[inline(always)]
+    fn key(&self) -> u32 {
+        self[0]
+    }
+
+    #[inline(always)]
+    fn ids(&self) -> [u32; 3] {
+        let ids = u64::from(self[1]) | u64::from(self[2]) << 32;
+        [0, 21, 42].map(|shift| (ids >> shift) as u32 & Self::NONE)
+    }
+}
+
+/// 16 bytes, for more live strings.
+impl Record for [u32; 4] {
+    const NONE: u32 = NO_ID;
+
+    #[inline(always)]
+    fn new(key: u32, left: u32, right: u32, new: u32) -> Self {
+        [key, left, right, new]
+    }
+
+    #[inline(always)]
+    fn key(&self) -> u32 {
+        self[0]
+    }
+
+    #[inline(always)]
+    fn ids(&self) -> [u32; 3] {
+        [self[1], self[2], self[3]]
+    }
+}
+
+/// The most live strings whose events are packed in 12 bytes (few in tests, to test both).
+const PACKED_LIMIT: usize = if cfg!(test) { 24 } else { (1 << 21) - 1 };
 
 #[cfg(test)]
 thread_local! {
-    /// How often [`grow`] answered from the births alone, how often it replayed, and how often
-    /// in more than one round.
-    static PATHS: std::cell::Cell<[usize; 3]> = const { std::cell::Cell::new([0; 3]) };
+    /// How often [`grow`] answered from the births alone, how often it replayed, how often in
+    /// more than one round, with 12-byte records, with 16-byte ones, and how often the stop's
+    /// position needed a walk (its key being shared).
+    static PATHS: std::cell::Cell<[usize; 6]> = const { std::cell::Cell::new([0; 6]) };
 }
 
-/// What [`grow`] found: where the growth stopped (the last byte's key and position; `None`:
-/// it never did, every byte grew) and every string with `min_count` occurrences or more then.
+/// What [`grow`] found: where the growth stopped (the last byte's position and how many bytes
+/// grew; `None`: it never did, every byte grew) and every string with `min_count` occurrences
+/// or more then.
 struct Grown {
-    stop: Option<(u32, usize)>,
+    stop: Option<(usize, usize)>,
     tokens: Vec<((bool, Vec<u8>), u64)>,
 }
 
@@ -588,10 +634,11 @@ struct Grown {
 ///    A string never has more occurrences than births, so only the strings born `min_count`
 ///    times or more (*live*) can ever qualify. If fewer than `want` are live, the growth
 ///    never stops: the answer is the whole pre-tokens' counts, with no ordering at all.
-/// 2. **Events** (only when it may stop). The same walk again, now keeping the [`Event`]s
-///    that touch a live string (with dead strings' ids replaced by [`NO_ID`]: their counts
-///    never matter), bucketed by the key's top 8 bits; [`Replay`] then replays them in
-///    growth order.
+/// 2. **Events** (only when it may stop). The same walk again, now recording what each byte's
+///    step does to the counts of live strings ([`Record`]s: the key and the strings' dense
+///    live ids; dead strings' counts never matter), in [`BUCKETS`] ranges of keys
+///    ([`Events`]); [`Replay`] then replays them in growth order, and [`Pass2::position`]
+///    finds the last byte's position.
 ///
 /// Each thread interns the strings it meets in an [`Interner`] of its own (no lock);
 /// afterwards the first thread's is kept and the others' strings are interned into it. Within
@@ -665,8 +712,9 @@ fn grow(
     let replays = live.iter().filter(|&&l| l).count() >= want;
     #[cfg(test)]
     PATHS.with(|p| {
-        let [a, b, c] = p.get();
-        p.set([a + usize::from(!replays), b + usize::from(replays), c]);
+        let mut v = p.get();
+        v[usize::from(replays)] += 1;
+        p.set(v);
     });
     if !replays {
         // Every byte grew: the segments are the whole pre-tokens.
@@ -679,9 +727,14 @@ fn grow(
         return Grown { stop: None, tokens };
     }
 
-    // Pass 2: the events of live strings, in merged ids (dead ones as NO_ID), per thread and
-    // bucket; then concatenated bucket by bucket, threads in range order. The buckets are
-    // ranges of keys' top 16 bits with about equal numbers of bytes.
+    // Pass 2: the events of live strings, in dense live ids, per thread and bucket; replayed
+    // bucket by bucket, threads in range order. The buckets are ranges of keys' top 16 bits
+    // with about equal numbers of bytes.
+    let live_ids: Vec<u32> = (0..n as u32).filter(|&id| live[id as usize]).collect();
+    let mut dense = vec![NO_ID; n];
+    for (d, &id) in live_ids.iter().enumerate() {
+        dense[id as usize] = d as u32;
+    }
     let hists = crate::par::map(&ranges, threads, |range| {
         let mut h = vec![0u32; 1 << 16];
         for &k in &keys[range.clone()] {
@@ -695,18 +748,15 @@ fn grow(
         *b = (below * BUCKETS as u64 / total as u64).min(BUCKETS as u64 - 1) as u16;
         below += hists.iter().map(|h| u64::from(h[top])).sum::<u64>();
     }
-    let bucket_of = &bucket_of[..];
-    // Per thread: its merged live ids (by local id + 1: slot 0 is NO_ID's), put into its
-    // tables once, and each bucket's room: the thread's bytes with keys in it (each has one
-    // event at most).
+    // Per thread: the dense ids of its own ids (by local id + 1: slot 0 is NO_ID's), put into
+    // its tables once, and each bucket's room: the thread's bytes with keys in it (each has
+    // one event at most).
     let (tos, rooms): (Vec<Vec<u32>>, Vec<Vec<usize>>) = run_each(
         growers.iter_mut().zip(&maps).zip(&hists).collect(),
         |_, ((g, map), hist)| {
             let mut to = vec![NO_ID; map.len() + 1];
             for (local, &id) in map.iter().enumerate() {
-                if live[id as usize] {
-                    to[local + 1] = id;
-                }
+                to[local + 1] = dense[id as usize];
             }
             g.map_tables(&to);
             let mut room = vec![0usize; BUCKETS];
@@ -718,95 +768,176 @@ fn grow(
     )
     .into_iter()
     .unzip();
-    // Rounds of consecutive buckets whose events fit a bounded arena per thread (one round
-    // unless the corpus is large): each round walks the pre-tokens again.
-    let mut rounds = Vec::new();
-    let mut first = 0;
-    while first < BUCKETS {
-        let mut end = first + 1;
-        let fits = |end: usize| {
-            rooms
-                .iter()
-                .all(|room| room[first..end].iter().sum::<usize>() <= ROUND_ROOM)
-        };
-        while end < BUCKETS && fits(end + 1) {
-            end += 1;
-        }
-        rounds.push(first..end);
-        first = end;
-    }
-    #[cfg(test)]
-    PATHS.with(|p| {
-        let [a, b, c] = p.get();
-        p.set([a, b, c + usize::from(rounds.len() > 1)]);
-    });
-    let mut replay = Replay {
-        // (The second walk interns no new string.)
-        counts: vec![0; n + 1],
-        qualified: 0,
+    let pass = Pass2 {
+        flags,
+        keys,
+        bucket_of: &bucket_of,
+        tos: &tos,
+        rooms: &rooms,
         want,
-        // Only live strings are counted (dead ones are NO_ID's slot, never qualified), each
-        // with all its events: a count is never negative, and `min_count` is at most the
-        // corpus size here (some string was born that often), so under 2^32.
-        min: u32::try_from(min_count).expect("a live string's count"),
-        last: None,
-        pool: Vec::new(),
+        min_count,
+        threads,
     };
-    let mut joined = Vec::new();
-    'rounds: for round in rounds {
-        let found = run_each(
-            growers.iter_mut().zip(rooms.iter().zip(&tos)).collect(),
-            |_, (g, (room, map))| {
-                // The round's buckets, one after another, in an arena whose pages are only
-                // backed where events are written.
-                let mut starts = vec![0usize; round.len() + 1];
-                for (i, b) in round.clone().enumerate() {
-                    starts[i + 1] = starts[i] + room[b];
-                }
-                let mut arena: Vec<Event> = vec![[0; 5]; starts[round.len()]];
-                huge_pages(&mut arena);
-                let mut events = Events {
-                    map,
-                    bucket_of,
-                    buckets: round.clone(),
-                    arena,
-                    next: starts[..round.len()].to_vec(),
-                };
-                g.rewalk(flags, keys, &mut events);
-                (events.arena, starts, events.next)
-            },
-        );
-        for i in 0..round.len() {
-            let mut parts = found
-                .iter()
-                .map(|(arena, starts, next)| &arena[starts[i]..next[i]])
-                .filter(|part| !part.is_empty());
-            let bucket = match (parts.next(), parts.next()) {
-                (None, _) => continue,
-                (Some(only), None) => only,
-                (Some(first), Some(second)) => {
-                    joined.clear();
-                    joined.extend_from_slice(first);
-                    joined.extend_from_slice(second);
-                    parts.for_each(|part| joined.extend_from_slice(part));
-                    &joined[..]
-                }
+    let (stop, counts) = if live_ids.len() < PACKED_LIMIT {
+        pass.replay::<[u32; 3]>(&mut growers, live_ids.len())
+    } else {
+        pass.replay::<[u32; 4]>(&mut growers, live_ids.len())
+    };
+    let strings = &growers[0].strings;
+    let tokens = counts
+        .iter()
+        .zip(&live_ids)
+        .filter(|&(&c, _)| u64::from(c) >= min_count)
+        .map(|(&c, &id)| (strings.get(id as usize), u64::from(c)))
+        .collect();
+    Grown { stop, tokens }
+}
+
+/// What the second pass of [`grow`] needs: the corpus's flags and keys, the buckets of keys,
+/// per thread the dense live ids of its own ids and each bucket's room, and the stopping rule.
+struct Pass2<'a> {
+    flags: &'a [u8],
+    keys: &'a [u32],
+    bucket_of: &'a [u16],
+    tos: &'a [Vec<u32>],
+    rooms: &'a [Vec<usize>],
+    want: usize,
+    min_count: u64,
+    threads: usize,
+}
+
+impl Pass2<'_> {
+    /// Records the events of `lives` live strings as `R`s and replays them; where the growth
+    /// stopped (see [`Pass2::position`]) and each live string's count then.
+    fn replay<R: Record>(
+        &self,
+        growers: &mut [Grower],
+        lives: usize,
+    ) -> (Option<(usize, usize)>, Vec<u32>) {
+        #[cfg(test)]
+        PATHS.with(|p| {
+            let mut v = p.get();
+            v[3 + usize::from(R::NONE == NO_ID)] += 1;
+            p.set(v);
+        });
+        // Rounds of consecutive buckets whose events fit a bounded arena per thread (one
+        // round unless the corpus is large): each round walks the pre-tokens again.
+        let mut rounds = Vec::new();
+        let mut first = 0;
+        while first < BUCKETS {
+            let mut end = first + 1;
+            let fits = |end: usize| {
+                self.rooms
+                    .iter()
+                    .all(|room| room[first..end].iter().sum::<usize>() <= ROUND_ROOM)
             };
-            if replay.grow(bucket) {
-                break 'rounds;
+            while end < BUCKETS && fits(end + 1) {
+                end += 1;
+            }
+            rounds.push(first..end);
+            first = end;
+        }
+        #[cfg(test)]
+        PATHS.with(|p| {
+            let mut v = p.get();
+            v[2] += usize::from(rounds.len() > 1);
+            p.set(v);
+        });
+        let mut replay = Replay::<R> {
+            counts: vec![0; lives + 1],
+            qualified: 0,
+            want: self.want,
+            // Only live strings are counted (the others are NONE's slot, never qualified),
+            // each with all its events: a count is never negative, and `min_count` is at most
+            // the corpus size here (some string was born that often), so under 2^32.
+            min: u32::try_from(self.min_count).expect("a live string's count"),
+            last: None,
+            sorted: Vec::new(),
+            spare: Vec::new(),
+        };
+        'rounds: for round in rounds {
+            let found = run_each(
+                growers
+                    .iter_mut()
+                    .zip(self.rooms.iter().zip(self.tos))
+                    .collect(),
+                |_, (g, (room, to))| {
+                    let mut events = Events::new(to, self.bucket_of, round.clone(), room);
+                    g.rewalk(self.flags, self.keys, &mut events);
+                    events.finish();
+                    events
+                },
+            );
+            let mut parts: Vec<&[R]> = Vec::new();
+            for lane in 0..round.len() {
+                parts.clear();
+                for events in &found {
+                    events.lane(lane, &mut parts);
+                }
+                if replay.grow(&parts) {
+                    break 'rounds;
+                }
             }
         }
+        let stop = replay
+            .last
+            .map(|(key, rank)| self.position(growers, key, rank));
+        let mut counts = replay.counts;
+        counts.truncate(lives);
+        (stop, counts)
     }
-    let strings = &growers[0].strings;
-    let tokens = replay.counts[..strings.len()]
-        .iter()
-        .enumerate()
-        .filter(|&(_, &c)| u64::from(c) >= min_count)
-        .map(|(id, &c)| (strings.get(id), u64::from(c)))
-        .collect();
-    Grown {
-        stop: replay.last.map(|(key, at)| (key, at as usize)),
-        tokens,
+
+    /// The position of the byte of key `key` whose event is the `rank`th (from 0) of those
+    /// kept with that key, in walk order (which [`Replay::grow`]'s stable sort keeps), and how
+    /// many bytes grew up to it, in growth order (key, then position).
+    fn position(&self, growers: &mut [Grower], key: u32, rank: usize) -> (usize, usize) {
+        // Per range of the corpus: its bytes with smaller keys, with this key, and the first of
+        // those.
+        let total = self.keys.len();
+        let chunks: Vec<usize> = (0..total.div_ceil(MIN_RANGE)).collect();
+        let counted = crate::par::map(&chunks, self.threads, |&c| {
+            let keys = &self.keys[c * MIN_RANGE..((c + 1) * MIN_RANGE).min(total)];
+            let (mut below, mut equal) = (0, 0);
+            for &k in keys {
+                below += usize::from(k < key);
+                equal += usize::from(k == key);
+            }
+            let first = keys
+                .iter()
+                .position(|&k| k == key)
+                .map(|i| c * MIN_RANGE + i);
+            (below, equal, first)
+        });
+        let below: usize = counted.iter().map(|c| c.0).sum();
+        // Mostly one byte has the key: then it is that one.
+        if counted.iter().map(|c| c.1).sum::<usize>() == 1 {
+            if let Some(at) = counted.iter().find_map(|c| c.2) {
+                return (at, below + 1);
+            }
+        }
+        // Else the walk again, over the pre-tokens that have the key only.
+        #[cfg(test)]
+        PATHS.with(|p| {
+            let mut v = p.get();
+            v[5] += 1;
+            p.set(v);
+        });
+        let found = run_each(growers.iter_mut().zip(self.tos).collect(), |_, (g, to)| {
+            let mut finder = Finder {
+                map: to,
+                key,
+                found: Vec::new(),
+            };
+            g.rewalk(self.flags, self.keys, &mut finder);
+            finder.found
+        });
+        let at = found
+            .into_iter()
+            .flatten()
+            .nth(rank)
+            .expect("the event replayed");
+        let equal = self.keys[..=at].iter().filter(|&&k| k == key).count();
+        (at, below + equal)
     }
 }
 
@@ -868,50 +999,227 @@ impl Pass for Births {
     }
 }
 
-/// Pass 2 of [`grow`]: the events that touch a live string (the tables hold merged ids,
-/// [`NO_ID`] for dead strings), in buckets by the key's top 16 bits (`bucket_of`); only the
-/// buckets of this round are kept.
-struct Events<'b> {
-    /// Merged ids of the thread's own ids, by local id + 1 (for long pre-tokens).
-    map: &'b [u32],
-    bucket_of: &'b [u16],
-    buckets: std::ops::Range<usize>,
-    /// The round's buckets, one after another, with room for every byte: the next free slot
-    /// of each.
-    arena: Vec<Event>,
-    next: Vec<usize>,
+/// What [`Grower::rewalk`] tells of each step, in dense live ids ([`NO_ID`]: no live
+/// string): [`Events`] records them, [`Finder`] looks for one.
+trait Emit {
+    /// The dense live ids of the walker's own ids, by id + 1 (for long pre-tokens).
+    fn map(&self) -> &[u32];
+    /// Whether the steps of a pre-token with these keys are wanted.
+    #[inline(always)]
+    fn wants(&self, _keys: &[u32]) -> bool {
+        true
+    }
+    /// [`Pass::step`] in dense live ids.
+    fn emit(&mut self, key: u32, left: u32, right: u32, new: u32, x: usize);
 }
 
+/// An [`Emit`] as the [`Pass`] of [`Grower::long_piece`] (whose steps are in the walker's ids).
+struct Mapped<'e, E>(&'e mut E);
+
+impl<E: Emit> Pass for Mapped<'_, E> {
+    #[inline(always)]
+    fn step(&mut self, key: u32, left: u32, right: u32, new: u32, x: usize) {
+        let map = self.0.map();
+        let [a, b, c] = [left, right, new].map(|id| map[id.wrapping_add(1) as usize]);
+        self.0.emit(key, a, b, c, x);
+    }
+
+    #[inline(always)]
+    fn piece(&mut self, _: u32) {}
+}
+
+/// Pass 2 of [`grow`]: the events that touch a live string, as `R`s, in buckets by the key's
+/// top 16 bits (`bucket_of`); only the buckets of this round (its *lanes*) are kept. Each
+/// lane is a list of chunks of [`CHUNK`] records handed out from one arena as the lanes fill,
+/// so the memory touched is about the records written; and records are staged [`GROUP`] at a
+/// time per lane, in cache, then streamed to the arena, which is never read on the way.
+struct Events<'b, R> {
+    map: &'b [u32],
+    bucket_of: &'b [u16],
+    /// The round's first bucket and its number of buckets.
+    first: usize,
+    lanes: usize,
+    arena: Vec<R>,
+    /// Per lane, and one more for the other buckets (never kept): [`GROUP`] records, and how
+    /// many are staged.
+    stage: Vec<R>,
+    staged: Vec<u32>,
+    /// Per lane: the next slot in the arena, the end of its last chunk, and where its chunks
+    /// start.
+    next: Vec<usize>,
+    ends: Vec<usize>,
+    chunks: Vec<Vec<usize>>,
+    /// The arena's first slot not handed out.
+    free: usize,
+}
+
+/// The records [`Events`] stages per lane (few in tests, to test the chunks).
+const GROUP: usize = if cfg!(test) { 4 } else { 16 };
+
+/// The records of a chunk of [`Events`], a multiple of [`GROUP`].
+const CHUNK: usize = if cfg!(test) { 2 * GROUP } else { 32 * GROUP };
+
 /// The most events (upper bounds: bytes) one thread holds in one round of [`grow`]'s second
-/// pass: 20 bytes each, so about 1.3 GB (small in tests, to test the rounds).
+/// pass: 16 bytes each at most, so about 1 GB (small in tests, to test the rounds).
 const ROUND_ROOM: usize = if cfg!(test) { 400 } else { 1 << 26 };
 
 /// How many ranges of keys [`grow`] replays one by one.
 const BUCKETS: usize = 1024;
 
-impl Events<'_> {
-    /// [`Pass::step`] with merged ids ([`NO_ID`] for dead strings).
-    #[inline(always)]
-    fn emit(&mut self, key: u32, a: u32, b: u32, c: u32, x: usize) {
-        let bucket = self.bucket_of[(key >> 16) as usize] as usize;
-        if a & b & c != NO_ID && self.buckets.contains(&bucket) {
-            let next = &mut self.next[bucket - self.buckets.start];
-            self.arena[*next] = [key, a, b, c, x as u32];
-            *next += 1;
+impl<'b, R: Record> Events<'b, R> {
+    /// For the buckets of `round`, whose bytes are `room` (per bucket).
+    fn new(
+        map: &'b [u32],
+        bucket_of: &'b [u16],
+        round: std::ops::Range<usize>,
+        room: &[usize],
+    ) -> Self {
+        let lanes = round.len();
+        // Every chunk but a lane's last is full, so this is enough (with the first slots,
+        // skipped so that groups start on a cache line).
+        let bytes: usize = room[round.clone()].iter().sum();
+        let mut arena = vec![R::default(); GROUP + lanes * CHUNK + bytes];
+        // (Not yet touched: backed by huge pages where the kernel can.)
+        huge_pages(&mut arena);
+        let size = std::mem::size_of::<R>();
+        let skip = (0..GROUP)
+            .find(|&i| (arena.as_ptr() as usize + i * size) % 64 == 0)
+            .unwrap_or(0);
+        let next: Vec<usize> = (0..lanes).map(|lane| skip + lane * CHUNK).collect();
+        Self {
+            map,
+            bucket_of,
+            first: round.start,
+            lanes,
+            arena,
+            stage: vec![R::default(); (lanes + 1) * GROUP],
+            staged: vec![0; lanes + 1],
+            ends: next.iter().map(|&s| s + CHUNK).collect(),
+            chunks: next.iter().map(|&s| vec![s]).collect(),
+            next,
+            free: skip + lanes * CHUNK,
+        }
+    }
+
+    /// Writes out a lane's full stage.
+    #[inline(never)]
+    fn flush(&mut self, lane: usize) {
+        let at = self.next[lane];
+        stream_copy(
+            &mut self.arena[at..at + GROUP],
+            &self.stage[lane * GROUP..(lane + 1) * GROUP],
+        );
+        self.staged[lane] = 0;
+        self.next[lane] = at + GROUP;
+        if at + GROUP == self.ends[lane] {
+            self.chunks[lane].push(self.free);
+            self.next[lane] = self.free;
+            self.ends[lane] = self.free + CHUNK;
+            self.free += CHUNK;
+        }
+    }
+
+    /// After the walk: writes out what is staged.
+    fn finish(&mut self) {
+        for lane in 0..self.lanes {
+            let (at, n) = (self.next[lane], self.staged[lane] as usize);
+            self.arena[at..at + n].copy_from_slice(&self.stage[lane * GROUP..lane * GROUP + n]);
+            self.next[lane] = at + n;
+            self.staged[lane] = 0;
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a store fence only orders this thread's stores (here, the streaming ones
+        // before the other threads read the arena).
+        unsafe {
+            std::arch::x86_64::_mm_sfence();
+        }
+    }
+
+    /// Adds the records of lane `lane` to `parts`, in order (after [`Events::finish`]).
+    fn lane<'s>(&'s self, lane: usize, parts: &mut Vec<&'s [R]>) {
+        let chunks = &self.chunks[lane];
+        for (i, &start) in chunks.iter().enumerate() {
+            let end = if i + 1 == chunks.len() {
+                self.next[lane]
+            } else {
+                start + CHUNK
+            };
+            if end > start {
+                parts.push(&self.arena[start..end]);
+            }
         }
     }
 }
 
-impl Pass for Events<'_> {
-    /// Long pre-tokens' steps, in the thread's own ids.
+/// `dst.copy_from_slice(src)`, with streaming stores (which do not read `dst`'s cache lines
+/// first) where `dst` is 16-byte aligned and whole 16-byte words.
+#[inline(always)]
+fn stream_copy<R: Record>(dst: &mut [R], src: &[R]) {
+    assert_eq!(dst.len(), src.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+        let bytes = std::mem::size_of_val(src);
+        if bytes % 16 == 0 && dst.as_ptr() as usize % 16 == 0 {
+            let (d, s) = (
+                dst.as_mut_ptr().cast::<__m128i>(),
+                src.as_ptr().cast::<__m128i>(),
+            );
+            for i in 0..bytes / 16 {
+                // SAFETY: both slices hold `bytes` bytes of plain `u32` arrays (any bits are
+                // valid), `d` is 16-byte aligned, and the load needs no alignment.
+                unsafe { _mm_stream_si128(d.add(i), _mm_loadu_si128(s.add(i))) };
+            }
+            return;
+        }
+    }
+    dst.copy_from_slice(src);
+}
+
+impl<R: Record> Emit for Events<'_, R> {
     #[inline(always)]
-    fn step(&mut self, key: u32, left: u32, right: u32, new: u32, x: usize) {
-        let [a, b, c] = [left, right, new].map(|id| self.map[id.wrapping_add(1) as usize]);
-        self.emit(key, a, b, c, x);
+    fn map(&self) -> &[u32] {
+        self.map
     }
 
+    /// Without a branch on what is kept: the record is staged in its lane's next slot, which
+    /// only moves on when it is kept.
     #[inline(always)]
-    fn piece(&mut self, _: u32) {}
+    fn emit(&mut self, key: u32, a: u32, b: u32, c: u32, _: usize) {
+        let bucket = self.bucket_of[(key >> 16) as usize] as usize;
+        let lane = bucket.wrapping_sub(self.first).min(self.lanes);
+        let kept = (a & b & c != NO_ID) & (lane < self.lanes);
+        let at = self.staged[lane] as usize;
+        self.stage[lane * GROUP + at] = R::new(key, a, b, c);
+        let at = at + usize::from(kept);
+        self.staged[lane] = at as u32;
+        if at == GROUP {
+            self.flush(lane);
+        }
+    }
+}
+
+/// Finds the positions of the steps of key `key` that [`Events`] keeps, in walk order.
+struct Finder<'b> {
+    map: &'b [u32],
+    key: u32,
+    found: Vec<usize>,
+}
+
+impl Emit for Finder<'_> {
+    fn map(&self) -> &[u32] {
+        self.map
+    }
+
+    fn wants(&self, keys: &[u32]) -> bool {
+        keys.contains(&self.key)
+    }
+
+    fn emit(&mut self, key: u32, a: u32, b: u32, c: u32, x: usize) {
+        if key == self.key && a & b & c != NO_ID {
+            self.found.push(x);
+        }
+    }
 }
 
 /// The fewest bytes a thread of [`grow`] takes (few in tests, to test the threads).
@@ -1106,7 +1414,7 @@ impl<'a> Grower<'a> {
     /// Pass 2 of [`grow`] (after [`Grower::map_tables`]): the pre-tokens of the first walk
     /// again, from `occurrences`, telling `pass` each byte's step (children before parents: see
     /// [`cartesian_steps`]).
-    fn rewalk(&mut self, flags: &[u8], keys: &[u32], pass: &mut Events) {
+    fn rewalk(&mut self, flags: &[u8], keys: &[u32], pass: &mut impl Emit) {
         const AHEAD: usize = 8;
         let occurrences = std::mem::take(&mut self.occurrences);
         for (i, &o) in occurrences.iter().enumerate() {
@@ -1117,10 +1425,15 @@ impl<'a> Grower<'a> {
             if m == 0 {
                 // Longer than CACHED: to the next pre-token (a thread's range ends at one).
                 let e = next_start(flags, p + 1, flags.len());
-                self.long_piece(flags, keys, p, e - p, pass);
+                if pass.wants(&keys[p..e]) {
+                    self.long_piece(flags, keys, p, e - p, &mut Mapped(&mut *pass));
+                }
                 continue;
             }
             let keys = &keys[p..p + m];
+            if !pass.wants(keys) {
+                continue;
+            }
             let tab = &self.pieces.tables[table..table + table_size(m)];
             let mut step = |x: usize, l: usize, r: usize, left: usize, right: usize| {
                 pass.emit(keys[x], tab[left], tab[right], tab[tri(l, r)], p + x);
@@ -1553,21 +1866,24 @@ impl PieceTable {
     }
 }
 
-/// Replays the [`Event`]s in growth order, counting strings and how many reach `min_count`.
-struct Replay {
-    /// Per string id, and one more slot that [`NO_ID`] updates (never counted as qualified).
+/// Replays the [`Record`]s in growth order, counting strings and how many reach `min_count`.
+struct Replay<R> {
+    /// Per live id, and one more slot that [`Record::NONE`] updates (never counted as
+    /// qualified).
     counts: Vec<u32>,
     qualified: usize,
     want: usize,
     /// `min_count`.
     min: u32,
-    /// Where the growth stopped: the last byte's key and position.
-    last: Option<(u32, u32)>,
+    /// Where the growth stopped: the last byte's key, and the rank of its record among those
+    /// of that key (in the order they were recorded).
+    last: Option<(u32, usize)>,
     /// Buffers for [`Replay::grow`]'s sorts.
-    pool: Vec<Vec<Event>>,
+    sorted: Vec<R>,
+    spare: Vec<R>,
 }
 
-impl Replay {
+impl<R: Record> Replay<R> {
     #[inline(always)]
     fn slot(&self, id: u32) -> usize {
         (id as usize).min(self.counts.len() - 1)
@@ -1579,7 +1895,7 @@ impl Replay {
         let (i, min) = (self.slot(id), self.min);
         let c = &mut self.counts[i];
         *c = c.wrapping_add(1);
-        self.qualified += usize::from(*c == min) & usize::from(id != NO_ID);
+        self.qualified += usize::from(*c == min) & usize::from(id != R::NONE);
     }
 
     /// One occurrence of string `id` fewer.
@@ -1587,12 +1903,12 @@ impl Replay {
     fn gone(&mut self, id: u32) {
         let (i, min) = (self.slot(id), self.min);
         let c = &mut self.counts[i];
-        self.qualified -= usize::from(*c == min) & usize::from(id != NO_ID);
+        self.qualified -= usize::from(*c == min) & usize::from(id != R::NONE);
         *c = c.wrapping_sub(1);
     }
 
-    /// Grows the bytes of `events` (one bucket: the events of a range of keys, in pre-token
-    /// order) in growth order; true when the growth stopped among them.
+    /// Grows the bytes of one bucket (the records of a range of keys, in `parts`, in the order
+    /// recorded: pre-token order) in growth order; true when the growth stopped among them.
     ///
     /// A byte adds at most one occurrence, so at most one qualified string: if there are
     /// fewer bytes than strings still wanted, none of them can stop the growth. Otherwise,
@@ -1602,48 +1918,57 @@ impl Replay {
     /// them are those of the segments then; and in pre-token order a string is always made
     /// before it is merged away). Otherwise the bucket is put in growth order (a stable radix
     /// sort by key: equal keys stay in position order) and grown byte by byte.
-    fn grow(&mut self, events: &[Event]) -> bool {
-        if events.len() < self.want - self.qualified {
-            for &[_, left, right, new, _] in events {
+    fn grow(&mut self, parts: &[&[R]]) -> bool {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len < self.want - self.qualified {
+            for e in parts.iter().flat_map(|p| p.iter()) {
+                let [left, right, new] = e.ids();
                 self.gone(left);
                 self.gone(right);
                 self.made(new);
             }
             return false;
         }
-        for e in events {
-            self.made(e[3]);
+        for e in parts.iter().flat_map(|p| p.iter()) {
+            self.made(e.ids()[2]);
         }
         let cannot_stop = self.qualified < self.want;
-        for e in events {
+        for e in parts.iter().flat_map(|p| p.iter()) {
+            let [left, right, new] = e.ids();
             if cannot_stop {
-                self.gone(e[1]);
-                self.gone(e[2]);
+                self.gone(left);
+                self.gone(right);
             } else {
-                self.gone(e[3]); // undone
+                self.gone(new); // undone
             }
         }
         if cannot_stop {
             return false;
         }
-        let mut sorted = self.pool.pop().unwrap_or_default();
-        let mut spare = self.pool.pop().unwrap_or_default();
+        let mut sorted = std::mem::take(&mut self.sorted);
         sorted.clear();
-        sorted.extend_from_slice(events);
-        radix_sort_by(&mut sorted, &mut spare, |e| e[0]);
+        for part in parts {
+            sorted.extend_from_slice(part);
+        }
+        radix_sort_by(&mut sorted, &mut self.spare, |e| e.key());
         let mut stopped = false;
-        for &[key, left, right, new, at] in &sorted {
+        for (i, e) in sorted.iter().enumerate() {
+            let [left, right, new] = e.ids();
             self.gone(left);
             self.gone(right);
             self.made(new);
             if self.qualified >= self.want {
-                self.last = Some((key, at));
+                let key = e.key();
+                let first = sorted[..i]
+                    .iter()
+                    .rposition(|f| f.key() != key)
+                    .map_or(0, |j| j + 1);
+                self.last = Some((key, i - first));
                 stopped = true;
                 break;
             }
         }
-        self.pool.push(sorted);
-        self.pool.push(spare);
+        self.sorted = sorted;
         stopped
     }
 }
@@ -2853,7 +3178,12 @@ mod tests {
         }
         // Both ways of answering were taken, and the replay both stopped and did not (three
         // runs per case).
-        let [births_only, replayed, in_rounds] = PATHS.with(|p| p.get());
+        let [births_only, replayed, in_rounds, packed, wide, walked] = PATHS.with(|p| p.get());
+        // Records of both sizes, and stops whose position needed a walk (ties).
+        assert!(
+            packed > 50 && wide > 50 && packed + wide == replayed && walked > 20,
+            "{packed} {wide} {walked}"
+        );
         // Replays in one round and in several.
         assert!(
             in_rounds > 50 && replayed > in_rounds + 50,
