@@ -1419,7 +1419,12 @@ impl<'a> Grower<'a> {
         let occurrences = std::mem::take(&mut self.occurrences);
         for (i, &o) in occurrences.iter().enumerate() {
             if let Some(&later) = occurrences.get(i + AHEAD) {
-                prefetch(&self.pieces.tables[occurrence_parts(later).0]);
+                // The whole table (up to 121 entries: eight cache lines at most).
+                let (table, _, m, _) = occurrence_parts(later);
+                let end = (table + table_size(m)).min(self.pieces.tables.len());
+                for j in (table..end).step_by(16) {
+                    prefetch(&self.pieces.tables[j]);
+                }
             }
             let (table, code, m, p) = occurrence_parts(o);
             if m == 0 {
@@ -1435,19 +1440,29 @@ impl<'a> Grower<'a> {
                 continue;
             }
             let tab = &self.pieces.tables[table..table + table_size(m)];
-            let mut step = |x: usize, l: usize, r: usize, left: usize, right: usize| {
-                pass.emit(keys[x], tab[left], tab[right], tab[tri(l, r)], p + x);
-            };
             if code != NO_PLAN {
                 let plans = plans();
                 let at = plans.starts[m] + m * code as usize;
                 for &[x, l, r, left, right] in &plans.steps[at..at + m] {
-                    step(x.into(), l.into(), r.into(), left.into(), right.into());
+                    let (x, new) = (usize::from(x), tri(l.into(), r.into()));
+                    pass.emit(
+                        keys[x],
+                        tab[usize::from(left)],
+                        tab[usize::from(right)],
+                        tab[new],
+                        p + x,
+                    );
                 }
             } else {
                 cartesian_steps(keys, &mut self.stack, &mut self.left_child, |st| {
                     let (left, right) = child_slots(st, m);
-                    step(st.x, st.l, st.r, left, right);
+                    pass.emit(
+                        keys[st.x],
+                        tab[left],
+                        tab[right],
+                        tab[tri(st.l, st.r)],
+                        p + st.x,
+                    );
                 });
             }
         }
