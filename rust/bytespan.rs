@@ -1337,6 +1337,10 @@ impl<'a> Grower<'a> {
     ) {
         // Every pre-token recorded has two bytes or more.
         self.occurrences.reserve(range.len() / 2 + 1);
+        huge_capacity(&mut self.occurrences);
+        // (The tables take about a quarter of a word per byte of English.)
+        self.pieces.tables.reserve(range.len() / 2);
+        huge_capacity(&mut self.pieces.tables);
         let mut e = range.start;
         while e < range.end {
             // `(start, length, key, table)`
@@ -2292,6 +2296,17 @@ fn global_spans_reference(
 /// Asks the kernel to back `v` with huge pages where it can (before it is first written: fewer
 /// page faults).
 fn huge_pages<T>(v: &mut [T]) {
+    advise_huge(v.as_mut_ptr(), std::mem::size_of_val(v));
+}
+
+/// [`huge_pages`] for all of `v`'s capacity.
+fn huge_capacity<T>(v: &mut Vec<T>) {
+    advise_huge(v.as_mut_ptr(), v.capacity() * std::mem::size_of::<T>());
+}
+
+/// Asks the kernel to back the whole huge pages of the `bytes` bytes at `at` (memory this
+/// process owns) with huge pages where it can.
+fn advise_huge<T>(at: *mut T, bytes: usize) {
     #[cfg(target_os = "linux")]
     {
         extern "C" {
@@ -2299,8 +2314,8 @@ fn huge_pages<T>(v: &mut [T]) {
         }
         const MADV_HUGEPAGE: i32 = 14;
         const HUGE: usize = 1 << 21;
-        let start = v.as_mut_ptr() as usize;
-        let end = start + std::mem::size_of_val(v);
+        let start = at as usize;
+        let end = start + bytes;
         let from = start.next_multiple_of(HUGE);
         if from < end && end - from >= HUGE {
             let len = (end - from) / HUGE * HUGE;
@@ -2311,7 +2326,7 @@ fn huge_pages<T>(v: &mut [T]) {
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = v;
+    let _ = (at, bytes);
 }
 
 /// A hint that `x` will be read soon (no effect where the target has no prefetch).
