@@ -2319,7 +2319,8 @@ fn advise_huge<T>(at: *mut T, bytes: usize) {
         let from = start.next_multiple_of(HUGE);
         if from < end && end - from >= HUGE {
             let len = (end - from) / HUGE * HUGE;
-            // SAFETY: advice on whole pages inside `v`'s own allocation; it changes no contents.
+            // SAFETY: advice on whole pages inside memory this process owns (the caller's
+            // allocation); it changes no contents.
             unsafe {
                 madvise(from as *mut std::ffi::c_void, len, MADV_HUGEPAGE);
             }
