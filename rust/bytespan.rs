@@ -400,7 +400,8 @@ fn ordered_bits(x: f32) -> u32 {
 ///
 /// `docs[i]` are the bytes of document `i`, `ptbs[i]` its pre-token boundaries (see
 /// [`boundaries`]), `signals[i]` its checked signal; `threads` (0: all cores) grow pre-tokens
-/// in parallel, with the same result for any number.
+/// in parallel, with the same result for any number. ([`global_spans_of_texts`] finds the
+/// boundaries itself.)
 ///
 /// How: a pre-token's segments depend only on the order of its own bytes, so each pre-token is
 /// grown on its own, in cache, and distinct short pre-tokens (most bytes) keep a table of their
@@ -410,12 +411,66 @@ fn ordered_bits(x: f32) -> u32 {
 /// records what each byte's step does to the counts of those strings, bucketed by the signal's
 /// top bits, and the buckets are replayed in signal order (`Replay`): a bucket whose bytes
 /// cannot bring `want` strings to `min_count` at any point (bounded from its new occurrences)
-/// is replayed in any order, and only the others are split by the next bits and, at the end,
-/// sorted. No per-byte sort of the corpus and no per-byte hashing of strings (see `grow`).
-/// `global_spans_reference` (in the tests) is the direct algorithm.
+/// is replayed in any order, and only the others are sorted. No per-byte sort of the corpus
+/// and no per-byte hashing of strings (see `grow`). `global_spans_reference` (in the tests) is
+/// the direct algorithm.
 pub fn global_spans(
     docs: &[&[u8]],
     ptbs: &[&[bool]],
+    signals: &[&[f32]],
+    want: usize,
+    min_count: u64,
+    threads: usize,
+) -> Result<GlobalSpans> {
+    if ptbs.len() != docs.len() {
+        return Err(Error::Config(format!(
+            "{} documents and {} boundary arrays",
+            docs.len(),
+            ptbs.len(),
+        )));
+    }
+    let mark = |i: usize, flags: &mut [u8]| {
+        if ptbs[i].len() != flags.len() {
+            return Err(Error::Config(
+                "one pre-token flag per byte is needed".into(),
+            ));
+        }
+        for (f, &p) in flags.iter_mut().zip(ptbs[i]) {
+            *f = u8::from(p) * PTB;
+        }
+        Ok(())
+    };
+    global_spans_by(docs, &mark, signals, want, min_count, threads)
+}
+
+/// [`global_spans`] of texts, with the pre-token boundaries that `pre` finds (written straight
+/// into the corpus's flags).
+pub fn global_spans_of_texts(
+    texts: &[&str],
+    pre: &PreTokenizer,
+    signals: &[&[f32]],
+    want: usize,
+    min_count: u64,
+    threads: usize,
+) -> Result<GlobalSpans> {
+    let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+    let mark = |i: usize, flags: &mut [u8]| {
+        pre.for_each_piece(texts[i], |s, _| {
+            if let Some(f) = flags.get_mut(s) {
+                *f = PTB;
+            }
+        })
+    };
+    global_spans_by(&docs, &mark, signals, want, min_count, threads)
+}
+
+/// Marks the pre-token starts of document `i` in its flags (all zero before) with [`PTB`].
+type Marker<'m> = dyn Fn(usize, &mut [u8]) -> Result<()> + Sync + 'm;
+
+/// [`global_spans`], with the pre-token boundaries from `mark`.
+fn global_spans_by(
+    docs: &[&[u8]],
+    mark: &Marker,
     signals: &[&[f32]],
     want: usize,
     min_count: u64,
@@ -430,11 +485,10 @@ pub fn global_spans(
             "the global constraint takes under 4 GiB of text, not {total} bytes"
         )));
     }
-    if ptbs.len() != docs.len() || signals.len() != docs.len() {
+    if signals.len() != docs.len() {
         return Err(Error::Config(format!(
-            "{} documents, {} boundary arrays and {} signals",
+            "{} documents and {} signals",
             docs.len(),
-            ptbs.len(),
             signals.len()
         )));
     }
@@ -474,17 +528,14 @@ pub fn global_spans(
     let fill = |(range, start, b, f, k): Job| -> Result<Option<(u32, usize)>> {
         let mut at = 0;
         for i in range {
-            let (d, p, s) = (docs[i], ptbs[i], signals[i]);
+            let (d, s) = (docs[i], signals[i]);
             check_signal(s, d.len()).map_err(|e| in_document(i, e))?;
-            if p.len() != d.len() {
-                return Err(Error::Config(
-                    "one pre-token flag per byte is needed".into(),
-                ));
-            }
             let n = d.len();
             b[at..at + n].copy_from_slice(d);
-            for ((f, &p), &b) in f[at..at + n].iter_mut().zip(p).zip(d) {
-                *f = (u8::from(p) * PTB) | (u8::from(b == b' ') * SPACE);
+            let f = &mut f[at..at + n];
+            mark(i, f).map_err(|e| in_document(i, e))?;
+            for (f, &b) in f.iter_mut().zip(d) {
+                *f |= u8::from(b == b' ') * SPACE;
             }
             for (k, &x) in k[at..at + n].iter_mut().zip(s.iter()) {
                 *k = ordered_bits(x);
@@ -3194,10 +3245,19 @@ mod tests {
             };
             let expected = global_spans_reference(&docs, &ptb_refs, &sig_refs, want, min_count)
                 .expect("reference");
+            let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             for threads in [1, 2, 3] {
                 let got = global_spans(&docs, &ptb_refs, &sig_refs, want, min_count, threads)
                     .expect("global");
                 let what = format!("case {case}, {threads} threads, want {want}, min {min_count}");
+                if !arbitrary {
+                    // The same with the boundaries found on the way.
+                    let of_texts = global_spans_of_texts(
+                        &text_refs, &pre, &sig_refs, want, min_count, threads,
+                    )
+                    .expect("global of texts");
+                    assert_eq!(of_texts, got, "{what}");
+                }
                 assert_eq!(got, expected, "{what}");
                 assert_eq!(
                     got.threshold.map(f32::to_bits),

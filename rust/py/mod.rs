@@ -955,15 +955,16 @@ fn global_spans(
     let sig_refs = signals.slices();
     let pre = PreTokenizer::new(pattern).map_err(to_py)?;
     let got = py
-        .detach(|| -> crate::error::Result<_> {
-            let ptbs = crate::par::map(&texts, num_threads, |t| {
-                crate::bytespan::boundaries(&pre, t)
-            })
-            .into_iter()
-            .collect::<crate::error::Result<Vec<_>>>()?;
-            let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
-            let ptb_refs: Vec<&[bool]> = ptbs.iter().map(Vec::as_slice).collect();
-            crate::bytespan::global_spans(&docs, &ptb_refs, &sig_refs, want, min_count, num_threads)
+        .detach(|| {
+            let texts: Vec<&str> = texts.iter().map(|t| &**t).collect();
+            crate::bytespan::global_spans_of_texts(
+                &texts,
+                &pre,
+                &sig_refs,
+                want,
+                min_count,
+                num_threads,
+            )
         })
         .map_err(to_py)?;
     let tokens = got
