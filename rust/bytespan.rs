@@ -953,9 +953,9 @@ impl Pass2<'_> {
                 below += usize::from(k < key);
                 equal += usize::from(k == key);
             }
-            let first = keys
-                .iter()
-                .position(|&k| k == key)
+            let first = (equal > 0)
+                .then(|| keys.iter().position(|&k| k == key))
+                .flatten()
                 .map(|i| c * MIN_RANGE + i);
             (below, equal, first)
         });
