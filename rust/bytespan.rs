@@ -966,27 +966,46 @@ impl Pass2<'_> {
                 return (at, below + 1);
             }
         }
-        // Else the walk again, over the pre-tokens that have the key only.
+        // Else the bytes with the key, in order, each regrown in its pre-token (with a step
+        // only in a pre-token of two bytes or more) until the `rank`th kept step.
         #[cfg(test)]
         PATHS.with(|p| {
             let mut v = p.get();
             v[5] += 1;
             p.set(v);
         });
-        let found = run_each(growers.iter_mut().zip(self.tos).collect(), |_, (g, to)| {
-            let mut finder = Finder {
-                map: to,
-                key,
-                found: Vec::new(),
-            };
-            g.rewalk(self.flags, self.keys, &mut finder);
-            finder.found
-        });
-        let at = found
-            .into_iter()
-            .flatten()
-            .nth(rank)
-            .expect("the event replayed");
+        let mut found = Vec::new();
+        let mut last = None;
+        'bytes: for (c, _) in counted.iter().enumerate().filter(|(_, c)| c.1 > 0) {
+            let from = c * MIN_RANGE;
+            let to = (from + MIN_RANGE).min(total);
+            for x in (from..to).filter(|&x| self.keys[x] == key) {
+                // The thread that walked it: the last whose first pre-token starts by `x`.
+                let Some((t, o)) = growers.iter().enumerate().rev().find_map(|(t, g)| {
+                    let first = *g.occurrences.first()?;
+                    (occurrence_parts(first).3 <= x).then(|| (t, g.occurrence_at(self.flags, x)))
+                }) else {
+                    continue;
+                };
+                let Some(o) = o else { continue };
+                if last == Some((t, o)) {
+                    continue; // already regrown
+                }
+                last = Some((t, o));
+                let mut finder = Finder {
+                    map: &self.tos[t],
+                    key,
+                    found: Vec::new(),
+                };
+                growers[t].rewalk_one(self.flags, self.keys, o, &mut finder);
+                finder.found.sort_unstable();
+                found.extend(finder.found);
+                if found.len() > rank {
+                    break 'bytes;
+                }
+            }
+        }
+        let at = *found.get(rank).expect("the event replayed");
         let equal = self.keys[..=at].iter().filter(|&&k| k == key).count();
         (at, below + equal)
     }
@@ -1481,47 +1500,69 @@ impl<'a> Grower<'a> {
                     prefetch(&self.pieces.tables[j]);
                 }
             }
-            let (table, code, m, p) = occurrence_parts(o);
-            if m == 0 {
-                // Longer than CACHED: to the next pre-token (a thread's range ends at one).
-                let e = next_start(flags, p + 1, flags.len());
-                if pass.wants(&keys[p..e]) {
-                    self.long_piece(flags, keys, p, e - p, &mut Mapped(&mut *pass));
-                }
-                continue;
-            }
-            let keys = &keys[p..p + m];
-            if !pass.wants(keys) {
-                continue;
-            }
-            let tab = &self.pieces.tables[table..table + table_size(m)];
-            if code != NO_PLAN {
-                let plans = plans();
-                let at = plans.starts[m] + m * code as usize;
-                for &[x, l, r, left, right] in &plans.steps[at..at + m] {
-                    let (x, new) = (usize::from(x), tri(l.into(), r.into()));
-                    pass.emit(
-                        keys[x],
-                        tab[usize::from(left)],
-                        tab[usize::from(right)],
-                        tab[new],
-                        p + x,
-                    );
-                }
-            } else {
-                cartesian_steps(keys, &mut self.stack, &mut self.left_child, |st| {
-                    let (left, right) = child_slots(st, m);
-                    pass.emit(
-                        keys[st.x],
-                        tab[left],
-                        tab[right],
-                        tab[tri(st.l, st.r)],
-                        p + st.x,
-                    );
-                });
-            }
+            self.rewalk_one(flags, keys, o, pass);
         }
         self.occurrences = occurrences;
+    }
+
+    /// [`Grower::rewalk`] of one pre-token.
+    #[inline(always)]
+    fn rewalk_one(&mut self, flags: &[u8], keys: &[u32], o: Occurrence, pass: &mut impl Emit) {
+        let (table, code, m, p) = occurrence_parts(o);
+        if m == 0 {
+            // Longer than CACHED: to the next pre-token (a thread's range ends at one).
+            let e = next_start(flags, p + 1, flags.len());
+            if pass.wants(&keys[p..e]) {
+                self.long_piece(flags, keys, p, e - p, &mut Mapped(&mut *pass));
+            }
+            return;
+        }
+        let keys = &keys[p..p + m];
+        if !pass.wants(keys) {
+            return;
+        }
+        let tab = &self.pieces.tables[table..table + table_size(m)];
+        if code != NO_PLAN {
+            let plans = plans();
+            let at = plans.starts[m] + m * code as usize;
+            for &[x, l, r, left, right] in &plans.steps[at..at + m] {
+                let (x, new) = (usize::from(x), tri(l.into(), r.into()));
+                pass.emit(
+                    keys[x],
+                    tab[usize::from(left)],
+                    tab[usize::from(right)],
+                    tab[new],
+                    p + x,
+                );
+            }
+        } else {
+            cartesian_steps(keys, &mut self.stack, &mut self.left_child, |st| {
+                let (left, right) = child_slots(st, m);
+                pass.emit(
+                    keys[st.x],
+                    tab[left],
+                    tab[right],
+                    tab[tri(st.l, st.r)],
+                    p + st.x,
+                );
+            });
+        }
+    }
+
+    /// The pre-token of two bytes or more that holds position `x`, if one does (and this
+    /// thread walked it).
+    fn occurrence_at(&self, flags: &[u8], x: usize) -> Option<Occurrence> {
+        let i = self
+            .occurrences
+            .partition_point(|&o| occurrence_parts(o).3 <= x);
+        let o = *self.occurrences.get(i.checked_sub(1)?)?;
+        let (_, _, m, p) = occurrence_parts(o);
+        let end = if m == 0 {
+            next_start(flags, p + 1, flags.len())
+        } else {
+            p + m
+        };
+        (x < end).then_some(o)
     }
 
     /// Grows the pre-token of `m` bytes at `p` (longer than [`CACHED`]), hashing its segment
