@@ -692,10 +692,11 @@ struct Grown {
 ///    finds the last byte's position.
 ///
 /// Each thread interns the strings it meets in an [`Interner`] of its own (no lock);
-/// afterwards the first thread's is kept and the others' strings are interned into it. Within
-/// a bucket, events are in pre-token order, and inside a pre-token, children before parents:
-/// so the events of equal keys are in position order, and an event that merges a segment away
-/// comes after the one that made it.
+/// afterwards the first thread's is kept and the others' strings are interned into it (but for
+/// those that only the last thread met and saw born fewer than `min_count` times: they never
+/// count). Within a bucket, events are in pre-token order, and inside a pre-token, children
+/// before parents: so the events of equal keys are in position order, and an event that merges
+/// a segment away comes after the one that made it.
 fn grow(
     bytes: &[u8],
     flags: &[u8],
@@ -725,11 +726,14 @@ fn grow(
         (g, births)
     });
     let (mut growers, births): (Vec<Grower>, Vec<Births>) = first.into_iter().unzip();
-    // Per thread, the merged id of each of its ids (the first thread's are kept).
+    // Per thread, the merged id of each of its ids (the first thread's are kept). A string
+    // that only the last thread met is born there alone: below `min_count` times it can never
+    // count (nor can its whole pre-tokens, fewer than its births), and gets no merged id
+    // (NO_ID).
     let (head, others) = growers.split_first_mut().expect("one thread at least");
     let mut maps: Vec<Vec<u32>> = vec![(0..head.strings.len() as u32).collect()];
-    for other in others.iter() {
-        head.strings.reserve(other.strings.len());
+    for (t, other) in others.iter().enumerate() {
+        let last = t + 1 == others.len();
         let mut map = vec![0u32; other.strings.len()];
         // By the other table's slots, with their keys: prefetched a batch ahead.
         let found: Vec<(u64, u32)> = other
@@ -739,26 +743,36 @@ fn grow(
             .copied()
             .filter(|s| s.0 != 0)
             .collect();
+        let born_there = &births[t + 1].births;
         for (i, &(key, id)) in found.iter().enumerate() {
             if let Some(&(later, _)) = found.get(i + 16) {
                 head.strings.prefetch(later);
             }
             let (start, len, initial) = other.strings.strings[id as usize];
-            map[id as usize] = head
-                .strings
-                .intern(key, start as usize, len as usize, initial);
+            let (start, len) = (start as usize, len as usize);
+            let rare =
+                || u64::from(born_there.get(id as usize + 1).copied().unwrap_or(0)) < min_count;
+            map[id as usize] = match head.strings.find(key, start, len) {
+                Some(merged) => merged,
+                None if last && rare() => NO_ID,
+                None => head.strings.intern(key, start, len, initial),
+            };
         }
         maps.push(map);
     }
     let strings = &head.strings;
     let n = strings.len();
-    let (mut born, mut whole) = (vec![0u32; n], vec![0u32; n]);
+    let (mut born, mut whole) = (vec![0u32; n + 1], vec![0u32; n + 1]);
     for (map, b) in maps.iter().zip(&births) {
         for (local, &id) in map.iter().enumerate() {
-            born[id as usize] += b.births.get(local + 1).copied().unwrap_or(0);
-            whole[id as usize] += b.wholes.get(local + 1).copied().unwrap_or(0);
+            // (NO_ID's counts go to the extra slot at the end.)
+            let id = (id as usize).min(n);
+            born[id] += b.births.get(local + 1).copied().unwrap_or(0);
+            whole[id] += b.wholes.get(local + 1).copied().unwrap_or(0);
         }
     }
+    born.truncate(n);
+    whole.truncate(n);
     let live: Vec<bool> = born.iter().map(|&c| u64::from(c) >= min_count).collect();
     let replays = live.iter().filter(|&&l| l).count() >= want;
     #[cfg(test)]
@@ -807,7 +821,7 @@ fn grow(
         |_, ((g, map), hist)| {
             let mut to = vec![NO_ID; map.len() + 1];
             for (local, &id) in map.iter().enumerate() {
-                to[local + 1] = dense[id as usize];
+                to[local + 1] = dense.get(id as usize).copied().unwrap_or(NO_ID);
             }
             g.map_tables(&to);
             let mut room = vec![0usize; BUCKETS];
@@ -2188,6 +2202,29 @@ impl<'a> Interner<'a> {
         ((key ^ (key >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
     }
 
+    /// The id of the string `bytes[start..start + len]` whose key is `key`, if it has one.
+    #[inline]
+    fn find(&self, key: u64, start: usize, len: usize) -> Option<u32> {
+        let mask = self.slots.len() - 1;
+        let mut i = self.slot(key);
+        loop {
+            let (k, id) = self.slots[i];
+            if k == key {
+                let (s, n, _) = self.strings[id as usize];
+                if len <= SMALL
+                    || (n as usize == len
+                        && self.bytes[s as usize..s as usize + len]
+                            == self.bytes[start..start + len])
+                {
+                    return Some(id);
+                }
+            } else if k == 0 {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
     /// The id of the string `bytes[start..start + len]` with flag `initial`, whose key is
     /// `key`; a new id if it is new.
     #[inline]
@@ -2232,13 +2269,6 @@ impl<'a> Interner<'a> {
                 }
                 self.slots[i] = (k, id);
             }
-        }
-    }
-
-    /// Makes room for `n` more strings.
-    fn reserve(&mut self, n: usize) {
-        while (self.strings.len() + n) * 2 > self.slots.len() {
-            self.grow();
         }
     }
 
