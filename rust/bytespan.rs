@@ -752,10 +752,10 @@ fn grow(
             let (start, len) = (start as usize, len as usize);
             let rare =
                 || u64::from(born_there.get(id as usize + 1).copied().unwrap_or(0)) < min_count;
-            map[id as usize] = match head.strings.find(key, start, len) {
-                Some(merged) => merged,
-                None if last && rare() => NO_ID,
-                None => head.strings.intern(key, start, len, initial),
+            map[id as usize] = match head.strings.probe(key, start, len) {
+                Ok(merged) => merged,
+                Err(_) if last && rare() => NO_ID,
+                Err(slot) => head.strings.insert(slot, key, start, len, initial),
             };
         }
         maps.push(map);
@@ -2202,33 +2202,10 @@ impl<'a> Interner<'a> {
         ((key ^ (key >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
     }
 
-    /// The id of the string `bytes[start..start + len]` whose key is `key`, if it has one.
+    /// The id of the string `bytes[start..start + len]` whose key is `key`, or the empty slot
+    /// where it would go.
     #[inline]
-    fn find(&self, key: u64, start: usize, len: usize) -> Option<u32> {
-        let mask = self.slots.len() - 1;
-        let mut i = self.slot(key);
-        loop {
-            let (k, id) = self.slots[i];
-            if k == key {
-                let (s, n, _) = self.strings[id as usize];
-                if len <= SMALL
-                    || (n as usize == len
-                        && self.bytes[s as usize..s as usize + len]
-                            == self.bytes[start..start + len])
-                {
-                    return Some(id);
-                }
-            } else if k == 0 {
-                return None;
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// The id of the string `bytes[start..start + len]` with flag `initial`, whose key is
-    /// `key`; a new id if it is new.
-    #[inline]
-    fn intern(&mut self, key: u64, start: usize, len: usize, initial: bool) -> u32 {
+    fn probe(&self, key: u64, start: usize, len: usize) -> std::result::Result<u32, usize> {
         let mask = self.slots.len() - 1;
         let mut i = self.slot(key);
         loop {
@@ -2241,18 +2218,34 @@ impl<'a> Interner<'a> {
                         && self.bytes[s as usize..s as usize + len]
                             == self.bytes[start..start + len])
                 {
-                    return id;
+                    return Ok(id);
                 }
             } else if k == 0 {
-                let id = self.strings.len() as u32;
-                self.strings.push((start as u32, len as u32, initial));
-                self.slots[i] = (key, id);
-                if self.strings.len() * 2 > self.slots.len() {
-                    self.grow();
-                }
-                return id;
+                return Err(i);
             }
             i = (i + 1) & mask;
+        }
+    }
+
+    /// A new id for the string `bytes[start..start + len]` with flag `initial` and key `key`,
+    /// in `slot` (empty, from [`Interner::probe`]).
+    fn insert(&mut self, slot: usize, key: u64, start: usize, len: usize, initial: bool) -> u32 {
+        let id = self.strings.len() as u32;
+        self.strings.push((start as u32, len as u32, initial));
+        self.slots[slot] = (key, id);
+        if self.strings.len() * 2 > self.slots.len() {
+            self.grow();
+        }
+        id
+    }
+
+    /// The id of the string `bytes[start..start + len]` with flag `initial`, whose key is
+    /// `key`; a new id if it is new.
+    #[inline]
+    fn intern(&mut self, key: u64, start: usize, len: usize, initial: bool) -> u32 {
+        match self.probe(key, start, len) {
+            Ok(id) => id,
+            Err(slot) => self.insert(slot, key, start, len, initial),
         }
     }
 
