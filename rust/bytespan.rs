@@ -31,6 +31,7 @@
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
+use crate::mem::{huge_capacity, huge_pages};
 use crate::pretok::PreTokenizer;
 
 /// How the signal groups bytes into spans.
@@ -2406,43 +2407,6 @@ fn global_spans_reference(
     }
     out.tokens = counts.top(want, min_count);
     Ok(out)
-}
-
-/// Asks the kernel to back `v` with huge pages where it can (before it is first written: fewer
-/// page faults).
-fn huge_pages<T>(v: &mut [T]) {
-    advise_huge(v.as_mut_ptr(), std::mem::size_of_val(v));
-}
-
-/// [`huge_pages`] for all of `v`'s capacity.
-fn huge_capacity<T>(v: &mut Vec<T>) {
-    advise_huge(v.as_mut_ptr(), v.capacity() * std::mem::size_of::<T>());
-}
-
-/// Asks the kernel to back the whole huge pages of the `bytes` bytes at `at` (memory this
-/// process owns) with huge pages where it can.
-fn advise_huge<T>(at: *mut T, bytes: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        extern "C" {
-            fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
-        }
-        const MADV_HUGEPAGE: i32 = 14;
-        const HUGE: usize = 1 << 21;
-        let start = at as usize;
-        let end = start + bytes;
-        let from = start.next_multiple_of(HUGE);
-        if from < end && end - from >= HUGE {
-            let len = (end - from) / HUGE * HUGE;
-            // SAFETY: advice on whole pages inside memory this process owns (the caller's
-            // allocation); it changes no contents.
-            unsafe {
-                madvise(from as *mut std::ffi::c_void, len, MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (at, bytes);
 }
 
 /// A hint that `x` will be read soon (no effect where the target has no prefetch).

@@ -16,6 +16,7 @@ pub mod bytespan;
 pub mod count;
 pub mod equalinfo;
 pub mod error;
+pub mod mem;
 pub mod par;
 pub mod pretok;
 pub mod stochastok;

@@ -4,6 +4,7 @@ threads and fork."""
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import multiprocessing
 import pickle
 import random
@@ -154,6 +155,26 @@ def test_piece_caches_never_change_results(docs):
 def test_writable_arrays(small_tokenizer):
     ids = small_tokenizer.encode("hello")
     ids[0] = 0  # the arrays are the caller's own
+
+
+def test_results_own_their_memory(small_tokenizer):
+    # Ids come from Rust without a copy (the buffer protocol): each result keeps its memory
+    # alive, alone, whatever else is encoded or freed afterwards.
+    texts = ["hello world " * 50, "x", "another text", ""]
+    arrays = [small_tokenizer.encode(t) for t in texts]
+    arrays += small_tokenizer.encode_batch(texts, num_threads=2)
+    arrays.append(small_tokenizer.encode_bytes(b"bytes \xff"))
+    copies = [a.copy() for a in arrays]
+    arrays[0][:] = 7
+    raw = bytes(memoryview(arrays[1].base))
+    gc.collect()
+    for _ in range(20):
+        small_tokenizer.encode("something else " * 200)
+    gc.collect()
+    assert np.all(arrays[0] == 7) and arrays[0].size == copies[0].size > 0
+    assert all(np.array_equal(a, c) for a, c in zip(arrays[1:], copies[1:]))
+    assert raw == copies[1].astype("<u4").tobytes()
+    assert all(a.dtype == np.uint32 and a.flags.writeable for a in arrays)
 
 
 # -- special tokens ---------------------------------------------------------------------------

@@ -87,14 +87,17 @@ impl<V: Copy + Default> Table<V> {
     /// A table that holds `n` entries without growing.
     pub fn with_capacity(n: usize) -> Self {
         let size = (2 * n).next_power_of_two().max(16);
+        // (Large tables on huge pages: a piece cache sized for 10 MB of text is 16 MB.)
+        let mut slots = crate::mem::huge_vec(size);
+        slots.resize(
+            size,
+            Slot {
+                key: EMPTY,
+                val: V::default(),
+            },
+        );
         Self {
-            slots: vec![
-                Slot {
-                    key: EMPTY,
-                    val: V::default()
-                };
-                size
-            ],
+            slots,
             shift: 64 - size.trailing_zeros(),
             len: 0,
         }

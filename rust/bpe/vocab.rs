@@ -27,6 +27,10 @@ pub struct Vocab {
     merges: Vec<Merge>,
     /// (left, right) -> (rank, merged)
     merge_map: FxHashMap<(u32, u32), (u32, u32)>,
+    /// The merges of two byte tokens, by their bytes `(a << 8) | b`: `rank << 32 | merged`, or
+    /// [`NO_PAIR`]. Every first step of merging an ASCII piece looks up pairs of bytes, and this
+    /// table (512 KiB) stays in cache where `merge_map` does not.
+    byte_pairs: Vec<u64>,
     /// Bytes of every non-special token -> id.
     token_ids: FxHashMap<Vec<u8>, u32>,
     /// (content, id), sorted by id.
@@ -391,6 +395,7 @@ impl Vocab {
             )));
         }
         let mut merge_list = Vec::with_capacity(merges.len());
+        let mut byte_pairs = vec![NO_PAIR; 1 << 16];
         let mut merge_map = FxHashMap::default();
         merge_map.reserve(merges.len());
         for (rank, &(left, right)) in merges.iter().enumerate() {
@@ -416,6 +421,10 @@ impl Vocab {
                     "merge ({left}, {right}) appears twice"
                 )));
             }
+            if let ([a], [b]) = (&tokens[l][..], &tokens[r][..]) {
+                byte_pairs[usize::from(*a) << 8 | usize::from(*b)] =
+                    u64::from(rank as u32) << 32 | u64::from(merged);
+            }
             merge_list.push(Merge {
                 left,
                 right,
@@ -436,6 +445,7 @@ impl Vocab {
             byte_ids,
             merges: merge_list,
             merge_map,
+            byte_pairs,
             token_ids,
             specials,
             whole: std::sync::OnceLock::new(),
@@ -467,6 +477,13 @@ impl Vocab {
             if let [left, right] = scratch[..] {
                 let rank = vocab.merges.len() as u32;
                 vocab.merge_map.insert((left, right), (rank, id));
+                if let ([a], [b]) = (
+                    &vocab.tokens[left as usize][..],
+                    &vocab.tokens[right as usize][..],
+                ) {
+                    vocab.byte_pairs[usize::from(*a) << 8 | usize::from(*b)] =
+                        u64::from(rank) << 32 | u64::from(id);
+                }
                 vocab.merges.push(Merge {
                     left,
                     right,
@@ -774,10 +791,19 @@ impl Vocab {
             }
         };
         let pair = |syms: &[u32; N], i: usize| self.merge_of(syms[i], syms[i + 1]);
-        for i in 0..n - 1 {
-            if let Some((r, m)) = pair(&syms, i) {
-                ranks[i] = r;
-                merged[i] = m;
+        if atoms.is_none() {
+            // Pairs of bytes: from the small table.
+            for (i, w) in piece.windows(2).enumerate() {
+                let p = self.byte_pairs[usize::from(w[0]) << 8 | usize::from(w[1])];
+                ranks[i] = (p >> 32) as u32;
+                merged[i] = p as u32;
+            }
+        } else {
+            for i in 0..n - 1 {
+                if let Some((r, m)) = pair(&syms, i) {
+                    ranks[i] = r;
+                    merged[i] = m;
+                }
             }
         }
         let mut len = n;
@@ -952,6 +978,9 @@ impl Vocab {
         collect_linked(&syms, &next, out);
     }
 }
+
+/// No merge of two bytes: rank `u32::MAX`, the rank `merge_small` reads as none.
+const NO_PAIR: u64 = u64::MAX;
 
 /// Ids held inline in a [`PieceCache`] entry; longer encodings go to its arena.
 const INLINE: usize = 3;
@@ -1138,9 +1167,24 @@ mod tests {
         let (a, b) = (u32::from(b'a'), u32::from(b'b'));
         assert_eq!(v.merge_of(a, b), Some((0, 256)));
         assert_eq!(v.merge_of(256, 256), Some((1, 257)));
+        check_byte_pairs(&v);
     }
 
     use crate::testing::Rng;
+
+    /// The table of byte pairs says what `merge_map` says of every pair of byte tokens.
+    fn check_byte_pairs(v: &Vocab) {
+        let mut merges = 0;
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                let p = v.byte_pairs[usize::from(a) << 8 | usize::from(b)];
+                let got = (p != NO_PAIR).then_some(((p >> 32) as u32, p as u32));
+                assert_eq!(got, v.merge_of(v.byte_id(a), v.byte_id(b)), "{a} {b}");
+                merges += usize::from(got.is_some());
+            }
+        }
+        assert!(merges > 0);
+    }
 
     /// The atom of the character `c`, if it is one.
     fn atom_of(v: &Vocab, c: char) -> Option<u32> {
@@ -1374,6 +1418,7 @@ mod tests {
             }
             let from_ranks = Vocab::from_ranks(ranked, vec![]).expect("valid");
             for v in [&v, &from_ranks] {
+                check_byte_pairs(v);
                 for c in &chars {
                     if v.token_id(c).is_some() {
                         let ch = std::str::from_utf8(c).expect("utf-8").chars().next();

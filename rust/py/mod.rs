@@ -57,13 +57,100 @@ pub(crate) fn to_py(e: Error) -> PyErr {
     }
 }
 
-fn ids_to_py<'py>(py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyByteArray>> {
-    PyByteArray::new_with(py, ids.len() * 4, |buf| {
-        for (chunk, id) in buf.chunks_exact_mut(4).zip(ids) {
-            chunk.copy_from_slice(&id.to_le_bytes());
+/// Token ids for Python: `ids` itself behind the buffer protocol (no copy), as little-endian
+/// `u32` bytes that numpy wraps.
+fn ids_to_py(py: Python<'_>, ids: Vec<u32>) -> PyResult<Bound<'_, PyIds>> {
+    Bound::new(py, PyIds::new(ids))
+}
+
+/// Token ids that the core made, lent to Python without a copy: a writable buffer of bytes (the
+/// ids as little-endian `u32`), like the `bytearray` that it replaces, which cost a copy of every
+/// result and a page fault per 4 kB of it.
+#[pyclass(frozen, module = "toklab._core", name = "Ids")]
+pub struct PyIds {
+    /// The parts of a `Vec<u32>` that this object owns alone (see `Drop`).
+    ptr: std::ptr::NonNull<u32>,
+    len: usize,
+    cap: usize,
+}
+
+// SAFETY: `PyIds` owns its allocation exclusively, as a `Vec<u32>` does, and only hands out its
+// address through the buffer protocol, whose writes Python serialises like a `bytearray`'s.
+unsafe impl Send for PyIds {}
+// SAFETY: as above; Rust never reads or writes the ids after construction.
+unsafe impl Sync for PyIds {}
+
+impl PyIds {
+    fn new(ids: Vec<u32>) -> Self {
+        let mut ids = std::mem::ManuallyDrop::new(ids);
+        if cfg!(target_endian = "big") {
+            for id in ids.iter_mut() {
+                *id = id.to_le();
+            }
+        }
+        Self {
+            ptr: std::ptr::NonNull::new(ids.as_mut_ptr()).expect("a Vec's pointer is never null"),
+            len: ids.len(),
+            cap: ids.capacity(),
+        }
+    }
+}
+
+impl Drop for PyIds {
+    fn drop(&mut self) {
+        // SAFETY: the parts of the `Vec` taken apart in `new`, put back together once.
+        drop(unsafe { Vec::from_raw_parts(self.ptr.as_ptr(), self.len, self.cap) });
+    }
+}
+
+#[pymethods]
+impl PyIds {
+    /// The buffer protocol: the ids' bytes, one-dimensional, format `B`. The view holds a
+    /// reference to this object, so the memory outlives every array over it.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut pyo3::ffi::Py_buffer,
+        flags: std::ffi::c_int,
+    ) -> PyResult<()> {
+        use pyo3::ffi;
+        if view.is_null() {
+            return Err(pyo3::exceptions::PyBufferError::new_err("no view to fill"));
+        }
+        let ids = slf.get();
+        let (buf, len) = (ids.ptr.as_ptr().cast::<std::ffi::c_void>(), ids.len * 4);
+        // SAFETY: `view` is the non-null view that Python asked to fill; every pointer put in
+        // it stays valid while the view holds its reference to `slf` (`obj`).
+        unsafe {
+            (*view).obj = slf.into_any().into_ptr();
+            (*view).buf = buf;
+            (*view).len = len as isize;
+            (*view).readonly = 0;
+            (*view).itemsize = 1;
+            (*view).format = if flags & ffi::PyBUF_FORMAT != 0 {
+                c"B".as_ptr().cast_mut()
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).ndim = 1;
+            (*view).shape = if flags & ffi::PyBUF_ND != 0 {
+                &raw mut (*view).len
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
+                &raw mut (*view).itemsize
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).suboffsets = std::ptr::null_mut();
+            (*view).internal = std::ptr::null_mut();
         }
         Ok(())
-    })
+    }
+
+    fn __len__(&self) -> usize {
+        self.len * 4
+    }
 }
 
 /// Turns encoded runs of a batch into one numpy array per text: views of one array per run.
@@ -80,11 +167,11 @@ impl<'py> RunViews<'py> {
         })
     }
 
-    fn append(&self, out: &Bound<'py, PyList>, run: &BatchRun) -> PyResult<()> {
+    fn append(&self, out: &Bound<'py, PyList>, run: BatchRun) -> PyResult<()> {
         let py = out.py();
         let array = self
             .frombuffer
-            .call1((ids_to_py(py, &run.ids)?, &self.dtype))?;
+            .call1((ids_to_py(py, run.ids)?, &self.dtype))?;
         let mut at = 0isize;
         for &len in &run.lengths {
             let end = at + len as isize;
@@ -241,11 +328,11 @@ impl PyBpe {
         py: Python<'py>,
         text: &str,
         num_threads: usize,
-    ) -> PyResult<Bound<'py, PyByteArray>> {
+    ) -> PyResult<Bound<'py, PyIds>> {
         let ids = py
             .detach(|| self.inner.encode_ordinary_parallel(text, num_threads))
             .map_err(to_py)?;
-        ids_to_py(py, &ids)
+        ids_to_py(py, ids)
     }
 
     fn encode<'py>(
@@ -254,17 +341,17 @@ impl PyBpe {
         text: &str,
         allowed: Vec<u32>,
         disallowed: Vec<u32>,
-    ) -> PyResult<Bound<'py, PyByteArray>> {
+    ) -> PyResult<Bound<'py, PyIds>> {
         let ids = py
             .detach(|| self.inner.encode(text, &allowed, &disallowed))
             .map_err(to_py)?;
-        ids_to_py(py, &ids)
+        ids_to_py(py, ids)
     }
 
     /// Encodes arbitrary bytes (invalid UTF-8 included) with no special tokens.
-    fn encode_bytes<'py>(&self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyByteArray>> {
+    fn encode_bytes<'py>(&self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyIds>> {
         let ids = py.detach(|| self.inner.encode_bytes(data)).map_err(to_py)?;
-        ids_to_py(py, &ids)
+        ids_to_py(py, ids)
     }
 
     /// `(ids, offsets)`: offsets packed as little-endian u64 `start, end` pairs.
@@ -274,7 +361,7 @@ impl PyBpe {
         text: &str,
         allowed: Vec<u32>,
         disallowed: Vec<u32>,
-    ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+    ) -> PyResult<(Bound<'py, PyIds>, Bound<'py, PyByteArray>)> {
         let (ids, offsets) = py
             .detach(|| self.inner.encode_with_offsets(text, &allowed, &disallowed))
             .map_err(to_py)?;
@@ -283,7 +370,7 @@ impl PyBpe {
             raw.extend_from_slice(&(s as u64).to_le_bytes());
             raw.extend_from_slice(&(e as u64).to_le_bytes());
         }
-        Ok((ids_to_py(py, &ids)?, PyByteArray::new(py, &raw)))
+        Ok((ids_to_py(py, ids)?, PyByteArray::new(py, &raw)))
     }
 
     /// `(flat_ids, offsets)` for many texts, encoded on `num_threads` threads: text `i` has the
@@ -321,7 +408,7 @@ impl PyBpe {
                             .encode_run(&strs[run.clone()], &allowed, &disallowed)
                     })
                     .map_err(to_py)?;
-                views.append(&out, &encoded)?;
+                views.append(&out, encoded)?;
             }
             return Ok(out);
         }
@@ -364,7 +451,7 @@ impl PyBpe {
                         pending[i] = Some(encoded.map_err(to_py)?);
                     }
                     if let Some(run) = pending[done].take() {
-                        views.append(&out, &run)?;
+                        views.append(&out, run)?;
                         done += 1;
                         continue;
                     }
@@ -759,7 +846,7 @@ impl PySplitTable {
         max_splits: Option<usize>,
         max_depth: Option<u8>,
         num_threads: usize,
-    ) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+    ) -> PyResult<(Bound<'py, PyIds>, Bound<'py, PyByteArray>)> {
         let flat = ids_from_buffer(flat)?;
         let offsets: Vec<usize> = pyo3::buffer::PyBuffer::<u64>::get(offsets)
             .map_err(|_| raise("InvalidIdsError", "offsets must be a uint64 buffer".into()))?
@@ -799,7 +886,7 @@ impl PySplitTable {
             .iter()
             .flat_map(|&o| (o as u64).to_le_bytes())
             .collect();
-        Ok((ids_to_py(py, &ids)?, PyByteArray::new(py, &raw)))
+        Ok((ids_to_py(py, ids)?, PyByteArray::new(py, &raw)))
     }
 }
 
@@ -1017,12 +1104,7 @@ impl PySpanVocab {
 
     /// Longest-match inference, or BPE inference over the derived merges with `bpe=True`.
     #[pyo3(signature = (text, bpe=false))]
-    fn encode<'py>(
-        &self,
-        py: Python<'py>,
-        text: &str,
-        bpe: bool,
-    ) -> PyResult<Bound<'py, PyByteArray>> {
+    fn encode<'py>(&self, py: Python<'py>, text: &str, bpe: bool) -> PyResult<Bound<'py, PyIds>> {
         let mut ids = Vec::with_capacity(text.len() / 3 + 1);
         py.detach(|| {
             if bpe {
@@ -1032,7 +1114,7 @@ impl PySpanVocab {
             }
         })
         .map_err(to_py)?;
-        ids_to_py(py, &ids)
+        ids_to_py(py, ids)
     }
 
     /// BPE inference's merges, `(left, right, merged)` by rank (the merged id).
@@ -1069,6 +1151,7 @@ impl PySpanVocab {
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyIds>()?;
     m.add_class::<PyBpe>()?;
     m.add_class::<PyWordCounts>()?;
     m.add_class::<PySplitTable>()?;
