@@ -208,6 +208,152 @@ impl<V: Copy + Default> Table<V> {
     }
 }
 
+/// A 64-bit hash of a piece of any length, never 0 (which marks an empty [`LongTable`] slot):
+/// eight bytes at a time, finished so that the top bits (which pick the slot) depend on all.
+#[inline]
+pub fn long_hash(piece: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mix = |h: u64, w: u64| (h.rotate_left(26) ^ w).wrapping_mul(K);
+    let mut h = piece.len() as u64;
+    let mut words = piece.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = mix(h, u64::from_le_bytes(b));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        h = mix(h, u64::from_le_bytes(b));
+    }
+    (h ^ h >> 31).wrapping_mul(K).max(1)
+}
+
+/// A slot of a [`LongTable`]: the piece's hash (0: empty), where its bytes are in the table's
+/// arena, and its value.
+#[derive(Clone, Copy, Debug, Default)]
+struct LongSlot<V> {
+    hash: u64,
+    at: u32,
+    len: u32,
+    val: V,
+}
+
+/// Insert-only map from pieces of any length (those too long for a [`Key`]) to `V`: open
+/// addressing on [`long_hash`], at most half full, the pieces' bytes back to back in one arena
+/// (no allocation per entry), compared in full on a hash match.
+#[derive(Clone, Debug)]
+pub struct LongTable<V> {
+    slots: Vec<LongSlot<V>>,
+    shift: u32,
+    len: usize,
+    bytes: Vec<u8>,
+}
+
+impl<V: Copy + Default> Default for LongTable<V> {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl<V: Copy + Default> LongTable<V> {
+    pub fn with_capacity(n: usize) -> Self {
+        let size = (2 * n).next_power_of_two().max(16);
+        let mut slots = crate::mem::huge_vec(size);
+        slots.resize(size, LongSlot::default());
+        Self {
+            slots,
+            shift: 64 - size.trailing_zeros(),
+            len: 0,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// Makes room for `n` entries of `bytes` bytes in all (the slots rebuilt once at most).
+    pub fn reserve(&mut self, n: usize, bytes: usize) {
+        if 2 * n > self.slots.len() {
+            self.rebuild(n);
+        }
+        if bytes > self.bytes.capacity() {
+            self.bytes.reserve(bytes - self.bytes.len());
+            crate::mem::huge_capacity(&mut self.bytes);
+        }
+    }
+
+    /// The same entries in slots for `n`.
+    fn rebuild(&mut self, n: usize) {
+        let old = std::mem::take(&mut self.slots);
+        *self = Self {
+            bytes: std::mem::take(&mut self.bytes),
+            ..Self::with_capacity(n)
+        };
+        for slot in old.into_iter().filter(|s| s.hash != 0) {
+            self.place(slot);
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The bytes of all the pieces held.
+    pub fn bytes_held(&self) -> usize {
+        self.bytes.len()
+    }
+
+    #[inline]
+    pub fn get(&self, hash: u64, piece: &[u8]) -> Option<V> {
+        let mask = self.slots.len() - 1;
+        let mut i = (hash >> self.shift) as usize;
+        loop {
+            let slot = &self.slots[i];
+            if slot.hash == 0 {
+                return None;
+            }
+            if slot.hash == hash
+                && self.bytes[slot.at as usize..(slot.at + slot.len) as usize] == *piece
+            {
+                return Some(slot.val);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds `piece` (`hash` is its [`long_hash`]), which must not be in the table yet; the
+    /// arena takes pieces up to 4 GiB in all, and nothing is added beyond.
+    pub fn insert(&mut self, hash: u64, piece: &[u8], val: V) {
+        debug_assert!(hash != 0 && self.get(hash, piece).is_none());
+        let Ok(at) = u32::try_from(self.bytes.len()) else {
+            return;
+        };
+        if u32::try_from(self.bytes.len() + piece.len()).is_err() {
+            return;
+        }
+        if 2 * (self.len + 1) > self.slots.len() {
+            self.rebuild(self.slots.len());
+        }
+        self.bytes.extend_from_slice(piece);
+        self.place(LongSlot {
+            hash,
+            at,
+            len: piece.len() as u32,
+            val,
+        });
+    }
+
+    fn place(&mut self, slot: LongSlot<V>) {
+        let mask = self.slots.len() - 1;
+        let mut i = (slot.hash >> self.shift) as usize;
+        while self.slots[i].hash != 0 {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = slot;
+        self.len += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +396,32 @@ mod tests {
             assert_eq!(table.get(&key_of(piece).expect("short")), Some(&v));
         }
         assert_eq!(table.get(&key_of(b"zzz").expect("short")), None);
+    }
+
+    #[test]
+    fn long_table_matches_a_hash_map() {
+        use rustc_hash::FxHashMap;
+        let mut rng = crate::testing::Rng(7);
+        let mut table: LongTable<u32> = LongTable::default();
+        let mut map: FxHashMap<Vec<u8>, u32> = FxHashMap::default();
+        for i in 0..20_000u32 {
+            // Few distinct bytes and lengths, so that pieces repeat and share prefixes.
+            let len = 16 + rng.below(24);
+            let piece: Vec<u8> = (0..len).map(|_| b'a' + rng.below(2) as u8).collect();
+            let hash = long_hash(&piece);
+            assert_eq!(table.get(hash, &piece), map.get(&piece).copied());
+            if let std::collections::hash_map::Entry::Vacant(e) = map.entry(piece.clone()) {
+                table.insert(hash, &piece, i);
+                e.insert(i);
+            }
+        }
+        assert_eq!(table.len(), map.len());
+        assert!(map.len() > 5_000);
+        for (piece, &v) in &map {
+            assert_eq!(table.get(long_hash(piece), piece), Some(v));
+            let mut other = piece.clone();
+            other.push(b'c');
+            assert_eq!(table.get(long_hash(&other), &other), None);
+        }
     }
 }

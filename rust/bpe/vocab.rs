@@ -8,7 +8,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::table::{key_at, key_of, Key, Table};
+use super::table::{key_at, key_of, long_hash, Key, LongTable, Table};
 
 use crate::error::{Error, Result};
 
@@ -52,13 +52,13 @@ pub struct Vocab {
     monotone: bool,
 }
 
-/// The tokens that encode as themselves: short ones (up to 15 bytes) in a map keyed by their
-/// packed bytes, which needs no pointer chasing to compare keys; longer ones as a bitset over
-/// `token_ids`.
+/// The tokens that encode as themselves, by their bytes: short ones (up to 15 bytes) in a map
+/// keyed by their packed bytes, which needs no pointer chasing to compare keys; longer ones by
+/// hash.
 #[derive(Clone, Debug, Default)]
 struct WholeTokens {
     short: Table<u32>,
-    long: Vec<u64>,
+    long: LongTable<u32>,
 }
 
 /// The characters that merging may start from whole: *atoms*. Most first-seen pieces of
@@ -604,7 +604,7 @@ impl Vocab {
         self.whole.get_or_init(|| {
             let mut whole = WholeTokens {
                 short: Table::with_capacity(self.token_ids.len()),
-                long: vec![0u64; self.tokens.len().div_ceil(64)],
+                long: LongTable::default(),
             };
             let mut scratch = Vec::with_capacity(64);
             for (bytes, &id) in &self.token_ids {
@@ -615,7 +615,7 @@ impl Vocab {
                         Some(key) => {
                             whole.short.insert(key, id);
                         }
-                        None => whole.long[id as usize / 64] |= 1 << (id % 64),
+                        None => whole.long.insert(long_hash(bytes), bytes, id),
                     }
                 }
             }
@@ -711,27 +711,20 @@ impl Vocab {
         cache.insert_short(*key, &out[start..]);
     }
 
-    /// A piece of more than 15 bytes.
+    /// A piece of more than 15 bytes: like `encode_short`, with one hash of the piece for both
+    /// tables.
     fn encode_long(&self, piece: &[u8], out: &mut Vec<u32>, cache: &mut PieceCache) {
-        if let Some(&id) = self.token_ids.get(piece) {
-            let whole = self.whole_tokens();
-            if whole.long[id as usize / 64] & (1 << (id % 64)) != 0 {
-                out.push(id);
-                return;
-            }
-        }
-        if let Some(&(at, n)) = cache.long.get(piece) {
+        let hash = long_hash(piece);
+        if let Some((at, n)) = cache.long.get(hash, piece) {
             out.extend_from_slice(&cache.arena[at as usize..(at + n) as usize]);
             return;
         }
         let start = out.len();
-        self.merge_piece(piece, out);
-        if piece.len() <= PieceCache::LONGEST && cache.arena.len() < PieceCache::ARENA {
-            let at = cache.arena.len() as u32;
-            let n = (out.len() - start) as u32;
-            cache.arena.extend_from_slice(&out[start..]);
-            cache.long.insert(piece.into(), (at, n));
+        match self.whole_tokens().long.get(hash, piece) {
+            Some(id) => out.push(id),
+            None => self.merge_piece(piece, out),
         }
+        cache.insert_long(hash, piece, &out[start..]);
     }
 
     /// Appends the BPE encoding of one piece: start from its bytes and repeatedly apply the
@@ -1001,7 +994,7 @@ pub struct PieceCache {
     map: Table<Cached>,
     /// Longer pieces (common in scripts of 2 to 4 bytes a character); their ids are
     /// `arena[at..at + n]`.
-    long: FxHashMap<Box<[u8]>, (u32, u32)>,
+    long: LongTable<(u32, u32)>,
     /// Ids of cached encodings too long to hold inline.
     arena: Vec<u32>,
     /// Whether a short piece missed `map` in the last block of pieces.
@@ -1013,7 +1006,7 @@ impl Default for PieceCache {
         Self {
             // Room for the pieces of a few hundred kB of text before the table first grows.
             map: Table::with_capacity(1 << 14),
-            long: FxHashMap::default(),
+            long: LongTable::default(),
             arena: Vec::new(),
             missed: true,
         }
@@ -1036,11 +1029,22 @@ impl PieceCache {
     /// Ids held in the arena, and the longest piece remembered.
     const ARENA: usize = 1 << 22;
     const LONGEST: usize = 256;
+    /// The bytes of the long pieces remembered.
+    const LONG_BYTES: usize = 1 << 26;
 
     /// Sizes the table for a text of `bytes` bytes at once (about one new piece per 64
     /// bytes of a large first text), instead of growing it step by step.
     pub fn reserve_for(&mut self, bytes: usize) {
         self.map.reserve((bytes / 64).min(Self::CAPACITY));
+        // Long pieces are rarer (one new one per 256 bytes of a first text in scripts of 2 to
+        // 3 bytes a character); all of it on huge pages when large.
+        self.long
+            .reserve(bytes / 256, (bytes / 8).min(Self::LONG_BYTES));
+        let ids = (bytes / 16).min(Self::ARENA);
+        if ids > self.arena.capacity() {
+            self.arena.reserve(ids - self.arena.len());
+            crate::mem::huge_capacity(&mut self.arena);
+        }
     }
 
     /// Remembers the encoding `ids` of a short piece, while there is room.
@@ -1062,6 +1066,20 @@ impl PieceCache {
             return;
         }
         self.map.insert(key, cached);
+    }
+
+    /// Remembers the encoding `ids` of a long piece (`hash` is its `long_hash`), while there is
+    /// room.
+    #[inline]
+    fn insert_long(&mut self, hash: u64, piece: &[u8], ids: &[u32]) {
+        if piece.len() <= Self::LONGEST
+            && self.arena.len() + ids.len() <= Self::ARENA
+            && self.long.bytes_held() + piece.len() <= Self::LONG_BYTES
+        {
+            let at = self.arena.len() as u32;
+            self.arena.extend_from_slice(ids);
+            self.long.insert(hash, piece, (at, ids.len() as u32));
+        }
     }
 }
 
