@@ -2,8 +2,9 @@
 //! not about the core live in `python/toklab/`.
 //!
 //! Conventions: every call that takes time runs with the GIL released (`py.detach`); token ids
-//! cross the boundary as little-endian `u32` bytes (a `bytearray` out, which numpy wraps without
-//! a copy; any bytes-like in); core errors become the exception classes of `toklab.errors`, all
+//! cross the boundary as little-endian `u32` bytes (out: an `Ids` object lending the encoder's
+//! own memory through the buffer protocol, or a `bytearray`, which numpy wraps without a copy;
+//! in: any bytes-like); core errors become the exception classes of `toklab.errors`, all
 //! subclasses of `ValueError`.
 
 use std::path::PathBuf;
