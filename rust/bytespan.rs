@@ -727,40 +727,24 @@ fn grow(
         (g, births)
     });
     let (mut growers, births): (Vec<Grower>, Vec<Births>) = first.into_iter().unzip();
-    // Per thread, the merged id of each of its ids (the first thread's are kept). A string
-    // that only the last thread met is born there alone: below `min_count` times it can never
-    // count (nor can its whole pre-tokens, fewer than its births), and gets no merged id
-    // (NO_ID).
-    let (head, others) = growers.split_first_mut().expect("one thread at least");
-    let mut maps: Vec<Vec<u32>> = vec![(0..head.strings.len() as u32).collect()];
-    for (t, other) in others.iter().enumerate() {
-        let last = t + 1 == others.len();
-        let mut map = vec![0u32; other.strings.len()];
-        // By the other table's slots, with their keys: prefetched a batch ahead.
-        let found: Vec<(u64, u32)> = other
-            .strings
-            .slots
-            .iter()
-            .copied()
-            .filter(|s| s.0 != 0)
-            .collect();
-        let born_there = &births[t + 1].births;
-        for (i, &(key, id)) in found.iter().enumerate() {
-            if let Some(&(later, _)) = found.get(i + 16) {
-                head.strings.prefetch(later);
-            }
-            let (start, len, initial) = other.strings.strings[id as usize];
-            let (start, len) = (start as usize, len as usize);
-            let rare =
-                || u64::from(born_there.get(id as usize + 1).copied().unwrap_or(0)) < min_count;
-            map[id as usize] = match head.strings.probe(key, start, len) {
-                Ok(merged) => merged,
-                Err(_) if last && rare() => NO_ID,
-                Err(slot) => head.strings.insert(slot, key, start, len, initial),
-            };
+    // Per thread's range, the histogram of its keys' top 16 bits (for the second pass): with
+    // threads, made by another thread while this one merges the threads' strings.
+    let histogram = |range: &std::ops::Range<usize>| {
+        let mut h = vec![0u32; 1 << 16];
+        for &k in &keys[range.clone()] {
+            h[(k >> 16) as usize] += 1;
         }
-        maps.push(map);
-    }
+        h
+    };
+    let (head, others) = growers.split_first_mut().expect("one thread at least");
+    let (maps, hists) = std::thread::scope(|scope| {
+        let hists = (!others.is_empty())
+            .then(|| scope.spawn(|| ranges.iter().map(histogram).collect::<Vec<_>>()));
+        // Per thread, the merged id of each of its ids.
+        let maps = merge_strings(head, others, &births, min_count);
+        let hists = hists.map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        (maps, hists)
+    });
     let strings = &head.strings;
     let n = strings.len();
     let (mut born, mut whole) = (vec![0u32; n + 1], vec![0u32; n + 1]);
@@ -801,13 +785,7 @@ fn grow(
     for (d, &id) in live_ids.iter().enumerate() {
         dense[id as usize] = d as u32;
     }
-    let hists = crate::par::map(&ranges, threads, |range| {
-        let mut h = vec![0u32; 1 << 16];
-        for &k in &keys[range.clone()] {
-            h[(k >> 16) as usize] += 1;
-        }
-        h
-    });
+    let hists = hists.unwrap_or_else(|| ranges.iter().map(histogram).collect());
     let mut bucket_of = vec![0u16; 1 << 16];
     let mut below = 0u64;
     for (top, b) in bucket_of.iter_mut().enumerate() {
@@ -857,6 +835,48 @@ fn grow(
         .map(|(&c, &id)| (strings.get(id as usize), u64::from(c)))
         .collect();
     Grown { stop, tokens }
+}
+
+/// The merged id (in `head`'s strings) of each of each thread's strings, by thread: the first
+/// thread's strings are kept, the others' interned into them. A string that only the last
+/// thread met is born there alone: below `min_count` times it can never count (nor can its
+/// whole pre-tokens, fewer than its births), and gets no merged id ([`NO_ID`]).
+fn merge_strings(
+    head: &mut Grower,
+    others: &[Grower],
+    births: &[Births],
+    min_count: u64,
+) -> Vec<Vec<u32>> {
+    let mut maps: Vec<Vec<u32>> = vec![(0..head.strings.len() as u32).collect()];
+    for (t, other) in others.iter().enumerate() {
+        let last = t + 1 == others.len();
+        let mut map = vec![0u32; other.strings.len()];
+        // By the other table's slots, with their keys: prefetched a batch ahead.
+        let found: Vec<(u64, u32)> = other
+            .strings
+            .slots
+            .iter()
+            .copied()
+            .filter(|s| s.0 != 0)
+            .collect();
+        let born_there = &births[t + 1].births;
+        for (i, &(key, id)) in found.iter().enumerate() {
+            if let Some(&(later, _)) = found.get(i + 16) {
+                head.strings.prefetch(later);
+            }
+            let (start, len, initial) = other.strings.strings[id as usize];
+            let (start, len) = (start as usize, len as usize);
+            let rare =
+                || u64::from(born_there.get(id as usize + 1).copied().unwrap_or(0)) < min_count;
+            map[id as usize] = match head.strings.probe(key, start, len) {
+                Ok(merged) => merged,
+                Err(_) if last && rare() => NO_ID,
+                Err(slot) => head.strings.insert(slot, key, start, len, initial),
+            };
+        }
+        maps.push(map);
+    }
+    maps
 }
 
 /// What the second pass of [`grow`] needs: the corpus's flags and keys, the buckets of keys,
@@ -963,11 +983,7 @@ impl Pass2<'_> {
         let chunks: Vec<usize> = (0..total.div_ceil(MIN_RANGE)).collect();
         let counted = crate::par::map(&chunks, self.threads, |&c| {
             let keys = &self.keys[c * MIN_RANGE..((c + 1) * MIN_RANGE).min(total)];
-            let (mut below, mut equal) = (0, 0);
-            for &k in keys {
-                below += usize::from(k < key);
-                equal += usize::from(k == key);
-            }
+            let (below, equal) = count_below_equal(keys, key);
             let first = (equal > 0)
                 .then(|| keys.iter().position(|&k| k == key))
                 .flatten()
@@ -1024,6 +1040,25 @@ impl Pass2<'_> {
         let equal = self.keys[..=at].iter().filter(|&&k| k == key).count();
         (at, below + equal)
     }
+}
+
+/// How many of `keys` (at most [`MIN_RANGE`]: the counts are `u32`) are below `key`, and how
+/// many equal it: eight lanes of `u32` counts, so that the loop vectorizes.
+fn count_below_equal(keys: &[u32], key: u32) -> (usize, usize) {
+    let (mut below, mut equal) = ([0u32; 8], [0u32; 8]);
+    let mut words = keys.chunks_exact(8);
+    for w in &mut words {
+        for i in 0..8 {
+            below[i] += u32::from(w[i] < key);
+            equal[i] += u32::from(w[i] == key);
+        }
+    }
+    let rest = words.remainder();
+    let sum = |v: [u32; 8]| v.iter().map(|&x| x as usize).sum::<usize>();
+    (
+        sum(below) + rest.iter().filter(|&&k| k < key).count(),
+        sum(equal) + rest.iter().filter(|&&k| k == key).count(),
+    )
 }
 
 /// `f(i, part)` for every part, each on its own thread (the first on this one); the results in
@@ -3392,6 +3427,19 @@ mod tests {
         for threads in [1, 2, 3] {
             let e = global_spans(&docs, &ptbs, &signals, 5, 1, threads).expect_err("bad");
             assert!(e.to_string().contains("document 1:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn counts_below_and_equal_like_filters() {
+        let mut rng = crate::testing::Rng(5);
+        for len in [0, 1, 7, 8, 9, 63, 64, 1000] {
+            let keys: Vec<u32> = (0..len).map(|_| rng.below(20) as u32).collect();
+            for key in [0, 5, 10, 19, 20] {
+                let below = keys.iter().filter(|&&k| k < key).count();
+                let equal = keys.iter().filter(|&&k| k == key).count();
+                assert_eq!(count_below_equal(&keys, key), (below, equal), "{len} {key}");
+            }
         }
     }
 
