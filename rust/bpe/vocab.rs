@@ -1038,8 +1038,10 @@ impl PieceCache {
         self.map.reserve((bytes / 64).min(Self::CAPACITY));
         // Long pieces are rarer (one new one per 256 bytes of a first text in scripts of 2 to
         // 3 bytes a character); all of it on huge pages when large.
-        self.long
-            .reserve(bytes / 256, (bytes / 8).min(Self::LONG_BYTES));
+        self.long.reserve(
+            (bytes / 256).min(Self::CAPACITY / 2),
+            (bytes / 8).min(Self::LONG_BYTES),
+        );
         let ids = (bytes / 16).min(Self::ARENA);
         if ids > self.arena.capacity() {
             self.arena.reserve(ids - self.arena.len());

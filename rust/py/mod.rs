@@ -82,7 +82,12 @@ unsafe impl Send for PyIds {}
 unsafe impl Sync for PyIds {}
 
 impl PyIds {
-    fn new(ids: Vec<u32>) -> Self {
+    fn new(mut ids: Vec<u32>) -> Self {
+        // The encoders reserve room for more ids than most texts need; what a caller keeps
+        // should not hold on to it (shrinking gives the tail back without copying).
+        if ids.capacity() - ids.len() > ids.len() / 8 {
+            ids.shrink_to_fit();
+        }
         let mut ids = std::mem::ManuallyDrop::new(ids);
         if cfg!(target_endian = "big") {
             for id in ids.iter_mut() {
