@@ -325,9 +325,7 @@ impl<V: Copy + Default> LongTable<V> {
     /// arena takes pieces up to 4 GiB in all, and nothing is added beyond.
     pub fn insert(&mut self, hash: u64, piece: &[u8], val: V) {
         debug_assert!(hash != 0 && self.get(hash, piece).is_none());
-        let Ok(at) = u32::try_from(self.bytes.len()) else {
-            return;
-        };
+        let at = self.bytes.len() as u32;
         if u32::try_from(self.bytes.len() + piece.len()).is_err() {
             return;
         }

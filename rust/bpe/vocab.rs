@@ -421,10 +421,7 @@ impl Vocab {
                     "merge ({left}, {right}) appears twice"
                 )));
             }
-            if let ([a], [b]) = (&tokens[l][..], &tokens[r][..]) {
-                byte_pairs[usize::from(*a) << 8 | usize::from(*b)] =
-                    u64::from(rank as u32) << 32 | u64::from(merged);
-            }
+            set_byte_pair(&mut byte_pairs, &tokens, left, right, rank as u32, merged);
             merge_list.push(Merge {
                 left,
                 right,
@@ -477,13 +474,7 @@ impl Vocab {
             if let [left, right] = scratch[..] {
                 let rank = vocab.merges.len() as u32;
                 vocab.merge_map.insert((left, right), (rank, id));
-                if let ([a], [b]) = (
-                    &vocab.tokens[left as usize][..],
-                    &vocab.tokens[right as usize][..],
-                ) {
-                    vocab.byte_pairs[usize::from(*a) << 8 | usize::from(*b)] =
-                        u64::from(rank) << 32 | u64::from(id);
-                }
+                set_byte_pair(&mut vocab.byte_pairs, &vocab.tokens, left, right, rank, id);
                 vocab.merges.push(Merge {
                     left,
                     right,
@@ -787,7 +778,7 @@ impl Vocab {
         if atoms.is_none() {
             // Pairs of bytes: from the small table.
             for (i, w) in piece.windows(2).enumerate() {
-                let p = self.byte_pairs[usize::from(w[0]) << 8 | usize::from(w[1])];
+                let p = self.byte_pairs[byte_pair_slot(w[0], w[1])];
                 ranks[i] = (p >> 32) as u32;
                 merged[i] = p as u32;
             }
@@ -974,6 +965,27 @@ impl Vocab {
 
 /// No merge of two bytes: rank `u32::MAX`, the rank `merge_small` reads as none.
 const NO_PAIR: u64 = u64::MAX;
+
+/// Where the merge of bytes `a` and `b` is in `Vocab::byte_pairs`.
+#[inline(always)]
+fn byte_pair_slot(a: u8, b: u8) -> usize {
+    usize::from(a) << 8 | usize::from(b)
+}
+
+/// Records in `byte_pairs` the merge `(left, right) -> merged` of rank `rank` if both are byte
+/// tokens.
+fn set_byte_pair(
+    byte_pairs: &mut [u64],
+    tokens: &[Vec<u8>],
+    left: u32,
+    right: u32,
+    rank: u32,
+    merged: u32,
+) {
+    if let ([a], [b]) = (&tokens[left as usize][..], &tokens[right as usize][..]) {
+        byte_pairs[byte_pair_slot(*a, *b)] = u64::from(rank) << 32 | u64::from(merged);
+    }
+}
 
 /// Ids held inline in a [`PieceCache`] entry; longer encodings go to its arena.
 const INLINE: usize = 3;
@@ -1197,7 +1209,7 @@ mod tests {
         let mut merges = 0;
         for a in 0..=255u8 {
             for b in 0..=255u8 {
-                let p = v.byte_pairs[usize::from(a) << 8 | usize::from(b)];
+                let p = v.byte_pairs[byte_pair_slot(a, b)];
                 let got = (p != NO_PAIR).then_some(((p >> 32) as u32, p as u32));
                 assert_eq!(got, v.merge_of(v.byte_id(a), v.byte_id(b)), "{a} {b}");
                 merges += usize::from(got.is_some());
