@@ -115,6 +115,14 @@ def test_encode_batch_many_runs_on_threads(small_tokenizer):
         small_tokenizer.encode_batch(bad, num_threads=2)
     last = small_tokenizer.encode_batch(bad, num_threads=2, allowed_special="all")[-1]
     assert np.array_equal(last, small_tokenizer.encode("x <|endoftext|> y", allowed_special="all"))
+    # A bad item read after the workers started on the first runs: the typed error, no hang,
+    # and the next batch is whole.
+    with pytest.raises(TypeError, match=f"item {len(texts)} is int"):
+        small_tokenizer.encode_batch([*texts, 3, "more"], num_threads=2)
+    with pytest.raises(UnicodeEncodeError):
+        small_tokenizer.encode_batch([*texts, "a\ud800b"], num_threads=3)
+    again = small_tokenizer.encode_batch(texts[:5000], num_threads=2)
+    assert all(np.array_equal(b, s) for b, s in zip(again, serial[:5000], strict=True))
 
 
 def test_parallel_encode_ordinary_equals_serial(small_tokenizer):

@@ -44,20 +44,31 @@ impl BatchRun {
 /// pieces, and each run fills one vector, so there is no allocation per text whatever the batch
 /// looks like.
 pub fn batch_runs<S: AsRef<str>>(texts: &[S]) -> Vec<std::ops::Range<usize>> {
-    const RUN_BYTES: usize = 256 << 10;
     let mut runs = Vec::new();
     let (mut start, mut size) = (0, 0);
     for (i, t) in texts.iter().enumerate() {
-        size += t.as_ref().len() + 16;
-        if size >= RUN_BYTES {
+        if run_ends(&mut size, t.as_ref()) {
             runs.push(start..i + 1);
-            (start, size) = (i + 1, 0);
+            start = i + 1;
         }
     }
     if start < texts.len() {
         runs.push(start..texts.len());
     }
     runs
+}
+
+/// Adds `text` to a run of `size` (each text counts 16 bytes more, for its own cost); whether
+/// the run ends with it (then `size` starts again from 0). [`batch_runs`]'s rule, for callers
+/// that form runs as the texts arrive.
+pub fn run_ends(size: &mut usize, text: &str) -> bool {
+    const RUN_BYTES: usize = 256 << 10;
+    *size += text.len() + 16;
+    let ends = *size >= RUN_BYTES;
+    if ends {
+        *size = 0;
+    }
+    ends
 }
 
 /// Token ids with the `[start, end)` byte range of each token.
