@@ -160,28 +160,33 @@ impl PyIds {
 }
 
 /// Turns encoded runs of a batch into one numpy array per text: views of one buffer per run,
-/// made with numpy's own C API (the `_ARRAY_API` table that compiled extensions use), four
-/// times cheaper per text than slicing an array from Python.
+/// made with numpy's own C API (the `_ARRAY_API` table that compiled extensions use): no slice
+/// object, no index parsing per text, as slicing an array from Python would cost.
 struct RunViews<'py> {
     /// `PyArray_Type`, `PyArray_NewFromDescr` and `PyArray_SetBaseObject`: slots 2, 94 and 282
     /// of the table, the same in numpy 1 and 2.
     array_type: *mut pyo3::ffi::PyTypeObject,
-    #[allow(clippy::type_complexity)]
-    new_from_descr: unsafe extern "C" fn(
-        *mut pyo3::ffi::PyTypeObject,
-        *mut pyo3::ffi::PyObject,
-        std::ffi::c_int,
-        *const isize,
-        *const isize,
-        *mut std::ffi::c_void,
-        std::ffi::c_int,
-        *mut pyo3::ffi::PyObject,
-    ) -> *mut pyo3::ffi::PyObject,
-    set_base:
-        unsafe extern "C" fn(*mut pyo3::ffi::PyObject, *mut pyo3::ffi::PyObject) -> std::ffi::c_int,
+    new_from_descr: NewFromDescr,
+    set_base: SetBaseObject,
     /// `numpy.dtype("<u4")`: the ids' bytes are little-endian `u32` on every machine.
     dtype: Bound<'py, PyAny>,
 }
+
+/// numpy's `PyArray_NewFromDescr(subtype, descr, nd, dims, strides, data, flags, obj)`.
+type NewFromDescr = unsafe extern "C" fn(
+    *mut pyo3::ffi::PyTypeObject,
+    *mut pyo3::ffi::PyObject,
+    std::ffi::c_int,
+    *const isize,
+    *const isize,
+    *mut std::ffi::c_void,
+    std::ffi::c_int,
+    *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject;
+
+/// numpy's `PyArray_SetBaseObject(array, base)`.
+type SetBaseObject =
+    unsafe extern "C" fn(*mut pyo3::ffi::PyObject, *mut pyo3::ffi::PyObject) -> std::ffi::c_int;
 
 /// `NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_WRITEABLE`.
 const NPY_ARRAY_CARRAY: std::ffi::c_int = 0x0001 | 0x0100 | 0x0400;
@@ -208,8 +213,10 @@ impl<'py> RunViews<'py> {
             }
             Ok(Self {
                 array_type: slot(2).cast(),
-                new_from_descr: std::mem::transmute::<*mut std::ffi::c_void, _>(slot(94)),
-                set_base: std::mem::transmute::<*mut std::ffi::c_void, _>(slot(282)),
+                new_from_descr: std::mem::transmute::<*mut std::ffi::c_void, NewFromDescr>(slot(
+                    94,
+                )),
+                set_base: std::mem::transmute::<*mut std::ffi::c_void, SetBaseObject>(slot(282)),
                 dtype,
             })
         }
