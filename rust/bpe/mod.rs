@@ -457,15 +457,54 @@ impl Bpe {
         let bytes: usize = texts.iter().map(|t| t.as_ref().len()).sum();
         let mut ids = Vec::with_capacity(bytes / 3 + 16);
         let mut lengths = Vec::with_capacity(texts.len());
-        if allowed.is_empty() && disallowed.is_empty() {
+        if allowed.is_empty() && disallowed.is_empty() && !self.ignore_merges {
+            // The run's texts one after another, each pre-tokenized on its own, their pieces
+            // in blocks that run on across texts: a short text costs no block of its own.
+            let mut all = Vec::with_capacity(bytes);
+            for t in texts {
+                all.extend_from_slice(t.as_ref().as_bytes());
+            }
+            let mut ends = Vec::with_capacity(texts.len());
             self.with_cache(|cache| -> Result<()> {
+                cache.reserve_for(bytes);
+                let mut spans = [(0usize, 0usize); PIECE_BLOCK];
+                let mut cuts = [0u8; PIECE_BLOCK + 1];
+                let (mut n, mut c, mut at) = (0, 0, 0);
                 for t in texts {
-                    let before = ids.len();
-                    self.encode_ordinary_cached(t.as_ref(), &mut ids, cache)?;
-                    lengths.push(ids.len() - before);
+                    let t = t.as_ref();
+                    self.pre.for_each_piece(t, |s, e| {
+                        if n == PIECE_BLOCK {
+                            let (spans, cuts) = (&spans[..], &cuts[..c]);
+                            self.vocab
+                                .encode_pieces_cut(&all, spans, cuts, &mut ids, cache, &mut ends);
+                            (n, c) = (0, 0);
+                        }
+                        spans[n] = (at + s, at + e);
+                        n += 1;
+                    })?;
+                    // The text ends after the block's first `n` pieces (at most PIECE_BLOCK
+                    // texts end in a block before it is encoded: each has a piece or the
+                    // block is flushed below).
+                    cuts[c] = n as u8;
+                    c += 1;
+                    if c == cuts.len() {
+                        let (spans, cuts) = (&spans[..n], &cuts[..c]);
+                        self.vocab
+                            .encode_pieces_cut(&all, spans, cuts, &mut ids, cache, &mut ends);
+                        (n, c) = (0, 0);
+                    }
+                    at += t.len();
                 }
+                let (spans, cuts) = (&spans[..n], &cuts[..c]);
+                self.vocab
+                    .encode_pieces_cut(&all, spans, cuts, &mut ids, cache, &mut ends);
                 Ok(())
             })?;
+            let mut before = 0;
+            for end in ends {
+                lengths.push(end - before);
+                before = end;
+            }
         } else {
             for t in texts {
                 let before = ids.len();
@@ -547,6 +586,42 @@ mod tests {
             assert_eq!(bpe.decode_bytes(&ids).expect("ok"), t.as_bytes());
         }
         assert!(bpe.encode_ordinary(TEXT).expect("ok").len() < TEXT.len() / 2);
+    }
+
+    #[test]
+    fn runs_encode_each_text_alone() {
+        // Texts of 0 to 80 pieces (so that blocks of pieces end inside texts, at their ends and
+        // hold several), empty ones in a row (more text ends than a block has pieces), texts
+        // that end in spaces or start with them: each text's ids exactly as encoded alone.
+        let bpe = trained(&TEXT.repeat(20), 400, &[]);
+        let words = ["the", " fox", "  ", "\n", "🦀", "1234", " wörds", ".", " "];
+        let mut state = 7u64;
+        let mut texts: Vec<String> = vec![String::new(); 40];
+        for _ in 0..300 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let n = (state >> 33) as usize % 80;
+            let text = (0..n)
+                .map(|i| words[(state >> (i % 50)) as usize % words.len()])
+                .collect::<String>();
+            texts.push(text);
+            if state % 7 == 0 {
+                texts.extend(std::iter::repeat_n(String::new(), 35));
+            }
+        }
+        let run = bpe.encode_run(&texts, &[], &[]).expect("ok");
+        assert_eq!(run.lengths.len(), texts.len());
+        let mut at = 0;
+        for (t, &n) in texts.iter().zip(&run.lengths) {
+            assert_eq!(
+                run.ids[at..at + n],
+                bpe.encode_ordinary(t).expect("ok")[..],
+                "{t:?}"
+            );
+            at += n;
+        }
+        assert_eq!(at, run.ids.len());
     }
 
     #[test]
@@ -769,6 +844,28 @@ mod bench {
                     cold = cold.min(t.elapsed().as_secs_f64());
                 }
                 let warm = best_of(5, || ids = bpe.encode_ordinary(&text).expect("ok"));
+                // The same text as a batch of its blank-line-separated documents, on this
+                // thread, warm: what a document costs beyond its pieces.
+                let docs: Vec<&str> = text.split("\n\n").filter(|d| !d.is_empty()).collect();
+                let runs = batch_runs(&docs);
+                let t_pre_docs = best_of(5, || {
+                    for d in &docs {
+                        pre.for_each_piece(d, |s, e| pieces += e - s + 1)
+                            .expect("ok");
+                    }
+                });
+                println!("  pre-tokenize docs {:.1} ms", t_pre_docs * 1e3);
+                let batch = best_of(5, || {
+                    for run in &runs {
+                        bpe.encode_run(&docs[run.clone()], &[], &[]).expect("ok");
+                    }
+                });
+                println!(
+                    "  batch of {} documents, warm, one thread: {:.0} ms ({:.0} MB/s)",
+                    docs.len(),
+                    batch * 1e3,
+                    mb / batch
+                );
                 println!(
                     "{file} {name}: pre-tokenize {:.0} ms ({:.0} MB/s); encode cold {:.0} ms \
                      ({:.0} MB/s), warm {:.0} ms ({:.0} MB/s); {} ids",

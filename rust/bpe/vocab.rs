@@ -644,6 +644,22 @@ impl Vocab {
         out: &mut Vec<u32>,
         cache: &mut PieceCache,
     ) {
+        self.encode_pieces_cut(text, spans, &[], out, cache, &mut Vec::new());
+    }
+
+    /// [`Vocab::encode_pieces`], noting `out.len()` in `ends` after the first `cuts[i]` pieces
+    /// of `spans`, for each `i` (`cuts` ascending): where each document of a batch ends, when
+    /// one block of pieces holds several.
+    #[inline]
+    pub fn encode_pieces_cut(
+        &self,
+        text: &[u8],
+        spans: &[(usize, usize)],
+        cuts: &[u8],
+        out: &mut Vec<u32>,
+        cache: &mut PieceCache,
+        ends: &mut Vec<usize>,
+    ) {
         const NO_KEY: Key = [0, 0];
         let mut keys = [NO_KEY; PIECE_BLOCK];
         // While the cache is still missing pieces (a first call on new text), the whole-token
@@ -661,16 +677,26 @@ impl Vocab {
                 }
             }
         }
-        for (key, &(s, e)) in keys.iter().zip(spans) {
-            let piece = &text[s..e];
-            if piece.len() == 1 {
-                out.push(self.byte_ids[piece[0] as usize]);
-            } else if *key != NO_KEY {
-                self.encode_short(piece, key, out, cache);
-            } else {
-                self.encode_long(piece, out, cache);
+        let encode = |from: usize, to: usize, out: &mut Vec<u32>, cache: &mut PieceCache| {
+            for (key, &(s, e)) in keys[from..to].iter().zip(&spans[from..to]) {
+                let piece = &text[s..e];
+                if piece.len() == 1 {
+                    out.push(self.byte_ids[piece[0] as usize]);
+                } else if *key != NO_KEY {
+                    self.encode_short(piece, key, out, cache);
+                } else {
+                    self.encode_long(piece, out, cache);
+                }
             }
+        };
+        let mut from = 0;
+        for &cut in cuts {
+            let cut = usize::from(cut);
+            encode(from, cut, out, cache);
+            ends.push(out.len());
+            from = cut;
         }
+        encode(from, spans.len(), out, cache);
     }
 
     /// A piece of 2 to 15 bytes, packed into `key`.
