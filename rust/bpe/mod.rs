@@ -837,11 +837,20 @@ mod bench {
                     Bpe::new(vocab, pre, false).expect("ok")
                 };
                 let mut cold = f64::MAX;
-                for _ in 0..3 {
+                // TOKLAB_BENCH_COLD=n: n first calls and nothing else (for a profiler).
+                let only_cold = std::env::var("TOKLAB_BENCH_COLD").ok();
+                let colds = only_cold
+                    .as_deref()
+                    .map_or(3, |n| n.parse().expect("a count"));
+                for _ in 0..colds {
                     let bpe = fresh();
                     let t = std::time::Instant::now();
                     ids = bpe.encode_ordinary(&text).expect("ok");
                     cold = cold.min(t.elapsed().as_secs_f64());
+                }
+                if only_cold.is_some() {
+                    println!("{file} {name}: encode cold {:.0} ms", cold * 1e3);
+                    continue;
                 }
                 let warm = best_of(5, || ids = bpe.encode_ordinary(&text).expect("ok"));
                 // The same text as a batch of its blank-line-separated documents, on this

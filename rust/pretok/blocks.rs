@@ -314,7 +314,8 @@ pub fn pieces<const KIND: u8>(
 ) {
     let mut s = 0;
     while s < b.len() {
-        let m = if s + 64 <= b.len() {
+        let last = s + 64 > b.len();
+        let m = if !last {
             classify(b, s)
         } else {
             // The text's last bytes, padded: the window ends with the text.
@@ -338,7 +339,16 @@ pub fn pieces<const KIND: u8>(
             f(from, to);
             from = to;
         }
-        if from == s {
+        if last {
+            // The rest (the window's last class run, a piece or a few) by the matcher, rather
+            // than by another window over it: the end of every text comes here.
+            s = from;
+            while s < b.len() {
+                let e = scalar(s);
+                f(s, e);
+                s = e;
+            }
+        } else if from == s {
             let e = scalar(s);
             f(s, e);
             s = e;

@@ -347,10 +347,21 @@ mod tests {
                     "{pat}: {text:?}"
                 );
             }
-            // Every suffix, so every character is tried as a piece start.
+            // Every suffix, so every character is tried as a piece start; every prefix, so the
+            // text ends at every character (in the window cut short by the end, which the
+            // matcher finishes); and texts of 60 to 200 bytes from every third character, so
+            // that they end in every part of a second or third window.
             let all = samples.concat();
-            for (i, _) in all.char_indices() {
-                let t = &all[i..];
+            let starts: Vec<usize> = all.char_indices().map(|(i, _)| i).collect();
+            let mut texts: Vec<&str> = starts.iter().map(|&i| &all[i..]).collect();
+            texts.extend(starts.iter().map(|&i| &all[..i]));
+            for (k, &i) in starts.iter().enumerate().step_by(3) {
+                let len = 60 + k * 7 % 141;
+                if let Some(&j) = starts.iter().find(|&&j| j >= i + len) {
+                    texts.push(&all[i..j]);
+                }
+            }
+            for t in texts {
                 assert_eq!(
                     fast.pieces(t).expect("ok"),
                     slow.pieces(t).expect("ok"),

@@ -202,7 +202,8 @@ impl<'py> RunViews<'py> {
         // as long as numpy stays loaded (never unloaded once imported); the slots read hold the
         // type object and functions that numpy's headers say they do.
         unsafe {
-            let table = pyo3::ffi::PyCapsule_GetPointer(capsule.as_ptr(), std::ptr::null())
+            let name = pyo3::ffi::PyCapsule_GetName(capsule.as_ptr());
+            let table = pyo3::ffi::PyCapsule_GetPointer(capsule.as_ptr(), name)
                 .cast::<*mut std::ffi::c_void>();
             if table.is_null() {
                 return Err(PyErr::fetch(py));
