@@ -31,7 +31,6 @@
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
-use crate::mem::{huge_capacity, huge_pages};
 use crate::pretok::PreTokenizer;
 
 /// How the signal groups bytes into spans.
@@ -498,10 +497,10 @@ fn global_spans_by(
     let mut bytes = vec![0u8; total + 16];
     let mut flags = vec![0u8; total];
     let mut keys = vec![0u32; total];
-    // (Not yet touched: backed by huge pages where the kernel can, far fewer page faults.)
-    huge_pages(&mut bytes);
-    huge_pages(&mut flags);
-    huge_pages(&mut keys);
+    // No huge-page advice here or for the other buffers of the growth (unlike BPE encoding's
+    // output): on the development VM it made a process's first call 15-40% slower (the
+    // kernel compacts memory on the faults of advised ranges) for 10-15% on later calls, and
+    // a vocabulary is mostly built once per process.
     let runs = crate::par::thread_count(threads, total / MIN_RANGE);
     let mut jobs = Vec::with_capacity(runs);
     let (mut b, mut f, mut k) = (&mut bytes[..total], &mut flags[..], &mut keys[..]);
@@ -1198,9 +1197,7 @@ impl<'b, R: Record> Events<'b, R> {
         // Every chunk but a lane's last is full, so this is enough (with the first slots,
         // skipped so that groups start on a cache line).
         let bytes: usize = room[round.clone()].iter().sum();
-        let mut arena = vec![R::default(); GROUP + lanes * CHUNK + bytes];
-        // (Not yet touched: backed by huge pages where the kernel can.)
-        huge_pages(&mut arena);
+        let arena = vec![R::default(); GROUP + lanes * CHUNK + bytes];
         let size = std::mem::size_of::<R>();
         let skip = (0..GROUP)
             .find(|&i| (arena.as_ptr() as usize + i * size) % 64 == 0)
@@ -1457,10 +1454,8 @@ impl<'a> Grower<'a> {
     ) {
         // Every pre-token recorded has two bytes or more.
         self.occurrences.reserve(range.len() / 2 + 1);
-        huge_capacity(&mut self.occurrences);
         // (The tables take about a quarter of a word per byte of English.)
         self.pieces.tables.reserve(range.len() / 2);
-        huge_capacity(&mut self.pieces.tables);
         let mut e = range.start;
         while e < range.end {
             // `(start, length, key, table)`
