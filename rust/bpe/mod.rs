@@ -482,9 +482,8 @@ impl Bpe {
                         spans[n] = (at + s, at + e);
                         n += 1;
                     })?;
-                    // The text ends after the block's first `n` pieces (at most PIECE_BLOCK
-                    // texts end in a block before it is encoded: each has a piece or the
-                    // block is flushed below).
+                    // The text ends after the block's first `n` pieces. (Empty texts end
+                    // without a piece: once PIECE_BLOCK + 1 ends wait, the block is encoded.)
                     cuts[c] = n as u8;
                     c += 1;
                     if c == cuts.len() {
