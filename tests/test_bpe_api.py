@@ -163,6 +163,21 @@ def test_piece_caches_never_change_results(docs):
 def test_writable_arrays(small_tokenizer):
     ids = small_tokenizer.encode("hello")
     ids[0] = 0  # the arrays are the caller's own
+    # A batch's arrays are views of one buffer per run, made through numpy's C API: each is
+    # an ordinary C-contiguous, writable uint32 array whose writes stay inside its own text.
+    texts = ["hello world", "", "to be or not", "x" * 50, "hello world"]
+    batch = small_tokenizer.encode_batch(texts, num_threads=1)
+    expected = [small_tokenizer.encode(t) for t in texts]
+    for a in batch:
+        assert a.flags.c_contiguous and a.flags.writeable and a.flags.aligned
+        assert a.dtype == np.dtype("<u4") and a.ndim == 1
+    batch[0][:] = 7
+    batch[3][-1] = 9
+    assert batch[0].tolist() == [7] * len(expected[0])
+    for i in (1, 2, 4):
+        assert np.array_equal(batch[i], expected[i])
+    assert np.array_equal(batch[3][:-1], expected[3][:-1]) and batch[3][-1] == 9
+    assert batch[2].base is batch[4].base  # one run's buffer, kept alive by each view
 
 
 def test_results_own_their_memory(small_tokenizer):
