@@ -1,13 +1,8 @@
 //! Memory advice: large buffers that are about to be written backed by huge pages, which on
 //! Linux turns thousands of page faults (each a trip into the kernel) into a few.
 
-/// Asks the kernel to back `v` with huge pages where it can (before it is first written: fewer
-/// page faults).
-pub fn huge_pages<T>(v: &mut [T]) {
-    advise_huge(v.as_mut_ptr(), std::mem::size_of_val(v));
-}
-
-/// [`huge_pages`] for all of `v`'s capacity.
+/// Asks the kernel to back all of `v`'s capacity with huge pages where it can (before it is
+/// first written: fewer page faults).
 pub fn huge_capacity<T>(v: &mut Vec<T>) {
     advise_huge(v.as_mut_ptr(), v.capacity() * std::mem::size_of::<T>());
 }
