@@ -440,7 +440,7 @@ pub fn global_spans(
         }
         Ok(())
     };
-    global_spans_by(docs, &mark, signals, want, min_count, threads)
+    global_spans_by(docs, &mark, signals, None, want, min_count, threads)
 }
 
 /// [`global_spans`] of texts, with the pre-token boundaries that `pre` finds (written straight
@@ -461,17 +461,59 @@ pub fn global_spans_of_texts(
             }
         })
     };
-    global_spans_by(&docs, &mark, signals, want, min_count, threads)
+    global_spans_by(&docs, &mark, signals, None, want, min_count, threads)
+}
+
+/// [`global_spans_of_texts`], where `signals` are consecutive slices of `whole` (views of one
+/// array, like the slices of a cached signal): where no value is negative (nor `-0.0`), the
+/// growth reads its keys from `whole` in place, as the bits of the floats (whose order they
+/// share), where it would otherwise copy them: 4 bytes per byte of text that need not be
+/// written (nor mapped, on first write, page by page).
+pub fn global_spans_of_texts_in(
+    texts: &[&str],
+    pre: &PreTokenizer,
+    signals: &[&[f32]],
+    whole: &[f32],
+    want: usize,
+    min_count: u64,
+    threads: usize,
+) -> Result<GlobalSpans> {
+    let mut at = whole.as_ptr();
+    // (Pointers compared, never read; an empty slice's may be anywhere.)
+    for s in signals.iter().filter(|s| !s.is_empty()) {
+        if s.as_ptr() != at {
+            return Err(Error::Config(
+                "the signals are not consecutive slices of the whole signal".into(),
+            ));
+        }
+        at = s.as_ptr().wrapping_add(s.len());
+    }
+    if at != whole.as_ptr().wrapping_add(whole.len()) {
+        return Err(Error::Config(
+            "the signals do not cover the whole signal".into(),
+        ));
+    }
+    let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+    let mark = |i: usize, flags: &mut [u8]| {
+        pre.for_each_piece(texts[i], |s, _| {
+            if let Some(f) = flags.get_mut(s) {
+                *f = PTB;
+            }
+        })
+    };
+    global_spans_by(&docs, &mark, signals, Some(whole), want, min_count, threads)
 }
 
 /// Marks the pre-token starts of document `i` in its flags (all zero before) with [`PTB`].
 type Marker<'m> = dyn Fn(usize, &mut [u8]) -> Result<()> + Sync + 'm;
 
-/// [`global_spans`], with the pre-token boundaries from `mark`.
+/// [`global_spans`], with the pre-token boundaries from `mark` (and `signals` also as one
+/// slice, `whole`, when the caller has it: see [`global_spans_of_texts_in`]).
 fn global_spans_by(
     docs: &[&[u8]],
     mark: &Marker,
     signals: &[&[f32]],
+    whole: Option<&[f32]>,
     want: usize,
     min_count: u64,
     threads: usize,
@@ -496,7 +538,8 @@ fn global_spans_by(
     // equal size; the bytes have 16 bytes of padding for `pack_at`.
     let mut bytes = vec![0u8; total + 16];
     let mut flags = vec![0u8; total];
-    let mut keys = vec![0u32; total];
+    // The keys: copied from the signals, or read from `whole` in place (below).
+    let mut keys = vec![0u32; if whole.is_some() { 0 } else { total }];
     // No huge-page advice here or for the other buffers of the growth (unlike BPE encoding's
     // output): on the development VM it made a process's first call 15-40% slower (the
     // kernel compacts memory on the faults of advised ranges) for 10-15% on later calls, and
@@ -513,11 +556,13 @@ fn global_spans_by(
         }
         let (b0, b1) = std::mem::take(&mut b).split_at_mut(size);
         let (f0, f1) = std::mem::take(&mut f).split_at_mut(size);
-        let (k0, k1) = std::mem::take(&mut k).split_at_mut(size);
+        let cut = size.min(k.len()); // (no keys to copy with `whole`)
+        let (k0, k1) = std::mem::take(&mut k).split_at_mut(cut);
         jobs.push((first..last, done, b0, f0, k0));
         (b, f, k, first, done) = (b1, f1, k1, last, done + size);
     }
-    // Each run also finds its last position with its largest key.
+    // Each run also finds its last position with its largest key (and, with `whole`, whether
+    // any of its values has the sign bit set).
     type Job<'j> = (
         std::ops::Range<usize>,
         usize,
@@ -525,8 +570,9 @@ fn global_spans_by(
         &'j mut [u8],
         &'j mut [u32],
     );
-    let fill = |(range, start, b, f, k): Job| -> Result<Option<(u32, usize)>> {
-        let mut at = 0;
+    type Filled = (Option<(u32, usize)>, bool);
+    let fill = |(range, start, b, f, k): Job| -> Result<Filled> {
+        let (mut at, mut signed) = (0, 0);
         for i in range {
             let (d, s) = (docs[i], signals[i]);
             check_signal(s, d.len()).map_err(|e| in_document(i, e))?;
@@ -537,34 +583,51 @@ fn global_spans_by(
             for (f, &b) in f.iter_mut().zip(d) {
                 *f |= u8::from(b == b' ') * SPACE;
             }
-            for (k, &x) in k[at..at + n].iter_mut().zip(s.iter()) {
-                *k = ordered_bits(x);
+            if whole.is_some() {
+                signed |= as_bits(s).iter().fold(0, |a, &x| a | x) >> 31;
+            } else {
+                for (k, &x) in k[at..at + n].iter_mut().zip(s.iter()) {
+                    *k = ordered_bits(x);
+                }
             }
             at += n;
         }
-        let top = k.iter().copied().max();
-        Ok(top.map(|top| {
-            let last = k.iter().rposition(|&x| x == top).unwrap_or(0);
-            (top, start + last)
-        }))
+        let k: &[u32] = whole.map_or(k, |w| as_bits(&w[start..start + at]));
+        Ok((highest_at(k, start), signed != 0))
     };
-    let filled: Vec<Result<Option<(u32, usize)>>> = std::thread::scope(|scope| {
+    let filled: Vec<Result<Filled>> = std::thread::scope(|scope| {
         let mut jobs = jobs.into_iter();
         let first = jobs.next();
         let handles: Vec<_> = jobs.map(|job| scope.spawn(move || fill(job))).collect();
-        let mut filled: Vec<Result<Option<(u32, usize)>>> = first.into_iter().map(fill).collect();
+        let mut filled: Vec<Result<Filled>> = first.into_iter().map(fill).collect();
         for h in handles {
             filled.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
         }
         filled
     });
     // The first document in error, as one pass would have found it.
-    let highest = filled
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .flatten()
-        .max();
+    let filled = filled.into_iter().collect::<Result<Vec<_>>>()?;
+    let mut highest = filled.iter().filter_map(|f| f.0).max();
+    // `whole`'s bits order the keys like `ordered_bits` when no sign bit is set (all values
+    // `+0.0` or more); else they are copied after all.
+    let copied: Vec<u32>;
+    let keys: &[u32] = match whole {
+        None => &keys,
+        Some(w) if filled.iter().all(|f| !f.1) => as_bits(w),
+        Some(w) => {
+            copied = w.iter().map(|&x| ordered_bits(x)).collect();
+            highest = highest_at(&copied, 0);
+            &copied
+        }
+    };
+    #[cfg(test)]
+    if whole.is_some() && keys.as_ptr() == whole.map_or(std::ptr::null(), |w| w.as_ptr().cast()) {
+        PATHS.with(|p| {
+            let mut v = p.get();
+            v[6] += 1;
+            p.set(v);
+        });
+    }
     let mut out = GlobalSpans {
         tokens: Vec::new(),
         steps: 0,
@@ -575,7 +638,7 @@ fn global_spans_by(
         return Ok(out);
     }
 
-    let grown = grow(&bytes, &flags, &keys, want, min_count, threads);
+    let grown = grow(&bytes, &flags, keys, want, min_count, threads);
     // The last byte grown: where the growth stopped, else the last position with the largest
     // key; and how many bytes grew up to it, in growth order (key, then position).
     let (t, steps) = match grown.stop {
@@ -587,6 +650,21 @@ fn global_spans_by(
     out.threshold = t.map(|t| signal_at(signals, t));
     out.tokens = ranked(grown.tokens, want);
     Ok(out)
+}
+
+/// The largest of `keys` and its last position (plus `start`).
+fn highest_at(keys: &[u32], start: usize) -> Option<(u32, usize)> {
+    let top = keys.iter().copied().max()?;
+    Some((
+        top,
+        start + keys.iter().rposition(|&x| x == top).unwrap_or(0),
+    ))
+}
+
+/// The bits of `x`'s floats, in place.
+fn as_bits(x: &[f32]) -> &[u32] {
+    // SAFETY: `f32` and `u32` have the same size and alignment, and any bits are a `u32`.
+    unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u32>(), x.len()) }
 }
 
 // Per position of the concatenated corpus: bit 0 starts a pre-token, bit 1 is a space.
@@ -661,9 +739,10 @@ const PACKED_LIMIT: usize = if cfg!(test) { 24 } else { (1 << 21) - 1 };
 #[cfg(test)]
 thread_local! {
     /// How often [`grow`] answered from the births alone, how often it replayed, how often in
-    /// more than one round, with 12-byte records, with 16-byte ones, and how often the stop's
-    /// position needed a walk (its key being shared).
-    static PATHS: std::cell::Cell<[usize; 6]> = const { std::cell::Cell::new([0; 6]) };
+    /// more than one round, with 12-byte records, with 16-byte ones, how often the stop's
+    /// position needed a walk (its key being shared), and how often the keys were read in
+    /// place ([`global_spans_of_texts_in`]).
+    static PATHS: std::cell::Cell<[usize; 7]> = const { std::cell::Cell::new([0; 7]) };
 }
 
 /// What [`grow`] found: where the growth stopped (the last byte's position and how many bytes
@@ -3175,6 +3254,39 @@ mod tests {
         assert!(global_spans(docs, &[&ptb], &[&[1.0, f32::NAN]], 1, 1, 1).is_err());
         assert!(global_spans(docs, &[&ptb], &[&[1.0, 2.0]], 1, 0, 1).is_err());
         assert!(global_spans(docs, &[], &[&[1.0, 2.0]], 1, 1, 1).is_err());
+        // In place: the signals must be consecutive slices covering the whole one.
+        let whole = [1.0f32, 2.0, 3.0, 4.0];
+        let texts = ["ab", "cd"];
+        let in_place = |signals: &[&[f32]], whole: &[f32]| {
+            global_spans_of_texts_in(&texts, &pre, signals, whole, 1, 1, 1)
+        };
+        assert!(in_place(&[&whole[..2], &whole[2..]], &whole).is_ok());
+        let copy = whole;
+        for (signals, whole) in [
+            (&[&whole[2..], &whole[..2]][..], &whole[..]),
+            (&[&whole[..2], &copy[2..]], &whole),
+            (&[&whole[..2], &whole[2..]], &whole[..3]),
+            (&[&whole[..2], &whole[2..3]], &whole),
+        ] {
+            let e = in_place(signals, whole).expect_err("not slices of the whole");
+            assert!(matches!(e, Error::Config(_)), "{e}");
+        }
+        // Empty slices may point anywhere.
+        let texts3 = ["ab", "", "cd"];
+        let elsewhere: &[f32] = &copy[..0];
+        let got = global_spans_of_texts_in(
+            &texts3,
+            &pre,
+            &[&whole[..2], elsewhere, &whole[2..]],
+            &whole,
+            1,
+            1,
+            1,
+        );
+        assert!(got.is_ok());
+        // Slices whose lengths are wrong for their texts, though the whole's is right.
+        let e = in_place(&[&whole[..1], &whole[1..]], &whole).expect_err("lengths");
+        assert!(matches!(e, Error::Signal(_)), "{e}");
     }
 
     use crate::testing::Rng;
@@ -3265,6 +3377,8 @@ mod tests {
                 })
                 .collect();
             let levels = 1 + rng.below(if case % 3 == 0 { 3 } else { 1000 });
+            // In half the cases no value is negative, nor -0.0 (keys read in place).
+            let signed = case % 2 == 0;
             let signals: Vec<Vec<f32>> = texts
                 .iter()
                 .map(|t| {
@@ -3275,7 +3389,19 @@ mod tests {
                             2 => -(rng.below(levels) as f32),
                             _ => rng.below(levels) as f32 * 0.25,
                         })
+                        .map(|x| if signed { x } else { x.abs() })
                         .collect()
+                })
+                .collect();
+            // The same signals as consecutive slices of one.
+            let whole: Vec<f32> = signals.concat();
+            let mut rest = whole.as_slice();
+            let in_whole: Vec<&[f32]> = signals
+                .iter()
+                .map(|s| {
+                    let (here, after) = rest.split_at(s.len());
+                    rest = after;
+                    here
                 })
                 .collect();
             let arbitrary = case % 4 == 3;
@@ -3315,6 +3441,16 @@ mod tests {
                     )
                     .expect("global of texts");
                     assert_eq!(of_texts, got, "{what}");
+                    let in_place = global_spans_of_texts_in(
+                        &text_refs, &pre, &in_whole, &whole, want, min_count, threads,
+                    )
+                    .expect("global in place");
+                    assert_eq!(in_place, got, "{what}");
+                    assert_eq!(
+                        in_place.threshold.map(f32::to_bits),
+                        got.threshold.map(f32::to_bits),
+                        "{what}"
+                    );
                 }
                 assert_eq!(got, expected, "{what}");
                 assert_eq!(
@@ -3327,7 +3463,10 @@ mod tests {
         }
         // Both ways of answering were taken, and the replay both stopped and did not (three
         // runs per case).
-        let [births_only, replayed, in_rounds, packed, wide, walked] = PATHS.with(|p| p.get());
+        let [births_only, replayed, in_rounds, packed, wide, walked, in_place] =
+            PATHS.with(|p| p.get());
+        // Keys read in place (no value negative) in about half the cases that ran that way.
+        assert!(in_place > 100, "{in_place}");
         // Records of both sizes, and stops whose position needed a walk (ties).
         assert!(
             packed > 50 && wide > 50 && packed + wide == replayed && walked > 20,

@@ -152,6 +152,59 @@ def test_global_constraint_matches_the_reference(docs, seed, want, min_count):
         assert threshold == sorted(float(x) for s in signals for x in s)[steps - 1]
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from(GLOBAL_WORDS), max_size=25), min_size=1, max_size=4),
+    st.integers(0, 2**31),
+    st.integers(0, 8),
+    st.integers(1, 3),
+    st.booleans(),
+)
+def test_global_constraint_reads_views_of_one_array_in_place(docs, seed, want, min_count, signed):
+    """Signals that are consecutive views of one array (as a cached signal's are) are read in
+    place: the same answer as separate arrays, also with negative values and -0.0 (which the
+    keys cannot be read in place for)."""
+    texts = ["".join(d) for d in docs]
+    offs = np.cumsum([0] + [len(t.encode()) for t in texts])
+    rng = np.random.default_rng(seed)
+    flat = rng.integers(-2 if signed else 0, 4, size=int(offs[-1])).astype(np.float32)
+    if signed:
+        flat[rng.random(flat.size) < 0.2] = -0.0
+    views = [flat[offs[i] : offs[i + 1]] for i in range(len(texts))]
+    copies = [v.copy() for v in views]
+    assert _core.signals_in_place(views) == (offs[-1] > 0)
+    expected, expected_steps = reference_global(texts, copies, want, min_count)
+    for threads in (1, 2):
+        got = _core.global_spans(texts, views, PATTERNS["gpt2"], want, min_count, threads)
+        assert got == _core.global_spans(texts, copies, PATTERNS["gpt2"], want, min_count, threads)
+        assert got[0] == expected and got[1] == expected_steps
+
+
+def test_which_signals_are_read_in_place():
+    flat = np.arange(12, dtype=np.float32)
+    rows = np.arange(24, dtype=np.float32).reshape(2, 12)
+    empty = flat[5:5]
+    assert _core.signals_in_place([flat[:5], flat[5:9], flat[9:]])
+    assert _core.signals_in_place([flat[2:5], empty, flat[5:7]])  # empty ones anywhere
+    assert _core.signals_in_place([rows[1, :4], rows[1, 4:]])  # rows of a 2-D array
+    assert _core.signals_in_place([flat])  # one array
+    assert _core.signals_in_place([np.ones(3, np.float32), np.zeros(0, np.float32)])
+    assert _core.signals_in_place([rows[0, :], rows[1, :]])  # consecutive rows
+    other = np.arange(12, dtype=np.float32)
+    for signals in [
+        [],
+        [empty],
+        [flat[5:], flat[:5]],  # out of order
+        [flat[:4], flat[5:]],  # a gap
+        [flat[:5], flat[:5]],  # the same twice
+        [flat[:6], other[6:]],  # two arrays
+        [np.ones(3, np.float32), np.ones(3, np.float32)],
+        [flat[::2][:3], flat[::2][3:]],  # strided (copied)
+        [rows[:, 0], rows[:, 1]],  # columns (copied)
+    ]:
+        assert not _core.signals_in_place(signals), signals
+
+
 def test_global_boundary_rules():
     # Pre-tokens " cat", " sat", ".", " on": the spaces have a high signal, the rest low.
     text = " cat sat. on"
@@ -236,7 +289,13 @@ def test_signals_agree_with_scoring(byte_lm):
     for t, (s, e) in zip(texts, sig):
         n = len(t.encode())
         assert s.shape == (n,) and e.shape == (n,) and s.dtype == np.float32
-        assert np.isfinite(s).all() and (e >= -1e-5).all() and (e <= math.log(256) + 1e-4).all()
+        assert np.isfinite(s).all() and (e <= math.log(256) + 1e-4).all()
+        # Never negative, nor -0.0 (so that the global constraint reads them in place).
+        assert not np.signbit(s).any() and not np.signbit(e).any()
+    # Views of one array each, in order.
+    assert _core.signals_in_place([s for s, _ in sig]) and _core.signals_in_place(
+        [e for _, e in sig]
+    )
     # The surprisals add up to the bits that scoring reports.
     score = lm.evaluate(byte_lm, texts[:2])
     total = sum(float(s.sum()) for s, _ in sig) / math.log(2)

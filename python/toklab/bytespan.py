@@ -278,7 +278,13 @@ def byte_signals(
     stride = context // 2 if stride is None else stride
     bos = lm.cfg.bos_id
     seqs = [np.concatenate([[bos], np.frombuffer(t.encode("utf-8"), np.uint8)]) for t in texts]
-    out = [(np.zeros(len(s) - 1, np.float32), np.zeros(len(s) - 1, np.float32)) for s in seqs]
+    # Views of one array per signal (as a cached signal's are), which the global constraint
+    # reads in place.
+    offs = np.concatenate([[0], np.cumsum([len(s) - 1 for s in seqs])]).astype(np.int64)
+    flat = np.zeros((2, int(offs[-1])), np.float32)
+    out = [
+        (flat[0, offs[i] : offs[i + 1]], flat[1, offs[i] : offs[i + 1]]) for i in range(len(seqs))
+    ]
     with torch.no_grad():
         for batch, ids in window_batches(seqs, context, stride, lambda w: batch_tokens // w):
             with autocast(lm.device):
@@ -292,6 +298,9 @@ def byte_signals(
                 targets = seq[pos + 1].astype(np.int64)
                 out[d][0][pos] = -logp[r, pos - start, targets]
                 out[d][1][pos] = entropy[r, pos - start]
+    # Both are never negative: rounding's tiny negatives and -0.0 (from -log 1) become +0.0.
+    np.maximum(flat, 0.0, out=flat)
+    flat += 0.0
     return out
 
 

@@ -1001,6 +1001,9 @@ impl PySplitTable {
 struct Signals {
     bufs: Vec<pyo3::buffer::PyBuffer<f32>>,
     copies: Vec<Option<Vec<f32>>>,
+    /// The buffer that the signals are consecutive views of, when they are (see
+    /// [`Signals::whole`]), and where they start in it and how many values they hold.
+    owner: Option<(pyo3::buffer::PyBuffer<f32>, usize, usize)>,
 }
 
 impl Signals {
@@ -1021,7 +1024,68 @@ impl Signals {
             });
             bufs.push(buf);
         }
-        Ok(Self { bufs, copies })
+        let owner = Self::owner(signals, &bufs, &copies);
+        Ok(Self {
+            bufs,
+            copies,
+            owner,
+        })
+    }
+
+    /// The buffer of which the non-empty signals are consecutive views, in order: numpy arrays
+    /// that are all views of one C-contiguous float32 array (their `base`), or a single array.
+    fn owner(
+        signals: &[Bound<'_, PyAny>],
+        bufs: &[pyo3::buffer::PyBuffer<f32>],
+        copies: &[Option<Vec<f32>>],
+    ) -> Option<(pyo3::buffer::PyBuffer<f32>, usize, usize)> {
+        let used: Vec<usize> = (0..bufs.len())
+            .filter(|&i| bufs[i].item_count() > 0)
+            .collect();
+        let (&first, &last) = (used.first()?, used.last()?);
+        // Borrowed (not copied), each starting where the one before it ends.
+        if used.iter().any(|&i| copies[i].is_some()) {
+            return None;
+        }
+        for w in used.windows(2) {
+            let (a, b) = (&bufs[w[0]], &bufs[w[1]]);
+            if b.buf_ptr() as usize != a.buf_ptr() as usize + a.len_bytes() {
+                return None;
+            }
+        }
+        // One buffer holds them all: the single array, or the `base` they all share.
+        let holder = if used.len() == 1 {
+            signals[first].clone()
+        } else {
+            let base = signals[first].getattr("base").ok()?;
+            for &i in &used[1..] {
+                if base.is_none() || !signals[i].getattr("base").ok()?.is(&base) {
+                    return None;
+                }
+            }
+            base
+        };
+        let owner = pyo3::buffer::PyBuffer::<f32>::get(&holder).ok()?;
+        owner.is_c_contiguous().then_some(())?;
+        let (lo, hi) = (
+            owner.buf_ptr() as usize,
+            owner.buf_ptr() as usize + owner.len_bytes(),
+        );
+        let start = bufs[first].buf_ptr() as usize;
+        let end = bufs[last].buf_ptr() as usize + bufs[last].item_count() * 4;
+        (lo <= start && end <= hi && (start - lo) % 4 == 0).then_some(())?;
+        Some((owner, (start - lo) / 4, (end - start) / 4))
+    }
+
+    /// The signals as one slice, when they are consecutive views of one buffer (see
+    /// [`crate::bytespan::global_spans_of_texts_in`]).
+    fn whole(&self) -> Option<&[f32]> {
+        let (owner, start, len) = self.owner.as_ref()?;
+        let ptr = owner.buf_ptr().cast::<f32>().cast_const();
+        // SAFETY: `start..start + len` lies in the owner's buffer (checked in `owner`), which
+        // is C-contiguous, aligned for f32 (checked by `get`), and stays exported while `self`
+        // holds it; as for `slices`, no other thread is assumed to write to it meanwhile.
+        Some(unsafe { std::slice::from_raw_parts(ptr.add(*start), *len) })
     }
 
     fn slices(&self) -> Vec<&[f32]> {
@@ -1041,6 +1105,13 @@ impl Signals {
             })
             .collect()
     }
+}
+
+/// Whether `global_spans` reads these signals in place: consecutive views of one float32
+/// array (for tests).
+#[pyfunction]
+fn signals_in_place(py: Python<'_>, signals: Vec<Bound<'_, PyAny>>) -> PyResult<bool> {
+    Ok(Signals::new(py, &signals)?.whole().is_some())
 }
 
 /// The `q`-th percentile of the non-zero values of float32 signals (None: all zero).
@@ -1125,6 +1196,8 @@ fn span_counts(
 /// ByteSpan's global constraint over documents and their float32 signals: grows segments in
 /// ascending signal order until `want` segment strings occur `min_count` times; returns
 /// `(tokens, steps, threshold, full)` with tokens as `(word_initial, bytes, count)` by count.
+/// Signals that are consecutive views of one array (a cached signal's, `byte_signals`') are
+/// read in place where no value is negative; others are copied.
 #[pyfunction]
 #[pyo3(signature = (texts, signals, pattern, want, min_count=20, num_threads=0))]
 #[allow(clippy::type_complexity)]
@@ -1146,18 +1219,31 @@ fn global_spans(
     }
     let signals = Signals::new(py, &signals)?;
     let sig_refs = signals.slices();
+    let whole = signals.whole();
     let pre = PreTokenizer::new(pattern).map_err(to_py)?;
     let got = py
         .detach(|| {
             let texts: Vec<&str> = texts.iter().map(|t| &**t).collect();
-            crate::bytespan::global_spans_of_texts(
-                &texts,
-                &pre,
-                &sig_refs,
-                want,
-                min_count,
-                num_threads,
-            )
+            match whole {
+                // Views of one array: the keys are read from it in place.
+                Some(whole) => crate::bytespan::global_spans_of_texts_in(
+                    &texts,
+                    &pre,
+                    &sig_refs,
+                    whole,
+                    want,
+                    min_count,
+                    num_threads,
+                ),
+                None => crate::bytespan::global_spans_of_texts(
+                    &texts,
+                    &pre,
+                    &sig_refs,
+                    want,
+                    min_count,
+                    num_threads,
+                ),
+            }
         })
         .map_err(to_py)?;
     let tokens = got
@@ -1267,6 +1353,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(span_counts, m)?)?;
     m.add_function(wrap_pyfunction!(global_spans, m)?)?;
     m.add_function(wrap_pyfunction!(signal_percentile, m)?)?;
+    m.add_function(wrap_pyfunction!(signals_in_place, m)?)?;
     m.add_function(wrap_pyfunction!(count_files, m)?)?;
     m.add_function(wrap_pyfunction!(count_iter, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_pattern, m)?)?;
