@@ -1,8 +1,9 @@
 """ByteSpan speed given the signals: span finding and vocabulary building, and inference.
 
-    python benchmarks/bench_bytespan.py [--global]
+    python benchmarks/bench_bytespan.py [--global] [--copied]
 
-(`--global`: the global constraint's rows alone.)
+(`--global`: the global constraint's rows alone; `--copied`: signals as one array per document,
+which the global constraint copies, instead of views of one array, which it reads in place.)
 
 Uses the embedded corpus (about 11 MB, split into paragraphs) with a synthetic per-byte signal
 (the speed does not depend much on where the values come from), on all threads and on one;
@@ -43,7 +44,16 @@ def main() -> None:
     docs = [d for t in default_corpus() for d in t.split("\n\n") if d]
     size = sum(len(d.encode()) for d in docs)
     rng = np.random.default_rng(0)
-    signals = [rng.gamma(2.0, 1.0, size=len(d.encode())).astype(np.float32) for d in docs]
+    # Views of one array, as `byte_signals` and the signal cache give them (the global
+    # constraint reads these in place; `--copied`: one array per document, which it copies).
+    # The values are the same either way.
+    lengths = [len(d.encode()) for d in docs]
+    if "--copied" in sys.argv[1:]:
+        signals = [rng.gamma(2.0, 1.0, size=n).astype(np.float32) for n in lengths]
+    else:
+        flat = rng.gamma(2.0, 1.0, size=size).astype(np.float32)
+        offs = np.cumsum([0, *lengths])
+        signals = [flat[offs[i] : offs[i + 1]] for i in range(len(docs))]
     print(f"{len(docs):,} documents, {size / 1e6:.1f} MB")
     only_global = "--global" in sys.argv[1:]
     for threads in () if only_global else (1, 0):
