@@ -798,7 +798,7 @@ fn grow(
     let ranges: Vec<std::ops::Range<usize>> = cuts.windows(2).map(|w| w[0]..w[1]).collect();
 
     let first = run_each(ranges.clone(), |_, range| {
-        let mut g = Grower::new(bytes);
+        let mut g = Grower::new(bytes, range.len());
         let mut births = Births::default();
         g.walk(flags, keys, range, &mut births);
         g.settle(&mut births);
@@ -1444,11 +1444,12 @@ struct Grower<'a> {
 }
 
 impl<'a> Grower<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+    /// For a range of `range` bytes of `bytes`.
+    fn new(bytes: &'a [u8], range: usize) -> Self {
         Self {
             bytes,
             pieces: PieceTable::new(),
-            strings: Interner::new(bytes),
+            strings: Interner::new(bytes, range),
             stack: Vec::new(),
             made: Vec::new(),
             left_child: Vec::new(),
@@ -1466,7 +1467,35 @@ impl<'a> Grower<'a> {
         let Self {
             pieces, strings, ..
         } = self;
-        let mut pending: Vec<(usize, u64, usize, usize)> = Vec::new();
+        // The strings born, `(entry in the tables, key, start, length)`, their slots in
+        // `strings` prefetched as they are found; interned in batches over many tables (so
+        // that the cache misses of a batch overlap), and then those tables' whole strings
+        // counted: `(table, m, occurrences)`.
+        const PENDING: usize = 64;
+        let mut pending: Vec<(usize, u64, usize, usize)> = Vec::with_capacity(PENDING + 128);
+        let mut wholes: Vec<(usize, usize, u32)> = Vec::new();
+        let intern = |pending: &mut Vec<(usize, u64, usize, usize)>,
+                      wholes: &mut Vec<(usize, usize, u32)>,
+                      strings: &mut Interner,
+                      tables: &mut [u32],
+                      births: &mut Births| {
+            for &(at, key, start, len) in pending.iter() {
+                let id = strings.intern(key, start, len, key >> 63 != 0);
+                add_at(&mut births.births, id as usize + 1, tables[at]);
+                tables[at] = id;
+            }
+            for &(table, m, occurrences) in wholes.iter() {
+                tables[table + table_size(m) - 1] = NO_ID;
+                let whole = tables[table + tri(0, m - 1)];
+                add_at(
+                    &mut births.wholes,
+                    whole.wrapping_add(1) as usize,
+                    occurrences,
+                );
+            }
+            pending.clear();
+            wholes.clear();
+        };
         // The tables in the order they were made, each after its position and key.
         let mut next = 0;
         while next < pieces.tables.len() {
@@ -1482,9 +1511,6 @@ impl<'a> Grower<'a> {
             let absorbs = initial && piece as u8 == b' ';
             let tab = &mut pieces.tables[table..next];
             let occurrences = tab[tri(0, m - 1)];
-            // The strings born, their slots in `strings` prefetched first: `(entry, key,
-            // start, length)`.
-            pending.clear();
             for r in 0..m {
                 for l in 0..=r {
                     let at = tri(l, r);
@@ -1500,22 +1526,27 @@ impl<'a> Grower<'a> {
                     let (start, len) = (p + s, r + 1 - s);
                     let key = packed_key(piece, s == 0 && initial, s, len);
                     strings.prefetch(key);
-                    pending.push((at, key, start, len));
+                    pending.push((table + at, key, start, len));
                 }
             }
-            for &(at, key, start, len) in pending.iter() {
-                let id = strings.intern(key, start, len, key >> 63 != 0);
-                add_at(&mut births.births, id as usize + 1, tab[at]);
-                tab[at] = id;
+            wholes.push((table, m, occurrences));
+            if pending.len() >= PENDING {
+                intern(
+                    &mut pending,
+                    &mut wholes,
+                    strings,
+                    &mut pieces.tables,
+                    births,
+                );
             }
-            tab[table_size(m) - 1] = NO_ID;
-            let whole = tab[tri(0, m - 1)];
-            add_at(
-                &mut births.wholes,
-                whole.wrapping_add(1) as usize,
-                occurrences,
-            );
         }
+        intern(
+            &mut pending,
+            &mut wholes,
+            strings,
+            &mut pieces.tables,
+            births,
+        );
     }
 
     /// Pass 1 of [`grow`]: grows every pre-token in `range` on its own, counting how often
@@ -2294,12 +2325,16 @@ struct Interner<'a> {
 }
 
 impl<'a> Interner<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        const BITS: u32 = 16;
+    /// For the strings of `range` bytes of text: about `64 * sqrt(range)` (distinct
+    /// strings grow more slowly than text: a few MB of English hold one per 40 bytes), so
+    /// that the table seldom grows (each time rehashing every string into new pages).
+    fn new(bytes: &'a [u8], range: usize) -> Self {
+        let expected = 64 * (range as f64).sqrt() as usize;
+        let bits = (2 * expected).next_power_of_two().trailing_zeros().max(16);
         Self {
             bytes,
-            slots: vec![(0, 0); 1 << BITS],
-            shift: 64 - BITS,
+            slots: vec![(0, 0); 1 << bits],
+            shift: 64 - bits,
             strings: Vec::new(),
         }
     }
