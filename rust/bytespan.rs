@@ -1448,7 +1448,7 @@ impl<'a> Grower<'a> {
     fn new(bytes: &'a [u8], range: usize) -> Self {
         Self {
             bytes,
-            pieces: PieceTable::new(),
+            pieces: PieceTable::new(range),
             strings: Interner::new(bytes, range),
             stack: Vec::new(),
             made: Vec::new(),
@@ -2018,6 +2018,9 @@ struct PieceTable {
     tables: Vec<u32>,
 }
 
+/// The fewest slots of a [`PieceTable`] or an [`Interner`], as a power of two (few in tests).
+const MIN_SLOT_BITS: u32 = if cfg!(test) { 3 } else { 12 };
+
 /// The words before a table: its pre-token's key (and one more before them: where the
 /// pre-token first occurs).
 const HEADER: usize = 4;
@@ -2027,11 +2030,22 @@ const TABLE_BITS: u32 = 40;
 const TABLE_MASK: u64 = (1 << TABLE_BITS) - 1;
 
 impl PieceTable {
-    fn new() -> Self {
-        const BITS: u32 = 12;
+    /// For the pre-tokens of `range` bytes of text: about `32 * sqrt(range)` distinct ones (a
+    /// few MB of English hold one per 100 bytes), so that the slots seldom grow (each time
+    /// reading every table's key again, a cache miss each).
+    fn new(range: usize) -> Self {
+        let expected = if cfg!(test) {
+            0 // (tests start small, to test the growth)
+        } else {
+            32 * (range as f64).sqrt() as usize
+        };
+        let bits = (2 * expected)
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(MIN_SLOT_BITS);
         Self {
-            slots: vec![0; 1 << BITS],
-            shift: 64 - BITS,
+            slots: vec![0; 1 << bits],
+            shift: 64 - bits,
             len: 0,
             tables: Vec::new(),
         }
@@ -2329,8 +2343,15 @@ impl<'a> Interner<'a> {
     /// strings grow more slowly than text: a few MB of English hold one per 40 bytes), so
     /// that the table seldom grows (each time rehashing every string into new pages).
     fn new(bytes: &'a [u8], range: usize) -> Self {
-        let expected = 64 * (range as f64).sqrt() as usize;
-        let bits = (2 * expected).next_power_of_two().trailing_zeros().max(16);
+        let expected = if cfg!(test) {
+            0 // (tests start small, to test the growth)
+        } else {
+            64 * (range as f64).sqrt() as usize
+        };
+        let bits = (2 * expected)
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(MIN_SLOT_BITS);
         Self {
             bytes,
             slots: vec![(0, 0); 1 << bits],
