@@ -1474,11 +1474,11 @@ impl<'a> Grower<'a> {
         const PENDING: usize = 64;
         let mut pending: Vec<(usize, u64, usize, usize)> = Vec::with_capacity(PENDING + 128);
         let mut wholes: Vec<(usize, usize, u32)> = Vec::new();
-        let intern = |pending: &mut Vec<(usize, u64, usize, usize)>,
-                      wholes: &mut Vec<(usize, usize, u32)>,
-                      strings: &mut Interner,
-                      tables: &mut [u32],
-                      births: &mut Births| {
+        let flush = |pending: &mut Vec<(usize, u64, usize, usize)>,
+                     wholes: &mut Vec<(usize, usize, u32)>,
+                     strings: &mut Interner,
+                     tables: &mut [u32],
+                     births: &mut Births| {
             for &(at, key, start, len) in pending.iter() {
                 let id = strings.intern(key, start, len, key >> 63 != 0);
                 add_at(&mut births.births, id as usize + 1, tables[at]);
@@ -1531,7 +1531,7 @@ impl<'a> Grower<'a> {
             }
             wholes.push((table, m, occurrences));
             if pending.len() >= PENDING {
-                intern(
+                flush(
                     &mut pending,
                     &mut wholes,
                     strings,
@@ -1540,7 +1540,7 @@ impl<'a> Grower<'a> {
                 );
             }
         }
-        intern(
+        flush(
             &mut pending,
             &mut wholes,
             strings,
@@ -2030,9 +2030,9 @@ const TABLE_BITS: u32 = 40;
 const TABLE_MASK: u64 = (1 << TABLE_BITS) - 1;
 
 impl PieceTable {
-    /// For the pre-tokens of `range` bytes of text: about `32 * sqrt(range)` distinct ones (a
-    /// few MB of English hold one per 100 bytes), so that the slots seldom grow (each time
-    /// reading every table's key again, a cache miss each).
+    /// For the pre-tokens of `range` bytes of text: about `32 * sqrt(range)` distinct ones
+    /// (8.45 MB of the evaluation's English hold one per 90-170 bytes), so that the slots
+    /// seldom grow (each time reading every table's key again, a cache miss each).
     fn new(range: usize) -> Self {
         let expected = if cfg!(test) {
             0 // (tests start small, to test the growth)
@@ -2339,9 +2339,10 @@ struct Interner<'a> {
 }
 
 impl<'a> Interner<'a> {
-    /// For the strings of `range` bytes of text: about `64 * sqrt(range)` (distinct
-    /// strings grow more slowly than text: a few MB of English hold one per 40 bytes), so
-    /// that the table seldom grows (each time rehashing every string into new pages).
+    /// For the strings of `range` bytes of text: about `64 * sqrt(range)` (distinct strings
+    /// grow more slowly than text: 8.45 MB of the evaluation's English hold one per 40-80
+    /// bytes), so that the table seldom grows (each time rehashing every string into new
+    /// pages).
     fn new(bytes: &'a [u8], range: usize) -> Self {
         let expected = if cfg!(test) {
             0 // (tests start small, to test the growth)
