@@ -2021,6 +2021,21 @@ struct PieceTable {
 /// The fewest slots of a [`PieceTable`] or an [`Interner`], as a power of two (few in tests).
 const MIN_SLOT_BITS: u32 = if cfg!(test) { 3 } else { 12 };
 
+/// The slots (as a power of two) of a hash table for about `per_root * sqrt(range)` entries
+/// (distinct pre-tokens and strings grow more slowly than text) at most half full; the fewest
+/// in tests, to test the growth.
+fn slot_bits(range: usize, per_root: usize) -> u32 {
+    let expected = if cfg!(test) {
+        0
+    } else {
+        per_root * (range as f64).sqrt() as usize
+    };
+    (2 * expected)
+        .next_power_of_two()
+        .trailing_zeros()
+        .max(MIN_SLOT_BITS)
+}
+
 /// The words before a table: its pre-token's key (and one more before them: where the
 /// pre-token first occurs).
 const HEADER: usize = 4;
@@ -2034,15 +2049,7 @@ impl PieceTable {
     /// (8.45 MB of the evaluation's English hold one per 90-170 bytes), so that the slots
     /// seldom grow (each time reading every table's key again, a cache miss each).
     fn new(range: usize) -> Self {
-        let expected = if cfg!(test) {
-            0 // (tests start small, to test the growth)
-        } else {
-            32 * (range as f64).sqrt() as usize
-        };
-        let bits = (2 * expected)
-            .next_power_of_two()
-            .trailing_zeros()
-            .max(MIN_SLOT_BITS);
+        let bits = slot_bits(range, 32);
         Self {
             slots: vec![0; 1 << bits],
             shift: 64 - bits,
@@ -2344,15 +2351,7 @@ impl<'a> Interner<'a> {
     /// bytes), so that the table seldom grows (each time rehashing every string into new
     /// pages).
     fn new(bytes: &'a [u8], range: usize) -> Self {
-        let expected = if cfg!(test) {
-            0 // (tests start small, to test the growth)
-        } else {
-            64 * (range as f64).sqrt() as usize
-        };
-        let bits = (2 * expected)
-            .next_power_of_two()
-            .trailing_zeros()
-            .max(MIN_SLOT_BITS);
+        let bits = slot_bits(range, 64);
         Self {
             bytes,
             slots: vec![(0, 0); 1 << bits],

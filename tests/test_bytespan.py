@@ -128,11 +128,12 @@ def reference_global(texts, signals, want, min_count):
 
 
 GLOBAL_WORDS = [" the", " cat", "the", ".", " ", "  ", "a", " a", "\n", "é", "##", "ab"]
+GLOBAL_DOCS = st.lists(st.lists(st.sampled_from(GLOBAL_WORDS), max_size=25), min_size=1, max_size=4)
 
 
 @settings(max_examples=120, deadline=None)
 @given(
-    st.lists(st.lists(st.sampled_from(GLOBAL_WORDS), max_size=25), min_size=1, max_size=4),
+    GLOBAL_DOCS,
     st.integers(0, 2**31),
     st.integers(0, 8),
     st.integers(1, 3),
@@ -154,7 +155,7 @@ def test_global_constraint_matches_the_reference(docs, seed, want, min_count):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.lists(st.sampled_from(GLOBAL_WORDS), max_size=25), min_size=1, max_size=4),
+    GLOBAL_DOCS,
     st.integers(0, 2**31),
     st.integers(0, 8),
     st.integers(1, 3),
