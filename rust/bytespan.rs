@@ -773,9 +773,10 @@ struct Grown {
 /// Each thread interns the strings it meets in an [`Interner`] of its own (no lock);
 /// afterwards the first thread's is kept and the others' strings are interned into it (but for
 /// those that only the last thread met and saw born fewer than `min_count` times: they never
-/// count). Within a bucket, events are in pre-token order, and inside a pre-token, children
-/// before parents: so the events of equal keys are in position order, and an event that merges
-/// a segment away comes after the one that made it.
+/// count). Within a bucket, events are in pre-token order, and inside a pre-token either
+/// children before parents ([`cartesian_steps`]) or by position ([`segments`]): either way the
+/// events of equal keys are in position order, so a stable sort by key puts them in growth
+/// order.
 fn grow(
     bytes: &[u8],
     flags: &[u8],
@@ -1613,9 +1614,7 @@ impl<'a> Grower<'a> {
                     }
                     code = c as u32;
                 } else {
-                    cartesian_steps(keys, &mut self.stack, &mut self.left_child, |st| {
-                        tab[tri(st.l, st.r)] += 1;
-                    });
+                    segments(keys, |_, l, r| tab[tri(l, r)] += 1);
                 }
                 self.occurrences.push(occurrence(table, code, m, p));
             }
@@ -1641,8 +1640,9 @@ impl<'a> Grower<'a> {
     }
 
     /// Pass 2 of [`grow`] (after [`Grower::map_tables`]): the pre-tokens of the first walk
-    /// again, from `occurrences`, telling `pass` each byte's step (children before parents: see
-    /// [`cartesian_steps`]).
+    /// again, from `occurrences`, telling `pass` each byte's step: children before parents (see
+    /// [`cartesian_steps`]) for pre-tokens of up to [`PLANNED`] bytes and longer than
+    /// [`CACHED`], by position (see [`segments`]) for the others.
     fn rewalk(&mut self, flags: &[u8], keys: &[u32], pass: &mut impl Emit) {
         const AHEAD: usize = 8;
         let occurrences = std::mem::take(&mut self.occurrences);
@@ -1691,15 +1691,12 @@ impl<'a> Grower<'a> {
                 );
             }
         } else {
-            cartesian_steps(keys, &mut self.stack, &mut self.left_child, |st| {
-                let (left, right) = child_slots(st, m);
-                pass.emit(
-                    keys[st.x],
-                    tab[left],
-                    tab[right],
-                    tab[tri(st.l, st.r)],
-                    p + st.x,
-                );
+            // By position (see [`grow`]).
+            let none = table_size(m) - 1;
+            segments(keys, |x, l, r| {
+                let left = if x > l { tri(l, x - 1) } else { none };
+                let right = if x < r { tri(x + 1, r) } else { none };
+                pass.emit(keys[x], tab[left], tab[right], tab[tri(l, r)], p + x);
             });
         }
     }
@@ -1878,6 +1875,98 @@ struct Step {
     r: usize,
     left: usize,
     right: usize,
+}
+
+/// `f(x, l, r)` for each byte `x` of a pre-token of at most [`CACHED`] bytes with these keys,
+/// in position order: `l..=r` is the segment that `x` makes when it grows (the same as its
+/// [`Step`]'s), the bytes around it that grow before it. Two bit masks per byte (the bytes
+/// with a larger key, and with a smaller one) give its nearest blockers on each side: on its
+/// left a larger key, on its right a key at least as large (equal keys grow in position
+/// order). No stack and no data-dependent branch, where [`cartesian_steps`] mispredicts.
+#[inline(always)]
+fn segments(keys: &[u32], mut f: impl FnMut(usize, usize, usize)) {
+    let m = keys.len();
+    debug_assert!(m <= CACHED && CACHED < 16);
+    // Past the pre-token, a key larger than any (finite signals' keys are below `u32::MAX`):
+    // every segment ends by position 15.
+    let mut k = [u32::MAX; 16];
+    k[..m].copy_from_slice(keys);
+    let masks = KeyMasks::new(&k);
+    for (x, &key) in keys.iter().enumerate() {
+        let (larger, smaller) = masks.around(key);
+        let left = larger & ((1 << x) - 1);
+        let l = (u32::BITS - left.leading_zeros()) as usize;
+        let right = !smaller & (u32::MAX << (x + 1));
+        f(x, l, right.trailing_zeros() as usize - 1);
+    }
+}
+
+/// 16 keys, compared to one at a time (see [`segments`]): SSE2 on x86-64, four keys per
+/// compare; else a loop.
+#[cfg(target_arch = "x86_64")]
+struct KeyMasks([std::arch::x86_64::__m128i; 4]);
+
+#[cfg(target_arch = "x86_64")]
+impl KeyMasks {
+    /// The top bit of every key flipped, so that signed compares order them as `u32`s.
+    const FLIP: i32 = i32::MIN;
+
+    #[inline(always)]
+    fn new(k: &[u32; 16]) -> Self {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_set1_epi32, _mm_xor_si128};
+        let p = k.as_ptr().cast::<__m128i>();
+        // SAFETY: SSE2 is part of x86-64, and the four unaligned loads read `k`'s 64 bytes.
+        #[allow(unused_unsafe)]
+        Self([0, 1, 2, 3].map(|i| unsafe {
+            _mm_xor_si128(_mm_loadu_si128(p.add(i)), _mm_set1_epi32(Self::FLIP))
+        }))
+    }
+
+    /// Bit `y` of the first mask: key `y` is larger than `key`; of the second: smaller.
+    #[inline(always)]
+    fn around(&self, key: u32) -> (u32, u32) {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpgt_epi32, _mm_cmplt_epi32, _mm_movemask_epi8, _mm_packs_epi16,
+            _mm_packs_epi32, _mm_set1_epi32,
+        };
+        // SAFETY: SSE2 is part of x86-64; these intrinsics only compute on registers.
+        #[allow(unused_unsafe)]
+        unsafe {
+            let v = _mm_set1_epi32(key as i32 ^ Self::FLIP);
+            // All-ones or zero lanes, packed (saturating, so unchanged) into one byte per key.
+            let bits = |c: [__m128i; 4]| {
+                let lo = _mm_packs_epi32(c[0], c[1]);
+                let hi = _mm_packs_epi32(c[2], c[3]);
+                _mm_movemask_epi8(_mm_packs_epi16(lo, hi)) as u32
+            };
+            (
+                bits(self.0.map(|q| _mm_cmpgt_epi32(q, v))),
+                bits(self.0.map(|q| _mm_cmplt_epi32(q, v))),
+            )
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+struct KeyMasks([u32; 16]);
+
+#[cfg(not(target_arch = "x86_64"))]
+impl KeyMasks {
+    fn new(k: &[u32; 16]) -> Self {
+        Self(*k)
+    }
+
+    fn around(&self, key: u32) -> (u32, u32) {
+        masks_around(&self.0, key)
+    }
+}
+
+/// [`KeyMasks::around`] by a loop (the SSE2 one is tested against it).
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn masks_around(k: &[u32; 16], key: u32) -> (u32, u32) {
+    k.iter().enumerate().fold((0, 0), |(a, b), (y, &k)| {
+        (a | u32::from(k > key) << y, b | u32::from(k < key) << y)
+    })
 }
 
 /// The [`Step`]s of a pre-token with these keys, children before parents (so a string is
@@ -2201,10 +2290,12 @@ impl<R: Record> Replay<R> {
     /// fewer bytes than strings still wanted, none of them can stop the growth. Otherwise,
     /// the new occurrences alone are added first, which bounds how many strings can qualify
     /// at any point among these bytes (counts only rise): if that stays under `want`, none of
-    /// them can stop it either. Where none can, their order does not matter (the counts after
-    /// them are those of the segments then; and in pre-token order a string is always made
-    /// before it is merged away). Otherwise the bucket is put in growth order (a stable radix
-    /// sort by key: equal keys stay in position order) and grown byte by byte.
+    /// them can stop it either. Where none can, their order does not matter: the counts after
+    /// them are those of the segments then. (On the way a count can pass below zero, where a
+    /// segment is merged away before the step that made it; the counts wrap, and `qualified`
+    /// only changes where a count passes `min`, at least 1.) Otherwise the bucket is put in
+    /// growth order (a stable radix sort by key: equal keys stay in position order) and grown
+    /// byte by byte.
     fn grow(&mut self, parts: &[&[R]]) -> bool {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if len < self.want - self.qualified {
@@ -3617,6 +3708,37 @@ mod tests {
         for threads in [1, 2, 3] {
             let e = global_spans(&docs, &ptbs, &signals, 5, 1, threads).expect_err("bad");
             assert!(e.to_string().contains("document 1:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn segments_are_the_steps_segments() {
+        let mut rng = crate::testing::Rng(0xB5AD_4ECE_DA1C_E2A9);
+        let (mut stack, mut left_child) = (Vec::new(), Vec::new());
+        for round in 0..20_000 {
+            let m = round % (CACHED + 1);
+            // Many ties, or keys over the whole range below `u32::MAX` (both halves, for
+            // the flipped top bit of the compares).
+            let spread = [3, 40, u32::MAX as usize][round % 3];
+            let keys: Vec<u32> = (0..m).map(|_| rng.below(spread) as u32).collect();
+            let mut want = vec![(0, 0); m];
+            cartesian_steps(&keys, &mut stack, &mut left_child, |st| {
+                want[st.x] = (st.l, st.r)
+            });
+            let mut got = Vec::new();
+            segments(&keys, |x, l, r| got.push((x, l, r)));
+            let mut k = [u32::MAX; 16];
+            k[..m].copy_from_slice(&keys);
+            let masks = KeyMasks::new(&k);
+            for key in keys.iter().chain(&[0, 1 << 31, u32::MAX]) {
+                assert_eq!(masks.around(*key), masks_around(&k, *key), "{keys:?} {key}");
+            }
+            let want: Vec<_> = want
+                .iter()
+                .enumerate()
+                .map(|(x, &(l, r))| (x, l, r))
+                .collect();
+            assert_eq!(got, want, "{keys:?}");
         }
     }
 
