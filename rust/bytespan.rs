@@ -787,25 +787,92 @@ fn grow(
 ) -> Grown {
     let total = flags.len();
     let threads = crate::par::thread_count(threads, total / MIN_RANGE);
-    let mut cuts = vec![0];
-    for i in 1..threads {
-        let mut c = (total * i / threads).max(cuts[i - 1]);
+    // Each pair of threads shares a region of the corpus: one walks its chunks from the front,
+    // the other from the back, until they meet, so that their ranges split the region by
+    // walking time, not bytes (the more varied half of a text walks slower: more distinct
+    // pre-tokens, each a cache miss). Chunks of about MIN_RANGE bytes, cut at pre-tokens.
+    let regions = threads.div_ceil(2);
+    let cut = |at: usize| {
+        let mut c = at;
         while c < total && flags[c] & PTB == 0 {
             c += 1;
         }
-        cuts.push(c);
+        c
+    };
+    let mut chunk_cuts = vec![0];
+    for i in 1..total.div_ceil(MIN_RANGE) {
+        let c = cut(i * MIN_RANGE);
+        if c > chunk_cuts[chunk_cuts.len() - 1] && c < total {
+            chunk_cuts.push(c);
+        }
     }
-    cuts.push(total);
-    let ranges: Vec<std::ops::Range<usize>> = cuts.windows(2).map(|w| w[0]..w[1]).collect();
-
-    let first = run_each(ranges.clone(), |_, range| {
-        let mut g = Grower::new(bytes, range.len());
+    chunk_cuts.push(total);
+    let chunks = chunk_cuts.len() - 1;
+    // Per region, its chunks `lo..hi`; and those left, taken from either end.
+    let bounds: Vec<(usize, usize)> = (0..regions)
+        .map(|r| (chunks * r / regions, chunks * (r + 1) / regions))
+        .collect();
+    let left: Vec<std::sync::Mutex<(usize, usize)>> =
+        bounds.iter().map(|&b| std::sync::Mutex::new(b)).collect();
+    // (Ranges that take no chunk are empty, where the partner's ends: so they still tile the
+    // corpus in thread order.)
+    let first = run_each((0..threads).collect(), |t, _| {
+        let (region, back) = (t / 2, t % 2 == 1);
+        let (lo, hi) = bounds[region];
+        let sharing = if back || t + 1 < threads { 2 } else { 1 };
+        let mut g = Grower::new(bytes, (chunk_cuts[hi] - chunk_cuts[lo]) / sharing);
         let mut births = Births::default();
-        g.walk(flags, keys, range, &mut births);
+        // The chunks taken, in the order walked, with where their occurrences start.
+        let mut taken: Vec<(usize, usize)> = Vec::new();
+        loop {
+            let next = {
+                let mut s = left[region].lock().unwrap_or_else(|e| e.into_inner());
+                if s.0 >= s.1 {
+                    break;
+                }
+                if back {
+                    s.1 -= 1;
+                    s.1
+                } else {
+                    s.0 += 1;
+                    s.0 - 1
+                }
+            };
+            taken.push((next, g.occurrences.len()));
+            let range = chunk_cuts[next]..chunk_cuts[next + 1];
+            g.walk(flags, keys, range, &mut births);
+        }
+        if back && taken.len() > 1 {
+            // Walked from the back: the occurrences back in position order.
+            let mut ordered = Vec::with_capacity(g.occurrences.len());
+            let mut end = g.occurrences.len();
+            for &(_, start) in taken.iter().rev() {
+                ordered.extend_from_slice(&g.occurrences[start..end]);
+                end = start;
+            }
+            g.occurrences = ordered;
+        }
+        let range = match (
+            taken.iter().map(|c| c.0).min(),
+            taken.iter().map(|c| c.0).max(),
+        ) {
+            (Some(a), Some(b)) => chunk_cuts[a]..chunk_cuts[b + 1],
+            // None taken: an empty range where the partner's ends.
+            _ if back => chunk_cuts[hi]..chunk_cuts[hi],
+            _ => chunk_cuts[lo]..chunk_cuts[lo],
+        };
         g.settle(&mut births);
-        (g, births)
+        (g, births, range)
     });
-    let (mut growers, births): (Vec<Grower>, Vec<Births>) = first.into_iter().unzip();
+    let mut ranges = Vec::with_capacity(threads);
+    let (mut growers, births): (Vec<Grower>, Vec<Births>) = first
+        .into_iter()
+        .map(|(g, b, range)| {
+            ranges.push(range);
+            (g, b)
+        })
+        .unzip();
+    debug_assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
     // Per thread's range, the histogram of its keys' top 16 bits (for the second pass): with
     // threads, made by another thread while this one merges the threads' strings.
     let histogram = |range: &std::ops::Range<usize>| {
