@@ -558,42 +558,59 @@ fn global_spans_by(
         let (f0, f1) = std::mem::take(&mut f).split_at_mut(size);
         let cut = size.min(k.len()); // (no keys to copy with `whole`)
         let (k0, k1) = std::mem::take(&mut k).split_at_mut(cut);
-        jobs.push((first..last, done, b0, f0, k0));
+        jobs.push((first..last, b0, f0, k0));
         (b, f, k, first, done) = (b1, f1, k1, last, done + size);
     }
-    // Each run also finds its last position with its largest key (and, with `whole`, whether
-    // any of its values has the sign bit set).
+    // Each run also finds its largest key (and, with `whole`, whether any of its values has
+    // the sign bit set).
     type Job<'j> = (
         std::ops::Range<usize>,
-        usize,
         &'j mut [u8],
         &'j mut [u8],
         &'j mut [u32],
     );
-    type Filled = (Option<(u32, usize)>, bool);
-    let fill = |(range, start, b, f, k): Job| -> Result<Filled> {
-        let (mut at, mut signed) = (0, 0);
+    type Filled = (Option<u32>, bool);
+    let fill = |(range, b, f, k): Job| -> Result<Filled> {
+        let (mut at, mut signed, mut top) = (0, 0, None::<u32>);
         for i in range {
             let (d, s) = (docs[i], signals[i]);
-            check_signal(s, d.len()).map_err(|e| in_document(i, e))?;
             let n = d.len();
+            // In place: the check, the sign bits and the largest key in one pass over the
+            // signal (the check's own pass only to say what is wrong).
+            let folded = whole.is_some() && s.len() == n;
+            if folded {
+                let (bad, any, max) = as_bits(s).chunks(64).fold((0, 0, 0), |acc, c| {
+                    c.iter().fold(acc, |(bad, any, max), &x| {
+                        let inf_or_nan = u32::from(x & 0x7FFF_FFFF >= 0x7F80_0000);
+                        (bad | inf_or_nan, any | x, max.max(x))
+                    })
+                });
+                if bad != 0 {
+                    check_signal(s, n).map_err(|e| in_document(i, e))?;
+                }
+                signed |= any >> 31;
+                top = (n > 0).then_some(max).max(top);
+            } else {
+                check_signal(s, n).map_err(|e| in_document(i, e))?;
+            }
             b[at..at + n].copy_from_slice(d);
             let f = &mut f[at..at + n];
             mark(i, f).map_err(|e| in_document(i, e))?;
             for (f, &b) in f.iter_mut().zip(d) {
                 *f |= u8::from(b == b' ') * SPACE;
             }
-            if whole.is_some() {
-                signed |= as_bits(s).iter().fold(0, |a, &x| a | x) >> 31;
-            } else {
+            if !folded {
                 for (k, &x) in k[at..at + n].iter_mut().zip(s.iter()) {
                     *k = ordered_bits(x);
                 }
             }
             at += n;
         }
-        let k: &[u32] = whole.map_or(k, |w| as_bits(&w[start..start + at]));
-        Ok((highest_at(k, start), signed != 0))
+        // (With `whole`, only used where no sign bit is set: then the bits are the keys.)
+        if whole.is_none() {
+            top = k.iter().copied().max();
+        }
+        Ok((top, signed != 0))
     };
     let filled: Vec<Result<Filled>> = std::thread::scope(|scope| {
         let mut jobs = jobs.into_iter();
@@ -607,7 +624,7 @@ fn global_spans_by(
     });
     // The first document in error, as one pass would have found it.
     let filled = filled.into_iter().collect::<Result<Vec<_>>>()?;
-    let mut highest = filled.iter().filter_map(|f| f.0).max();
+    let mut top = filled.iter().filter_map(|f| f.0).max();
     // `whole`'s bits order the keys like `ordered_bits` when no sign bit is set (all values
     // `+0.0` or more); else they are copied after all.
     let copied: Vec<u32>;
@@ -616,7 +633,7 @@ fn global_spans_by(
         Some(w) if filled.iter().all(|f| !f.1) => as_bits(w),
         Some(w) => {
             copied = w.iter().map(|&x| ordered_bits(x)).collect();
-            highest = highest_at(&copied, 0);
+            top = copied.iter().copied().max();
             &copied
         }
     };
@@ -643,22 +660,16 @@ fn global_spans_by(
     // key; and how many bytes grew up to it, in growth order (key, then position).
     let (t, steps) = match grown.stop {
         Some((at, steps)) => (Some(at), steps),
-        None => (highest.map(|(_, t)| t), total),
+        None => (
+            top.and_then(|top| keys.iter().rposition(|&k| k == top)),
+            total,
+        ),
     };
     out.full = grown.stop.is_some();
     out.steps = steps;
     out.threshold = t.map(|t| signal_at(signals, t));
     out.tokens = ranked(grown.tokens, want);
     Ok(out)
-}
-
-/// The largest of `keys` and its last position (plus `start`).
-fn highest_at(keys: &[u32], start: usize) -> Option<(u32, usize)> {
-    let top = keys.iter().copied().max()?;
-    Some((
-        top,
-        start + keys.iter().rposition(|&x| x == top).unwrap_or(0),
-    ))
 }
 
 /// The bits of `x`'s floats, in place.
@@ -3501,6 +3512,15 @@ mod tests {
         // Slices whose lengths are wrong for their texts, though the whole's is right.
         let e = in_place(&[&whole[..1], &whole[1..]], &whole).expect_err("lengths");
         assert!(matches!(e, Error::Signal(_)), "{e}");
+        // Values that are not finite, read in place (with or without a sign bit elsewhere).
+        for bad in [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for other in [1.0, -1.0] {
+                let whole = [other, 2.0, 3.0, bad];
+                let e = in_place(&[&whole[..2], &whole[2..]], &whole).expect_err("not finite");
+                assert!(matches!(e, Error::Signal(_)), "{e}");
+                assert!(e.to_string().contains("document 1:"), "{e}");
+            }
+        }
     }
 
     use crate::testing::Rng;
