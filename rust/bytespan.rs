@@ -803,16 +803,9 @@ fn grow(
     // walking time, not bytes (the more varied half of a text walks slower: more distinct
     // pre-tokens, each a cache miss). Chunks of about MIN_RANGE bytes, cut at pre-tokens.
     let regions = threads.div_ceil(2);
-    let cut = |at: usize| {
-        let mut c = at;
-        while c < total && flags[c] & PTB == 0 {
-            c += 1;
-        }
-        c
-    };
     let mut chunk_cuts = vec![0];
     for i in 1..total.div_ceil(MIN_RANGE) {
-        let c = cut(i * MIN_RANGE);
+        let c = next_start(flags, i * MIN_RANGE, total);
         if c > chunk_cuts[chunk_cuts.len() - 1] && c < total {
             chunk_cuts.push(c);
         }
