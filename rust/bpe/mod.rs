@@ -786,6 +786,26 @@ mod bench {
         out
     }
 
+    /// The benchmark's 32k tokenizer, and o200k's ranks where `TOKLAB_BENCH_O200K` names them.
+    fn load(dir: &std::path::Path) -> Vec<(&'static str, Bpe)> {
+        let mut tokenizers = Vec::new();
+        let path = dir.join("toklab-bench/toklab-32k-en_100M.txt.json");
+        let json = std::fs::read_to_string(path).expect("32k tokenizer");
+        tokenizers.push(("32k", io::from_json(&json).expect("loads").0));
+        if let Ok(path) = std::env::var("TOKLAB_BENCH_O200K") {
+            let text = std::fs::read_to_string(path).expect("o200k ranks");
+            let tokens: Vec<Vec<u8>> = text
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .map(base64)
+                .collect();
+            let vocab = Vocab::from_ranks(tokens, vec![]).expect("vocab");
+            let pre = PreTokenizer::new("o200k").expect("ok");
+            tokenizers.push(("o200k", Bpe::new(vocab, pre, false).expect("ok")));
+        }
+        tokenizers
+    }
+
     #[test]
     #[ignore = "a benchmark"]
     fn hot_loops() {
@@ -794,30 +814,12 @@ mod bench {
             return;
         };
         let dir = std::path::Path::new(&dir);
-        // Loaded afresh for each file, so that every run starts with empty piece caches.
-        let load = || {
-            let mut tokenizers = Vec::new();
-            let path = dir.join("toklab-bench/toklab-32k-en_100M.txt.json");
-            let json = std::fs::read_to_string(path).expect("32k tokenizer");
-            tokenizers.push(("32k", io::from_json(&json).expect("loads").0));
-            if let Ok(path) = std::env::var("TOKLAB_BENCH_O200K") {
-                let text = std::fs::read_to_string(path).expect("o200k ranks");
-                let tokens: Vec<Vec<u8>> = text
-                    .lines()
-                    .filter_map(|l| l.split_whitespace().next())
-                    .map(base64)
-                    .collect();
-                let vocab = Vocab::from_ranks(tokens, vec![]).expect("vocab");
-                let pre = PreTokenizer::new("o200k").expect("ok");
-                tokenizers.push(("o200k", Bpe::new(vocab, pre, false).expect("ok")));
-            }
-            tokenizers
-        };
         let only = std::env::var("TOKLAB_BENCH_ONLY").unwrap_or_default();
         for file in ["en_10M.txt", "multi.txt"] {
             let text = std::fs::read_to_string(dir.join(file)).expect("corpus");
             let mb = text.len() as f64 / 1e6;
-            for (name, bpe) in &load() {
+            // Loaded afresh for each file, so that every run starts with empty piece caches.
+            for (name, bpe) in &load(dir) {
                 if !format!("{file} {name}").contains(&only) {
                     continue;
                 }
@@ -887,6 +889,63 @@ mod bench {
                 );
                 let stats = bpe.with_cache(|c| c.stats());
                 println!("  {} {stats}", bpe.vocab().whole_stats());
+            }
+        }
+    }
+
+    /// Merging the distinct pieces of a file that are not tokens (what a first call on it
+    /// merges), by length: `TOKLAB_BENCH_DIR=... TOKLAB_BENCH_O200K=... cargo test --release
+    /// --lib bpe::bench::merge_new_pieces -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a benchmark"]
+    fn merge_new_pieces() {
+        let Ok(dir) = std::env::var("TOKLAB_BENCH_DIR") else {
+            eprintln!("set TOKLAB_BENCH_DIR");
+            return;
+        };
+        let dir = std::path::Path::new(&dir);
+        let tokenizers = load(dir);
+        for file in ["en_10M.txt", "multi.txt"] {
+            let text = std::fs::read_to_string(dir.join(file)).expect("corpus");
+            for (name, bpe) in &tokenizers {
+                let v = bpe.vocab();
+                let mut seen = rustc_hash::FxHashSet::default();
+                let mut pieces: Vec<&[u8]> = Vec::new();
+                bpe.pre_tokenizer()
+                    .for_each_piece(&text, |s, e| {
+                        let p = &text.as_bytes()[s..e];
+                        if p.len() >= 2 && v.token_id(p).is_none() && seen.insert(p) {
+                            pieces.push(p);
+                        }
+                    })
+                    .expect("ok");
+                let mut out = Vec::new();
+                for (label, range) in [
+                    ("2-16", 2..17),
+                    ("17-128", 17..129),
+                    ("129+", 129..usize::MAX),
+                ] {
+                    let these: Vec<&[u8]> = pieces
+                        .iter()
+                        .copied()
+                        .filter(|p| range.contains(&p.len()))
+                        .collect();
+                    let bytes: usize = these.iter().map(|p| p.len()).sum();
+                    let t = best_of(5, || {
+                        out.clear();
+                        for p in &these {
+                            v.merge_piece(p, &mut out);
+                        }
+                    });
+                    println!(
+                        "{file} {name}: {} pieces of {label} bytes ({bytes} bytes, {} ids): \
+                         {:.1} ms, {:.0} ns a piece",
+                        these.len(),
+                        out.len(),
+                        t * 1e3,
+                        t * 1e9 / these.len().max(1) as f64,
+                    );
+                }
             }
         }
     }
