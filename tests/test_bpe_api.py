@@ -354,6 +354,36 @@ def test_corrupt_saved_files(small_tokenizer, tmp_path):
         BPETokenizer.load(path)
 
 
+def test_corrupt_tiktoken_files(small_tokenizer, tmp_path):
+    """A .tiktoken file that does not parse names itself and its first bad line; one that
+    parses round-trips (blank lines, CRLF and extra spaces are fine)."""
+    path = tmp_path / "bpe.tiktoken"
+    small_tokenizer.save_tiktoken(path)
+    lines = path.read_text().splitlines()
+    loose = "\r\n".join(f"  {line.replace(' ', chr(9))} " for line in lines) + "\n\n"
+    path.write_text(loose)
+    back = BPETokenizer.from_tiktoken(path, pattern=small_tokenizer.pattern)
+    assert back.encode("Shall I compare thee").tolist() == (
+        small_tokenizer.encode("Shall I compare thee").tolist()
+    )
+    token, rank = lines[300].split()
+    cases = {
+        "no rank": token,
+        "three fields": f"{token} {rank} 7",
+        "bad base64": f"{token[:-1]}* {rank}",
+        "unpadded": f"{token.rstrip('=')}{'' if token.endswith('=') else 'A'} {rank}",
+        "negative rank": f"{token} -{rank}",
+        "rank not a number": f"{token} x{rank}",
+        "rank too large": f"{token} {2**32}",
+        "not ASCII": f"{token} {rank}é",
+    }
+    for name, bad in cases.items():
+        path.write_text("\n".join([*lines[:300], bad, *lines[301:]]) + "\n", encoding="utf-8")
+        with pytest.raises(CorruptFileError, match=r"bpe\.tiktoken: .*line 301: ") as e:
+            BPETokenizer.from_tiktoken(path, pattern="cl100k")
+        assert name and str(e.value)
+
+
 def test_100mb_without_whitespace():
     """One 100 MB piece: encoding and training stay near-linear, and round-trip exactly."""
     tok = _tiny("cl100k")

@@ -427,18 +427,11 @@ def _check_text(text: Any) -> None:
 
 
 def _read_tiktoken_file(path: Path) -> dict[bytes, int]:
-    ranks: dict[bytes, int] = {}
-    for n, line in enumerate(path.read_text(encoding="ascii").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            token, rank = line.split()
-            ranks[base64.b64decode(token, validate=True)] = int(rank)
-        except ValueError:
-            raise CorruptFileError(
-                f"{path}:{n}: expected 'base64 rank', got {line[:60]!r}"
-            ) from None
-    return ranks
+    """``{token: rank}`` from a ``.tiktoken`` file (``base64 rank`` per line; parsed in Rust)."""
+    try:
+        return dict(_core.parse_tiktoken(path.read_bytes()))
+    except CorruptFileError as e:
+        raise CorruptFileError(f"{path}: {e}") from None
 
 
 # -- training --------------------------------------------------------------------------------

@@ -764,26 +764,17 @@ mod bench {
             .fold(f64::MAX, f64::min)
     }
 
-    pub(super) fn base64(s: &str) -> Vec<u8> {
-        let val = |c: u8| match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            _ => 63,
-        };
-        let digits: Vec<u8> = s.bytes().filter(|&c| c != b'=').map(val).collect();
-        let mut out = Vec::new();
-        for chunk in digits.chunks(4) {
-            let mut acc = 0u32;
-            for (i, &d) in chunk.iter().enumerate() {
-                acc |= u32::from(d) << (18 - 6 * i);
-            }
-            for i in 0..chunk.len() - 1 {
-                out.push((acc >> (16 - 8 * i)) as u8);
-            }
-        }
-        out
+    /// The tokens of a `.tiktoken` file whose lines are in rank order (as OpenAI's are).
+    pub(super) fn tokens_of_ranks(text: &str) -> Vec<Vec<u8>> {
+        io::parse_tiktoken(text.as_bytes())
+            .expect("a .tiktoken file")
+            .into_iter()
+            .enumerate()
+            .map(|(i, (token, rank))| {
+                assert_eq!(rank as usize, i, "lines in rank order");
+                token
+            })
+            .collect()
     }
 
     /// The benchmark's 32k tokenizer, and o200k's ranks where `TOKLAB_BENCH_O200K` names them.
@@ -794,12 +785,7 @@ mod bench {
         tokenizers.push(("32k", io::from_json(&json).expect("loads").0));
         if let Ok(path) = std::env::var("TOKLAB_BENCH_O200K") {
             let text = std::fs::read_to_string(path).expect("o200k ranks");
-            let tokens: Vec<Vec<u8>> = text
-                .lines()
-                .filter_map(|l| l.split_whitespace().next())
-                .map(base64)
-                .collect();
-            let vocab = Vocab::from_ranks(tokens, vec![]).expect("vocab");
+            let vocab = Vocab::from_ranks(tokens_of_ranks(&text), vec![]).expect("vocab");
             let pre = PreTokenizer::new("o200k").expect("ok");
             tokenizers.push(("o200k", Bpe::new(vocab, pre, false).expect("ok")));
         }

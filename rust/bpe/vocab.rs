@@ -462,6 +462,7 @@ impl Vocab {
         // of lower rank, which are all in place by then.
         let mut vocab = Self::new(tokens, &[], specials)?;
         let mut scratch = Vec::new();
+        let mut merged = vec![false; vocab.tokens.len()];
         // (`whole` is computed lazily, after all merges are in place.)
         for id in 0..vocab.tokens.len() as u32 {
             if vocab.tokens[id as usize].len() < 2 || vocab.is_special(id) {
@@ -473,6 +474,7 @@ impl Vocab {
             vocab.merge_bytes(&bytes, &mut scratch);
             if let [left, right] = scratch[..] {
                 let rank = vocab.merges.len() as u32;
+                merged[id as usize] = true;
                 vocab.merge_map.insert((left, right), (rank, id));
                 set_byte_pair(&mut vocab.byte_pairs, &vocab.tokens, left, right, rank, id);
                 vocab.merges.push(Merge {
@@ -484,8 +486,14 @@ impl Vocab {
         }
         vocab.monotone = is_monotone(vocab.tokens.len(), &vocab.merges);
         // Nothing derived from the merges may survive from before they were all in place.
-        vocab.whole = std::sync::OnceLock::new();
         vocab.atoms = std::sync::OnceLock::new();
+        // The tokens that encode as themselves, without merging each again: a token with a
+        // merge does (BPE over its bytes applies the lower-ranked merges exactly as above, down
+        // to its two parts, and then its own merge), and one without does not (no other merge
+        // makes its id), but for single bytes.
+        vocab.whole = std::sync::OnceLock::from(
+            vocab.whole_where(|b, id| b.len() == 1 || merged[id as usize]),
+        );
         Ok(vocab)
     }
 
@@ -593,25 +601,32 @@ impl Vocab {
 
     fn whole_tokens(&self) -> &WholeTokens {
         self.whole.get_or_init(|| {
-            let mut whole = WholeTokens {
-                short: Table::with_capacity(self.token_ids.len()),
-                long: LongTable::default(),
-            };
             let mut scratch = Vec::with_capacity(64);
-            for (bytes, &id) in &self.token_ids {
+            self.whole_where(|bytes, id| {
                 scratch.clear();
                 self.merge_piece(bytes, &mut scratch);
-                if scratch == [id] {
-                    match key_of(bytes) {
-                        Some(key) => {
-                            whole.short.insert(key, id);
-                        }
-                        None => whole.long.insert(long_hash(bytes), bytes, id),
+                scratch == [id]
+            })
+        })
+    }
+
+    /// The table of the regular tokens for which `is_whole(bytes, id)`.
+    fn whole_where(&self, mut is_whole: impl FnMut(&[u8], u32) -> bool) -> WholeTokens {
+        let mut whole = WholeTokens {
+            short: Table::with_capacity(self.token_ids.len()),
+            long: LongTable::default(),
+        };
+        for (bytes, &id) in &self.token_ids {
+            if is_whole(bytes, id) {
+                match key_of(bytes) {
+                    Some(key) => {
+                        whole.short.insert(key, id);
                     }
+                    None => whole.long.insert(long_hash(bytes), bytes, id),
                 }
             }
-            whole
-        })
+        }
+        whole
     }
 
     #[cfg(test)]
@@ -1246,9 +1261,26 @@ mod tests {
         assert_eq!(v.merge_of(a, b), Some((0, 256)));
         assert_eq!(v.merge_of(256, 256), Some((1, 257)));
         check_byte_pairs(&v);
+        check_whole(&v);
     }
 
     use crate::testing::Rng;
+
+    /// The table of whole tokens holds exactly the tokens that merging encodes as themselves
+    /// (built by merging each, or, for `from_ranks`, from the merges it derived).
+    fn check_whole(v: &Vocab) {
+        let whole = v.whole_tokens();
+        let mut out = Vec::new();
+        for (bytes, &id) in &v.token_ids {
+            out.clear();
+            v.merge_piece(bytes, &mut out);
+            let found = match key_of(bytes) {
+                Some(key) => whole.short.get(&key).copied(),
+                None => whole.long.get(long_hash(bytes), bytes),
+            };
+            assert_eq!(found, (out == [id]).then_some(id), "{bytes:?}");
+        }
+    }
 
     /// The table of byte pairs says what `merge_map` says of every pair of byte tokens.
     fn check_byte_pairs(v: &Vocab) {
@@ -1497,6 +1529,7 @@ mod tests {
             let from_ranks = Vocab::from_ranks(ranked, vec![]).expect("valid");
             for v in [&v, &from_ranks] {
                 check_byte_pairs(v);
+                check_whole(v);
                 for c in &chars {
                     if v.token_id(c).is_some() {
                         let ch = std::str::from_utf8(c).expect("utf-8").chars().next();
@@ -1529,12 +1562,9 @@ mod tests {
             eprintln!("skipped: /tmp/o200k.tiktoken or /tmp/perfdata/multi.txt is missing");
             return;
         };
-        let tokens: Vec<Vec<u8>> = ranks
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .map(crate::bpe::bench::base64)
-            .collect();
+        let tokens = crate::bpe::bench::tokens_of_ranks(&ranks);
         let v = Vocab::from_ranks(tokens, vec![]).expect("vocab");
+        check_whole(&v);
         let atoms = v.atoms();
         let n_atoms = atoms.entries.iter().filter(|e| e.id != NO_ATOM).count();
         let clean = atoms

@@ -867,6 +867,17 @@ fn pretokenize(py: Python<'_>, text: &str, pattern: &str, engine: &str) -> PyRes
     .map_err(to_py)
 }
 
+/// The `(token, rank)` lines of a `.tiktoken` file's contents, in order (see
+/// `io::parse_tiktoken`); a `CorruptFileError` names the first bad line.
+#[pyfunction]
+fn parse_tiktoken<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Vec<(Bound<'py, PyBytes>, u32)>> {
+    let pairs = py.detach(|| io::parse_tiktoken(data)).map_err(to_py)?;
+    Ok(pairs
+        .into_iter()
+        .map(|(token, rank)| (PyBytes::new(py, &token), rank))
+        .collect())
+}
+
 /// Resolves a pattern name (`gpt2`, `cl100k`, `o200k`, ...) to its regex.
 #[pyfunction]
 fn resolve_pattern(name_or_regex: &str) -> String {
@@ -1357,6 +1368,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(count_files, m)?)?;
     m.add_function(wrap_pyfunction!(count_iter, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_pattern, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_tiktoken, m)?)?;
     m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
     m.add("GPT2_PATTERN", crate::pretok::GPT2_PATTERN)?;
     m.add("CL100K_PATTERN", crate::pretok::CL100K_PATTERN)?;
