@@ -601,12 +601,27 @@ impl Vocab {
 
     fn whole_tokens(&self) -> &WholeTokens {
         self.whole.get_or_init(|| {
-            let mut scratch = Vec::with_capacity(64);
-            self.whole_where(|bytes, id| {
-                scratch.clear();
-                self.merge_piece(bytes, &mut scratch);
-                scratch == [id]
-            })
+            // Every token merged, on all cores (o200k's 200k tokens: about 150 ms on one).
+            let tokens: Vec<(&[u8], u32)> =
+                self.token_ids.iter().map(|(b, &id)| (&b[..], id)).collect();
+            let chunks: Vec<&[(&[u8], u32)]> = tokens.chunks(4096).collect();
+            let found = crate::par::map(&chunks, 0, |chunk| {
+                let mut scratch = Vec::with_capacity(64);
+                chunk
+                    .iter()
+                    .filter(|&&(bytes, id)| {
+                        scratch.clear();
+                        self.merge_piece(bytes, &mut scratch);
+                        scratch == [id]
+                    })
+                    .map(|&(_, id)| id)
+                    .collect::<Vec<u32>>()
+            });
+            let mut whole = vec![false; self.tokens.len()];
+            for id in found.into_iter().flatten() {
+                whole[id as usize] = true;
+            }
+            self.whole_where(|_, id| whole[id as usize])
         })
     }
 
