@@ -209,10 +209,11 @@ pub fn from_json(text: &str) -> Result<(Bpe, String)> {
 
 /// The `(token bytes, rank)` lines of a `.tiktoken` file (`base64 rank` per line, blank lines
 /// skipped), in file order, as Python's `base64.b64decode(token, validate=True)` and `int(rank)`
-/// would read them but for two things: a rank must be a plain decimal below 2^32 (no sign, no
-/// underscores), and anything else (non-ASCII bytes, a wrong number of fields, base64 outside
-/// the standard alphabet or unpadded) is an `Error::Corrupt` naming the line. Several times
-/// faster than reading the file in Python, which was most of the time of loading o200k.
+/// would read them, except that a rank must be a plain decimal below 2^32 (no sign, no
+/// underscores). Anything that does not parse (non-ASCII bytes, a wrong number of fields,
+/// base64 outside the standard alphabet or unpadded) is an `Error::Corrupt` naming the line.
+/// Several times faster than reading the file in Python, which was most of the time of
+/// loading o200k.
 pub fn parse_tiktoken(data: &[u8]) -> Result<Vec<(Vec<u8>, u32)>> {
     let mut out = Vec::with_capacity(data.len() / 12);
     for (n, line) in data.split(|&b| b == b'\n').enumerate() {

@@ -463,7 +463,7 @@ impl Vocab {
         let mut vocab = Self::new(tokens, &[], specials)?;
         let mut scratch = Vec::new();
         let mut merged = vec![false; vocab.tokens.len()];
-        // (`whole` is computed lazily, after all merges are in place.)
+        // (`whole` is made at the end, from the merges found here.)
         for id in 0..vocab.tokens.len() as u32 {
             if vocab.tokens[id as usize].len() < 2 || vocab.is_special(id) {
                 continue;
