@@ -344,11 +344,10 @@ def test_corrupt_saved_files(small_tokenizer, tmp_path):
         "bad merge": text.replace("[32, 116,", "[32, 117,", 1),
         "missing tokens": text.replace('"tokens"', '"tokenz"'),
     }
-    for name, content in cases.items():
+    for content in cases.values():  # (the keys say what each case is)
         path.write_text(content)
         with pytest.raises(CorruptFileError):
             BPETokenizer.load(path)
-        assert name
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(CorruptFileError):
         BPETokenizer.load(path)
@@ -377,11 +376,10 @@ def test_corrupt_tiktoken_files(small_tokenizer, tmp_path):
         "rank too large": f"{token} {2**32}",
         "not ASCII": f"{token} {rank}é",
     }
-    for name, bad in cases.items():
+    for bad in cases.values():  # (the keys say what each case is)
         path.write_text("\n".join([*lines[:300], bad, *lines[301:]]) + "\n", encoding="utf-8")
-        with pytest.raises(CorruptFileError, match=r"bpe\.tiktoken: .*line 301: ") as e:
+        with pytest.raises(CorruptFileError, match=r"bpe\.tiktoken: .*line 301: "):
             BPETokenizer.from_tiktoken(path, pattern="cl100k")
-        assert name and str(e.value)
 
 
 def test_100mb_without_whitespace():

@@ -777,6 +777,15 @@ mod bench {
             .collect()
     }
 
+    /// The corpus directory that `TOKLAB_BENCH_DIR` names (`None`, said on stderr, if unset).
+    fn bench_dir() -> Option<std::path::PathBuf> {
+        let dir = std::env::var_os("TOKLAB_BENCH_DIR").map(std::path::PathBuf::from);
+        if dir.is_none() {
+            eprintln!("set TOKLAB_BENCH_DIR");
+        }
+        dir
+    }
+
     /// The benchmark's 32k tokenizer, and o200k's ranks where `TOKLAB_BENCH_O200K` names them.
     fn load(dir: &std::path::Path) -> Vec<(&'static str, Bpe)> {
         let mut tokenizers = Vec::new();
@@ -795,11 +804,10 @@ mod bench {
     #[test]
     #[ignore = "a benchmark"]
     fn hot_loops() {
-        let Ok(dir) = std::env::var("TOKLAB_BENCH_DIR") else {
-            eprintln!("set TOKLAB_BENCH_DIR");
+        let Some(dir) = bench_dir() else {
             return;
         };
-        let dir = std::path::Path::new(&dir);
+        let dir = dir.as_path();
         let only = std::env::var("TOKLAB_BENCH_ONLY").unwrap_or_default();
         for file in ["en_10M.txt", "multi.txt"] {
             let text = std::fs::read_to_string(dir.join(file)).expect("corpus");
@@ -885,11 +893,10 @@ mod bench {
     #[test]
     #[ignore = "a benchmark"]
     fn merge_new_pieces() {
-        let Ok(dir) = std::env::var("TOKLAB_BENCH_DIR") else {
-            eprintln!("set TOKLAB_BENCH_DIR");
+        let Some(dir) = bench_dir() else {
             return;
         };
-        let dir = std::path::Path::new(&dir);
+        let dir = dir.as_path();
         let tokenizers = load(dir);
         for file in ["en_10M.txt", "multi.txt"] {
             let text = std::fs::read_to_string(dir.join(file)).expect("corpus");
