@@ -546,3 +546,96 @@ def test_works_after_fork(small_tokenizer, docs):
     with ctx.Pool(2) as pool:
         results = pool.map(_encode_in_child, [(small_tokenizer, text)] * 4)
     assert all(r == expected for r in results)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sets(st.binary(min_size=2, max_size=12), max_size=40))
+def test_hf_alphabet_and_tables_match_the_python_reference(extra):
+    """The byte-level strings that Rust writes are `_hf.token_to_hf`'s (the readable reference),
+    and a tokenizer round-trips through `to_hf`, `save_hf` and `from_hf`."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from toklab import _hf
+
+    tokens = [bytes([b]) for b in range(256)] + sorted(extra)
+    tok = BPETokenizer.from_parts(tokens, [], {})
+    assert tok._core.hf_strings() == [_hf.token_to_hf(t) for t in tokens]
+    spec = tok.to_hf()
+    assert spec["model"]["vocab"] == {_hf.token_to_hf(t): i for i, t in enumerate(tokens)}
+    assert BPETokenizer.from_hf(spec) == tok
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "tokenizer.json"
+        tok.save_hf(path)
+        assert json.loads(path.read_text(encoding="utf-8")) == spec
+        assert BPETokenizer.from_hf(path) == tok
+
+
+def test_hf_export_writes_what_to_hf_gives(small_tokenizer, tmp_path):
+    import json
+
+    path = tmp_path / "tokenizer.json"
+    small_tokenizer.save_hf(path)
+    spec = small_tokenizer.to_hf()
+    assert json.loads(path.read_text(encoding="utf-8")) == spec
+    assert spec["model"]["merges"][0] == [
+        small_tokenizer._core.hf_strings()[i] for i in small_tokenizer.merges[0][:2]
+    ]
+    assert BPETokenizer.from_hf(path) == small_tokenizer
+
+
+def test_corrupt_hf_files(small_tokenizer, tmp_path):
+    """A tokenizer.json that is not one fails with CorruptFileError; one that is, but not of a
+    byte-level BPE, with ConfigError."""
+    import copy
+    import json
+
+    good = small_tokenizer.to_hf()
+    first = next(iter(good["model"]["vocab"]))
+
+    def edited(edit):
+        spec = copy.deepcopy(good)
+        edit(spec)
+        return spec
+
+    def drop_vocab(s):
+        del s["model"]["vocab"]
+
+    corrupt = {
+        "unknown merge token": edited(lambda s: s["model"]["merges"].append(["Ġthe", "zzzz"])),
+        "merge string with two spaces": edited(lambda s: s["model"].update(merges=["a  b"])),
+        "merge list of three": edited(lambda s: s["model"].update(merges=[["a", "b", "c"]])),
+        "id not a number": edited(lambda s: s["model"]["vocab"].update({first: "1"})),
+        "negative id": edited(lambda s: s["model"]["vocab"].update({first: -1})),
+        "two tokens, one id": edited(lambda s: s["model"]["vocab"].update({"ĠĠzz": 3})),
+        "no vocab": edited(drop_vocab),
+        "added token without an id": edited(lambda s: s["added_tokens"].append({"content": "x"})),
+    }
+    for name, spec in corrupt.items():
+        with pytest.raises(CorruptFileError, match=r"tokenizer\.json"):
+            BPETokenizer.from_hf(spec)
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        with pytest.raises(CorruptFileError, match=r"tokenizer\.json"):
+            BPETokenizer.from_hf(path)
+    for text in ["{", "[1, 2]", '{"model": 3}', "{} x", ""]:
+        (tmp_path / "x.json").write_text(text)
+        with pytest.raises(CorruptFileError, match=r"tokenizer\.json"):
+            BPETokenizer.from_hf(tmp_path / "x.json")
+        if text.startswith("{"):  # (a str that starts with "{" is read as the file's text)
+            with pytest.raises(CorruptFileError, match=r"tokenizer\.json"):
+                BPETokenizer.from_hf(text)
+    (tmp_path / "x.json").write_bytes(b'{"model": "\xff"}')
+    with pytest.raises(CorruptFileError, match="UTF-8"):
+        BPETokenizer.from_hf(tmp_path / "x.json")
+    unsupported = {
+        "raw space": edited(lambda s: s["model"]["vocab"].update({" zz": 5000})),
+        "wordpiece": edited(lambda s: s["model"].update(type="WordPiece")),
+        "no merges": edited(lambda s: s["model"].pop("merges")),
+        "byte fallback": edited(lambda s: s["model"].update(byte_fallback=True)),
+        "normalizer": edited(lambda s: s.update(normalizer={"type": "NFC"})),
+    }
+    for spec in unsupported.values():  # (the keys say what each case is)
+        with pytest.raises(ConfigError, match="unsupported HF tokenizer"):
+            BPETokenizer.from_hf(spec)

@@ -2,9 +2,11 @@
 
 HF's byte-level BPE stores each token as a string in which every byte is replaced by a printable
 character (GPT-2's ``bytes_to_unicode``: printable Latin-1 bytes map to themselves, the others to
-U+0100 onwards). HF's regex engine is Oniguruma in Ruby syntax, where ``X{1,3}+`` is a repetition
-of ``X{1,3}``, not a possessive quantifier as in tiktoken's (fancy-regex's) dialect; patterns are
-rewritten between the two so that they cut text identically.
+U+0100 onwards; the core reads and writes whole vocabularies with its own copy of this table, in
+``rust/bpe/hf.rs``, which the tests compare with this one). HF's regex engine is Oniguruma in Ruby
+syntax, where ``X{1,3}+`` is a repetition of ``X{1,3}``, not a possessive quantifier as in
+tiktoken's (fancy-regex's) dialect; patterns are rewritten between the two so that they cut text
+identically.
 """
 
 from __future__ import annotations
@@ -40,15 +42,6 @@ def unicode_to_bytes() -> dict[str, int]:
 def token_to_hf(token: bytes) -> str:
     table = bytes_to_unicode()
     return "".join(table[b] for b in token)
-
-
-def token_from_hf(text: str) -> bytes | None:
-    """The bytes of a byte-level token string, or None if it is not one."""
-    table = unicode_to_bytes()
-    try:
-        return bytes(table[c] for c in text)
-    except KeyError:
-        return None
 
 
 def pattern_to_onig(pattern: str) -> str:

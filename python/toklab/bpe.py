@@ -88,11 +88,12 @@ class BPETokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
         """Loads a tokenizer saved with :meth:`save`."""
+        data = Path(path).read_bytes()
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise CorruptFileError(f"{path}: not a UTF-8 text file ({e.reason})") from None
-        return cls.from_json(text)
+            core, metadata = _core.Bpe.from_json_bytes(data)
+        except CorruptFileError as e:
+            raise CorruptFileError(f"{path}: {e}") from None
+        return cls(core, json.loads(metadata))
 
     @classmethod
     def from_json(cls, text: str) -> BPETokenizer:
@@ -169,8 +170,7 @@ class BPETokenizer:
         always matches added tokens in text; pass ``allowed_special="all"`` to encode as it does.
         Post-processing (BOS/EOS templates) is not part of the tokenizer and is ignored.
         """
-        spec = _hf_spec(source)
-        return _from_hf_spec(cls, spec)
+        return _from_hf(cls, source)
 
     # -- properties -------------------------------------------------------------------------
 
@@ -361,7 +361,14 @@ class BPETokenizer:
     def save_hf(self, path: str | os.PathLike[str]) -> None:
         """Writes a ``tokenizer.json`` that ``tokenizers.Tokenizer.from_file`` and
         ``transformers.PreTrainedTokenizerFast(tokenizer_file=...)`` load."""
-        Path(path).write_text(json.dumps(self.to_hf(), ensure_ascii=False), encoding="utf-8")
+        spec = _to_hf(self, tables=False)
+        model = spec.pop("model")
+        head, body = json.dumps(spec, ensure_ascii=False), json.dumps(model, ensure_ascii=False)
+        # Both are objects with members: each is closed after the vocabulary and merges, which
+        # Rust writes (json.dumps of 200k of each took most of a second).
+        tables = self._core.hf_tables_json()
+        text = f'{head[:-1]}, "model": {body[:-1]}, {tables}}}}}'
+        Path(path).write_text(text, encoding="utf-8")
 
     def to_tiktoken_ranks(self) -> dict[bytes, int]:
         """``{token bytes: rank}`` for tiktoken: ranks are ids, special tokens left out.
@@ -588,15 +595,19 @@ def train_bpe_from_counts(
 # -- HF tokenizer.json ------------------------------------------------------------------------
 
 
-def _to_hf(tok: BPETokenizer) -> dict[str, Any]:
-    tokens = tok.vocab()
-    vocab = {_hf.token_to_hf(t): i for i, t in enumerate(tokens)}
-    if len(vocab) != len(tokens):
+def _to_hf(tok: BPETokenizer, tables: bool = True) -> dict[str, Any]:
+    """``tokenizer.json``'s content; without ``model.vocab`` and ``model.merges`` unless
+    ``tables``."""
+    strings = tok._core.hf_strings()  # every token in HF's byte-level alphabet, by id
+    if len(set(strings)) != len(strings):
         raise ConfigError(
             "two ids share the same bytes (a special token equal to a regular token); HF's "
             "vocabulary cannot hold that"
         )
-    merges = [[_hf.token_to_hf(tokens[a]), _hf.token_to_hf(tokens[b])] for a, b, _ in tok.merges]
+    model_tables: dict[str, Any] = {}
+    if tables:
+        model_tables["vocab"] = dict(zip(strings, range(len(strings)), strict=True))
+        model_tables["merges"] = [[strings[a], strings[b]] for a, b, _ in tok.merges]
     added = [
         {
             "id": i,
@@ -639,34 +650,29 @@ def _to_hf(tok: BPETokenizer) -> dict[str, Any]:
             "fuse_unk": False,
             "byte_fallback": False,
             "ignore_merges": tok._core.ignore_merges,
-            "vocab": vocab,
-            "merges": merges,
+            **model_tables,
         },
     }
 
 
-def _hf_spec(source: Any) -> dict[str, Any]:
+def _hf_bytes(source: Any) -> bytes:
+    """The UTF-8 text of a ``tokenizer.json`` from any source that ``from_hf`` takes."""
     if isinstance(source, Mapping):
-        return dict(source)
+        try:
+            return json.dumps(dict(source), ensure_ascii=False).encode()
+        except (TypeError, ValueError) as e:
+            raise CorruptFileError(f"not a valid tokenizer.json: {e}") from None
     backend = getattr(source, "backend_tokenizer", None)  # transformers fast tokenizers
     if backend is not None:
         source = backend
     if hasattr(source, "to_str") and callable(source.to_str):  # tokenizers.Tokenizer
-        return json.loads(source.to_str())
+        return source.to_str().encode()
     if isinstance(source, str) and source.lstrip().startswith("{"):
-        text = source
-    else:
-        path = Path(source)
-        if path.is_dir():
-            path = path / "tokenizer.json"
-        text = path.read_text(encoding="utf-8")
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CorruptFileError(f"not a valid tokenizer.json: {e}") from None
-    if not isinstance(spec, dict):
-        raise CorruptFileError("not a valid tokenizer.json: the top level is not an object")
-    return spec
+        return source.encode()
+    path = Path(source)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    return path.read_bytes()
 
 
 def _unsupported(what: str) -> ConfigError:
@@ -706,10 +712,15 @@ def _hf_pattern(pre: Any) -> str:
     return next((v for v in PATTERNS.values() if v == regex), regex)
 
 
-def _from_hf_spec(cls: type[BPETokenizer], spec: dict[str, Any]) -> BPETokenizer:
+def _from_hf(cls: type[BPETokenizer], source: Any) -> BPETokenizer:
+    # The vocabulary and merges (most of the file) are read in Rust; the rest is checked here.
+    rest, hf_model = _core.split_hf(_hf_bytes(source))
+    spec = json.loads(rest)
     model = spec.get("model") or {}
-    if model.get("type", "BPE") != "BPE" or "merges" not in model:
+    if model.get("type", "BPE") != "BPE":
         raise _unsupported(f"model type {model.get('type')!r}")
+    if not hf_model.has_merges:
+        raise _unsupported("a model without merges")
     if spec.get("normalizer") is not None:
         raise _unsupported(f"normalizer {spec['normalizer'].get('type')}")
     if model.get("byte_fallback"):
@@ -719,13 +730,15 @@ def _from_hf_spec(cls: type[BPETokenizer], spec: dict[str, Any]) -> BPETokenizer
     if model.get("dropout"):
         raise _unsupported("BPE dropout (toklab's BPE is deterministic)")
     pattern = _hf_pattern(spec.get("pre_tokenizer"))
-
-    vocab: dict[str, int] = model["vocab"]
-    added = spec.get("added_tokens") or []
-    n = max([*vocab.values(), *(a["id"] for a in added)], default=-1) + 1
-    tokens: list[bytes | None] = [None] * n
     specials: dict[str, int] = {}
-    for a in added:
+    for a in spec.get("added_tokens") or []:
+        if not (
+            isinstance(a, dict)
+            and isinstance(a.get("content"), str)
+            and type(a.get("id")) is int
+            and 0 <= a["id"] < 2**32
+        ):
+            raise CorruptFileError(f"not a valid tokenizer.json: added token {a!r}")
         if a.get("lstrip") or a.get("rstrip") or a.get("single_word"):
             warnings.warn(
                 f"added token {a['content']!r} has lstrip/rstrip/single_word flags, which toklab "
@@ -734,29 +747,8 @@ def _from_hf_spec(cls: type[BPETokenizer], spec: dict[str, Any]) -> BPETokenizer
                 stacklevel=3,
             )
         specials[a["content"]] = a["id"]
-        tokens[a["id"]] = a["content"].encode()
-    special_ids = set(specials.values())
-    for text, i in vocab.items():
-        if i in special_ids:
-            continue
-        raw = _hf.token_from_hf(text)
-        if raw is None:
-            raise _unsupported(f"token {text!r} is not in the byte-level alphabet")
-        tokens[i] = raw
-    reserved = [i for i, t in enumerate(tokens) if t is None]
-    for i in reserved:
-        specials[f"<|reserved_{i}|>"] = i
-        tokens[i] = f"<|reserved_{i}|>".encode()
-    merges = []
-    for m in model["merges"]:
-        left, right = m.split(" ") if isinstance(m, str) else m
-        try:
-            merges.append((vocab[left], vocab[right]))
-        except KeyError as e:
-            raise CorruptFileError(f"merge {m!r} names a token not in the vocabulary") from e
-    core = _core.Bpe.from_parts(
-        tokens,
-        merges,
+    core, reserved = _core.Bpe.from_hf_model(
+        hf_model,
         sorted(specials.items(), key=lambda kv: kv[1]),
         pattern,
         bool(model.get("ignore_merges", False)),

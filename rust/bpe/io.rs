@@ -20,6 +20,9 @@
 //! Loading re-derives every merged id from the token bytes and checks it against the file, so a
 //! truncated or edited file fails with `Error::Corrupt` instead of encoding wrongly.
 
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::error::Category;
 use serde_json::{json, Map, Value};
 
 use super::{Bpe, Vocab};
@@ -99,20 +102,70 @@ fn corrupt(msg: impl Into<String>) -> Error {
     Error::Corrupt(msg.into())
 }
 
-fn as_id(v: &Value, what: &str) -> Result<u32> {
-    v.as_u64()
-        .and_then(|x| u32::try_from(x).ok())
-        .ok_or_else(|| corrupt(format!("{what} is not an id: {v}")))
+/// The fields of a toklab BPE file, typed: reading it makes no JSON tree (for 200k tokens
+/// and merges, that tree was most of the time of loading).
+#[derive(Deserialize)]
+struct File {
+    format: Option<Value>,
+    version: Option<Value>,
+    pattern: Option<String>,
+    ignore_merges: Option<bool>,
+    special_tokens: Option<Vec<Special>>,
+    metadata: Option<Value>,
+    tokens: Option<Vec<Token>>,
+    merges: Option<Vec<[u32; 3]>>,
+}
+
+#[derive(Deserialize)]
+struct Special {
+    id: u32,
+    content: String,
+}
+
+/// A token: its bytes as a string (UTF-8) or `{"hex": "..."}`.
+struct Token(Vec<u8>);
+
+impl<'de> Deserialize<'de> for Token {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Token;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a token: a string or {\"hex\": \"...\"}")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<Token, E> {
+                Ok(Token(s.as_bytes().to_vec()))
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Token, A::Error> {
+                let mut bytes = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let value = map.next_value::<std::borrow::Cow<'de, str>>()?;
+                    if key != "hex" || bytes.is_some() {
+                        return Err(de::Error::custom(format!("a token has key {key:?}")));
+                    }
+                    let hex = unhex(&value)
+                        .ok_or_else(|| de::Error::custom(format!("bad hex {value:?}")))?;
+                    bytes = Some(hex);
+                }
+                bytes
+                    .map(Token)
+                    .ok_or_else(|| de::Error::custom("a token object without \"hex\""))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Reads a tokenizer written by `to_json`; returns it and its metadata (as JSON text).
 pub fn from_json(text: &str) -> Result<(Bpe, String)> {
-    let root: Value =
-        serde_json::from_str(text).map_err(|e| corrupt(format!("not valid JSON ({e})")))?;
-    let obj = root
-        .as_object()
-        .ok_or_else(|| corrupt("the top level is not a JSON object"))?;
-    match obj.get("format").and_then(Value::as_str) {
+    let file: File = serde_json::from_str(text).map_err(|e| match e.classify() {
+        Category::Data => corrupt(format!("not a toklab BPE file ({e})")),
+        _ => corrupt(format!("not valid JSON ({e})")),
+    })?;
+    match file.format.as_ref().and_then(Value::as_str) {
         Some(FORMAT) => {}
         other => {
             return Err(corrupt(format!(
@@ -121,7 +174,7 @@ pub fn from_json(text: &str) -> Result<(Bpe, String)> {
             )))
         }
     }
-    match obj.get("version").and_then(Value::as_u64) {
+    match file.version.as_ref().and_then(Value::as_u64) {
         Some(VERSION) => {}
         Some(v) => {
             return Err(corrupt(format!(
@@ -130,81 +183,56 @@ pub fn from_json(text: &str) -> Result<(Bpe, String)> {
         }
         None => return Err(corrupt("missing version")),
     }
-    let pattern = obj
-        .get("pattern")
-        .and_then(Value::as_str)
-        .ok_or_else(|| corrupt("missing pattern"))?;
-    let ignore_merges = obj
-        .get("ignore_merges")
-        .map_or(Some(false), Value::as_bool)
-        .ok_or_else(|| corrupt("ignore_merges is not a boolean"))?;
-    let tokens = obj
-        .get("tokens")
-        .and_then(Value::as_array)
+    let pattern = file.pattern.ok_or_else(|| corrupt("missing pattern"))?;
+    let tokens: Vec<Vec<u8>> = file
+        .tokens
         .ok_or_else(|| corrupt("missing tokens"))?
-        .iter()
-        .enumerate()
-        .map(|(i, t)| match t {
-            Value::String(s) => Ok(s.as_bytes().to_vec()),
-            Value::Object(o) => o
-                .get("hex")
-                .and_then(Value::as_str)
-                .and_then(unhex)
-                .ok_or_else(|| corrupt(format!("token {i} has bad hex: {t}"))),
-            _ => Err(corrupt(format!(
-                "token {i} is neither a string nor {{\"hex\": ...}}"
-            ))),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut pairs = Vec::new();
-    let mut merged_ids = Vec::new();
-    for (i, m) in obj
-        .get("merges")
-        .and_then(Value::as_array)
-        .ok_or_else(|| corrupt("missing merges"))?
-        .iter()
-        .enumerate()
-    {
-        let what = format!("merge {i}");
-        let m = m
-            .as_array()
-            .filter(|a| a.len() == 3)
-            .ok_or_else(|| corrupt(format!("{what} is not [left, right, merged]")))?;
-        pairs.push((as_id(&m[0], &what)?, as_id(&m[1], &what)?));
-        merged_ids.push(as_id(&m[2], &what)?);
-    }
+        .into_iter()
+        .map(|t| t.0)
+        .collect();
+    let merges = file.merges.ok_or_else(|| corrupt("missing merges"))?;
+    let pairs: Vec<(u32, u32)> = merges.iter().map(|m| (m[0], m[1])).collect();
     let mut specials = Vec::new();
-    for s in obj
-        .get("special_tokens")
-        .and_then(Value::as_array)
+    for s in file
+        .special_tokens
         .ok_or_else(|| corrupt("missing special_tokens"))?
     {
-        let id = as_id(s.get("id").unwrap_or(&Value::Null), "special token id")?;
-        let content = s
-            .get("content")
-            .and_then(Value::as_str)
-            .ok_or_else(|| corrupt("special token without content"))?;
-        if tokens.get(id as usize).map(Vec::as_slice) != Some(content.as_bytes()) {
+        if tokens.get(s.id as usize).map(Vec::as_slice) != Some(s.content.as_bytes()) {
             return Err(corrupt(format!(
-                "special token {content:?} does not match token {id}"
+                "special token {:?} does not match token {}",
+                s.content, s.id
             )));
         }
-        specials.push((content.to_string(), id));
+        specials.push((s.content, s.id));
     }
     let vocab = Vocab::new(tokens, &pairs, specials)?;
-    for (rank, (m, &want)) in vocab.merges().iter().zip(&merged_ids).enumerate() {
-        if m.merged != want {
+    for (rank, (m, want)) in vocab.merges().iter().zip(&merges).enumerate() {
+        if m.merged != want[2] {
             return Err(corrupt(format!(
-                "merge {rank} makes token {}, but the file says {want}",
-                m.merged
+                "merge {rank} makes token {}, but the file says {}",
+                m.merged, want[2]
             )));
         }
     }
-    let pre = PreTokenizer::new(pattern)?;
-    let metadata = obj
-        .get("metadata")
-        .map_or_else(|| "{}".to_string(), Value::to_string);
-    Ok((Bpe::new(vocab, pre, ignore_merges)?, metadata))
+    let pre = PreTokenizer::new(&pattern)?;
+    let metadata = file
+        .metadata
+        .map_or_else(|| "{}".to_string(), |m| m.to_string());
+    Ok((
+        Bpe::new(vocab, pre, file.ignore_merges.unwrap_or(false))?,
+        metadata,
+    ))
+}
+
+/// [`from_json`] of a file's bytes: an `Error::Corrupt` if they are not UTF-8.
+pub fn from_json_bytes(data: &[u8]) -> Result<(Bpe, String)> {
+    let text = std::str::from_utf8(data).map_err(|e| {
+        corrupt(format!(
+            "not a UTF-8 text file (invalid byte at {})",
+            e.valid_up_to()
+        ))
+    })?;
+    from_json(text)
 }
 
 /// The `(token bytes, rank)` lines of a `.tiktoken` file (`base64 rank` per line, blank lines

@@ -6,6 +6,7 @@
 //! are encoded on several threads by cutting them at the pre-tokenizer's safe cuts; the result
 //! does not depend on the thread count.
 
+pub mod hf;
 pub mod io;
 mod table;
 pub mod train;

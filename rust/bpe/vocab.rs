@@ -398,6 +398,7 @@ impl Vocab {
         let mut byte_pairs = vec![NO_PAIR; 1 << 16];
         let mut merge_map = FxHashMap::default();
         merge_map.reserve(merges.len());
+        let mut joined = Vec::new();
         for (rank, &(left, right)) in merges.iter().enumerate() {
             let (l, r) = (left as usize, right as usize);
             if l >= n || r >= n || is_special[l] || is_special[r] {
@@ -405,7 +406,8 @@ impl Vocab {
                     "merge {rank} ({left}, {right}) names an id that is not a regular token"
                 )));
             }
-            let mut joined = tokens[l].clone();
+            joined.clear();
+            joined.extend_from_slice(&tokens[l]);
             joined.extend_from_slice(&tokens[r]);
             let Some(&merged) = token_ids.get(&joined) else {
                 return Err(Error::Corrupt(format!(

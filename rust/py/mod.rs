@@ -16,7 +16,7 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString};
 
 use crate::bpe::train::{train, train_owned, TrainConfig};
-use crate::bpe::{io, BatchRun, Bpe, Vocab};
+use crate::bpe::{hf, io, BatchRun, Bpe, Vocab};
 use crate::bytespan::{Constraint, SpanCounts, SpanVocab};
 use crate::count::{Counter, Utf8Errors, WordCounts};
 use crate::error::Error;
@@ -319,10 +319,51 @@ impl PyBpe {
         .map_err(to_py)
     }
 
+    /// Builds from a `tokenizer.json`'s model (see [`split_hf`]): `specials` are its added
+    /// tokens, `(content, id)`. Returns the tokenizer and the ids that had no token (now
+    /// special tokens `<|reserved_{id}|>`).
+    #[staticmethod]
+    fn from_hf_model(
+        py: Python<'_>,
+        model: &PyHfModel,
+        specials: Vec<(String, u32)>,
+        pattern: &str,
+        ignore_merges: bool,
+    ) -> PyResult<(Self, Vec<u32>)> {
+        py.detach(|| model.inner.build(&specials, pattern, ignore_merges))
+            .map(|(inner, reserved)| (Self { inner }, reserved))
+            .map_err(to_py)
+    }
+
+    /// `"vocab": {...}, "merges": [...]` of a `tokenizer.json` for this vocabulary (JSON text).
+    fn hf_tables_json(&self, py: Python<'_>) -> String {
+        py.detach(|| hf::tables_json(self.inner.vocab()))
+    }
+
+    /// Every token's string in HF's byte-level alphabet, by id.
+    fn hf_strings(&self, py: Python<'_>) -> Vec<String> {
+        py.detach(|| {
+            self.inner
+                .vocab()
+                .tokens()
+                .iter()
+                .map(|t| hf::token_to_hf(t))
+                .collect()
+        })
+    }
+
     /// Reads toklab's JSON format; returns `(Bpe, metadata_json)`.
     #[staticmethod]
     fn from_json(py: Python<'_>, text: &str) -> PyResult<(Self, String)> {
         py.detach(|| io::from_json(text))
+            .map(|(inner, meta)| (Self { inner }, meta))
+            .map_err(to_py)
+    }
+
+    /// [`PyBpe::from_json`] of a file's bytes (`CorruptFileError` if they are not UTF-8).
+    #[staticmethod]
+    fn from_json_bytes(py: Python<'_>, data: &[u8]) -> PyResult<(Self, String)> {
+        py.detach(|| io::from_json_bytes(data))
             .map(|(inner, meta)| (Self { inner }, meta))
             .map_err(to_py)
     }
@@ -878,6 +919,30 @@ fn parse_tiktoken<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Vec<(Bound<'py,
         .collect())
 }
 
+/// A `tokenizer.json`'s BPE vocabulary and merges, read by [`split_hf`]; opaque to Python.
+#[pyclass(frozen, module = "toklab._core", name = "HfModel")]
+pub struct PyHfModel {
+    inner: hf::HfModel,
+}
+
+#[pymethods]
+impl PyHfModel {
+    /// Whether the model has a merge list (`model.merges`).
+    #[getter]
+    fn has_merges(&self) -> bool {
+        self.inner.merges.is_some()
+    }
+}
+
+/// Reads a `tokenizer.json`'s bytes: `(the file without model.vocab and model.merges as JSON text,
+/// those two)`; a `CorruptFileError` if it is not JSON or they have the wrong shape.
+#[pyfunction]
+fn split_hf(py: Python<'_>, data: &[u8]) -> PyResult<(String, PyHfModel)> {
+    py.detach(|| hf::split_hf(data))
+        .map(|(rest, inner)| (rest, PyHfModel { inner }))
+        .map_err(to_py)
+}
+
 /// Resolves a pattern name (`gpt2`, `cl100k`, `o200k`, ...) to its regex.
 #[pyfunction]
 fn resolve_pattern(name_or_regex: &str) -> String {
@@ -1359,6 +1424,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyWordCounts>()?;
     m.add_class::<PySplitTable>()?;
     m.add_class::<PySpanVocab>()?;
+    m.add_class::<PyHfModel>()?;
     coding::register(m)?;
     byteprobs::register(m)?;
     m.add_function(wrap_pyfunction!(span_counts, m)?)?;
@@ -1369,6 +1435,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(count_iter, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_pattern, m)?)?;
     m.add_function(wrap_pyfunction!(parse_tiktoken, m)?)?;
+    m.add_function(wrap_pyfunction!(split_hf, m)?)?;
     m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
     m.add("GPT2_PATTERN", crate::pretok::GPT2_PATTERN)?;
     m.add("CL100K_PATTERN", crate::pretok::CL100K_PATTERN)?;
