@@ -583,6 +583,11 @@ def test_hf_export_writes_what_to_hf_gives(small_tokenizer, tmp_path):
         small_tokenizer._core.hf_strings()[i] for i in small_tokenizer.merges[0][:2]
     ]
     assert BPETokenizer.from_hf(path) == small_tokenizer
+    # A special token with a regular token's bytes: HF's vocabulary (text -> id) cannot hold both.
+    clash = BPETokenizer.from_parts([bytes([b]) for b in range(256)] + [b"a"], [], {"a": 256})
+    for export in (clash.to_hf, lambda: clash.save_hf(tmp_path / "clash.json")):
+        with pytest.raises(ConfigError, match="share the same bytes"):
+            export()
 
 
 def test_corrupt_hf_files(small_tokenizer, tmp_path):

@@ -598,14 +598,14 @@ def train_bpe_from_counts(
 def _to_hf(tok: BPETokenizer, tables: bool = True) -> dict[str, Any]:
     """``tokenizer.json``'s content; without ``model.vocab`` and ``model.merges`` unless
     ``tables``."""
-    strings = tok._core.hf_strings()  # every token in HF's byte-level alphabet, by id
-    if len(set(strings)) != len(strings):
+    if any(tok._core.token_id(content.encode()) is not None for content in tok._special):
         raise ConfigError(
             "two ids share the same bytes (a special token equal to a regular token); HF's "
             "vocabulary cannot hold that"
         )
     model_tables: dict[str, Any] = {}
     if tables:
+        strings = tok._core.hf_strings()  # every token in HF's byte-level alphabet, by id
         model_tables["vocab"] = dict(zip(strings, range(len(strings)), strict=True))
         model_tables["merges"] = [[strings[a], strings[b]] for a, b, _ in tok.merges]
     added = [

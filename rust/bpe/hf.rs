@@ -80,31 +80,43 @@ pub fn token_from_hf(text: &str) -> Option<Vec<u8>> {
 /// `vocab`'s tokens (in HF's alphabet, by id) and merges (`["left", "right"]`, by rank), as
 /// JSON text (what `BPETokenizer.save_hf` writes most of).
 pub fn tables_json(vocab: &Vocab) -> String {
-    let strings: Vec<String> = vocab.tokens().iter().map(|t| token_to_hf(t)).collect();
-    let quoted = |s: &str| Value::from(s).to_string();
-    let mut out = String::with_capacity(strings.iter().map(|s| 3 * s.len() + 24).sum());
-    out.push_str("\"vocab\": {");
-    for (id, s) in strings.iter().enumerate() {
+    let tokens = vocab.tokens();
+    let mut out: Vec<u8> = Vec::with_capacity(tokens.iter().map(|t| 6 * t.len() + 16).sum());
+    // Where each token's quoted string is in `out`, for the merges to copy.
+    let mut quoted = Vec::with_capacity(tokens.len());
+    let mut utf8 = [0u8; 4];
+    out.extend_from_slice(b"\"vocab\": {");
+    for (id, t) in tokens.iter().enumerate() {
         if id > 0 {
-            out.push_str(", ");
+            out.extend_from_slice(b", ");
         }
-        out.push_str(&quoted(s));
-        out.push_str(": ");
-        out.push_str(&id.to_string());
+        let start = out.len();
+        out.push(b'"');
+        for &b in t {
+            // The alphabet has no control characters: only these two need escaping in JSON.
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.extend_from_slice(BYTE_CHARS[b as usize].encode_utf8(&mut utf8).as_bytes());
+        }
+        out.push(b'"');
+        quoted.push(start..out.len());
+        out.extend_from_slice(format!(": {id}").as_bytes());
     }
-    out.push_str("}, \"merges\": [");
+    out.extend_from_slice(b"}, \"merges\": [");
     for (rank, m) in vocab.merges().iter().enumerate() {
         if rank > 0 {
-            out.push_str(", ");
+            out.extend_from_slice(b", ");
         }
-        out.push('[');
-        out.push_str(&quoted(&strings[m.left as usize]));
-        out.push_str(", ");
-        out.push_str(&quoted(&strings[m.right as usize]));
-        out.push(']');
+        out.push(b'[');
+        out.extend_from_within(quoted[m.left as usize].clone());
+        out.extend_from_slice(b", ");
+        out.extend_from_within(quoted[m.right as usize].clone());
+        out.push(b']');
     }
-    out.push(']');
-    out
+    out.push(b']');
+    // Only whole characters were written.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// A BPE model's vocabulary and merges, as read from a `tokenizer.json`.

@@ -888,6 +888,74 @@ mod bench {
         }
     }
 
+    /// Reading and writing o200k (`TOKLAB_BENCH_O200K` names its `.tiktoken` file) in each
+    /// format, and the stages of each: `TOKLAB_BENCH_O200K=... cargo test --release --lib
+    /// bpe::bench::formats -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a benchmark"]
+    fn formats() {
+        let Ok(path) = std::env::var("TOKLAB_BENCH_O200K") else {
+            eprintln!("set TOKLAB_BENCH_O200K");
+            return;
+        };
+        let data = std::fs::read(path).expect("o200k ranks");
+        let ms = |t: f64| t * 1e3;
+        let mut tokens = Vec::new();
+        let t = best_of(3, || {
+            tokens = tokens_of_ranks(std::str::from_utf8(&data).expect("ASCII"));
+        });
+        println!("parse .tiktoken: {:.1} ms", ms(t));
+        let mut vocab = None;
+        let t = best_of(3, || {
+            vocab = Some(Vocab::from_ranks(tokens.clone(), vec![]).expect("ok"))
+        });
+        println!(
+            "Vocab::from_ranks (merges derived, whole tokens known): {:.1} ms",
+            ms(t)
+        );
+        let vocab = vocab.expect("built");
+        let pairs: Vec<(u32, u32)> = vocab.merges().iter().map(|m| (m.left, m.right)).collect();
+        let t = best_of(3, || {
+            Vocab::new(tokens.clone(), &pairs, vec![]).expect("ok");
+        });
+        println!("Vocab::new with the merges: {:.1} ms", ms(t));
+        let t = best_of(3, || {
+            let v = Vocab::new(tokens.clone(), &pairs, vec![]).expect("ok");
+            v.whole_stats();
+        });
+        println!(
+            "  ... and its whole-token check (all cores): {:.1} ms",
+            ms(t)
+        );
+        let t = best_of(3, || {
+            PreTokenizer::new("o200k").expect("ok");
+        });
+        println!("PreTokenizer::new(o200k): {:.1} ms", ms(t));
+        let bpe = Bpe::new(vocab, PreTokenizer::new("o200k").expect("ok"), false).expect("ok");
+        let mut json = String::new();
+        let t = best_of(3, || json = io::to_json(&bpe, "").expect("ok"));
+        println!("to_json: {:.1} ms ({} MB)", ms(t), json.len() >> 20);
+        let t = best_of(3, || {
+            io::from_json(&json).expect("ok");
+        });
+        println!("from_json: {:.1} ms", ms(t));
+        let mut tables = String::new();
+        let t = best_of(3, || tables = hf::tables_json(bpe.vocab()));
+        println!("hf::tables_json: {:.1} ms", ms(t));
+        let file = format!("{{\"model\": {{\"type\": \"BPE\", {tables}}}}}");
+        let mut model = None;
+        let t = best_of(3, || {
+            model = Some(hf::split_hf(file.as_bytes()).expect("ok").1)
+        });
+        println!("hf::split_hf: {:.1} ms", ms(t));
+        let model = model.expect("read");
+        let pattern = bpe.pre_tokenizer().pattern().to_string();
+        let t = best_of(3, || {
+            model.build(&[], &pattern, false).expect("ok");
+        });
+        println!("HfModel::build: {:.1} ms", ms(t));
+    }
+
     /// Merging the distinct pieces of a file that are not tokens (what a first call on it
     /// merges), by length: `TOKLAB_BENCH_DIR=... TOKLAB_BENCH_O200K=... cargo test --release
     /// --lib bpe::bench::merge_new_pieces -- --ignored --nocapture`.

@@ -6,6 +6,8 @@
 //! merge list; encoding applies merges by rank. Two merges may produce the same bytes (HF
 //! tokenizers' trainer allows it); they then share one id.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use rustc_hash::FxHashMap;
 
 use super::table::{key_at, key_of, long_hash, Key, LongTable, Table};
@@ -55,11 +57,61 @@ pub struct Vocab {
 /// The tokens that encode as themselves, by their bytes: short ones (up to 15 bytes) in a map
 /// keyed by their packed bytes, which needs no pointer chasing to compare keys; longer ones by
 /// hash.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct WholeTokens {
     short: Table<u32>,
     long: LongTable<u32>,
+    /// `None`: every token in the tables is whole. Else every regular token is in them, and
+    /// whether it is whole is learnt the first time a piece is one (by merging it, which the
+    /// piece needs anyway): per id, [`UNKNOWN`], [`WHOLE`] or [`NOT_WHOLE`]. Threads that learn
+    /// the same token at once learn the same thing.
+    learnt: Option<Box<[AtomicU8]>>,
 }
+
+const UNKNOWN: u8 = 0;
+const WHOLE: u8 = 1;
+const NOT_WHOLE: u8 = 2;
+
+impl Clone for WholeTokens {
+    fn clone(&self) -> Self {
+        Self {
+            short: self.short.clone(),
+            long: self.long.clone(),
+            learnt: self.learnt.as_ref().map(|l| {
+                l.iter()
+                    .map(|s| AtomicU8::new(s.load(Ordering::Relaxed)))
+                    .collect()
+            }),
+        }
+    }
+}
+
+impl WholeTokens {
+    /// Whether token `id`, found in the tables, is whole (`None`: not known yet).
+    #[inline(always)]
+    fn known(&self, id: u32) -> Option<bool> {
+        match &self.learnt {
+            None => Some(true),
+            Some(learnt) => match learnt[id as usize].load(Ordering::Relaxed) {
+                WHOLE => Some(true),
+                NOT_WHOLE => Some(false),
+                _ => None,
+            },
+        }
+    }
+
+    fn learn(&self, id: u32, whole: bool) {
+        if let Some(learnt) = &self.learnt {
+            learnt[id as usize].store(if whole { WHOLE } else { NOT_WHOLE }, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Vocabularies of up to this many tokens find their whole tokens all at once, on first use (a
+/// few ms on all cores); larger ones learn each as pieces meet it, so that the first encode
+/// after loading o200k from a saved file does not merge 200k tokens first (about 130 ms on two
+/// cores).
+const EAGER_WHOLE: usize = 1 << 16;
 
 /// The characters that merging may start from whole: *atoms*. Most first-seen pieces of
 /// non-Latin text are runs of 2- to 4-byte characters, and merging them from bytes spends most
@@ -603,6 +655,9 @@ impl Vocab {
 
     fn whole_tokens(&self) -> &WholeTokens {
         self.whole.get_or_init(|| {
+            if self.token_ids.len() > EAGER_WHOLE {
+                return self.whole_learnt();
+            }
             // Every token merged, on all cores (o200k's 200k tokens: about 150 ms on one).
             let tokens: Vec<(&[u8], u32)> =
                 self.token_ids.iter().map(|(b, &id)| (&b[..], id)).collect();
@@ -627,11 +682,23 @@ impl Vocab {
         })
     }
 
+    /// The tables of all regular tokens, each to be learnt whole or not on first use.
+    fn whole_learnt(&self) -> WholeTokens {
+        let mut whole = self.whole_where(|_, _| true);
+        whole.learnt = Some(
+            (0..self.tokens.len())
+                .map(|_| AtomicU8::new(UNKNOWN))
+                .collect(),
+        );
+        whole
+    }
+
     /// The table of the regular tokens for which `is_whole(bytes, id)`.
     fn whole_where(&self, mut is_whole: impl FnMut(&[u8], u32) -> bool) -> WholeTokens {
         let mut whole = WholeTokens {
             short: Table::with_capacity(self.token_ids.len()),
             long: LongTable::default(),
+            learnt: None,
         };
         for (bytes, &id) in &self.token_ids {
             if is_whole(bytes, id) {
@@ -750,14 +817,32 @@ impl Vocab {
         cache.missed = true;
         // The thread's cache takes whole tokens too, so that a piece seen before costs one
         // lookup in one table, whatever it encodes to.
-        if let Some(&id) = self.whole_tokens().short.get(key) {
-            out.push(id);
-            cache.insert_short(*key, &[id]);
-            return;
-        }
+        let whole = self.whole_tokens();
         let start = out.len();
-        self.merge_piece(piece, out);
+        self.encode_found(whole, whole.short.get(key).copied(), piece, out);
         cache.insert_short(*key, &out[start..]);
+    }
+
+    /// Appends the encoding of `piece`, which the whole-token tables gave `found`: that id alone
+    /// if the token is known to be whole, else by merging (which settles whether it is, if that
+    /// was not known yet).
+    #[inline(always)]
+    fn encode_found(
+        &self,
+        whole: &WholeTokens,
+        found: Option<u32>,
+        piece: &[u8],
+        out: &mut Vec<u32>,
+    ) {
+        match found.map(|id| (id, whole.known(id))) {
+            Some((id, Some(true))) => out.push(id),
+            Some((id, None)) => {
+                let start = out.len();
+                self.merge_piece(piece, out);
+                whole.learn(id, out[start..] == [id]);
+            }
+            _ => self.merge_piece(piece, out),
+        }
     }
 
     /// A piece of more than 15 bytes: like `encode_short`, with one hash of the piece for both
@@ -769,10 +854,8 @@ impl Vocab {
             return;
         }
         let start = out.len();
-        match self.whole_tokens().long.get(hash, piece) {
-            Some(id) => out.push(id),
-            None => self.merge_piece(piece, out),
-        }
+        let whole = self.whole_tokens();
+        self.encode_found(whole, whole.long.get(hash, piece), piece, out);
         cache.insert_long(hash, piece, &out[start..]);
     }
 
@@ -1284,18 +1367,30 @@ mod tests {
     use crate::testing::Rng;
 
     /// The table of whole tokens holds exactly the tokens that merging encodes as themselves
-    /// (built by merging each, or, for `from_ranks`, from the merges it derived).
+    /// (built by merging each, or, for `from_ranks`, from the merges it derived); and so does
+    /// the table that learns them on first use (as vocabularies above [`EAGER_WHOLE`] tokens
+    /// do), once every token has been encoded.
     fn check_whole(v: &Vocab) {
-        let whole = v.whole_tokens();
-        let mut out = Vec::new();
-        for (bytes, &id) in &v.token_ids {
-            out.clear();
-            v.merge_piece(bytes, &mut out);
-            let found = match key_of(bytes) {
-                Some(key) => whole.short.get(&key).copied(),
-                None => whole.long.get(long_hash(bytes), bytes),
-            };
-            assert_eq!(found, (out == [id]).then_some(id), "{bytes:?}");
+        let mut lazy = v.clone();
+        lazy.whole = std::sync::OnceLock::from(v.whole_learnt());
+        for v in [v, &lazy] {
+            let whole = v.whole_tokens();
+            let (mut out, mut encoded) = (Vec::new(), Vec::new());
+            // (Each token is a different piece: none is found in the cache.)
+            let mut cache = PieceCache::default();
+            for (bytes, &id) in &v.token_ids {
+                out.clear();
+                v.merge_piece(bytes, &mut out);
+                encoded.clear();
+                v.encode_piece(bytes, &mut encoded, &mut cache);
+                assert_eq!(encoded, out, "{bytes:?}");
+                let found = match key_of(bytes) {
+                    Some(key) => whole.short.get(&key).copied(),
+                    None => whole.long.get(long_hash(bytes), bytes),
+                };
+                let found = found.filter(|&f| bytes.len() == 1 || whole.known(f) == Some(true));
+                assert_eq!(found, (out == [id]).then_some(id), "{bytes:?}");
+            }
         }
     }
 
