@@ -644,3 +644,30 @@ def test_corrupt_hf_files(small_tokenizer, tmp_path):
     for spec in unsupported.values():  # (the keys say what each case is)
         with pytest.raises(ConfigError, match="unsupported HF tokenizer"):
             BPETokenizer.from_hf(spec)
+
+
+def test_tiktoken_import_fills_gaps_and_rejects_collisions(tmp_path):
+    """Ids that neither ranks nor special tokens use become reserved special tokens (so ids keep
+    their meaning); two tokens on one id, or ids far past the tokens given, are corrupt."""
+    import base64
+
+    ranks = {bytes([b]): b for b in range(256)} | {b"ab": 257}
+    tok = BPETokenizer.from_tiktoken(ranks, pattern="gpt2", special_tokens={"<|end|>": 259})
+    assert tok.metadata["reserved_ids"] == [256, 258]
+    assert tok.special_tokens == {"<|reserved_256|>": 256, "<|reserved_258|>": 258, "<|end|>": 259}
+    assert tok.encode("ab<|end|>", allowed_special="all").tolist() == [257, 259]
+    with pytest.raises(CorruptFileError, match="reuses id 257"):
+        BPETokenizer.from_tiktoken(ranks, pattern="gpt2", special_tokens={"<|end|>": 257})
+    lines = [f"{base64.b64encode(t).decode()} {r}" for t, r in ranks.items()]
+    path = tmp_path / "bpe.tiktoken"
+    path.write_text("\n".join(lines) + "\n")
+    assert BPETokenizer.from_tiktoken(path, pattern="gpt2").metadata["reserved_ids"] == [256]
+    for extra, message in [
+        ("YWJj 257", "rank 257 is given to two tokens"),
+        (f"YWJj {2**31}", "run to 2147483648"),
+        ("YWI= 300", "same bytes"),
+    ]:
+        path.write_text("\n".join([*lines, extra]) + "\n")
+        with pytest.raises(CorruptFileError, match=message) as e:
+            BPETokenizer.from_tiktoken(path, pattern="gpt2")
+        assert str(path) in str(e.value)

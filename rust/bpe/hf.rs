@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+use super::vocab::{fill_reserved, import_ids};
 use super::{Bpe, Vocab};
 use crate::error::{Error, Result};
 use crate::pretok::PreTokenizer;
@@ -346,10 +347,6 @@ impl<'de> Visitor<'de> for MergeSeed {
     }
 }
 
-/// The most ids an import leaves without a token (reserved) beyond the number it has: more
-/// means a corrupt id rather than a sparse vocabulary.
-const MAX_EXTRA_RESERVED: usize = 1 << 16;
-
 impl HfModel {
     /// The tokenizer of this model: `added` are the file's added tokens (`(content, id)`, which
     /// become special tokens and take their ids' places in `vocab`), `pattern` the
@@ -379,21 +376,7 @@ impl HfModel {
             .map(|&(_, id)| id)
             .chain(added.iter().map(|&(_, id)| u64::from(id)))
             .max();
-        let n = top.map_or(0, |t| t.saturating_add(1));
-        if n > u64::from(u32::MAX) {
-            return Err(corrupt(format!(
-                "token id {} is not below 2^32",
-                n.saturating_sub(1)
-            )));
-        }
-        let n = n as usize;
-        if n > vocab.len() + added.len() + MAX_EXTRA_RESERVED {
-            return Err(corrupt(format!(
-                "token ids run to {}, but there are only {} tokens",
-                n - 1,
-                vocab.len() + added.len()
-            )));
-        }
+        let n = import_ids(top, vocab.len() + added.len()).map_err(corrupt)?;
         let mut tokens: Vec<Option<Vec<u8>>> = vec![None; n];
         let mut special = vec![false; n];
         for (content, id) in added {
@@ -422,19 +405,7 @@ impl HfModel {
             }
         }
         let mut specials = added.to_vec();
-        let mut reserved = Vec::new();
-        let tokens: Vec<Vec<u8>> = tokens
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| {
-                t.unwrap_or_else(|| {
-                    let name = format!("<|reserved_{i}|>");
-                    specials.push((name.clone(), i as u32));
-                    reserved.push(i as u32);
-                    name.into_bytes()
-                })
-            })
-            .collect();
+        let (tokens, reserved) = fill_reserved(tokens, &mut specials);
         let mut pairs = Vec::with_capacity(merges.len());
         for (rank, (left, right)) in merges.iter().enumerate() {
             match (ids.get(left.as_str()), ids.get(right.as_str())) {

@@ -383,6 +383,49 @@ fn decode_char(b: &[u8]) -> Option<(u32, usize)> {
     }
 }
 
+/// The most ids an import may leave without a token beyond the number of tokens it gives: more
+/// means a corrupt id rather than a sparse vocabulary.
+const MAX_EXTRA_RESERVED: usize = 1 << 16;
+
+/// The number of ids of an imported vocabulary that gives `given` tokens, whose largest id is
+/// `top`; what is wrong with it otherwise.
+pub(crate) fn import_ids(top: Option<u64>, given: usize) -> std::result::Result<usize, String> {
+    let n = top.map_or(0, |t| t.saturating_add(1));
+    if n > u64::from(u32::MAX) {
+        return Err(format!("token id {} is not below 2^32", n - 1));
+    }
+    if n as usize > given + MAX_EXTRA_RESERVED {
+        return Err(format!(
+            "token ids run to {}, but there are only {given} tokens",
+            n - 1
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// An imported vocabulary's tokens by id, where the ids that the import left without a token
+/// become special tokens `<|reserved_{id}|>` (added to `specials`), so that ids keep their
+/// meaning; and those ids.
+pub(crate) fn fill_reserved(
+    tokens: Vec<Option<Vec<u8>>>,
+    specials: &mut Vec<(String, u32)>,
+) -> (Vec<Vec<u8>>, Vec<u32>) {
+    let mut reserved = Vec::new();
+    let tokens = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.unwrap_or_else(|| {
+                let name = format!("<|reserved_{i}|>");
+                specials.push((name.clone(), i as u32));
+                reserved.push(i as u32);
+                name.into_bytes()
+            })
+        })
+        .collect();
+    (tokens, reserved)
+}
+
 /// Tokens up to this long are decoded with one fixed-size copy.
 const DECODE_PAD: usize = 16;
 
@@ -512,32 +555,66 @@ impl Vocab {
     /// pair that encoding its bytes with the lower-ranked merges ends at. A token that does not
     /// end at exactly two parts is unreachable by merging and gets no merge.
     pub fn from_ranks(tokens: Vec<Vec<u8>>, specials: Vec<(String, u32)>) -> Result<Self> {
-        // Start with no merges, add them in rank order; encoding a token only ever uses merges
-        // of lower rank, which are all in place by then.
+        // Tokens are derived by length, shortest first, each length on all cores: a token's
+        // merge only ever joins parts of it, made by the merges of shorter tokens. While
+        // deriving, a merge's rank is the id it makes (the same order as the final ranks, which
+        // count only the tokens that get a merge). The merges of shorter tokens of higher id
+        // than the token are in the table too, where in rank order they were not yet; merging
+        // with them can only end at two parts that contain a longer token of higher id (see
+        // `derived_merge`), and such an ending is not taken as the token's merge.
         let mut vocab = Self::new(tokens, &[], specials)?;
-        let mut scratch = Vec::new();
-        let mut merged = vec![false; vocab.tokens.len()];
-        // (`whole` is made at the end, from the merges found here.)
-        for id in 0..vocab.tokens.len() as u32 {
-            if vocab.tokens[id as usize].len() < 2 || vocab.is_special(id) {
-                continue;
+        // (`merge_by_rank` reads `merges` by rank, which is not built until the end.)
+        vocab.monotone = false;
+        let mut by_length: Vec<Vec<u32>> = Vec::new();
+        for (id, t) in vocab.tokens.iter().enumerate() {
+            if t.len() >= 2 && !vocab.is_special(id as u32) {
+                if by_length.len() <= t.len() {
+                    by_length.resize(t.len() + 1, Vec::new());
+                }
+                by_length[t.len()].push(id as u32);
             }
-            scratch.clear();
-            let bytes = vocab.tokens[id as usize].clone();
-            // From bytes: atoms depend on all the merges, and these are not all in place yet.
-            vocab.merge_bytes(&bytes, &mut scratch);
-            if let [left, right] = scratch[..] {
-                let rank = vocab.merges.len() as u32;
+        }
+        let mut found: Vec<(u32, u32, u32)> = Vec::new();
+        for ids in by_length.iter().filter(|ids| !ids.is_empty()) {
+            let chunks: Vec<&[u32]> = ids.chunks(2048).collect();
+            let derived = crate::par::map(&chunks, 0, |chunk| {
+                let mut scratch = Vec::with_capacity(64);
+                chunk
+                    .iter()
+                    .filter_map(|&id| vocab.derived_merge(id, &mut scratch))
+                    .collect::<Vec<_>>()
+            });
+            for (id, left, right) in derived.into_iter().flatten() {
+                vocab.merge_map.insert((left, right), (id, id));
+                set_byte_pair(&mut vocab.byte_pairs, &vocab.tokens, left, right, id, id);
+                found.push((id, left, right));
+            }
+        }
+        // The final ranks: the merges in id order.
+        found.sort_unstable();
+        let mut rank_of = vec![u32::MAX; vocab.tokens.len()];
+        for (rank, &(id, _, _)) in found.iter().enumerate() {
+            rank_of[id as usize] = rank as u32;
+        }
+        for (rank, merged) in vocab.merge_map.values_mut() {
+            *rank = rank_of[*merged as usize];
+        }
+        for p in vocab.byte_pairs.iter_mut().filter(|p| **p != NO_PAIR) {
+            let merged = *p as u32;
+            *p = u64::from(rank_of[merged as usize]) << 32 | u64::from(merged);
+        }
+        let mut merged = vec![false; vocab.tokens.len()];
+        vocab.merges = found
+            .iter()
+            .map(|&(id, left, right)| {
                 merged[id as usize] = true;
-                vocab.merge_map.insert((left, right), (rank, id));
-                set_byte_pair(&mut vocab.byte_pairs, &vocab.tokens, left, right, rank, id);
-                vocab.merges.push(Merge {
+                Merge {
                     left,
                     right,
                     merged: id,
-                });
-            }
-        }
+                }
+            })
+            .collect();
         vocab.monotone = is_monotone(vocab.tokens.len(), &vocab.merges);
         // Nothing derived from the merges may survive from before they were all in place.
         vocab.atoms = std::sync::OnceLock::new();
@@ -549,6 +626,63 @@ impl Vocab {
             vocab.whole_where(|b, id| b.len() == 1 || merged[id as usize]),
         );
         Ok(vocab)
+    }
+
+    /// A vocabulary from tiktoken's ranks, `(token bytes, rank)` (ranks become ids), and special
+    /// tokens `(content, id)`: [`Vocab::from_ranks`], after [`fill_reserved`] (whose ids are
+    /// returned). A rank given twice, or a special token on a rank's id, is `Error::Corrupt`.
+    pub fn from_tiktoken(
+        ranks: Vec<(Vec<u8>, u32)>,
+        mut specials: Vec<(String, u32)>,
+    ) -> Result<(Self, Vec<u32>)> {
+        let top = (ranks.iter().map(|r| r.1))
+            .chain(specials.iter().map(|s| s.1))
+            .max()
+            .map(u64::from);
+        let n = import_ids(top, ranks.len() + specials.len()).map_err(Error::Corrupt)?;
+        let mut tokens: Vec<Option<Vec<u8>>> = vec![None; n];
+        for (bytes, rank) in ranks {
+            if tokens[rank as usize].replace(bytes).is_some() {
+                return Err(Error::Corrupt(format!(
+                    "rank {rank} is given to two tokens"
+                )));
+            }
+        }
+        for (content, id) in &specials {
+            if tokens[*id as usize]
+                .replace(content.as_bytes().to_vec())
+                .is_some()
+            {
+                return Err(Error::Corrupt(format!(
+                    "special token {content:?} reuses id {id}"
+                )));
+            }
+        }
+        let (tokens, reserved) = fill_reserved(tokens, &mut specials);
+        Ok((Self::from_ranks(tokens, specials)?, reserved))
+    }
+
+    /// During [`Vocab::from_ranks`], with the merges of every shorter token in place (ranked by
+    /// the ids they make): token `id`'s merge `(id, left, right)`, if it gets one: merging its
+    /// bytes with only the merges of lower rank ends at two parts, `left` and `right`.
+    ///
+    /// This merges with all the merges in place and takes the result unless it holds a token of
+    /// two bytes or more with a higher id. That is the same: merging applies the lowest rank
+    /// first, so it follows merging with the lower-ranked merges alone until that stops, and
+    /// then, if at all, applies higher ranks; a merge of a higher rank makes a token of higher
+    /// id, and every later merge that takes it in makes a token of higher id still (each
+    /// derived merge's parts of two bytes or more have lower ids than what it makes), so a
+    /// part of higher id stays to the end. Nor does merging with the lower-ranked merges stop
+    /// at two parts and then go on: a merge of those two would make this token, whose merge is
+    /// not in place.
+    fn derived_merge(&self, id: u32, scratch: &mut Vec<u32>) -> Option<(u32, u32, u32)> {
+        scratch.clear();
+        self.merge_bytes(&self.tokens[id as usize], scratch);
+        let later = |part: u32| part > id && self.tokens[part as usize].len() >= 2;
+        match scratch[..] {
+            [left, right] if !later(left) && !later(right) => Some((id, left, right)),
+            _ => None,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -1365,6 +1499,42 @@ mod tests {
     }
 
     use crate::testing::Rng;
+
+    /// `from_ranks` derives, shortest tokens first and on all cores, exactly the merges of
+    /// deriving one token at a time in rank order with the merges found so far (the reference,
+    /// here), also where byte tokens have any ids and longer tokens come in any order.
+    #[test]
+    fn from_ranks_equals_deriving_in_rank_order() {
+        let mut rng = Rng(0x5EED_0011);
+        for _ in 0..100 {
+            let mut tokens = bytes_vocab();
+            for _ in 0..30 {
+                let len = 2 + rng.below(5);
+                let t: Vec<u8> = (0..len).map(|_| b"abc"[rng.below(3)]).collect();
+                if !tokens.contains(&t) {
+                    tokens.push(t);
+                }
+            }
+            for i in (1..tokens.len()).rev() {
+                tokens.swap(i, rng.below(i + 1));
+            }
+            let mut pairs = Vec::new();
+            for t in tokens.iter().filter(|t| t.len() >= 2) {
+                let v = Vocab::new(tokens.clone(), &pairs, vec![]).expect("valid");
+                let mut out = Vec::new();
+                v.merge_bytes(t, &mut out);
+                if let [left, right] = out[..] {
+                    pairs.push((left, right));
+                }
+            }
+            let reference = Vocab::new(tokens.clone(), &pairs, vec![]).expect("valid");
+            let derived = Vocab::from_ranks(tokens, vec![]).expect("valid");
+            assert_eq!(derived.merges(), reference.merges());
+            assert_eq!(derived.is_monotone(), reference.is_monotone());
+            check_byte_pairs(&derived);
+            check_whole(&derived);
+        }
+    }
 
     /// The table of whole tokens holds exactly the tokens that merging encodes as themselves
     /// (built by merging each, or, for `from_ranks`, from the merges it derived); and so does

@@ -302,20 +302,44 @@ impl PyBpe {
         .map_err(to_py)
     }
 
-    /// Builds from tiktoken-style ranks: `tokens[rank]` bytes; merges are derived.
+    /// Builds from tiktoken's ranks, `(token bytes, rank)`, and special tokens `(content, id)`
+    /// (see `Vocab::from_tiktoken`); returns the tokenizer and the ids filled with reserved
+    /// special tokens.
     #[staticmethod]
-    fn from_ranks(
+    fn from_tiktoken_ranks(
         py: Python<'_>,
-        tokens: Vec<Vec<u8>>,
+        ranks: Vec<(Vec<u8>, u32)>,
         specials: Vec<(String, u32)>,
         pattern: &str,
-    ) -> PyResult<Self> {
-        let pattern = pattern.to_string();
-        py.detach(move || {
-            let vocab = Vocab::from_ranks(tokens, specials)?;
-            Bpe::new(vocab, PreTokenizer::new(&pattern)?, false)
+    ) -> PyResult<(Self, Vec<u32>)> {
+        py.detach(|| {
+            let (vocab, reserved) = Vocab::from_tiktoken(ranks, specials)?;
+            Ok((
+                Bpe::new(vocab, PreTokenizer::new(pattern)?, false)?,
+                reserved,
+            ))
         })
-        .map(|inner| Self { inner })
+        .map(|(inner, reserved)| (Self { inner }, reserved))
+        .map_err(to_py)
+    }
+
+    /// [`PyBpe::from_tiktoken_ranks`] of a `.tiktoken` file's contents (parsed in Rust; a
+    /// `CorruptFileError` names the first bad line).
+    #[staticmethod]
+    fn from_tiktoken_file(
+        py: Python<'_>,
+        data: &[u8],
+        specials: Vec<(String, u32)>,
+        pattern: &str,
+    ) -> PyResult<(Self, Vec<u32>)> {
+        py.detach(|| {
+            let (vocab, reserved) = Vocab::from_tiktoken(io::parse_tiktoken(data)?, specials)?;
+            Ok((
+                Bpe::new(vocab, PreTokenizer::new(pattern)?, false)?,
+                reserved,
+            ))
+        })
+        .map(|(inner, reserved)| (Self { inner }, reserved))
         .map_err(to_py)
     }
 
@@ -908,17 +932,6 @@ fn pretokenize(py: Python<'_>, text: &str, pattern: &str, engine: &str) -> PyRes
     .map_err(to_py)
 }
 
-/// The `(token, rank)` lines of a `.tiktoken` file's contents, in order (see
-/// `io::parse_tiktoken`); a `CorruptFileError` names the first bad line.
-#[pyfunction]
-fn parse_tiktoken<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Vec<(Bound<'py, PyBytes>, u32)>> {
-    let pairs = py.detach(|| io::parse_tiktoken(data)).map_err(to_py)?;
-    Ok(pairs
-        .into_iter()
-        .map(|(token, rank)| (PyBytes::new(py, &token), rank))
-        .collect())
-}
-
 /// A `tokenizer.json`'s BPE vocabulary and merges, read by [`split_hf`]; opaque to Python.
 #[pyclass(frozen, module = "toklab._core", name = "HfModel")]
 pub struct PyHfModel {
@@ -1434,7 +1447,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(count_files, m)?)?;
     m.add_function(wrap_pyfunction!(count_iter, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_pattern, m)?)?;
-    m.add_function(wrap_pyfunction!(parse_tiktoken, m)?)?;
     m.add_function(wrap_pyfunction!(split_hf, m)?)?;
     m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
     m.add("GPT2_PATTERN", crate::pretok::GPT2_PATTERN)?;
