@@ -493,23 +493,41 @@ impl Vocab {
         let mut byte_pairs = vec![NO_PAIR; 1 << 16];
         let mut merge_map = FxHashMap::default();
         merge_map.reserve(merges.len());
-        let mut joined = Vec::new();
-        for (rank, &(left, right)) in merges.iter().enumerate() {
-            let (l, r) = (left as usize, right as usize);
-            if l >= n || r >= n || is_special[l] || is_special[r] {
-                return Err(Error::Corrupt(format!(
-                    "merge {rank} ({left}, {right}) names an id that is not a regular token"
-                )));
+        // Each merge's id, found by its joined bytes: lookups that mostly miss the cache, so on
+        // all cores, in chunks (o200k's `Vocab::new`: 184-204 ms on one core, 165-183 so).
+        let chunks: Vec<(usize, &[(u32, u32)])> = merges
+            .chunks(4096)
+            .enumerate()
+            .map(|(i, c)| (i * 4096, c))
+            .collect();
+        let merged_ids = crate::par::map(&chunks, 0, |&(first, chunk)| {
+            let mut joined = Vec::new();
+            let mut ids = Vec::with_capacity(chunk.len());
+            for (rank, &(left, right)) in (first..).zip(chunk) {
+                let (l, r) = (left as usize, right as usize);
+                if l >= n || r >= n || is_special[l] || is_special[r] {
+                    return Err(Error::Corrupt(format!(
+                        "merge {rank} ({left}, {right}) names an id that is not a regular token"
+                    )));
+                }
+                joined.clear();
+                joined.extend_from_slice(&tokens[l]);
+                joined.extend_from_slice(&tokens[r]);
+                let Some(&merged) = token_ids.get(&joined) else {
+                    return Err(Error::Corrupt(format!(
+                        "merge {rank} ({left}, {right}) makes {:?}, which is not in the vocabulary",
+                        String::from_utf8_lossy(&joined)
+                    )));
+                };
+                ids.push(merged);
             }
-            joined.clear();
-            joined.extend_from_slice(&tokens[l]);
-            joined.extend_from_slice(&tokens[r]);
-            let Some(&merged) = token_ids.get(&joined) else {
-                return Err(Error::Corrupt(format!(
-                    "merge {rank} ({left}, {right}) makes {:?}, which is not in the vocabulary",
-                    String::from_utf8_lossy(&joined)
-                )));
-            };
+            Ok(ids)
+        });
+        // (The first chunk in error has the first merge in error.)
+        let merged_ids = merged_ids.into_iter().collect::<Result<Vec<_>>>()?;
+        for (rank, (&(left, right), &merged)) in
+            merges.iter().zip(merged_ids.iter().flatten()).enumerate()
+        {
             if merge_map
                 .insert((left, right), (rank as u32, merged))
                 .is_some()
