@@ -279,6 +279,20 @@ pub struct PyBpe {
     inner: Bpe,
 }
 
+/// The tokenizer of tiktoken's ranks and special tokens (`Vocab::from_tiktoken`), and the ids
+/// filled with reserved special tokens.
+fn tiktoken_bpe(
+    ranks: Vec<(Vec<u8>, u32)>,
+    specials: Vec<(String, u32)>,
+    pattern: &str,
+) -> crate::error::Result<(Bpe, Vec<u32>)> {
+    let (vocab, reserved) = Vocab::from_tiktoken(ranks, specials)?;
+    Ok((
+        Bpe::new(vocab, PreTokenizer::new(pattern)?, false)?,
+        reserved,
+    ))
+}
+
 #[pymethods]
 impl PyBpe {
     /// Builds from explicit parts: `tokens[id]` bytes, `(left, right)` merges in rank order,
@@ -312,15 +326,9 @@ impl PyBpe {
         specials: Vec<(String, u32)>,
         pattern: &str,
     ) -> PyResult<(Self, Vec<u32>)> {
-        py.detach(|| {
-            let (vocab, reserved) = Vocab::from_tiktoken(ranks, specials)?;
-            Ok((
-                Bpe::new(vocab, PreTokenizer::new(pattern)?, false)?,
-                reserved,
-            ))
-        })
-        .map(|(inner, reserved)| (Self { inner }, reserved))
-        .map_err(to_py)
+        py.detach(|| tiktoken_bpe(ranks, specials, pattern))
+            .map(|(inner, reserved)| (Self { inner }, reserved))
+            .map_err(to_py)
     }
 
     /// [`PyBpe::from_tiktoken_ranks`] of a `.tiktoken` file's contents (parsed in Rust; a
@@ -332,15 +340,9 @@ impl PyBpe {
         specials: Vec<(String, u32)>,
         pattern: &str,
     ) -> PyResult<(Self, Vec<u32>)> {
-        py.detach(|| {
-            let (vocab, reserved) = Vocab::from_tiktoken(io::parse_tiktoken(data)?, specials)?;
-            Ok((
-                Bpe::new(vocab, PreTokenizer::new(pattern)?, false)?,
-                reserved,
-            ))
-        })
-        .map(|(inner, reserved)| (Self { inner }, reserved))
-        .map_err(to_py)
+        py.detach(|| io::parse_tiktoken(data).and_then(|r| tiktoken_bpe(r, specials, pattern)))
+            .map(|(inner, reserved)| (Self { inner }, reserved))
+            .map_err(to_py)
     }
 
     /// Builds from a `tokenizer.json`'s model (see [`split_hf`]): `specials` are its added
