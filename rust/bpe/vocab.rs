@@ -212,12 +212,40 @@ impl Atoms {
         if vocab.tokens.len() > (1 << 24) {
             return atoms; // (`context` offsets are u32; such vocabularies are not real)
         }
-        // Condition 2: the lowest rank of a merge with each token as an operand. Condition 3:
-        // the merges whose right operand could be a proper prefix of a character (a lead byte,
-        // then continuation bytes), by that operand, and those whose left operand could be a
-        // proper suffix (continuation bytes only): (rank, the other operand).
+        // Each token's bytes from the flat table, read in order (not through a `Vec` per
+        // token: o200k's 200k of them were most of this function's time). Per token: whether
+        // it could be a proper prefix of a character (a lead byte, then continuation bytes),
+        // or a proper suffix (continuation bytes only), and whether it is one whole character.
+        const PREFIX: u8 = 1;
+        const SUFFIX: u8 = 2;
         let cont = |b: &u8| b & 0xc0 == 0x80;
-        let mut first_use = vec![u32::MAX; vocab.tokens.len()];
+        let n = vocab.tokens.len();
+        let mut kind = vec![0u8; n];
+        let mut chars: Vec<(u32, u32)> = Vec::new();
+        for (id, k) in kind.iter_mut().enumerate() {
+            let bytes = &vocab.flat[vocab.offsets[id]..vocab.offsets[id + 1]];
+            match bytes {
+                [] => {}
+                [lead, rest @ ..] if bytes.len() <= 3 && *lead >= 0xc0 && rest.iter().all(cont) => {
+                    *k = PREFIX;
+                }
+                _ if bytes.len() <= 3 && bytes.iter().all(cont) => *k = SUFFIX,
+                _ => {}
+            }
+            if bytes.len() >= 2 && bytes[0] >= 0xc2 {
+                // One character, and the token that its bytes name (not a special token).
+                if let Some(cp) = single_char(bytes) {
+                    if vocab.token_ids.get(bytes) == Some(&(id as u32)) {
+                        chars.push((cp, id as u32));
+                    }
+                }
+            }
+        }
+        // Condition 2: the lowest rank of a merge with each token as an operand. Condition 3:
+        // the merges whose right operand could be a proper prefix of a character, by that
+        // operand, and those whose left operand could be a proper suffix: (rank, the other
+        // operand).
+        let mut first_use = vec![u32::MAX; n];
         let mut joins_before: FxHashMap<u32, Vec<(u32, u32)>> = FxHashMap::default();
         let mut joins_after: FxHashMap<u32, Vec<(u32, u32)>> = FxHashMap::default();
         for (rank, m) in vocab.merges.iter().enumerate() {
@@ -226,24 +254,17 @@ impl Atoms {
                 let r = &mut first_use[t as usize];
                 *r = (*r).min(rank);
             }
-            let right = &vocab.tokens[m.right as usize];
-            if right.len() <= 3 && right[0] >= 0xc0 && right[1..].iter().all(cont) {
+            if kind[m.right as usize] == PREFIX {
                 joins_before
                     .entry(m.right)
                     .or_default()
                     .push((rank, m.left));
             }
-            let left = &vocab.tokens[m.left as usize];
-            if left.len() <= 3 && left.iter().all(cont) {
+            if kind[m.left as usize] == SUFFIX {
                 joins_after.entry(m.left).or_default().push((rank, m.right));
             }
         }
-        let mut chars: Vec<(u32, u32)> = vocab
-            .token_ids
-            .iter()
-            .filter_map(|(bytes, &id)| Some((single_char(bytes)?, id)))
-            .collect();
-        chars.sort_unstable(); // (the same table whatever the order of the hash map)
+        chars.sort_unstable();
         for (cp, id) in chars {
             let bytes = &vocab.tokens[id as usize];
             // Conditions 1 and 2.
@@ -788,21 +809,49 @@ impl Vocab {
     }
 
     /// If BPE over `bytes` alone (from bytes) gives `[id]`: the highest rank it applies.
+    /// `bytes` is one character (at most 4 bytes): its first pairs come from the small table of
+    /// byte pairs, and nothing is allocated.
     fn max_rank_forming(&self, bytes: &[u8], id: u32) -> Option<u32> {
-        let mut syms: Vec<u32> = bytes.iter().map(|&b| self.byte_ids[b as usize]).collect();
-        let mut max_rank = 0;
-        loop {
-            let best = (0..syms.len().saturating_sub(1))
-                .filter_map(|i| self.merge_of(syms[i], syms[i + 1]).map(|(r, m)| (r, i, m)))
-                .min();
-            let Some((rank, i, merged)) = best else {
-                break;
-            };
-            max_rank = max_rank.max(rank);
-            syms[i] = merged;
-            syms.remove(i + 1);
+        const N: usize = 4;
+        let n = bytes.len();
+        assert!((1..=N).contains(&n), "one character");
+        let mut syms = [0u32; N];
+        let (mut ranks, mut merged) = ([u32::MAX; N], [0u32; N]);
+        for (i, &b) in bytes.iter().enumerate() {
+            syms[i] = self.byte_ids[b as usize];
         }
-        (syms == [id]).then_some(max_rank)
+        for (i, w) in bytes.windows(2).enumerate() {
+            let p = self.byte_pairs[byte_pair_slot(w[0], w[1])];
+            (ranks[i], merged[i]) = ((p >> 32) as u32, p as u32);
+        }
+        let pair = |syms: &[u32; N], i: usize| self.merge_of(syms[i], syms[i + 1]);
+        let (mut len, mut max_rank) = (n, 0);
+        while len > 1 {
+            // The lowest rank, leftmost on ties.
+            let (mut best, mut at) = (u32::MAX, 0);
+            for (i, &r) in ranks[..len - 1].iter().enumerate() {
+                if r < best {
+                    (best, at) = (r, i);
+                }
+            }
+            if best == u32::MAX {
+                break;
+            }
+            max_rank = max_rank.max(best);
+            syms[at] = merged[at];
+            syms.copy_within(at + 2..len, at + 1);
+            ranks.copy_within(at + 1..len - 1, at);
+            merged.copy_within(at + 1..len - 1, at);
+            len -= 1;
+            ranks[len - 1] = u32::MAX;
+            if at + 1 < len {
+                (ranks[at], merged[at]) = pair(&syms, at).unwrap_or((u32::MAX, 0));
+            }
+            if at > 0 {
+                (ranks[at - 1], merged[at - 1]) = pair(&syms, at - 1).unwrap_or((u32::MAX, 0));
+            }
+        }
+        (syms[..len] == [id]).then_some(max_rank)
     }
 
     fn whole_tokens(&self) -> &WholeTokens {
