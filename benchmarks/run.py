@@ -1,6 +1,6 @@
 """toklab's BPE against every installed anchor library: one command, one table.
 
-    python benchmarks/run.py                 # full run: median of 3, about 30 minutes
+    python benchmarks/run.py                 # full run: median of 3, about 45 minutes
     python benchmarks/run.py --quick         # en_10M only, one repeat, a few minutes
     python benchmarks/run.py --only encode   # train | encode | decode | batch | linear
 
