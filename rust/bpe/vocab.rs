@@ -818,48 +818,11 @@ impl Vocab {
     }
 
     /// If BPE over `bytes` alone (from bytes) gives `[id]`: the highest rank it applies.
-    /// `bytes` is one character (at most 4 bytes): its first pairs come from the small table of
-    /// byte pairs, and nothing is allocated.
+    /// `bytes` is one character (2 to 4 bytes), merged as `merge_small` merges: nothing is
+    /// allocated, and the first pairs come from the small table of byte pairs.
     fn max_rank_forming(&self, bytes: &[u8], id: u32) -> Option<u32> {
-        const N: usize = 4;
-        let n = bytes.len();
-        assert!((1..=N).contains(&n), "one character");
-        let mut syms = [0u32; N];
-        let (mut ranks, mut merged) = ([u32::MAX; N], [0u32; N]);
-        for (i, &b) in bytes.iter().enumerate() {
-            syms[i] = self.byte_ids[b as usize];
-        }
-        for (i, w) in bytes.windows(2).enumerate() {
-            let p = self.byte_pairs[byte_pair_slot(w[0], w[1])];
-            (ranks[i], merged[i]) = ((p >> 32) as u32, p as u32);
-        }
-        let pair = |syms: &[u32; N], i: usize| self.merge_of(syms[i], syms[i + 1]);
-        let (mut len, mut max_rank) = (n, 0);
-        while len > 1 {
-            // The lowest rank, leftmost on ties.
-            let (mut best, mut at) = (u32::MAX, 0);
-            for (i, &r) in ranks[..len - 1].iter().enumerate() {
-                if r < best {
-                    (best, at) = (r, i);
-                }
-            }
-            if best == u32::MAX {
-                break;
-            }
-            max_rank = max_rank.max(best);
-            syms[at] = merged[at];
-            syms.copy_within(at + 2..len, at + 1);
-            ranks.copy_within(at + 1..len - 1, at);
-            merged.copy_within(at + 1..len - 1, at);
-            len -= 1;
-            ranks[len - 1] = u32::MAX;
-            if at + 1 < len {
-                (ranks[at], merged[at]) = pair(&syms, at).unwrap_or((u32::MAX, 0));
-            }
-            if at > 0 {
-                (ranks[at - 1], merged[at - 1]) = pair(&syms, at - 1).unwrap_or((u32::MAX, 0));
-            }
-        }
+        assert!((2..=4).contains(&bytes.len()), "one multi-byte character");
+        let (syms, len, max_rank) = self.merged_small::<4>(bytes, None);
         (syms[..len] == [id]).then_some(max_rank)
     }
 
@@ -1111,6 +1074,18 @@ impl Vocab {
     /// Quadratic in the piece length, but with tiny constants and no allocation: the right tool
     /// for the short pieces that make up almost all text. `N` bounds the piece length.
     fn merge_small<const N: usize>(&self, piece: &[u8], atoms: Option<&Atoms>, out: &mut Vec<u32>) {
+        let (syms, len, _) = self.merged_small::<N>(piece, atoms);
+        out.extend_from_slice(&syms[..len]);
+    }
+
+    /// `merge_small`'s work: the symbols merging ends at (the first `len`), `len`, and the
+    /// highest rank it applied (0 if none).
+    #[inline(always)]
+    fn merged_small<const N: usize>(
+        &self,
+        piece: &[u8],
+        atoms: Option<&Atoms>,
+    ) -> ([u32; N], usize, u32) {
         debug_assert!(piece.len() >= 2 && piece.len() <= N);
         let mut syms = [0u32; N];
         // ranks[i], merged[i]: the merge of the pair (syms[i], syms[i + 1]), if any.
@@ -1141,7 +1116,7 @@ impl Vocab {
                 }
             }
         }
-        let mut len = n;
+        let (mut len, mut max_rank) = (n, 0);
         while len > 1 {
             let mut best = u32::MAX;
             let mut at = 0;
@@ -1154,6 +1129,7 @@ impl Vocab {
             if best == u32::MAX {
                 break;
             }
+            max_rank = max_rank.max(best);
             syms[at] = merged[at];
             syms.copy_within(at + 2..len, at + 1);
             ranks.copy_within(at + 1..len - 1, at);
@@ -1167,7 +1143,7 @@ impl Vocab {
                 (ranks[at - 1], merged[at - 1]) = pair(&syms, at - 1).unwrap_or((u32::MAX, 0));
             }
         }
-        out.extend_from_slice(&syms[..len]);
+        (syms, len, max_rank)
     }
 
     /// A piece as a doubly linked list of byte tokens (atoms where `atoms` is given):
