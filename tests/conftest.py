@@ -24,6 +24,19 @@ def _shared_data() -> Path | None:
 
 SHARED_DATA = _shared_data()
 
+# `python -m pytest -n auto` (pytest-xdist) runs one worker per core, so each worker's torch
+# gets one thread: more would only make the workers wait on each other.
+TORCH_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        import torch
+    except ImportError:  # toklab[lm] not installed: its tests skip with importorskip
+        return
+    torch.set_num_threads(TORCH_THREADS)
+
+
 needs_shared = pytest.mark.skipif(
     SHARED_DATA is None,
     reason="../shared/data (the development corpora) is not beside this checkout; set "

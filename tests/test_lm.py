@@ -1,6 +1,6 @@
 """toklab.lm: the small GPT, training with byte and FLOP budgets, scoring in bits per byte, the
 TokenLM / ByteLM protocols, checkpoints, the transformers adapter and the CLI. Tiny models on
-CPU with an explicit torch thread count."""
+CPU with an explicit torch thread count (set in conftest.py)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,6 @@ from toklab.errors import (  # noqa: E402
     VocabularyMismatchError,
 )
 from toklab.lm.score import _windows  # noqa: E402
-
-torch.set_num_threads(2)
 
 TEXT = (
     "It was the best of times, it was the worst of times, it was the age of wisdom, it was "
