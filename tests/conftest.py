@@ -24,8 +24,8 @@ def _shared_data() -> Path | None:
 
 SHARED_DATA = _shared_data()
 
-# `python -m pytest -n auto` (pytest-xdist) runs one worker per core, so each worker's torch
-# gets one thread: more would only make the workers wait on each other.
+# `python -m pytest -n auto --dist worksteal` (pytest-xdist) runs one worker per core, so each
+# worker's torch gets one thread: more would only make the workers wait on each other.
 TORCH_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
 
 
