@@ -143,6 +143,10 @@ pub struct Counter {
 
 impl Counter {
     pub fn new(pre: PreTokenizer, special_tokens: &[String], threads: usize) -> Result<Self> {
+        // (An empty one would match between any two bytes, even inside a character.)
+        if special_tokens.iter().any(String::is_empty) {
+            return Err(Error::Config("special tokens must not be empty".into()));
+        }
         let specials = if special_tokens.is_empty() {
             None
         } else {

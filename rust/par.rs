@@ -7,10 +7,19 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The thread count to use for `requested` (0 = all available cores), never more than `work`.
+/// Threads per available core that a request may ask for: results never depend on the count,
+/// and far more threads than cores would only cost memory (or fail to start).
+const MAX_PER_CORE: usize = 4;
+
+/// The thread count to use for `requested` (0 = all available cores), never more than `work`
+/// or [`MAX_PER_CORE`] per core.
 pub fn thread_count(requested: usize, work: usize) -> usize {
     let available = std::thread::available_parallelism().map_or(1, usize::from);
-    let n = if requested == 0 { available } else { requested };
+    let n = if requested == 0 {
+        available
+    } else {
+        requested.min(available * MAX_PER_CORE)
+    };
     n.clamp(1, work.max(1))
 }
 
@@ -98,6 +107,15 @@ mod tests {
                 items.iter().map(|x| x * 2).collect::<Vec<_>>()
             );
         }
+    }
+
+    #[test]
+    fn thread_counts_are_capped_per_core() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(super::thread_count(0, usize::MAX), cores);
+        assert_eq!(super::thread_count(usize::MAX, usize::MAX), 4 * cores);
+        assert_eq!(super::thread_count(3, 2), 2);
+        assert_eq!(super::thread_count(5, 0), 1);
     }
 
     #[test]

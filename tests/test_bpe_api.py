@@ -671,3 +671,54 @@ def test_tiktoken_import_fills_gaps_and_rejects_collisions(tmp_path):
         with pytest.raises(CorruptFileError, match=message) as e:
             BPETokenizer.from_tiktoken(path, pattern="gpt2")
         assert str(path) in str(e.value)
+
+
+# -- bad input found by review (each of these once panicked, aborted or leaked an internal
+# -- exception) ---------------------------------------------------------------------------------
+
+
+def test_one_text_where_a_batch_belongs(small_tokenizer):
+    # A str is a sequence of characters; taken as a batch it would silently encode each alone.
+    for batch in ["hello", b"hello"]:
+        with pytest.raises(TypeError, match="list of texts"):
+            small_tokenizer.encode_batch(batch)
+    assert len(small_tokenizer.encode_batch(["hello"])) == 1
+
+
+def test_empty_special_token_is_a_config_error_before_counting(tmp_path):
+    # Non-ASCII text: an empty special token would match inside a character.
+    path = tmp_path / "t.txt"
+    path.write_text("héllo wörld\n" * 20, encoding="utf-8")
+    for corpus in [["héllo"] * 5, path]:
+        with pytest.raises(ConfigError, match="must not be empty"):
+            toklab.train_bpe(corpus, vocab_size=270, special_tokens=[""])
+    with pytest.raises(ConfigError, match="must not be empty"):
+        toklab.count_words(["é"], special_tokens=[""])
+
+
+def test_thread_counts_far_above_the_cores(tmp_path, small_tokenizer):
+    # The core caps threads per core (results never depend on the count), so huge requests
+    # neither fail to spawn nor try to allocate a channel per thread.
+    path = tmp_path / "t.txt"
+    path.write_text("abc abd abe\n" * 50, encoding="utf-8")
+    reference = toklab.train_bpe(path, vocab_size=260, num_threads=1)
+    for threads in [100_000, 2**40, 2**70]:
+        assert toklab.train_bpe(path, vocab_size=260, num_threads=threads) == reference
+    text = "To be, or not to be"
+    batch = small_tokenizer.encode_batch([text] * 3, num_threads=2**70)
+    assert all(np.array_equal(b, small_tokenizer.encode(text)) for b in batch)
+    for bad in [-1, 1.5, "2"]:
+        with pytest.raises(ConfigError, match="num_threads"):
+            small_tokenizer.encode_ordinary(text, num_threads=bad)
+
+
+def test_hf_files_with_fields_of_the_wrong_kind(small_tokenizer):
+    for field, value in [
+        ("pre_tokenizer", 5),
+        ("normalizer", "x"),
+        ("pre_tokenizer", {"type": "Sequence", "pretokenizers": 5}),
+    ]:
+        spec = small_tokenizer.to_hf()
+        spec[field] = value
+        with pytest.raises(CorruptFileError, match=r"tokenizer\.json"):
+            BPETokenizer.from_hf(spec)

@@ -755,3 +755,15 @@ def test_generation_past_the_context_restarts_exactly_for_a_markov_model() -> No
     assert a == whole.sample(prompt, max_bytes=150, seed=4)
     state = short.start_bytes([prompt])
     np.testing.assert_allclose(state.logprobs[0], whole.next_byte_logprobs([prompt])[0], atol=1e-9)
+
+
+def test_vocab_trie_nodes_out_of_range_are_an_index_error():
+    from toklab import _core
+
+    trie = _core.VocabTrie([b"a", b"ab", None])
+    assert trie.node(0)[0] == 0
+    for n in [trie.num_nodes, 99]:
+        with pytest.raises(IndexError, match="out of range"):
+            trie.node(n)
+        with pytest.raises(IndexError, match="out of range"):
+            trie.children(n)

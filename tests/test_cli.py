@@ -217,3 +217,40 @@ def test_equal_info_train_encode_decode(tmp_path):
                "--lm-budget", "1k", "--output", str(out)]
     )  # fmt: skip
     assert result.exit_code != 0 and "multiple of token_bits" in result.output
+
+
+def test_bad_files_and_output_paths_are_clean_errors(trained, tmp_path):
+    runner = CliRunner()
+    not_npy = tmp_path / "ids.npy"
+    not_npy.write_text("not an array")
+    result = runner.invoke(main, ["decode", str(trained), str(not_npy)])
+    assert result.exit_code == 1 and "Error:" in result.output, result.output
+    np.save(tmp_path / "obj.npy", np.array([1, 2], dtype=np.int64))
+    missing = tmp_path / "no" / "such" / "dir"
+    text = tmp_path / "t.txt"
+    text.write_text("hello world\n")
+    for args in [
+        ["train", "--vocab-size", "258", str(text), "-o", str(missing / "x.json")],
+        ["encode", str(trained), str(text), "-o", str(missing / "x.npy")],
+        ["export", str(trained), "--format", "hf", "-o", str(missing / "x.json")],
+        ["decode", str(trained), str(tmp_path / "obj.npy"), "-o", str(missing / "x.txt")],
+    ]:
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1 and "Error:" in result.output, (args, result.output)
+        assert not isinstance(result.exception, OSError), args
+
+
+def test_equal_info_settings_are_checked_before_training(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    import toklab.equalinfo
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the byte model was trained before the settings were checked")
+
+    monkeypatch.setattr(toklab.equalinfo, "train_m1", no_training)
+    text = tmp_path / "t.txt"
+    text.write_text("hello world\n" * 100)
+    args = ["train", "--method", "equal-info", "--window-bits", "12", str(text)]
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "ei.json")])
+    assert result.exit_code == 1 and "multiple of token_bits" in result.output
+    assert not (tmp_path / "ei.json").exists()

@@ -260,6 +260,26 @@ def test_save_and_load(ngram: NGramByteLM, tmp_path) -> None:
         toklab.load(path)
 
 
+def test_corrupt_model_fields_and_bad_settings(ngram: NGramByteLM) -> None:
+    import json
+
+    for cls in (EqualInfo, ArithmeticCoding):
+        good = json.loads(
+            cls(ngram, 16, 8).to_json() if cls is EqualInfo else cls(ngram, 8).to_json()
+        )
+        for m1 in [None, -1, "x", []]:
+            bad = dict(good, m1=m1)
+            with pytest.raises(CorruptFileError, match=r"M1|field"):
+                toklab.loads(json.dumps(bad))
+    for kwargs in [{"cdf_bits": -1}, {"state_bits": 2**64}, {"cdf_bits": 1.5}]:
+        with pytest.raises(ConfigError):
+            EqualInfo(ngram, 16, 8, **kwargs)
+    # The settings alone are checked before any byte model is trained (the CLI does this).
+    with pytest.raises(ConfigError, match="multiple of token_bits"):
+        EqualInfo.check_config(12, 8)
+    assert EqualInfo.check_config(16, 8) == 32
+
+
 torch = pytest.importorskip("torch")
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from toklab import _core, _hf, data
 from toklab.errors import ConfigError, CorruptFileError, InvalidInputError, TokLabWarning
-from toklab.tokenizer import as_ids, ids_from_buffer
+from toklab.tokenizer import as_ids, check_batch, ids_from_buffer
 
 if TYPE_CHECKING:
     import tiktoken
@@ -57,11 +57,13 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
 def _threads(num_threads: int | None) -> int:
     if num_threads is None:
         return 0
-    if num_threads < 0:
+    if not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 0:
         raise ConfigError(
-            f"num_threads must be positive (or None for all cores), not {num_threads}"
+            f"num_threads must be a positive integer (or None for all cores), not {num_threads!r}"
         )
-    return num_threads
+    # (The core uses at most four threads per core whatever is asked; results never depend on
+    # the count.)
+    return min(num_threads, 1 << 16)
 
 
 class BPETokenizer:
@@ -282,6 +284,7 @@ class BPETokenizer:
         disallowed_special: Literal["all"] | Collection[str] = "all",
     ) -> list[np.ndarray]:
         """Encodes many texts on ``num_threads`` threads (None: all cores)."""
+        check_batch(texts)
         texts = texts if isinstance(texts, list) else list(texts)  # items checked in Rust
         allowed, disallowed = self._special_ids(allowed_special, disallowed_special)
         return self._core.encode_batch(texts, allowed, disallowed, _threads(num_threads))
@@ -700,7 +703,14 @@ def _hf_pattern(pre: Any) -> str:
 def _from_hf(cls: type[BPETokenizer], source: Any) -> BPETokenizer:
     # The vocabulary and merges (most of the file) are read in Rust; the rest is checked here.
     rest, hf_model = _core.split_hf(_hf_bytes(source))
-    spec = json.loads(rest)
+    try:
+        return _from_hf_spec(cls, json.loads(rest), hf_model)
+    except (AttributeError, TypeError, KeyError, IndexError) as e:
+        # A field of the wrong kind (a number where an object belongs, ...).
+        raise CorruptFileError(f"not a valid tokenizer.json: {type(e).__name__}: {e}") from None
+
+
+def _from_hf_spec(cls: type[BPETokenizer], spec: Any, hf_model: Any) -> BPETokenizer:
     model = spec.get("model") or {}
     if model.get("type", "BPE") != "BPE":
         raise _unsupported(f"model type {model.get('type')!r}")

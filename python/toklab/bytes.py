@@ -27,7 +27,7 @@ from toklab.errors import (
     DisallowedSpecialTokenError,
     UnknownTokenError,
 )
-from toklab.tokenizer import IdsLike, as_ids
+from toklab.tokenizer import IdsLike, as_ids, check_batch
 
 __all__ = ["ByteTokenizer"]
 
@@ -120,6 +120,7 @@ class ByteTokenizer:
         return np.frombuffer(bytes(data), dtype=np.uint8).astype(np.uint32)
 
     def encode_batch(self, texts: Iterable[str], **kwargs: Any) -> list[np.ndarray]:
+        check_batch(texts)
         return [self.encode(t, **kwargs) for t in texts]
 
     # -- decoding ---------------------------------------------------------------------------

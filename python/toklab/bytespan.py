@@ -57,7 +57,7 @@ from toklab.errors import (
     InvalidInputError,
     TokLabWarning,
 )
-from toklab.tokenizer import IdsLike, as_ids, ids_from_buffer
+from toklab.tokenizer import IdsLike, as_ids, check_batch, ids_from_buffer
 
 __all__ = ["ByteSpan", "byte_signals", "train_bytespan"]
 
@@ -132,6 +132,7 @@ class ByteSpan:
         return ids_from_buffer(self._core.encode(text, self.inference == "bpe"))
 
     def encode_batch(self, texts: Iterable[str]) -> list[np.ndarray]:
+        check_batch(texts)
         return [self.encode(t) for t in texts]
 
     def decode_bytes(self, ids: IdsLike) -> bytes:
@@ -431,7 +432,7 @@ def train_bytespan(
                 f"{len(languages)} language labels for {len(docs)} documents "
                 f"({len(texts)} not empty)"
             )
-    from toklab.bpe import PATTERNS
+    from toklab.bpe import PATTERNS, _threads
 
     regex = PATTERNS.get(pattern, pattern)
     if building == "seeding" and int(proportion * vocab_size) <= ALPHABET:
@@ -465,7 +466,7 @@ def train_bytespan(
         raise InvalidInputError(f"{len(signals)} signal arrays for {len(texts)} documents")
     if any(s.ndim != 1 for s in signals):
         raise InvalidInputError("each document's signal must be a 1-d array")
-    threads = 0 if num_threads is None else num_threads
+    threads = _threads(num_threads)
     keep = vocab_size - ALPHABET
     if building == "seeding":
         keep = max(0, int(proportion * vocab_size) - ALPHABET)

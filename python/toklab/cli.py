@@ -26,6 +26,20 @@ def _load_any(path: str) -> Any:
         raise click.ClickException(str(e)) from None
 
 
+def _save(tok: Any, output: str) -> None:
+    try:
+        tok.save(output)
+    except OSError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _save_ids(output: str, ids: np.ndarray) -> None:
+    try:
+        np.save(output, ids)
+    except OSError as e:
+        raise click.ClickException(str(e)) from None
+
+
 def _load(path: str) -> BPETokenizer:
     try:
         return BPETokenizer.load(path)
@@ -243,7 +257,7 @@ def train(
         )
     except (TokLabError, OSError) as e:
         raise click.ClickException(str(e)) from None
-    tok.save(output)
+    _save(tok, output)
     seen = tok.metadata.get("trainer", {}).get("bytes_seen", 0)
     click.echo(f"trained {tok!r} on {seen:,} bytes -> {output}", err=True)
 
@@ -262,8 +276,9 @@ def _train_equal_info(
         from toklab.equalinfo import EqualInfo, train_m1
         from toklab.lm.model import PRESETS
 
+        # Bad settings are reported before minutes of training, not after.
+        longest = EqualInfo.check_config(window_bits, token_bits, max_window_bytes=max_window_bytes)
         texts = _read_documents(files) if files else list(data.default_corpus())
-        longest = max_window_bytes or 2 * window_bits
         preset_context = PRESETS.get(lm_preset, {}).get("context", 256)
         m1 = train_m1(
             texts,
@@ -278,7 +293,7 @@ def _train_equal_info(
         raise click.ClickException(f"{e}. Equal-Info needs toklab[lm]") from None
     except (TokLabError, OSError, UnicodeDecodeError) as e:
         raise click.ClickException(str(e)) from None
-    tok.save(output)
+    _save(tok, output)
     click.echo(f"trained {tok!r} -> {output}", err=True)
 
 
@@ -328,7 +343,7 @@ def _train_bytespan(
         raise click.ClickException(f"{e}. ByteSpan needs toklab[lm]") from None
     except (TokLabError, OSError, UnicodeDecodeError) as e:
         raise click.ClickException(str(e)) from None
-    tok.save(output)
+    _save(tok, output)
     click.echo(f"trained {tok!r} -> {output}", err=True)
 
 
@@ -395,7 +410,7 @@ def encode(
             ids = tok.encode(b"".join(p.read_bytes() for p in paths))
         except TokLabError as e:
             raise click.ClickException(str(e)) from None
-        np.save(output, ids.astype(np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32))
+        _save_ids(output, ids.astype(np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32))
         written = output if output.endswith(".npy") else output + ".npy"
         click.echo(f"{len(ids):,} tokens from {total:,} bytes -> {written}", err=True)
         return
@@ -422,7 +437,7 @@ def encode(
             bar.update(path.stat().st_size)
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
     dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32
-    np.save(output, ids.astype(dtype))
+    _save_ids(output, ids.astype(dtype))
     # np.save appends .npy to names without it; say where the file really is.
     written = output if output.endswith(".npy") else output + ".npy"
     click.echo(
@@ -451,13 +466,16 @@ def decode(tokenizer: str, ids: str, output: str | None) -> None:
     try:
         arr = np.load(ids, allow_pickle=False)
         raw = tok.decode_bytes(arr.reshape(-1) if arr.ndim > 1 else arr)
-    except (TokLabError, OSError) as e:
+    except (ValueError, OSError) as e:  # np.load's ValueError: not an .npy file of numbers
         raise click.ClickException(f"{ids}: {e}") from None
     if output is None:
         sys.stdout.buffer.write(raw)
         sys.stdout.buffer.flush()
     else:
-        Path(output).write_bytes(raw)
+        try:
+            Path(output).write_bytes(raw)
+        except OSError as e:
+            raise click.ClickException(str(e)) from None
 
 
 @main.command(context_settings=CONTEXT)
@@ -540,7 +558,7 @@ def export(tokenizer: str, fmt: str, output: str) -> None:
             tok.save_hf(output)
         else:
             tok.save_tiktoken(output)
-    except TokLabError as e:
+    except (TokLabError, OSError) as e:
         raise click.ClickException(str(e)) from None
     note = (
         ""
@@ -570,7 +588,7 @@ def import_(source: str, fmt: str, pattern: str | None, output: str) -> None:
             tok = BPETokenizer.from_tiktoken(source, pattern=pattern)
     except (TokLabError, OSError) as e:
         raise click.ClickException(str(e)) from None
-    tok.save(output)
+    _save(tok, output)
     click.echo(f"imported {tok!r} -> {output}", err=True)
 
 
@@ -742,7 +760,10 @@ def _write_json(path: str | None, result: dict[str, object]) -> None:
     import json
 
     if path is not None:
-        Path(path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        try:
+            Path(path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        except OSError as e:
+            raise click.ClickException(str(e)) from None
         click.echo(f"results -> {path}", err=True)
 
 

@@ -42,7 +42,7 @@ import numpy as np
 
 from toklab import _core
 from toklab.errors import ConfigError, CorruptFileError, CorruptTokensError, InvalidInputError
-from toklab.tokenizer import IdsLike, as_ids
+from toklab.tokenizer import IdsLike, as_ids, check_batch
 
 __all__ = [
     "ArithmeticCoding",
@@ -355,7 +355,7 @@ class _Code:
         d = _read_json(text, cls._FORMAT)
         try:
             return cls(_m1_from_dict(d["m1"]), **d["config"])  # type: ignore[call-arg]
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, AttributeError, OverflowError, ConfigError) as e:
             raise CorruptFileError(f"{cls._WHAT} file: missing or bad field ({e})") from None
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -406,6 +406,49 @@ class EqualInfo(_Code):
         batch_rows: int = 32,
         rule: str = "straddle",
     ) -> None:
+        self.max_window_bytes = self.check_config(
+            window_bits,
+            token_bits,
+            max_window_bytes=max_window_bytes,
+            segment_bytes=segment_bytes,
+            cdf_bits=cdf_bits,
+            state_bits=state_bits,
+            header=header,
+            rule=rule,
+        )
+        self.rule = rule
+        self.m1 = m1
+        self.window_bits = window_bits
+        self.token_bits = token_bits
+        self.segment_bytes = int(segment_bytes)
+        self.cdf_bits = int(cdf_bits)
+        self.state_bits = int(state_bits)
+        self.header = bool(header)
+        self.batch_rows = int(batch_rows)
+        self._m1 = _M1(m1, self.max_window_bytes + 1, self.batch_rows)
+        self._cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+        self.stats: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"EqualInfo(window_bits={self.window_bits}, token_bits={self.token_bits}, "
+            f"max_window_bytes={self.max_window_bytes}, m1={self.m1!r})"
+        )
+
+    @staticmethod
+    def check_config(
+        window_bits: int,
+        token_bits: int,
+        *,
+        max_window_bytes: int | None = None,
+        segment_bytes: int = 1024,
+        cdf_bits: int = 14,
+        state_bits: int = 32,
+        header: bool = True,
+        rule: str = "straddle",
+    ) -> int:
+        """Checks the settings of an :class:`EqualInfo` (a :class:`~toklab.errors.ConfigError`
+        for bad ones) before its byte model is trained; returns the longest window in bytes."""
         if rule not in ("straddle", "lester", "lester-delay"):
             raise ConfigError(f"rule must be 'straddle', 'lester' or 'lester-delay', got {rule!r}")
         if rule != "straddle" and not header:
@@ -413,7 +456,6 @@ class EqualInfo(_Code):
                 f"rule={rule!r} needs header=True: Lester's windows do not mark where the text "
                 "ends, so the decoder needs the length"
             )
-        self.rule = rule
         for name, v in (("window_bits", window_bits), ("token_bits", token_bits)):
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ConfigError(f"{name} must be an integer, got {v!r}")
@@ -430,34 +472,22 @@ class EqualInfo(_Code):
             )
         if _HEADER_BITS % token_bits:
             raise ConfigError(f"token_bits ({token_bits}) must divide the 64-bit header")
-        self.max_window_bytes = int(max_window_bytes or 2 * window_bits)
-        if self.max_window_bytes < 1:
+        longest = int(max_window_bytes or 2 * window_bits)
+        if longest < 1:
             raise ConfigError("max_window_bytes must be at least 1")
         if segment_bytes < 1:
             raise ConfigError("segment_bytes must be at least 1")
-        self.m1 = m1
-        self.window_bits = window_bits
-        self.token_bits = token_bits
-        self.segment_bytes = int(segment_bytes)
-        self.cdf_bits = int(cdf_bits)
-        self.state_bits = int(state_bits)
-        self.header = bool(header)
-        self.batch_rows = int(batch_rows)
-        self._m1 = _M1(m1, self.max_window_bytes + 1, self.batch_rows)
-        self._cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
-        # Checks the coder's precision now rather than at the first encode.
-        _core.WindowDecoders([], window_bits, state_bits, cdf_bits, self.max_window_bytes)
-        self.stats: dict[str, float] = {}
-
-    def __repr__(self) -> str:
-        return (
-            f"EqualInfo(window_bits={self.window_bits}, token_bits={self.token_bits}, "
-            f"max_window_bytes={self.max_window_bytes}, m1={self.m1!r})"
-        )
+        for name, v in (("cdf_bits", cdf_bits), ("state_bits", state_bits)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 64:
+                raise ConfigError(f"{name} must be an integer in 1..64, got {v!r}")
+        # The coder's precision.
+        _core.WindowDecoders([], window_bits, state_bits, cdf_bits, longest)
+        return longest
 
     # -- encoding --------------------------------------------------------------------------------
 
     def encode_batch(self, texts: Sequence[str | bytes]) -> list[np.ndarray]:
+        check_batch(texts)
         datas = [_as_bytes(t) for t in texts]
         cache = self._cache
         if cache and all(d in cache for d in datas):
@@ -766,6 +796,7 @@ class ArithmeticCoding(_Code):
         return np.ascontiguousarray(full.reshape(-1, 256)[: len(data)])
 
     def encode_batch(self, texts: Sequence[str | bytes]) -> list[np.ndarray]:
+        check_batch(texts)
         out = []
         self._m1.rows_evaluated = 0
         total = 0
@@ -898,6 +929,8 @@ def _m1_to_dict(m1: Any) -> dict[str, Any]:
 
 
 def _m1_from_dict(d: dict[str, Any]) -> Any:
+    if not isinstance(d, dict):
+        raise CorruptFileError(f"the M1 model must be an object, not {type(d).__name__}")
     kind = d.get("kind")
     if kind == "ngram":
         return NGramByteLM.from_dict(d)

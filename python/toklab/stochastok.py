@@ -39,7 +39,7 @@ import numpy as np
 from toklab import _core
 from toklab.bpe import _threads
 from toklab.errors import ConfigError, CorruptFileError
-from toklab.tokenizer import IdsLike, as_ids, ids_from_buffer
+from toklab.tokenizer import IdsLike, as_ids, check_batch, ids_from_buffer
 
 __all__ = ["StochasTok", "StochasTokDataset", "expand_to_memmap"]
 
@@ -133,6 +133,7 @@ class StochasTok:
     ) -> list[np.ndarray]:
         """Text ``i`` is expanded as sequence ``first_index + i`` under ``seed`` (default: the
         object's), so batching never changes the result."""
+        check_batch(texts)
         base = self.base.encode_batch(list(texts), **kwargs)
         lengths = np.fromiter((len(b) for b in base), dtype=np.uint64, count=len(base))
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint64)

@@ -45,6 +45,16 @@ class Tokenizer(Protocol):
     def save(self, path: str | os.PathLike[str]) -> None: ...
 
 
+def check_batch(texts: object) -> None:
+    """A ``TypeError`` for one text given where a batch of texts is expected (a ``str`` or
+    ``bytes`` is itself a sequence, and would be taken as one text per character)."""
+    if isinstance(texts, (str, bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"encode_batch takes a list of texts, not one {type(texts).__name__}; "
+            "use encode for a single text"
+        )
+
+
 def as_ids(ids: IdsLike, vocab_size: int) -> np.ndarray:
     """Validates token ids and returns them as a contiguous little-endian ``uint32`` array.
 

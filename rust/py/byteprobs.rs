@@ -25,6 +25,20 @@ pub struct PyVocabTrie {
     inner: VocabTrie,
 }
 
+impl PyVocabTrie {
+    /// `n` if it is one of the trie's nodes, else an `IndexError`.
+    fn checked(&self, n: u32) -> PyResult<u32> {
+        if (n as usize) < self.inner.num_nodes() {
+            Ok(n)
+        } else {
+            Err(pyo3::exceptions::PyIndexError::new_err(format!(
+                "node {n} is out of range: the trie has {} nodes",
+                self.inner.num_nodes()
+            )))
+        }
+    }
+}
+
 #[pymethods]
 impl PyVocabTrie {
     /// `tokens[id]`: bytes, or `None` for ids left out (special tokens).
@@ -62,17 +76,17 @@ impl PyVocabTrie {
 
     /// `(start, here, end)` of node `n`: its tokens are `order[start:end]`, those equal to its
     /// string `order[start:here]`.
-    fn node(&self, n: u32) -> (u32, u32, u32) {
-        let node = self.inner.node(n);
-        (node.start, node.here, node.end)
+    fn node(&self, n: u32) -> PyResult<(u32, u32, u32)> {
+        let node = self.inner.node(self.checked(n)?);
+        Ok((node.start, node.here, node.end))
     }
 
     /// The bytes of node `n`'s children and where each child's range starts, in byte order.
-    fn children<'py>(&self, py: Python<'py>, n: u32) -> (Bound<'py, PyBytes>, Vec<u32>) {
-        let edges = self.inner.edges(n);
+    fn children<'py>(&self, py: Python<'py>, n: u32) -> PyResult<(Bound<'py, PyBytes>, Vec<u32>)> {
+        let edges = self.inner.edges(self.checked(n)?);
         let bytes: Vec<u8> = edges.iter().map(|e| e.0).collect();
         let starts = edges.iter().map(|e| self.inner.node(e.1).start).collect();
-        (PyBytes::new(py, &bytes), starts)
+        Ok((PyBytes::new(py, &bytes), starts))
     }
 
     /// The node of `s`, or `None` if no token starts with it.
