@@ -722,3 +722,27 @@ def test_hf_files_with_fields_of_the_wrong_kind(small_tokenizer):
         spec[field] = value
         with pytest.raises(CorruptFileError, match=r"tokenizer\.json"):
             BPETokenizer.from_hf(spec)
+
+
+def test_ids_and_sizes_out_of_range_are_typed_errors(small_tokenizer):
+    for bad in [2**64, -5, small_tokenizer.vocab_size]:
+        with pytest.raises(UnknownTokenError, match=f"unknown token id {bad}"):
+            small_tokenizer.token_bytes(bad)
+    with pytest.raises(InvalidIdsError):
+        small_tokenizer.token_bytes(1.5)
+    with pytest.raises(ConfigError, match="32-bit"):
+        toklab.train_bpe(["abc"], vocab_size=2**64)
+    counts = toklab.count_words(["abc abd"], progress=False)
+    with pytest.raises(ConfigError, match="32-bit"):
+        toklab.train_bpe_from_counts(counts, vocab_size=2**64)
+    with pytest.raises(ConfigError, match="n >= 0"):
+        counts.most_common(-1)
+    byte_tokens = [bytes([i]) for i in range(256)]
+    with pytest.raises(InvalidIdsError):
+        BPETokenizer.from_parts(byte_tokens, [(-1, 0)])
+    with pytest.raises(InvalidIdsError):
+        BPETokenizer.from_parts(byte_tokens, [], {"<s>": -1})
+    ranks = {bytes([i]): i for i in range(256)}
+    for rank in [-3, 2**40]:
+        with pytest.raises(InvalidIdsError):
+            BPETokenizer.from_tiktoken({**ranks, b"ab": rank}, pattern="gpt2")

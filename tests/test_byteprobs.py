@@ -767,3 +767,18 @@ def test_vocab_trie_nodes_out_of_range_are_an_index_error():
             trie.node(n)
         with pytest.raises(IndexError, match="out of range"):
             trie.children(n)
+
+
+def test_token_lm_rows_of_the_wrong_width_and_bad_max_states():
+    from toklab.errors import ConfigError, VocabularyMismatchError
+
+    class Narrow(ClosedFormLM):  # claims 5 ids, gives 3 log-probabilities a row
+        def next_token_logprobs(self, prefixes):
+            return np.zeros((len(prefixes), 3))
+
+    with pytest.raises(VocabularyMismatchError, match=r"shape \(3,\)"):
+        ByteLevelLM(Narrow(), MiniBPE()).logprob(b"ab")
+    for bad in [-1, 0, 1.5]:
+        with pytest.raises(ConfigError, match="max_states"):
+            ByteLevelLM(ClosedFormLM(), MiniBPE(), max_states=bad)
+    assert math.isfinite(ByteLevelLM(ClosedFormLM(), MiniBPE(), max_states=2**64).logprob(b"ab"))

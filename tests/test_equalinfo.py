@@ -360,3 +360,22 @@ def test_lester_rules(ngram: NGramByteLM) -> None:
         EqualInfo(ngram, 16, 8, rule="lester", header=False)
     with pytest.raises(ConfigError, match="rule"):
         EqualInfo(ngram, 16, 8, rule="greedy")
+
+
+def test_lone_surrogates_and_non_text_items(ngram: NGramByteLM) -> None:
+    from toklab.errors import InvalidInputError
+
+    ei = EqualInfo(ngram, 16, 8)
+    # Passing a lone surrogate through as bytes would decode to other text.
+    with pytest.raises(InvalidInputError, match="lone surrogate"):
+        ei.encode("a\ud800b")
+    assert ei.decode(ei.encode(b"a\xed\xa0\x80b")) == "a\ufffd\ufffd\ufffdb"  # bytes: as given
+    with pytest.raises(InvalidInputError, match="got int"):
+        NGramByteLM.train([1, 2, 300])
+    with pytest.raises(TypeError, match="list of texts"):
+        NGramByteLM.train("hello")
+    for kwargs in [{"state_bits": -1}, {"cdf_bits": 2**70}]:
+        with pytest.raises(ConfigError):
+            ArithmeticCoding(ngram, 8, **kwargs)
+    with pytest.raises(ConfigError, match="max_window_bytes"):
+        EqualInfo(ngram, 16, 8, max_window_bytes=2**40)

@@ -285,3 +285,30 @@ def test_cli_encode_with_stochastok(small_tokenizer, tmp_path):
         main, ["encode", str(tok_path), str(text_path), "-o", str(base), "--stochastok", "2"]
     )
     assert r.exit_code != 0 and "between 0 and 1" in r.output
+
+
+def test_seeds_indices_and_offsets_out_of_range():
+    import toklab
+    from toklab.errors import ConfigError, UnknownTokenError
+    from toklab.stochastok import StochasTok
+
+    base = toklab.train_bpe(["the cat sat on the mat"] * 20, vocab_size=262, progress=False)
+    for seed in [-1, 2**64, 1.5, True]:
+        with pytest.raises(ConfigError, match="seed"):
+            StochasTok(base, p=0.5, seed=seed)
+    st = StochasTok(base, p=0.5, seed=2**64 - 1)
+    ids = base.encode("the cat")
+    assert st.expand(ids, seed=0).size >= ids.size
+    with pytest.raises(ConfigError, match="seed"):
+        st.encode("the cat", seed=-1)
+    with pytest.raises(ConfigError, match="first_index"):
+        st.expand(ids, index=-1)
+    with pytest.raises(ConfigError, match="offsets"):
+        st.expand_batch(ids, [0, 1.7, len(ids)])
+    with pytest.raises(UnknownTokenError):
+        st.splits(-1)
+    for bad in [1.5, -1]:
+        with pytest.raises(ConfigError, match="max_splits"):
+            StochasTok(base, p=0.5, max_splits=bad)
+    with pytest.raises(TypeError, match="list of texts"):
+        st.encode_batch("hello")

@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from toklab import _core, _hf, data
-from toklab.errors import ConfigError, CorruptFileError, InvalidInputError, TokLabWarning
+from toklab.errors import (
+    ConfigError,
+    CorruptFileError,
+    InvalidIdsError,
+    InvalidInputError,
+    TokLabWarning,
+    UnknownTokenError,
+)
 from toklab.tokenizer import as_ids, check_batch, ids_from_buffer
 
 if TYPE_CHECKING:
@@ -116,9 +123,14 @@ class BPETokenizer:
         """Builds a tokenizer from ``tokens[id]`` bytes, ``(left, right)`` merges in rank order,
         and special tokens ``{content: id}`` (whose ids also index ``tokens``)."""
         specials = list((special_tokens or {}).items())
-        core = _core.Bpe.from_parts(
-            list(tokens), list(merges), specials, _core.resolve_pattern(pattern), ignore_merges
-        )
+        try:
+            core = _core.Bpe.from_parts(
+                list(tokens), list(merges), specials, _core.resolve_pattern(pattern), ignore_merges
+            )
+        except OverflowError as e:
+            raise InvalidIdsError(
+                f"ids in merges and special tokens are 0..2**32-1 ({e})"
+            ) from None
         return cls(core, metadata)
 
     @classmethod
@@ -147,7 +159,10 @@ class BPETokenizer:
         specials = sorted(dict(special_tokens or {}).items(), key=lambda kv: kv[1])
         regex = _core.resolve_pattern(pattern)
         if pairs is not None:
-            core, reserved = _core.Bpe.from_tiktoken_ranks(pairs, specials, regex)
+            try:
+                core, reserved = _core.Bpe.from_tiktoken_ranks(pairs, specials, regex)
+            except OverflowError as e:
+                raise InvalidIdsError(f"ranks and special ids are 0..2**32-1 ({e})") from None
         else:  # the file parsed in Rust (base64 per line in Python took 300-400 ms for o200k)
             try:
                 core, reserved = _core.Bpe.from_tiktoken_file(data, specials, regex)
@@ -330,6 +345,12 @@ class BPETokenizer:
         return [self._core.token_bytes(int(i)) for i in as_ids(ids, self.vocab_size)]
 
     def token_bytes(self, token_id: int) -> bytes:
+        if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)):
+            raise InvalidIdsError(f"a token id is an integer, not {type(token_id).__name__}")
+        if not 0 <= token_id < self.vocab_size:
+            raise UnknownTokenError(
+                f"unknown token id {token_id}: the vocabulary has ids 0..{self.vocab_size - 1}"
+            )
         return self._core.token_bytes(int(token_id))
 
     def token_to_id(self, token: str | bytes) -> int | None:
@@ -511,6 +532,8 @@ def train_bpe(
         raise ConfigError(f"vocab_size must be an int, not {type(vocab_size).__name__}")
     if isinstance(special_tokens, str):
         raise ConfigError("special_tokens must be a list of str, not a str")
+    if vocab_size > 2**32 - 1:
+        raise ConfigError(f"vocab_size {vocab_size} is too large: ids are 32-bit")
     floor = 256 + len(special_tokens)
     if vocab_size < floor:
         raise ConfigError(
@@ -554,6 +577,10 @@ def train_bpe_from_counts(
         raise ConfigError(f"max_token_length must be at least 1, not {max_token_length}")
     if progress is None:
         progress = sys.stderr.isatty()
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+        raise ConfigError(f"vocab_size must be an int, not {type(vocab_size).__name__}")
+    if not 0 <= vocab_size < 2**32:
+        raise ConfigError(f"vocab_size {vocab_size} is out of range: ids are 32-bit")
     bytes_seen, distinct = counts.bytes_seen, len(counts)
     core = counts.train_bpe(
         vocab_size, list(special_tokens), min_frequency, max_token_length, progress, _consume

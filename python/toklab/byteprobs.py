@@ -42,7 +42,12 @@ from typing import Any
 import numpy as np
 
 from toklab import _core
-from toklab.errors import ConfigError, ContextLengthError, InvalidInputError
+from toklab.errors import (
+    ConfigError,
+    ContextLengthError,
+    InvalidInputError,
+    VocabularyMismatchError,
+)
 
 __all__ = ["ByteEnsemble", "ByteLevelLM"]
 
@@ -172,6 +177,13 @@ class _Rows:
                 "model's context (distributions and logprob score long texts in windows)"
             ) from None
         self.o._lm_seconds += time.perf_counter() - t0
+        n = self.o.tokenizer.vocab_size
+        for row in out:
+            if row.shape != (n,):
+                raise VocabularyMismatchError(
+                    f"the token LM gave log-probabilities of shape {row.shape} for one prefix; "
+                    f"the tokenizer has {n} ids"
+                )
         return out
 
     def _get(self, seqs: Sequence[Seq]) -> list[np.ndarray]:
@@ -254,7 +266,9 @@ class ByteLevelLM:
             )
         self.token_lm = token_lm
         self.tokenizer = tokenizer
-        self.max_states = int(max_states)
+        if isinstance(max_states, bool) or not isinstance(max_states, int) or max_states < 1:
+            raise ConfigError(f"max_states must be a positive int, got {max_states!r}")
+        self.max_states = min(max_states, 2**63 - 1)
         self.mode = mode
         self.beam = beam
         self.threshold = threshold

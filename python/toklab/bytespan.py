@@ -411,8 +411,8 @@ def train_bytespan(
         )
     if inference not in ("longest", "bpe"):
         raise ConfigError(f"inference must be 'longest' or 'bpe', got {inference!r}")
-    if not isinstance(min_count, int) or min_count < 1:
-        raise ConfigError(f"min_count must be a positive integer, got {min_count!r}")
+    if not isinstance(min_count, int) or not 1 <= min_count < 2**32:
+        raise ConfigError(f"min_count must be an integer in 1..2**32, got {min_count!r}")
     if building not in ("frequency", "seeding"):
         raise ConfigError(f"building must be 'frequency' or 'seeding', got {building!r}")
     if not 0.0 <= proportion <= 1.0:

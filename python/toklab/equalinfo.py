@@ -80,9 +80,10 @@ class NGramByteLM:
 
     @classmethod
     def train(cls, texts: Iterable[str | bytes], order: int = 3, alpha: float = 0.5) -> NGramByteLM:
+        check_batch(texts)
         lm = cls(order, alpha)
         for t in texts:
-            data = t.encode("utf-8") if isinstance(t, str) else bytes(t)
+            data = _as_bytes(t)  # (an int would be taken as that many zero bytes)
             for i, b in enumerate(data):
                 for k in range(min(order - 1, i) + 1):
                     ctx = data[i - k : i]
@@ -281,7 +282,15 @@ def _check_header(header: int, data: bytes) -> None:
 
 def _as_bytes(text: str | bytes) -> bytes:
     if isinstance(text, str):
-        return text.encode("utf-8", errors="surrogatepass")
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            # A lone surrogate has no UTF-8 bytes; passing it through would decode to other
+            # text. (Bytes are coded exactly as given.)
+            raise InvalidInputError(
+                f"text has a lone surrogate {text[e.start]!r} at character {e.start}, which is "
+                "not valid Unicode text; pass bytes to code arbitrary bytes"
+            ) from None
     if isinstance(text, (bytes, bytearray, memoryview)):
         return bytes(text)
     raise InvalidInputError(f"expected str or bytes, got {type(text).__name__}")
@@ -473,8 +482,9 @@ class EqualInfo(_Code):
         if _HEADER_BITS % token_bits:
             raise ConfigError(f"token_bits ({token_bits}) must divide the 64-bit header")
         longest = int(max_window_bytes or 2 * window_bits)
-        if longest < 1:
-            raise ConfigError("max_window_bytes must be at least 1")
+        if not 1 <= longest <= 1 << 16:
+            # (Each window is one row of M1's batch, as long as the longest window.)
+            raise ConfigError(f"max_window_bytes must be in 1..65536, got {longest}")
         if segment_bytes < 1:
             raise ConfigError("segment_bytes must be at least 1")
         for name, v in (("cdf_bits", cdf_bits), ("state_bits", state_bits)):
@@ -776,8 +786,11 @@ class ArithmeticCoding(_Code):
         self.cdf_bits = int(cdf_bits)
         self.state_bits = int(state_bits)
         self.batch_rows = int(batch_rows)
-        self._m1 = _M1(m1, self.context + 1, self.batch_rows)
+        for name, v in (("cdf_bits", cdf_bits), ("state_bits", state_bits)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 64:
+                raise ConfigError(f"{name} must be an integer in 1..64, got {v!r}")
         _core.AcDecoders([], state_bits, cdf_bits)  # checks the precision
+        self._m1 = _M1(m1, self.context + 1, self.batch_rows)
         self.stats: dict[str, float] = {}
 
     def __repr__(self) -> str:

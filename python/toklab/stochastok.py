@@ -47,6 +47,17 @@ _FORMAT = "toklab.stochastok"
 _VERSION = 1
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _u64(name: str, v: object) -> int:
+    """A seed or sequence number: an int in 0..2**64."""
+    if not _is_int(v) or not 0 <= v < 2**64:  # type: ignore[operator]
+        raise ConfigError(f"{name} must be an int in 0..2**64, got {v!r}")
+    return int(v)  # type: ignore[call-overload]
+
+
 class StochasTok:
     """A stochastic tokenizer: ``base``'s ids with tokens split at random (see the module)."""
 
@@ -66,12 +77,11 @@ class StochasTok:
             raise ConfigError(f"p must be a number between 0 and 1, got {p!r}")
         if mode not in ("reference", "bernoulli"):
             raise ConfigError(f"mode must be 'reference' or 'bernoulli', got {mode!r}")
-        if max_depth is not None and not 1 <= max_depth <= 255:
+        if max_depth is not None and not (_is_int(max_depth) and 1 <= max_depth <= 255):
             raise ConfigError(f"max_depth must be 1..255 or None, got {max_depth!r}")
-        if max_splits is not None and max_splits < 0:
-            raise ConfigError(f"max_splits must be >= 0 or None, got {max_splits!r}")
-        if not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"seed must be a non-negative int, got {seed!r}")
+        if max_splits is not None and not (_is_int(max_splits) and 0 <= max_splits < 2**32):
+            raise ConfigError(f"max_splits must be an int >= 0 or None, got {max_splits!r}")
+        seed = _u64("seed", seed)
         self.base, self.p, self.seed = base, float(p), seed
         self.mode, self.max_depth, self.max_splits = mode, max_depth, max_splits
         core = getattr(base, "_core", None)
@@ -181,7 +191,10 @@ class StochasTok:
         """Expands the sequences ``flat[offsets[i]:offsets[i + 1]]`` (numpy in, numpy out):
         returns ``(flat_ids, offsets)`` of the expanded sequences."""
         arr = as_ids(flat, self.vocab_size)
-        offs = np.ascontiguousarray(np.asarray(offsets), dtype=np.uint64)
+        given = np.asarray(offsets)
+        if given.dtype.kind not in "iu" or (given.dtype.kind == "i" and (given < 0).any()):
+            raise ConfigError(f"offsets must be non-negative integers, got {given.dtype} values")
+        offs = np.ascontiguousarray(given, dtype=np.uint64)
         if offs.ndim != 1 or offs.size == 0:
             raise ConfigError("offsets must be a 1-D sequence starting at 0")
         raw, raw_offsets = self.table.expand_batch(
@@ -189,8 +202,8 @@ class StochasTok:
             offs,
             self.p,
             self.mode,
-            self.seed if seed is None else int(seed),
-            int(first_index),
+            self.seed if seed is None else _u64("seed", seed),
+            _u64("first_index", first_index),
             self.max_splits,
             self.max_depth,
             _threads(num_threads),
@@ -199,6 +212,7 @@ class StochasTok:
 
     def splits(self, token_id: int) -> list[tuple[int, ...]]:
         """The splits of a token (each a tuple of part ids), as the expansion chooses them."""
+        as_ids([token_id], self.vocab_size)  # an unknown id: UnknownTokenError
         return [tuple(s) for s in self.table.splits(int(token_id))]
 
     def expansion_rate(self, texts: Iterable[str], seed: int | None = None) -> float:

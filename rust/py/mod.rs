@@ -723,14 +723,21 @@ impl PyWordCounts {
     }
 
     /// The `n` most frequent pieces as `(bytes, count)`, ties by bytes.
-    fn most_common<'py>(&self, py: Python<'py>, n: usize) -> Vec<(Bound<'py, PyBytes>, u64)> {
+    fn most_common<'py>(
+        &self,
+        py: Python<'py>,
+        n: i64,
+    ) -> PyResult<Vec<(Bound<'py, PyBytes>, u64)>> {
+        let n = usize::try_from(n)
+            .map_err(|_| to_py(Error::Config(format!("most_common takes n >= 0, not {n}"))))?;
         let counts = self.counts();
         let mut all: Vec<(&Vec<u8>, &u64)> = counts.words.iter().collect();
         all.sort_unstable_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-        all.into_iter()
+        Ok(all
+            .into_iter()
             .take(n)
             .map(|(w, c)| (PyBytes::new(py, w), *c))
-            .collect()
+            .collect())
     }
 
     /// The counts in a compact, versioned binary form (see `WordCounts::to_bytes`), with the
@@ -871,7 +878,13 @@ fn count_iter(
     };
     for (i, item) in iterable.try_iter()?.enumerate() {
         let item = item?;
-        let text: PyBackedStr = item.extract().map_err(|_| {
+        let text: PyBackedStr = item.extract().map_err(|e| {
+            if item.is_instance_of::<pyo3::types::PyString>() {
+                // A str that has no UTF-8 form: a lone surrogate.
+                return PyTypeError::new_err(format!(
+                    "training text {i} is not valid Unicode: {e}"
+                ));
+            }
             PyTypeError::new_err(format!(
                 "training texts must be str; item {i} is {}",
                 item.get_type()
