@@ -782,3 +782,5 @@ def test_token_lm_rows_of_the_wrong_width_and_bad_max_states():
         with pytest.raises(ConfigError, match="max_states"):
             ByteLevelLM(ClosedFormLM(), MiniBPE(), max_states=bad)
     assert math.isfinite(ByteLevelLM(ClosedFormLM(), MiniBPE(), max_states=2**64).logprob(b"ab"))
+    with pytest.raises(ConfigError, match="max_bytes"):
+        ByteLevelLM(ClosedFormLM(), MiniBPE()).sample(b"a", -5)

@@ -714,6 +714,8 @@ class ByteLevelLM:
         tokens before it (exact in canonical mode but for what the model's context forgets)."""
         if temperature < 0 or not 0 < top_p <= 1:
             raise ConfigError("temperature must be >= 0 and top_p in (0, 1]")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ConfigError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
         rng = np.random.default_rng(seed)
         x = _as_bytes(prompt)
         mark = self._begin()
