@@ -12,7 +12,7 @@ import pytest
 import toklab
 import toklab.metrics as m
 from conftest import SHARED_DATA, needs_shared
-from toklab.errors import InvalidInputError
+from toklab.errors import ConfigError, InvalidInputError
 
 
 class Greedy:
@@ -67,6 +67,13 @@ def test_renyi_by_hand():
     )
     with pytest.raises(InvalidInputError):
         m.renyi_efficiency([0, 0])
+    # Counts that are not counts, and settings outside the definition: typed errors, not NaN.
+    for bad in [[1, math.inf, 2], [1, math.nan], [1, -2, 3], ["a"], [[1, 2]]]:
+        with pytest.raises(InvalidInputError):
+            m.renyi_efficiency(bad)
+    for kwargs in [{"alpha": math.nan}, {"alpha": -1.0}, {"vocab_size": 2}, {"vocab_size": -4}]:
+        with pytest.raises(ConfigError):
+            m.renyi_efficiency([1, 2, 3, 4, 5], **kwargs)
 
 
 def test_renyi_agrees_with_tokenization_scorer(small_tokenizer):

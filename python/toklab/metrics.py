@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from toklab.errors import InvalidInputError
+from toklab.errors import ConfigError, InvalidInputError
 
 __all__ = [
     "BoundaryScore",
@@ -158,10 +158,19 @@ class Renyi:
 def renyi_efficiency(
     counts: Sequence[int] | np.ndarray, alpha: float = 2.5, vocab_size: int | None = None
 ) -> Renyi:
-    c = np.asarray(counts, dtype=np.float64)
+    try:
+        c = np.asarray(counts, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError("token counts must be numbers") from None
+    if c.ndim != 1 or not np.isfinite(c).all() or (c < 0).any():
+        raise InvalidInputError("token counts must be a 1-D array of finite, non-negative numbers")
+    if not math.isfinite(alpha) or alpha < 0:
+        raise ConfigError(f"alpha must be a finite number >= 0, got {alpha!r}")
     c = c[c > 0]
     if c.size == 0:
         raise InvalidInputError("Rényi efficiency of no tokens")
+    if vocab_size is not None and vocab_size < c.size:
+        raise ConfigError(f"vocab_size {vocab_size} is below the {c.size} distinct tokens counted")
     p = c / c.sum()
     if alpha == 1.0:
         h = float(-(p * np.log2(p)).sum())
