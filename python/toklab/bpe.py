@@ -494,6 +494,13 @@ def count_words(
         raise InvalidInputError(str(e)) from None
 
 
+def _check_vocab_size(vocab_size: object) -> None:
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        raise ConfigError(f"vocab_size must be an int, not {type(vocab_size).__name__}")
+    if not 0 <= vocab_size < 2**32:
+        raise ConfigError(f"vocab_size {vocab_size} is out of range: ids are 32-bit")
+
+
 def train_bpe(
     corpus: Any = None,
     *,
@@ -528,12 +535,9 @@ def train_bpe(
     A corpus too small to fill ``vocab_size`` gives a smaller vocabulary and a
     :class:`~toklab.errors.TokLabWarning`.
     """
-    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
-        raise ConfigError(f"vocab_size must be an int, not {type(vocab_size).__name__}")
+    _check_vocab_size(vocab_size)  # before counting, which may take long
     if isinstance(special_tokens, str):
         raise ConfigError("special_tokens must be a list of str, not a str")
-    if vocab_size > 2**32 - 1:
-        raise ConfigError(f"vocab_size {vocab_size} is too large: ids are 32-bit")
     floor = 256 + len(special_tokens)
     if vocab_size < floor:
         raise ConfigError(
@@ -577,10 +581,7 @@ def train_bpe_from_counts(
         raise ConfigError(f"max_token_length must be at least 1, not {max_token_length}")
     if progress is None:
         progress = sys.stderr.isatty()
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
-        raise ConfigError(f"vocab_size must be an int, not {type(vocab_size).__name__}")
-    if not 0 <= vocab_size < 2**32:
-        raise ConfigError(f"vocab_size {vocab_size} is out of range: ids are 32-bit")
+    _check_vocab_size(vocab_size)
     bytes_seen, distinct = counts.bytes_seen, len(counts)
     core = counts.train_bpe(
         vocab_size, list(special_tokens), min_frequency, max_token_length, progress, _consume

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +28,23 @@ def _load_any(path: str) -> Any:
         raise click.ClickException(str(e)) from None
 
 
-def _save(tok: Any, output: str) -> None:
+@contextlib.contextmanager
+def _os_errors() -> Iterator[None]:
+    """A file that cannot be written (a missing directory, no permission) as a clean error."""
     try:
-        tok.save(output)
+        yield
     except OSError as e:
         raise click.ClickException(str(e)) from None
+
+
+def _save(tok: Any, output: str) -> None:
+    with _os_errors():
+        tok.save(output)
 
 
 def _save_ids(output: str, ids: np.ndarray) -> None:
-    try:
+    with _os_errors():
         np.save(output, ids)
-    except OSError as e:
-        raise click.ClickException(str(e)) from None
 
 
 def _load(path: str) -> BPETokenizer:
@@ -472,10 +479,8 @@ def decode(tokenizer: str, ids: str, output: str | None) -> None:
         sys.stdout.buffer.write(raw)
         sys.stdout.buffer.flush()
     else:
-        try:
+        with _os_errors():
             Path(output).write_bytes(raw)
-        except OSError as e:
-            raise click.ClickException(str(e)) from None
 
 
 @main.command(context_settings=CONTEXT)
@@ -760,10 +765,8 @@ def _write_json(path: str | None, result: dict[str, object]) -> None:
     import json
 
     if path is not None:
-        try:
+        with _os_errors():
             Path(path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        except OSError as e:
-            raise click.ClickException(str(e)) from None
         click.echo(f"results -> {path}", err=True)
 
 

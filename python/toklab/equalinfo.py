@@ -280,6 +280,14 @@ def _check_header(header: int, data: bytes) -> None:
         raise CorruptTokensError("CRC-32 mismatch: the token stream is corrupted")
 
 
+def _check_precision(cdf_bits: object, state_bits: object) -> None:
+    """The coder's precision settings are integers the Rust coder can take (it checks the
+    rest)."""
+    for name, v in (("cdf_bits", cdf_bits), ("state_bits", state_bits)):
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 64:
+            raise ConfigError(f"{name} must be an integer in 1..64, got {v!r}")
+
+
 def _as_bytes(text: str | bytes) -> bytes:
     if isinstance(text, str):
         try:
@@ -487,9 +495,7 @@ class EqualInfo(_Code):
             raise ConfigError(f"max_window_bytes must be in 1..65536, got {longest}")
         if segment_bytes < 1:
             raise ConfigError("segment_bytes must be at least 1")
-        for name, v in (("cdf_bits", cdf_bits), ("state_bits", state_bits)):
-            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 64:
-                raise ConfigError(f"{name} must be an integer in 1..64, got {v!r}")
+        _check_precision(cdf_bits, state_bits)
         # The coder's precision.
         _core.WindowDecoders([], window_bits, state_bits, cdf_bits, longest)
         return longest
@@ -786,9 +792,7 @@ class ArithmeticCoding(_Code):
         self.cdf_bits = int(cdf_bits)
         self.state_bits = int(state_bits)
         self.batch_rows = int(batch_rows)
-        for name, v in (("cdf_bits", cdf_bits), ("state_bits", state_bits)):
-            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 64:
-                raise ConfigError(f"{name} must be an integer in 1..64, got {v!r}")
+        _check_precision(cdf_bits, state_bits)
         _core.AcDecoders([], state_bits, cdf_bits)  # checks the precision
         self._m1 = _M1(m1, self.context + 1, self.batch_rows)
         self.stats: dict[str, float] = {}
