@@ -103,7 +103,8 @@ def test_encode_batch_many_runs_on_threads(small_tokenizer):
     from toklab.data import default_corpus
 
     texts = next(default_corpus(["shakespeare"])).splitlines()
-    assert sum(map(len, texts)) > 1 << 20  # four runs or more
+    while sum(map(len, texts)) <= 1 << 20:  # four runs or more, whatever the corpus's size
+        texts += texts
     serial = [small_tokenizer.encode(t) for t in texts]
     for threads in [1, 2, 3]:
         batch = small_tokenizer.encode_batch(texts, num_threads=threads)
