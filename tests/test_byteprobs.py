@@ -588,6 +588,54 @@ def test_prompts_ending_inside_a_utf8_character_match_brute_force(x, cut, seed, 
     assert math.exp(blm.prefix_logprob(x)) == pytest.approx(want, rel=1e-9, abs=1e-300)
 
 
+def _text_reencodes(tok, full: list[int]) -> bool:
+    """Canonicity for a tokenizer of text only (no ``encode_bytes``), as documented in
+    ``byteprobs``: bytes that end inside a character are judged once it is complete."""
+    data = tok.decode_bytes(full)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.end == len(data) and e.reason == "unexpected end of data"
+    return [int(i) for i in tok.encode(text)] == full
+
+
+@settings(max_examples=25, deadline=None)
+@given(x=st.text(alphabet="aé b", min_size=1, max_size=4).map(lambda s: s.encode()),
+       cut=st.integers(0, 2), seed=st.integers(0, 3))  # fmt: skip
+def test_canonical_over_a_tokenizer_of_text_only_matches_brute_force(x, cut, seed) -> None:
+    """ByteSpan has no ``encode_bytes``: states that end inside "é" (whose byte tokens are
+    candidates everywhere) used to crash the re-encoding."""
+    from toklab.bytespan import ByteSpan
+
+    tok = ByteSpan([(True, b"a\xc3\xa9"), (False, b"\xc3\xa9"), (True, b" b"), (False, b"ab")])
+    x = x[: max(1, len(x) - cut)]
+    alphabet = set("aé b".encode())
+    support = [i for i in range(tok.vocab_size) if set(tok.token_bytes(i)) <= alphabet]
+    lm = TableLM(tok.vocab_size, support, seed)
+    blm = ByteLevelLM(lm, tok, mode="canonical")
+    total = 0.0
+
+    def go(seq: list[int], done: int, lp: float) -> None:
+        nonlocal total
+        row = lm.next_token_logprobs([seq])[0]
+        for t in support:
+            b = tok.token_bytes(t)
+            piece = x[done : done + len(b)]
+            if not b.startswith(piece) and not piece.startswith(b):
+                continue
+            if not _text_reencodes(tok, [*seq, t]):
+                continue
+            if done + len(b) >= len(x):
+                total += math.exp(lp + row[t])
+            else:
+                go([*seq, t], done + len(b), lp + row[t])
+
+    go([], 0, 0.0)
+    assert math.exp(blm.prefix_logprob(x)) == pytest.approx(total, rel=1e-9, abs=1e-300)
+    nb = blm.next_byte_logprobs([x])[0]
+    assert np.isfinite(_lse(nb)) and _lse(nb) == pytest.approx(0.0, abs=1e-9)
+
+
 class MarkovTableLM(TableLM):
     """A token LM that depends on the last token only, with a (small) context: cutting its
     context changes nothing, so windowed scoring must equal scoring the whole text at once."""

@@ -397,10 +397,18 @@ def test_cli_train_encode_decode(tmp_path):
     runner = CliRunner()
     args = ["train", str(corpus), "--method", "bytespan", "--vocab-size", "700", "-o", str(out)]
     args += ["--lm-preset", "tiny", "--lm-budget", "30k", "--device", "cpu", "--signal"]
-    r = runner.invoke(main, [*args, "surprisal", "--constraint", "monotonic"])
+    r = runner.invoke(main, [*args, "surprisal", "--constraint", "monotonic", "--pattern", "o200k"])
     assert r.exit_code == 0, r.output
     tok = toklab.load(out)
     assert isinstance(tok, ByteSpan) and tok.metadata["signal"] == "surprisal"
+    assert tok.pattern == "o200k"
+    # BPE's own options are refused, before any training, not silently ignored.
+    r = runner.invoke(main, [*args, "surprisal", "--special-token", "<s>", "--min-frequency", "3"])
+    assert r.exit_code != 0
+    assert "--special-token, --min-frequency: not an option of --method bytespan" in r.output
+    hf_path = tmp_path / "tokenizer.json"
+    r = runner.invoke(main, ["export", str(out), "--format", "hf", "-o", str(hf_path)])
+    assert r.exit_code != 0 and "needs the gpt2 pre-tokenization pattern" in r.output
     ids, back = tmp_path / "ids.npy", tmp_path / "back.txt"
     assert runner.invoke(main, ["encode", str(out), str(corpus), "-o", str(ids)]).exit_code == 0
     r = runner.invoke(main, ["decode", str(out), str(ids), "-o", str(back)])
@@ -416,6 +424,16 @@ def test_cli_train_encode_decode(tmp_path):
     assert tok.inference == "bpe"
     r = runner.invoke(main, ["info", str(out)])
     assert r.exit_code == 0 and "ByteSpan" in r.output and "inference:      bpe" in r.output
+    # Exported for HF tokenizers by the CLI (gpt2's pattern), with the same ids; not as
+    # tiktoken ranks.
+    r = runner.invoke(main, ["export", str(out), "--format", "hf", "-o", str(hf_path)])
+    assert r.exit_code == 0, r.output
+    tokenizers = pytest.importorskip("tokenizers")
+    sample = corpus.read_text(encoding="utf-8")[:2000]
+    hf_ids = tokenizers.Tokenizer.from_file(str(hf_path)).encode(sample).ids
+    assert hf_ids == tok.encode(sample).tolist()  # BPE inference: HF's BPE model
+    r = runner.invoke(main, ["export", str(out), "--format", "tiktoken", "-o", str(hf_path)])
+    assert r.exit_code != 0 and "only BPE tokenizers export to --format tiktoken" in r.output
     # Balanced: each input file one language.
     ru = tmp_path / "ru.txt"
     ru.write_text("Все люди рождаются свободными и равными в своем достоинстве. " * 300)

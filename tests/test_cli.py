@@ -77,6 +77,58 @@ def test_encode_decode_round_trip(trained, tmp_path):
     assert out.read_text() == (text * 20) * 2
 
 
+def test_line_endings_round_trip(trained, tmp_path):
+    """Files are encoded as stored: CRLF and lone CR are not turned into LF."""
+    src = tmp_path / "crlf.txt"
+    raw = b"one\r\ntwo\rthree\n\r\n"
+    src.write_bytes(raw)
+    ids_path = tmp_path / "ids.npy"
+    runner = CliRunner()
+    result = runner.invoke(main, ["encode", str(trained), str(src), "-o", str(ids_path)])
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(np.load(ids_path), toklab.load(trained).encode(raw.decode()))
+    result = runner.invoke(main, ["decode", str(trained), str(ids_path)])
+    assert result.exit_code == 0 and result.stdout_bytes == raw
+
+
+def test_special_tokens_alike_for_every_tokenizer(trained, tmp_path):
+    """Special-token text: ordinary text by default, special tokens with --allow-special,
+    whichever tokenizer the file holds."""
+    from toklab.bytes import ByteTokenizer
+    from toklab.stochastok import StochasTok
+
+    bpe = toklab.load(trained)
+    src = tmp_path / "s.txt"
+    src.write_text("a <|eot|> b")
+    paths = {"bpe": trained, "bytes": tmp_path / "bytes.json", "st": tmp_path / "st.json"}
+    ByteTokenizer(special_tokens=["<|eot|>"]).save(paths["bytes"])
+    StochasTok(bpe, p=0.0, seed=1).save(paths["st"])
+    runner = CliRunner()
+    for name, path in paths.items():
+        tok = toklab.load(path)
+        plain = tok.encode_ordinary("a <|eot|> b")
+        special = tok.encode("a <|eot|> b", allowed_special="all")
+        for flag, want in [([], plain), (["--allow-special"], special)]:
+            out = tmp_path / f"{name}.npy"
+            result = runner.invoke(main, ["encode", str(path), str(src), "-o", str(out), *flag])
+            assert result.exit_code == 0, (name, result.output)
+            assert np.array_equal(np.load(out), want), name
+        assert (tok.vocab_size - 1) in special and (tok.vocab_size - 1) not in plain
+
+
+def test_info_and_export_of_other_tokenizers(tmp_path):
+    from toklab.bytes import ByteTokenizer
+
+    path = tmp_path / "bytes.json"
+    ByteTokenizer(special_tokens=["<|eot|>"]).save(path)
+    result = CliRunner().invoke(main, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "ByteTokenizer" in result.output and "vocab size:     257" in result.output
+    result = CliRunner().invoke(main, ["export", str(path), "--format", "hf", "-o", "x.json"])
+    assert result.exit_code != 0
+    assert "is a ByteTokenizer: only BPE and ByteSpan tokenizers export" in result.output
+
+
 def test_encode_uses_uint32_for_big_vocabularies(tmp_path):
     tok = toklab.BPETokenizer.from_parts(
         [bytes([b]) for b in range(256)] + [f"<|r{i}|>".encode() for i in range(70_000)],

@@ -118,6 +118,8 @@ def test_bad_input(corpus):
         cmp.run_compare(corpus, methods=["bytes"], languages=["xx"], progress=False)
     with pytest.raises(ConfigError, match="at least 256"):
         cmp.run_compare(corpus, methods=["bpe"], vocab_sizes=[100], progress=False)
+    with pytest.raises(ConfigError, match="at least 256, got 0"):
+        cmp.run_compare(corpus, methods=["hf-bpe"], baseline_sizes=[0], progress=False)
     with pytest.raises(InvalidInputError, match="not a directory"):
         cmp.run_compare(corpus, methods=["bytes"], morph_data="/nonexistent", progress=False)
 

@@ -188,6 +188,16 @@ def test_corrupt_streams_fail_loudly(ngram: NGramByteLM) -> None:
             ei.decode(bad)
     with pytest.raises(UnknownTokenError):
         ei.decode([300])
+    # The same bits moved into an id past the vocabulary, as uint32 (the dtype encode gives,
+    # whose range the Rust core checks for other tokenizers): an error, not the text.
+    for coder in (ei, ArithmeticCoding(ngram, 8)):
+        moved = coder.encode(text)
+        at = next(k for k in range(1, len(moved)) if moved[k - 1] > 0)
+        moved[at - 1] -= 1
+        moved[at] += 256
+        assert moved.dtype == np.uint32
+        with pytest.raises(UnknownTokenError):
+            coder.decode(moved)
     with pytest.raises(InvalidIdsError):
         ei.decode(np.array([1.5, 2.0]))
     # Without the header, structural checks still catch most corruption.
@@ -377,5 +387,6 @@ def test_lone_surrogates_and_non_text_items(ngram: NGramByteLM) -> None:
     for kwargs in [{"state_bits": -1}, {"cdf_bits": 2**70}]:
         with pytest.raises(ConfigError):
             ArithmeticCoding(ngram, 8, **kwargs)
-    with pytest.raises(ConfigError, match="max_window_bytes"):
-        EqualInfo(ngram, 16, 8, max_window_bytes=2**40)
+    for longest in [2**40, 0, -1]:  # 0 is not "the default"
+        with pytest.raises(ConfigError, match="max_window_bytes"):
+            EqualInfo(ngram, 16, 8, max_window_bytes=longest)

@@ -150,7 +150,13 @@ class _Checker:
         if encode_bytes is not None:
             ids = encode_bytes(data)
         else:
-            ids = self.tokenizer.encode(data.decode("utf-8", errors="surrogateescape"))
+            # A tokenizer of text only: bytes that are no text can only be the start of a
+            # character that later bytes complete, and are judged once they do.
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return e.end == len(data) and e.reason == "unexpected end of data"
+            ids = self.tokenizer.encode(text)
         return [int(i) for i in ids] == list(seq)
 
 

@@ -47,13 +47,6 @@ def _save_ids(output: str, ids: np.ndarray) -> None:
         np.save(output, ids)
 
 
-def _load(path: str) -> BPETokenizer:
-    try:
-        return BPETokenizer.load(path)
-    except (TokLabError, OSError) as e:
-        raise click.ClickException(str(e)) from None
-
-
 @click.group(context_settings=CONTEXT)
 @click.version_option(package_name="toklab")
 def main() -> None:
@@ -85,24 +78,26 @@ def main() -> None:
 )
 @click.option(
     "--pattern",
-    default="cl100k",
-    show_default=True,
-    help=f"Pre-tokenization: {', '.join(PATTERNS)}, or a regex.",
+    default=None,
+    help=f"Pre-tokenization: {', '.join(PATTERNS)}, or a regex (default: cl100k for BPE, gpt2 "
+    "for ByteSpan).",
 )
 @click.option(
     "--special-token",
     "special_tokens",
     multiple=True,
-    help="A special token (repeatable); gets the last ids.",
+    help="BPE: a special token (repeatable); gets the last ids.",
 )
 @click.option(
     "--min-frequency",
     type=int,
     default=1,
     show_default=True,
-    help="Stop when the best pair is rarer than this.",
+    help="BPE: stop when the best pair is rarer than this.",
 )
-@click.option("--max-token-length", type=int, default=None, help="Longest token, in bytes.")
+@click.option(
+    "--max-token-length", type=int, default=None, help="BPE: the longest token, in bytes."
+)
 @click.option("--threads", type=int, default=None, help="Counting threads (default: all cores).")
 @click.option(
     "--method",
@@ -187,7 +182,7 @@ def train(
     files: tuple[str, ...],
     vocab_size: int,
     output: str,
-    pattern: str,
+    pattern: str | None,
     special_tokens: tuple[str, ...],
     min_frequency: int,
     max_token_length: int | None,
@@ -223,9 +218,27 @@ def train(
           --vocab-size 16384 --output bytespan.json
       toklab train --method equal-info --window-bits 16 --token-bits 8 --output ei.json
     """
+    if method != "bpe":
+        bpe_only = {
+            "--special-token": bool(special_tokens),
+            "--min-frequency": min_frequency != 1,
+            "--max-token-length": max_token_length is not None,
+            "--pattern": pattern is not None and method == "equal-info",
+        }
+        given = [name for name, used in bpe_only.items() if used]
+        if given:
+            raise click.ClickException(f"{', '.join(given)}: not an option of --method {method}")
     if method == "equal-info":
         _train_equal_info(
-            files, output, window_bits, token_bits, max_window_bytes, lm_preset, lm_budget, device
+            files,
+            output,
+            window_bits,
+            token_bits,
+            max_window_bytes,
+            lm_preset,
+            lm_budget,
+            device,
+            errors,
         )
         return
     if method == "bytespan":
@@ -246,6 +259,8 @@ def train(
             min_count,
             inference,
             balance_files,
+            pattern or "gpt2",
+            errors,
         )
         return
     corpus = list(files) if files else None
@@ -255,7 +270,7 @@ def train(
         tok = train_bpe(
             corpus,
             vocab_size=vocab_size,
-            pattern=pattern,
+            pattern=pattern or "cl100k",
             special_tokens=special_tokens,
             min_frequency=min_frequency,
             max_token_length=max_token_length,
@@ -278,6 +293,7 @@ def _train_equal_info(
     lm_preset: str,
     lm_budget: str | None,
     device: str,
+    errors: str = "strict",
 ) -> None:
     try:
         from toklab.equalinfo import EqualInfo, train_m1
@@ -285,7 +301,7 @@ def _train_equal_info(
 
         # Bad settings are reported before minutes of training, not after.
         longest = EqualInfo.check_config(window_bits, token_bits, max_window_bytes=max_window_bytes)
-        texts = _read_documents(files) if files else list(data.default_corpus())
+        texts = _read_documents(files, errors) if files else list(data.default_corpus())
         preset_context = PRESETS.get(lm_preset, {}).get("context", 256)
         m1 = train_m1(
             texts,
@@ -321,13 +337,15 @@ def _train_bytespan(
     min_count: int = 20,
     inference: str = "longest",
     balance_files: bool = False,
+    pattern: str = "gpt2",
+    errors: str = "strict",
 ) -> None:
     from toklab.bytespan import train_bytespan
 
     if balance_files and not files:
         raise click.ClickException("--balance-files needs input files (one per language)")
     try:
-        texts = _read_documents(files) if files else None
+        texts = _read_documents(files, errors) if files else None
         languages = [p.stem for p in data.expand_files(files)] if balance_files else None
         tok = train_bytespan(
             texts,
@@ -345,6 +363,7 @@ def _train_bytespan(
             building=building,  # type: ignore[arg-type]
             proportion=proportion,
             languages=languages,
+            pattern=pattern,
         )
     except ImportError as e:
         raise click.ClickException(f"{e}. ByteSpan needs toklab[lm]") from None
@@ -426,16 +445,11 @@ def encode(
     ) as bar:
         for path in paths:
             try:
-                text = path.read_text(encoding="utf-8")
+                text = data.read_text(path)
             except UnicodeDecodeError as e:
                 raise click.ClickException(f"{path}: invalid UTF-8 at byte {e.start}") from None
             try:
-                if not isinstance(tok, BPETokenizer):
-                    ids = tok.encode(text)
-                elif allow_special:
-                    ids = tok.encode(text, allowed_special="all")
-                else:
-                    ids = tok.encode_ordinary(text, num_threads=threads)
+                ids = _encode_text(tok, text, allow_special, threads)
             except TokLabError as e:
                 raise click.ClickException(f"{path}: {e}") from None
             if expander is not None:
@@ -450,6 +464,17 @@ def encode(
     click.echo(
         f"{len(ids):,} tokens ({dtype.__name__}) from {total:,} bytes -> {written}", err=True
     )
+
+
+def _encode_text(tok: Any, text: str, allow_special: bool, threads: int | None) -> np.ndarray:
+    """One file's ids, alike for every tokenizer: special-token text is encoded as special
+    tokens with --allow-special, else as ordinary text."""
+    if isinstance(tok, BPETokenizer) and not allow_special:
+        return tok.encode_ordinary(text, num_threads=threads)
+    if allow_special and getattr(tok, "special_tokens", None):
+        return tok.encode(text, allowed_special="all")
+    ordinary = getattr(tok, "encode_ordinary", None)
+    return ordinary(text) if ordinary is not None else tok.encode(text)
 
 
 @main.command(context_settings=CONTEXT)
@@ -501,11 +526,16 @@ def info(tokenizer: str, longest: int) -> None:
     """
     from toklab.bytespan import ByteSpan
 
-    any_tok = _load_any(tokenizer)
-    if isinstance(any_tok, ByteSpan):
-        _info_bytespan(any_tok, longest)
+    tok = _load_any(tokenizer)
+    if isinstance(tok, ByteSpan):
+        _info_bytespan(tok, longest)
         return
-    tok = _load(tokenizer)
+    if not isinstance(tok, BPETokenizer):
+        click.echo(f"type:           {type(tok).__name__} (toklab format)")
+        click.echo(f"vocab size:     {tok.vocab_size}")
+        click.echo(f"special tokens: {getattr(tok, 'special_tokens', None) or 'none'}")
+        click.echo(f"tokenizer:      {tok!r}")
+        return
     vocab = tok.vocab()
     special_ids = set(tok.special_tokens.values())
     lengths = np.array([len(t) for i, t in enumerate(vocab) if i not in special_ids])
@@ -550,19 +580,22 @@ def _info_bytespan(tok: Any, longest: int) -> None:
 )
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
 def export(tokenizer: str, fmt: str, output: str) -> None:
-    """Export TOKENIZER for HF tokenizers/transformers or tiktoken.
+    """Export TOKENIZER for HF tokenizers/transformers (BPE, ByteSpan) or tiktoken (BPE).
 
     \b
     Examples:
       toklab export bpe.json --format hf --output tokenizer.json
       toklab export bpe.json --format tiktoken --output bpe.tiktoken
     """
-    tok = _load(tokenizer)
+    tok = _load_any(tokenizer)
+    method = "save_hf" if fmt == "hf" else "save_tiktoken"
+    if not hasattr(tok, method):
+        kinds = "BPE and ByteSpan tokenizers" if fmt == "hf" else "BPE tokenizers"
+        raise click.ClickException(
+            f"{tokenizer} is a {type(tok).__name__}: only {kinds} export to --format {fmt}"
+        )
     try:
-        if fmt == "hf":
-            tok.save_hf(output)
-        else:
-            tok.save_tiktoken(output)
+        getattr(tok, method)(output)
     except (TokLabError, OSError) as e:
         raise click.ClickException(str(e)) from None
     note = (
@@ -756,9 +789,16 @@ def _import_lm() -> object:
     return toklab.lm
 
 
-def _read_documents(files: tuple[str, ...]) -> list[str]:
-    """Each file (or each file a glob or directory expands to) as one document."""
-    return [p.read_text(encoding="utf-8") for p in data.expand_files(files)]
+def _read_documents(files: tuple[str, ...], errors: str = "strict") -> list[str]:
+    """Each file (or each file a glob or directory expands to) as one document, exactly as
+    stored (line endings too)."""
+    texts = []
+    for path in data.expand_files(files):
+        try:
+            texts.append(data.read_text(path, errors=errors))
+        except UnicodeDecodeError as e:
+            raise click.ClickException(f"{path}: invalid UTF-8 at byte {e.start}") from None
+    return texts
 
 
 def _write_json(path: str | None, result: dict[str, object]) -> None:

@@ -408,7 +408,7 @@ def run_compare(
         raise ConfigError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
     if not names:
         raise ConfigError("no methods to compare")
-    for v in vocab_sizes:
+    for v in [*vocab_sizes, *(baseline_sizes or ())]:
         if not isinstance(v, int) or v < 256:
             raise ConfigError(f"vocabulary sizes must be integers of at least 256, got {v!r}")
     texts = list(corpus) if corpus is not None else list(default_corpus())

@@ -489,7 +489,7 @@ class EqualInfo(_Code):
             )
         if _HEADER_BITS % token_bits:
             raise ConfigError(f"token_bits ({token_bits}) must divide the 64-bit header")
-        longest = int(max_window_bytes or 2 * window_bits)
+        longest = 2 * window_bits if max_window_bytes is None else int(max_window_bytes)
         if not 1 <= longest <= 1 << 16:
             # (Each window is one row of M1's batch, as long as the longest window.)
             raise ConfigError(f"max_window_bytes must be in 1..65536, got {longest}")
@@ -623,7 +623,7 @@ class EqualInfo(_Code):
         plans: list[tuple[int | None, list[tuple[bool, int]]]] = []
         coded: list[int] = []
         for ids in batch:
-            arr = as_ids(ids, self.vocab_size)
+            arr = as_ids(ids, self.vocab_size, core_checks=False)
             header = None
             if self.header:
                 hp = _HEADER_BITS // k
@@ -843,7 +843,7 @@ class ArithmeticCoding(_Code):
         hp = _HEADER_BITS // k
         headers, streams = [], []
         for ids in batch:
-            arr = as_ids(ids, self.vocab_size)
+            arr = as_ids(ids, self.vocab_size, core_checks=False)
             if arr.size < hp:
                 raise CorruptTokensError(f"{arr.size} tokens: shorter than the header (truncated)")
             headers.append(_from_tokens(arr[:hp], _HEADER_BITS, k)[0])

@@ -55,12 +55,14 @@ def check_batch(texts: object) -> None:
         )
 
 
-def as_ids(ids: IdsLike, vocab_size: int) -> np.ndarray:
+def as_ids(ids: IdsLike, vocab_size: int, *, core_checks: bool = True) -> np.ndarray:
     """Validates token ids and returns them as a contiguous little-endian ``uint32`` array.
 
     Integers of any width are accepted if every value is a valid id; floats, booleans, strings
     and arrays that are not 1-D raise :class:`~toklab.errors.InvalidIdsError`, and an id outside
-    ``0..vocab_size`` raises :class:`~toklab.errors.UnknownTokenError`.
+    ``0..vocab_size`` raises :class:`~toklab.errors.UnknownTokenError`. ``uint32`` arrays pass
+    as they are when ``core_checks`` (the Rust core checks their range); callers that use the
+    ids in Python pass ``core_checks=False``.
     """
     if isinstance(ids, (str, bytes)):
         raise InvalidIdsError(f"token ids must be integers, got {type(ids).__name__}")
@@ -77,7 +79,7 @@ def as_ids(ids: IdsLike, vocab_size: int) -> np.ndarray:
             f"token ids must be integers, got dtype {arr.dtype}; convert with "
             "np.asarray(ids, dtype=np.uint32) if the values are whole numbers"
         )
-    if arr.dtype == np.uint32:
+    if arr.dtype == np.uint32 and core_checks:
         # The common case (ids from encode): no copy, no pass; the core checks the range.
         return np.ascontiguousarray(arr)
     if arr.dtype.kind == "i" and arr.min() < 0:

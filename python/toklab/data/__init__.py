@@ -25,6 +25,7 @@ __all__ = [
     "is_dataset",
     "iter_dataset_texts",
     "iter_texts",
+    "read_text",
     "split_holdout",
     "udhr",
 ]
@@ -118,6 +119,14 @@ def iter_dataset_texts(
             yield row[text_column]
 
 
+def read_text(path: str | os.PathLike[str], errors: str = "strict") -> str:
+    """A UTF-8 file's text exactly as stored: ``\\r\\n`` and lone ``\\r`` stay (``Path.read_text``
+    turns both into ``\\n``, so that decoding the ids would not give the file back).
+    ``errors`` as in ``bytes.decode``."""
+    with open(path, encoding="utf-8", errors=errors, newline="") as f:
+        return f.read()
+
+
 def iter_texts(source: Any, text_column: str = "text") -> Iterator[str]:
     """Texts from any corpus toklab accepts: None (the embedded default), paths and globs, a
     dataset, or an iterable of ``str``."""
@@ -125,7 +134,7 @@ def iter_texts(source: Any, text_column: str = "text") -> Iterator[str]:
         yield from default_corpus()
     elif isinstance(source, (str, os.PathLike)):
         for path in expand_files(source):
-            yield path.read_text(encoding="utf-8")
+            yield read_text(path)
     elif is_dataset(source):
         yield from iter_dataset_texts(source, text_column)
     else:
