@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import toklab
 from conftest import documents, needs_shared
@@ -157,3 +159,81 @@ def test_imports_a_tokenizer_trained_by_hf(style, all_documents):
     for doc in docs:
         expected = hf.encode(doc, add_special_tokens=False).ids
         assert ours.encode(doc, allowed_special="all").tolist() == expected, doc[:80]
+
+
+@settings(max_examples=60, deadline=None)
+@given(special=st.text(min_size=1, max_size=6), text=st.text(max_size=20))
+def test_special_tokens_of_any_text_keep_their_ids_in_hf(special, text, tmp_path_factory):
+    """HF looks up an added token by its text: the export names special tokens so in its
+    vocabulary (under their byte-level spelling HF gave those with a space, a non-ASCII or a
+    control character a new id, or a regular token's id)."""
+    from toklab import _hf
+    from toklab.errors import ConfigError
+
+    assume(not any(0xD800 <= ord(c) <= 0xDFFF for c in special + text))
+    tok = toklab.BPETokenizer.from_parts(
+        [bytes([b]) for b in range(256)] + [b"he", b"ll", b"hell", b"hello", special.encode()],
+        [(104, 101), (108, 108), (256, 257), (258, 111)],
+        {special: 260},
+    )
+    alphabet = _hf.unicode_to_bytes()
+    spelled_otherwise = all(c in alphabet for c in special) and special != _hf.token_to_hf(
+        special.encode()
+    )
+    if len(special.encode()) == 1 or special.encode() in (b"he", b"ll", b"hell", b"hello"):
+        spelled_otherwise = False  # the "same bytes" error comes first
+        with pytest.raises(ConfigError, match="share the same bytes"):
+            tok.to_hf()
+        return
+    if spelled_otherwise:
+        with pytest.raises(ConfigError, match="byte-level alphabet"):
+            tok.to_hf()
+        return
+    path = tmp_path_factory.mktemp("hf") / "tokenizer.json"
+    tok.save_hf(path)
+    hf = tokenizers.Tokenizer.from_file(str(path))
+    assert hf.get_vocab_size() == tok.vocab_size
+    for t in [text + special + text, special, "hello" + special]:
+        ours = tok.encode(t, allowed_special="all").tolist()
+        assert hf.encode(t, add_special_tokens=False).ids == ours
+        assert 260 in ours
+    assert toklab.BPETokenizer.from_hf(path) == tok
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"\S+|\s+$|\s", r"^\s+|\S+|\s", r"[[:alpha:]]+|[^[:alpha:]]", r"[[:alpha:]$]+|\$|.|\n"],
+)
+def test_custom_patterns_with_anchors_and_posix_classes_match_hf(pattern, tmp_path):
+    """fancy-regex's ^ and $ are the text's ends and its POSIX classes ASCII; Oniguruma's are
+    lines and Unicode: the export rewrites them, and the import reads them back."""
+    tok = toklab.BPETokenizer.from_parts(
+        [bytes([b]) for b in range(256)] + [b"  ", b"\n ", "é".encode(), "hé".encode()],
+        [(32, 32), (10, 32), (195, 169), (104, 258)],
+        {},
+        pattern=pattern,
+    )
+    path = tmp_path / "tokenizer.json"
+    tok.save_hf(path)
+    hf = tokenizers.Tokenizer.from_file(str(path))
+    texts = ["a  \n b", "  x\n  y  ", "héllo wörld\n", "$a$ \n$", "\n\n  ", "日本 語  "]
+    for t in texts:
+        assert hf.encode(t, add_special_tokens=False).ids == tok.encode(t).tolist(), t
+    back = toklab.BPETokenizer.from_hf(path)
+    assert back.pattern == pattern or "[:" in pattern  # (POSIX classes come back as ranges)
+    assert all(back.encode(t).tolist() == tok.encode(t).tolist() for t in texts)
+
+
+def test_patterns_hf_reads_otherwise_are_refused(tmp_path):
+    from toklab.errors import ConfigError
+
+    for pattern, what in [
+        (r"(?s).", "flags"),
+        (r"(?m)^\s+|\S", "flags"),
+        (r"[[:^alpha:]]", "POSIX"),
+    ]:
+        tok = toklab.BPETokenizer.from_parts(
+            [bytes([b]) for b in range(256)], [], {}, pattern=pattern
+        )
+        with pytest.raises(ConfigError, match=what):
+            tok.save_hf(tmp_path / "t.json")

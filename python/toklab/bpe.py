@@ -619,6 +619,16 @@ def _to_hf(tok: BPETokenizer, tables: bool = True) -> dict[str, Any]:
             "two ids share the same bytes (a special token equal to a regular token); HF's "
             "vocabulary cannot hold that"
         )
+    # HF's vocabulary names a special token by its text, the others by their bytes in the
+    # byte-level alphabet: a special token's text that spells other bytes there would be both.
+    alphabet = _hf.unicode_to_bytes()
+    for content in tok._special:
+        if all(c in alphabet for c in content) and content != _hf.token_to_hf(content.encode()):
+            raise ConfigError(
+                f"special token {content!r} is spelled like the bytes "
+                f"{bytes(alphabet[c] for c in content)!r} in HF's byte-level alphabet, so a "
+                "tokenizer.json cannot tell the two apart"
+            )
     model_tables: dict[str, Any] = {}
     if tables:
         strings = tok._core.hf_strings()  # every token in HF's byte-level alphabet, by id

@@ -77,11 +77,36 @@ pub fn token_from_hf(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Each special token's text by id (`None` for the other ids).
+fn special_texts(vocab: &Vocab) -> Vec<Option<&str>> {
+    let mut texts = vec![None; vocab.tokens().len()];
+    for (text, id) in vocab.specials() {
+        if let Some(slot) = texts.get_mut(*id as usize) {
+            *slot = Some(text.as_str());
+        }
+    }
+    texts
+}
+
+/// Every token's name in a `tokenizer.json`'s vocabulary, by id: its bytes in HF's byte-level
+/// alphabet, but a special token's own text (as HF looks up added tokens: under any other
+/// name, HF would give the special token a new id).
+pub fn hf_names(vocab: &Vocab) -> Vec<String> {
+    let specials = special_texts(vocab);
+    vocab
+        .tokens()
+        .iter()
+        .zip(specials)
+        .map(|(t, special)| special.map_or_else(|| token_to_hf(t), str::to_string))
+        .collect()
+}
+
 /// `"vocab": {...}, "merges": [...]`: the members of a `tokenizer.json`'s BPE model that hold
-/// `vocab`'s tokens (in HF's alphabet, by id) and merges (`["left", "right"]`, by rank), as
-/// JSON text (what `BPETokenizer.save_hf` writes most of).
+/// `vocab`'s tokens (named as [`hf_names`] says, by id) and merges (`["left", "right"]`, by
+/// rank), as JSON text (what `BPETokenizer.save_hf` writes most of).
 pub fn tables_json(vocab: &Vocab) -> String {
     let tokens = vocab.tokens();
+    let specials = special_texts(vocab);
     let mut out: Vec<u8> = Vec::with_capacity(tokens.iter().map(|t| 6 * t.len() + 16).sum());
     // Where each token's quoted string is in `out`, for the merges to copy.
     let mut quoted = Vec::with_capacity(tokens.len());
@@ -92,6 +117,13 @@ pub fn tables_json(vocab: &Vocab) -> String {
             out.extend_from_slice(b", ");
         }
         let start = out.len();
+        if let Some(text) = specials[id] {
+            // Any text: escaped as JSON needs.
+            out.extend_from_slice(Value::String(text.to_string()).to_string().as_bytes());
+            quoted.push(start..out.len());
+            out.extend_from_slice(format!(": {id}").as_bytes());
+            continue;
+        }
         out.push(b'"');
         for &b in t {
             // The alphabet has no control characters: only these two need escaping in JSON.

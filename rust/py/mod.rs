@@ -366,16 +366,9 @@ impl PyBpe {
         py.detach(|| hf::tables_json(self.inner.vocab()))
     }
 
-    /// Every token's string in HF's byte-level alphabet, by id.
+    /// Every token's name in a `tokenizer.json`'s vocabulary, by id (see `hf::hf_names`).
     fn hf_strings(&self, py: Python<'_>) -> Vec<String> {
-        py.detach(|| {
-            self.inner
-                .vocab()
-                .tokens()
-                .iter()
-                .map(|t| hf::token_to_hf(t))
-                .collect()
-        })
+        py.detach(|| hf::hf_names(self.inner.vocab()))
     }
 
     /// Reads toklab's JSON format; returns `(Bpe, metadata_json)`.
