@@ -76,6 +76,9 @@ def test_config_and_init():
         lm.GPTConfig(vocab_size=300, n_head=3, n_embd=32)
     with pytest.raises(ConfigError):
         lm.GPTConfig(vocab_size=0)
+    # The start token takes a position: a context of one would score nothing (0 bits per byte).
+    with pytest.raises(ConfigError, match="at least 2"):
+        lm.GPTConfig(vocab_size=300, context=1)
 
 
 def test_context_is_enforced():

@@ -67,6 +67,16 @@ def test_renyi_by_hand():
     )
     with pytest.raises(InvalidInputError):
         m.renyi_efficiency([0, 0])
+    # Large alphas (p ** a underflows), alpha = inf (the min-entropy), and alphas next to 1
+    # (where the general formula divides rounding error by a - 1): the limits, within 1e-6.
+    for alpha in [100.0, 1e6, math.inf]:
+        assert m.renyi_efficiency(np.ones(2000), alpha=alpha).by_observed == pytest.approx(1.0)
+    assert m.renyi_efficiency([2, 1, 1], alpha=math.inf).entropy == pytest.approx(1.0)
+    shannon = m.renyi_efficiency([5, 3, 2, 1, 1], alpha=1.0).entropy
+    for alpha in [1 - 1e-13, 1 + 1e-15, 1 + 1e-8, 1 - 1e-7]:
+        near = m.renyi_efficiency([5, 3, 2, 1, 1], alpha=alpha).entropy
+        assert near == pytest.approx(shannon, abs=1e-6), alpha
+    assert m.renyi_efficiency(np.ones(50), alpha=1 - 1e-13).by_observed <= 1.0 + 1e-12
     # Counts that are not counts, and settings outside the definition: typed errors, not NaN.
     for bad in [[1, math.inf, 2], [1, math.nan], [1, -2, 3], ["a"], [[1, 2]]]:
         with pytest.raises(InvalidInputError):

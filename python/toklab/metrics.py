@@ -164,18 +164,25 @@ def renyi_efficiency(
         raise InvalidInputError("token counts must be numbers") from None
     if c.ndim != 1 or not np.isfinite(c).all() or (c < 0).any():
         raise InvalidInputError("token counts must be a 1-D array of finite, non-negative numbers")
-    if not math.isfinite(alpha) or alpha < 0:
-        raise ConfigError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    if math.isnan(alpha) or alpha < 0:
+        raise ConfigError(f"alpha must be a number >= 0 (inf included), got {alpha!r}")
     c = c[c > 0]
     if c.size == 0:
         raise InvalidInputError("Rényi efficiency of no tokens")
     if vocab_size is not None and vocab_size < c.size:
         raise ConfigError(f"vocab_size {vocab_size} is below the {c.size} distinct tokens counted")
     p = c / c.sum()
-    if alpha == 1.0:
-        h = float(-(p * np.log2(p)).sum())
+    log_p = np.log2(p)
+    if math.isinf(alpha):
+        h = float(-log_p.max())  # the min-entropy, the limit
+    elif abs(alpha - 1.0) < 1e-9:
+        # Shannon's, the limit at 1 (the general formula divides rounding error by alpha - 1).
+        h = float(-(p * log_p).sum())
     else:
-        h = float(np.log2((p**alpha).sum()) / (1.0 - alpha))
+        # log2(sum p^alpha) in log space: p**alpha underflows to 0 for large alpha.
+        scaled = alpha * log_p
+        top = scaled.max()
+        h = float((top + np.log2(np.exp2(scaled - top).sum())) / (1.0 - alpha))
     observed = int(c.size)
     vocab = vocab_size if vocab_size is not None else observed
     return Renyi(

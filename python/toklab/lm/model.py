@@ -47,6 +47,9 @@ class GPTConfig:
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"GPTConfig.{f} must be a positive integer, got {v!r}")
+        if self.context < 2:
+            # The start token takes one position: a window of one scores no token.
+            raise ConfigError(f"GPTConfig.context must be at least 2, got {self.context}")
         if self.n_embd % self.n_head:
             raise ConfigError(
                 f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})"
