@@ -143,7 +143,8 @@ def fertility(tokenizer: Any, texts: Iterable[str], pattern: str = "gpt2") -> Fe
 class Renyi:
     """Rényi efficiency (Zouhar et al. 2023) of the token distribution ``p``:
 
-    ``H_a(p) = log2(sum_i p_i ** a) / (1 - a)`` (Shannon entropy at ``a = 1``), and
+    ``H_a(p) = log2(sum_i p_i ** a) / (1 - a)`` (Shannon entropy at ``a = 1``, the
+    min-entropy ``-log2(max_i p_i)`` at ``a = inf``), and
     ``by_vocab = H_a / log2(vocab_size)``, ``by_observed = H_a / log2(distinct tokens seen)``.
     ``by_observed`` is what the PyPI package ``tokenization-scorer`` and ByteSpan report.
     """
