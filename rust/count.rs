@@ -271,7 +271,7 @@ impl Counter {
             let mut total = 0u64;
             let mut read_result = Ok(());
             for path in paths {
-                let sent = read_blocks(&this.pre, path, errors, |block| {
+                let sent = read_blocks(&this.pre, this.specials.as_ref(), path, errors, |block| {
                     total += block.len() as u64;
                     on_bytes(total);
                     tx.send(block).is_ok()
@@ -303,6 +303,7 @@ impl Counter {
 /// patterns) and hands each to `sink`; stops early if `sink` returns false.
 pub fn read_blocks(
     pre: &PreTokenizer,
+    specials: Option<&AhoCorasick>,
     path: &Path,
     errors: Utf8Errors,
     mut sink: impl FnMut(String) -> bool,
@@ -328,7 +329,7 @@ pub fn read_blocks(
         let cut = if eof {
             buf.len()
         } else {
-            match pre.last_safe_cut(&buf) {
+            match last_cut(pre, specials, &buf) {
                 Some(c) => c,
                 None => continue, // read more: no safe cut yet
             }
@@ -348,6 +349,31 @@ pub fn read_blocks(
         }
     }
     Ok(())
+}
+
+/// The last safe cut of `buf` (see [`PreTokenizer::last_safe_cut`]) that no special token
+/// spans, as the whole text's special tokens are found before it is cut (a cut that might fall
+/// inside one that the buffer does not yet hold entirely is not taken either).
+fn last_cut(pre: &PreTokenizer, specials: Option<&AhoCorasick>, buf: &[u8]) -> Option<usize> {
+    let mut limit = buf.len();
+    loop {
+        let cut = pre.last_safe_cut(&buf[..limit])?;
+        let Some(ac) = specials else {
+            return Some(cut);
+        };
+        let longest = ac.max_pattern_len();
+        let (lo, hi) = (cut.saturating_sub(longest - 1), cut + longest - 1);
+        let spanned = hi > buf.len()
+            || ac
+                .find_iter(&buf[lo..hi])
+                .any(|m| lo + m.start() < cut && cut < lo + m.end());
+        if !spanned {
+            return Some(cut);
+        }
+        // An earlier cut: this one's newline (at `cut` or `cut - 1`) falls outside the search,
+        // which leaves 4 bytes of look-ahead before `limit` (so `limit` always falls).
+        limit = cut + 3;
+    }
 }
 
 #[cfg(test)]
@@ -432,6 +458,29 @@ mod tests {
         let missing =
             counter("cl100k", &[], 1).add_files(&[dir.join("nope")], Utf8Errors::Strict, &|_| {});
         assert!(matches!(missing, Err(Error::Io { .. })));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn blocks_of_files_never_cut_a_special_token() {
+        // Every newline here is followed by a letter (a safe cut) and most are inside the
+        // special token, whose parts would otherwise be counted as words.
+        let dir = std::env::temp_dir().join(format!("toklab-specials-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let text = "Next line<|turn|>\nUser asks\nMore<|turn|>\nUser".repeat(12_000);
+        let path = dir.join("chat.txt");
+        std::fs::write(&path, &text).expect("write");
+        for pat in ["gpt2", "cl100k", "o200k"] {
+            for threads in [1, 2] {
+                let mut a = counter(pat, &["<|turn|>\nUser"], threads);
+                a.add_files(std::slice::from_ref(&path), Utf8Errors::Strict, &|_| {})
+                    .expect("ok");
+                let mut b = counter(pat, &["<|turn|>\nUser"], 1);
+                b.add_texts(&[text.as_str()]).expect("ok");
+                assert_eq!(a.counts(), b.counts(), "pattern {pat}, {threads} threads");
+                assert!(!a.counts().words.contains_key(b"<|".as_slice()));
+            }
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -86,3 +86,25 @@ def test_finetune_generate_and_choose():
     assert best == 1 and scores[1] > scores[0]
     with pytest.raises(ConfigError):
         lm.finetune(run.lm, [], steps=3)
+
+
+def test_finetune_is_seeded_with_dropout_too():
+    """Dropout draws from torch's generators: `seed` seeds them (and leaves the caller's)."""
+    torch = pytest.importorskip("torch")
+    import copy
+
+    import toklab.lm as lm
+
+    tok = toklab.ByteTokenizer()
+    cfg = lm.GPTConfig(
+        vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, context=32, dropout=0.3
+    )
+    base = lm.LanguageModel(lm.GPT(cfg), tok, "cpu")
+    pairs = [(list(b"abc"), list(b"def")), (list(b"hello "), list(b"world"))] * 3
+    state = torch.get_rng_state()
+    runs = [
+        lm.finetune(copy.deepcopy(base), pairs, steps=3, batch_size=4, seed=seed)
+        for seed in (0, 0, 1)
+    ]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert runs[0] == runs[1] and runs[0] != runs[2]

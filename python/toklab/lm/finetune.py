@@ -35,7 +35,9 @@ def finetune(
 ) -> list[float]:
     """Trains ``lm`` in place on ``(prompt_ids, answer_ids)`` pairs: each sequence is the
     document start, the prompt, then the answer, and only the answer's tokens are scored.
-    Batches are drawn uniformly with a seeded generator. Returns the loss of every step."""
+    Batches are drawn uniformly with a seeded generator, and dropout (if the model has any)
+    from torch's generators seeded with ``seed`` too (the caller's random state is left as it
+    was). Returns the loss of every step."""
     if not pairs:
         raise ConfigError("no examples to fine-tune on")
     if steps < 1:
@@ -52,36 +54,39 @@ def finetune(
     opt = adamw(model, lr, weight_decay, dev)
     rng = np.random.Generator(np.random.PCG64(seed))
     losses = []
-    model.train()
-    try:
-        for step in range(steps):
-            rate = lr * min(1.0, (step + 1) / max(1, warmup))
-            rate *= 0.5 * (1 + math.cos(math.pi * step / steps)) if step >= warmup else 1.0
-            for g in opt.param_groups:
-                g["lr"] = rate
-            batch = [seqs[i] for i in rng.integers(0, len(seqs), size=batch_size)]
-            width = max(len(s) for s, _ in batch) - 1
-            x = torch.zeros((len(batch), width), dtype=torch.long)
-            y = torch.full((len(batch), width), -1, dtype=torch.long)
-            for r, (s, answer_at) in enumerate(batch):
-                t = torch.tensor(s)
-                x[r, : len(s) - 1] = t[:-1]
-                # position p predicts s[p + 1]; the answer starts at index answer_at of s
-                y[r, answer_at - 1 : len(s) - 1] = t[answer_at:]
-            x, y = x.to(dev), y.to(dev)
-            with autocast(dev):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1)
-            value = float(loss.item())
-            if not math.isfinite(value):
-                raise TrainingDivergedError(f"fine-tuning loss became {value} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            opt.step()
-            losses.append(value)
-    finally:
-        model.eval()
+    device = torch.device(dev)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model.train()
+        try:
+            for step in range(steps):
+                rate = lr * min(1.0, (step + 1) / max(1, warmup))
+                rate *= 0.5 * (1 + math.cos(math.pi * step / steps)) if step >= warmup else 1.0
+                for g in opt.param_groups:
+                    g["lr"] = rate
+                batch = [seqs[i] for i in rng.integers(0, len(seqs), size=batch_size)]
+                width = max(len(s) for s, _ in batch) - 1
+                x = torch.zeros((len(batch), width), dtype=torch.long)
+                y = torch.full((len(batch), width), -1, dtype=torch.long)
+                for r, (s, answer_at) in enumerate(batch):
+                    t = torch.tensor(s)
+                    x[r, : len(s) - 1] = t[:-1]
+                    # position p predicts s[p + 1]; the answer starts at index answer_at of s
+                    y[r, answer_at - 1 : len(s) - 1] = t[answer_at:]
+                x, y = x.to(dev), y.to(dev)
+                with autocast(dev):
+                    logits = model(x)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1)
+                value = float(loss.item())
+                if not math.isfinite(value):
+                    raise TrainingDivergedError(f"fine-tuning loss became {value} at step {step}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                opt.step()
+                losses.append(value)
+        finally:
+            model.eval()
     return losses
 
 
