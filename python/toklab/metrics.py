@@ -245,7 +245,12 @@ class MorphScore:
     """MorphScore v1 (Arnett et al. 2024): each item is a word and its split ``pt1 | rest``;
     an item scores 1 when a token boundary of the bare word (encoded alone, no prefix space)
     falls exactly between ``pt1`` and ``rest``, else 0. Words encoded as a single token are
-    excluded; ``score = hits / included`` and ``excluded_share = excluded / items``."""
+    excluded; ``score = hits / included`` and ``excluded_share = excluded / items``.
+
+    Boundaries are byte offsets, so a word that the vocabulary covers only byte by byte (a
+    script it has no tokens for) always scores 1, like raw bytes; the authors' code compares
+    decoded token strings, in which the bytes of a split character decode to nothing that
+    matches, and scores such words 0. Read a language's score beside the byte-fallback rate."""
 
     items: int
     included: int
