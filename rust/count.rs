@@ -356,17 +356,20 @@ pub fn read_blocks(
 /// inside one that the buffer does not yet hold entirely is not taken either).
 fn last_cut(pre: &PreTokenizer, specials: Option<&AhoCorasick>, buf: &[u8]) -> Option<usize> {
     let mut limit = buf.len();
+    // The special tokens that the block's own scan (from its start) finds, once: a scan from
+    // near the cut could find others (where special tokens overlap).
+    let mut found: Option<Vec<(usize, usize)>> = None;
     loop {
         let cut = pre.last_safe_cut(&buf[..limit])?;
         let Some(ac) = specials else {
             return Some(cut);
         };
-        let longest = ac.max_pattern_len();
-        let (lo, hi) = (cut.saturating_sub(longest - 1), cut + longest - 1);
-        let spanned = hi > buf.len()
-            || ac
-                .find_iter(&buf[lo..hi])
-                .any(|m| lo + m.start() < cut && cut < lo + m.end());
+        let spans =
+            found.get_or_insert_with(|| ac.find_iter(buf).map(|m| (m.start(), m.end())).collect());
+        // The last match that starts before the cut (they are in order, without overlap).
+        let before = spans.partition_point(|&(start, _)| start < cut);
+        let spanned =
+            cut + ac.max_pattern_len() - 1 > buf.len() || before > 0 && spans[before - 1].1 > cut;
         if !spanned {
             return Some(cut);
         }
@@ -463,22 +466,34 @@ mod tests {
 
     #[test]
     fn blocks_of_files_never_cut_a_special_token() {
-        // Every newline here is followed by a letter (a safe cut) and most are inside the
-        // special token, whose parts would otherwise be counted as words.
+        // Every newline here is followed by a letter (a safe cut) and most are inside a
+        // special token, whose parts would otherwise be counted as words; in the second text
+        // the special tokens overlap, so that only a scan from the block's start finds the
+        // ones that span the newlines.
         let dir = std::env::temp_dir().join(format!("toklab-specials-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir");
-        let text = "Next line<|turn|>\nUser asks\nMore<|turn|>\nUser".repeat(12_000);
-        let path = dir.join("chat.txt");
-        std::fs::write(&path, &text).expect("write");
-        for pat in ["gpt2", "cl100k", "o200k"] {
-            for threads in [1, 2] {
-                let mut a = counter(pat, &["<|turn|>\nUser"], threads);
-                a.add_files(std::slice::from_ref(&path), Utf8Errors::Strict, &|_| {})
-                    .expect("ok");
-                let mut b = counter(pat, &["<|turn|>\nUser"], 1);
-                b.add_texts(&[text.as_str()]).expect("ok");
-                assert_eq!(a.counts(), b.counts(), "pattern {pat}, {threads} threads");
-                assert!(!a.counts().words.contains_key(b"<|".as_slice()));
+        let cases: [(String, &[&str]); 2] = [
+            (
+                "Next line<|turn|>\nUser asks\nMore<|turn|>\nUser".repeat(12_000),
+                &["<|turn|>\nUser"],
+            ),
+            (
+                "words abcde2\nZebra more and more\n".repeat(12_000),
+                &["abcde2", "2\n", "\nZebra"],
+            ),
+        ];
+        for (i, (text, specials)) in cases.iter().enumerate() {
+            let path = dir.join(format!("chat{i}.txt"));
+            std::fs::write(&path, text).expect("write");
+            for pat in ["gpt2", "cl100k", "o200k"] {
+                for threads in [1, 2] {
+                    let mut a = counter(pat, specials, threads);
+                    a.add_files(std::slice::from_ref(&path), Utf8Errors::Strict, &|_| {})
+                        .expect("ok");
+                    let mut b = counter(pat, specials, 1);
+                    b.add_texts(&[text.as_str()]).expect("ok");
+                    assert_eq!(a.counts(), b.counts(), "case {i}, {pat}, {threads} threads");
+                }
             }
         }
         std::fs::remove_dir_all(&dir).ok();

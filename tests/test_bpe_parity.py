@@ -202,7 +202,13 @@ def test_special_tokens_of_any_text_keep_their_ids_in_hf(special, text, tmp_path
 
 @pytest.mark.parametrize(
     "pattern",
-    [r"\S+|\s+$|\s", r"^\s+|\S+|\s", r"[[:alpha:]]+|[^[:alpha:]]", r"[[:alpha:]$]+|\$|.|\n"],
+    [
+        r"\S+|\s+$|\s",
+        r"^\s+|\S+|\s",
+        r"[[:alpha:]]+|[^[:alpha:]]",
+        r"[[:alpha:]$]+|\$|.|\n",
+        r"\p{L}+$|\p{^L}",  # (the ^ of \p{^L} is no anchor)
+    ],
 )
 def test_custom_patterns_with_anchors_and_posix_classes_match_hf(pattern, tmp_path):
     """fancy-regex's ^ and $ are the text's ends and its POSIX classes ASCII; Oniguruma's are

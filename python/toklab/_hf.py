@@ -116,8 +116,12 @@ def _rewrite(pattern: str, anchors: dict[str, str], posix: Callable[[str, str], 
         c = pattern[i]
         if c == "\\":
             escape = pattern[i : i + 2]
+            if escape[1:] in ("p", "P", "x", "u") and pattern.startswith("{", i + 2):
+                # \p{^L}, \x{2F}: the braces are part of the escape ('^' there is no anchor).
+                end = pattern.find("}", i + 2)
+                escape = pattern[i : len(pattern) if end < 0 else end + 1]
             out.append(anchors.get(escape, escape) if depth == 0 else escape)
-            i += 2
+            i += len(escape)
             continue
         if c == "[":
             found = _POSIX.match(pattern, i) if depth else None

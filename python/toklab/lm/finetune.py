@@ -54,8 +54,9 @@ def finetune(
     opt = adamw(model, lr, weight_decay, dev)
     rng = np.random.Generator(np.random.PCG64(seed))
     losses = []
-    device = torch.device(dev)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    # (torch.manual_seed seeds every CUDA device: each one's state is put back.)
+    cuda = range(torch.cuda.device_count()) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         model.train()
         try:
