@@ -174,14 +174,15 @@ def renyi_efficiency(
         raise ConfigError(f"vocab_size {vocab_size} is below the {c.size} distinct tokens counted")
     p = c / c.sum()
     log_p = np.log2(p)
-    if math.isinf(alpha):
-        h = float(-log_p.max())  # the min-entropy, the limit
+    if math.isinf(alpha) or math.isinf(alpha * float(log_p.max())):
+        h = float(-log_p.max())  # the min-entropy, the limit (alpha * log p overflows near it)
     elif abs(alpha - 1.0) < 1e-9:
         # Shannon's, the limit at 1 (the general formula divides rounding error by alpha - 1).
         h = float(-(p * log_p).sum())
     else:
         # log2(sum p^alpha) in log space: p**alpha underflows to 0 for large alpha.
-        scaled = alpha * log_p
+        with np.errstate(over="ignore"):  # (the rarest tokens' terms: 0 either way)
+            scaled = alpha * log_p
         top = scaled.max()
         h = float((top + np.log2(np.exp2(scaled - top).sum())) / (1.0 - alpha))
     observed = int(c.size)
