@@ -149,11 +149,20 @@ def _rewrite(pattern: str, anchors: dict[str, str], posix: Callable[[str, str], 
             i += len(whole)
             continue
         flags = _FLAGS.match(pattern, i)
-        if flags and set(flags[1]) & set("ms"):
-            raise ConfigError(
-                f"the pattern's flags (?{flags[1]}) mean other things in HF's regex dialect "
-                "(Oniguruma's m is fancy-regex's s, and its ^ and $ always match at lines)"
-            )
+        if flags:
+            on, _, off = flags[1].partition("-")
+            if set(on) & set("ms"):
+                raise ConfigError(
+                    f"the pattern's flags (?{flags[1]}) mean other things in HF's regex dialect "
+                    "(Oniguruma's m is fancy-regex's s, and its ^ and $ always match at lines)"
+                )
+            # Turning m or s off changes nothing (neither can be on), and Oniguruma has no s:
+            # those flags are left out.
+            off = off.replace("m", "").replace("s", "")
+            group = f"(?{on}{'-' + off if off else ''}{flags[0][-1]}"
+            out.append("" if group == "(?)" else group)
+            i = flags.end()
+            continue
         out.append(anchors.get(c, c))
         i += 1
     return "".join(out)
