@@ -3,6 +3,8 @@ helpers that play them (fine-tuning on answers, greedy generation, multiple choi
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 import toklab
@@ -55,6 +57,32 @@ def test_addition():
         a, b = q.prompt[1:-1].split("+")
         assert q.prompt.startswith("$") and q.prompt.endswith("=") and len(b) == 3
         assert 100 <= int(a) <= 999 and q.answer == str(int(a) + int(b))[::-1]
+    # "all" draws as before the splits existed.
+    assert [q.prompt for q in tasks.addition(3, seed=0)] == ["$964+394=", "$876+911=", "$530+041="]
+
+
+def test_addition_splits_are_disjoint_and_sized_as_the_papers():
+    every = [
+        tasks.Example(f"${a}+{b:03d}=", str(a + b)[::-1], "addition")
+        for a in range(100, 1000)
+        for b in range(1000)
+    ]
+    sides = Counter(tasks.addition_split(e) for e in every)
+    assert sides == {"train": 810_000, "validation": 90_000}
+    train = {q.prompt for s in range(3) for q in tasks.addition(20_000, seed=s, split="train")}
+    valid = {q.prompt for s in range(3) for q in tasks.addition(5_000, seed=s, split="validation")}
+    assert train.isdisjoint(valid)
+    # Every problem of a split can be drawn: about all 90,000 validation ones in 500,000 draws.
+    assert len({q.prompt for q in tasks.addition(500_000, seed=9, split="validation")}) > 89_000
+    for q in tasks.addition(200, seed=3, split="validation"):
+        a, b = q.prompt[1:-1].split("+")
+        assert q.answer == str(int(a) + int(b))[::-1]
+    with pytest.raises(ConfigError):
+        tasks.addition(5, split="test")
+    with pytest.raises(ConfigError):
+        tasks.addition(-1)
+    with pytest.raises(ConfigError):
+        tasks.addition_split(tasks.Example("$1+2=", "3", "addition"))
 
 
 def test_scoring():

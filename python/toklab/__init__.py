@@ -5,7 +5,7 @@ A Rust core (``toklab._core``) behind a typed Python API. Every method is a
 :func:`train_bpe`.
 
 >>> import toklab
->>> tok = toklab.train_bpe(["the cat sat on the mat"] * 10, vocab_size=270)
+>>> tok = toklab.train_bpe(["the cat sat on the mat"] * 10, vocab_size=268)
 >>> tok.decode(tok.encode("the cat"))
 'the cat'
 """

@@ -265,7 +265,7 @@ class BPETokenizer:
     ) -> np.ndarray:
         """Encodes text to ``uint32`` ids.
 
-        >>> tok = train_bpe(["hello world"] * 5, vocab_size=270, special_tokens=["<|eot|>"])
+        >>> tok = train_bpe(["hello world"] * 5, vocab_size=266, special_tokens=["<|eot|>"])
         >>> tok.decode(tok.encode("hello<|eot|>", allowed_special="all"))
         'hello<|eot|>'
         """

@@ -7,7 +7,9 @@
   thresholds: "most of letter" >= 2 against <= 1 occurrences; "longest" >= 7 against <= 4
   characters; "shortest" <= 3 against >= 6; substrings of 1 to 3 letters).
 - **Reversed addition**: ``"$a+b="`` followed by the digits of ``a + b`` reversed, with ``a``
-  of three digits and ``b`` of one to three (written with three).
+  of three digits and ``b`` of one to three (written with three); a fixed train/validation
+  split of the 900,000 problems (810,000 / 90,000, as the paper's), so that validation
+  problems are never trained on.
 
 Predictions are scored by exact match (after stripping whitespace), or by the paper's lenient
 rule (the answer appears anywhere in the generation).
@@ -16,7 +18,7 @@ rule (the answer appears anywhere in the generation).
 >>> a, b = ex.prompt[1:-1].split("+")
 >>> ex.answer == str(int(a) + int(b))[::-1]
 True
->>> [e.kind for e in langgame(["apple", "tree", "sky", "banana", "kiwi", "cherry", "fig"] * 3,
+>>> [e.kind for e in langgame(["apple", "tree", "sky", "avocado", "kiwi", "cherry", "fig"] * 3,
 ...                           6, seed=1, kinds=["longest"])][:2]
 ['longest', 'longest']
 """
@@ -31,7 +33,16 @@ from dataclasses import dataclass
 
 from toklab.errors import ConfigError
 
-__all__ = ["KINDS", "Example", "addition", "langgame", "score", "word_list"]
+__all__ = [
+    "KINDS",
+    "SPLITS",
+    "Example",
+    "addition",
+    "addition_split",
+    "langgame",
+    "score",
+    "word_list",
+]
 
 KINDS = ("most_letter", "contains", "starts_with", "ends_with", "longest", "shortest")
 
@@ -130,13 +141,50 @@ def langgame(
     return out
 
 
-def addition(n: int = 1000, seed: int = 0) -> list[Example]:
+# The 900,000 additions (``a`` in 100..999, ``b`` in 0..999) by index ``(a - 100) * 1000 + b``,
+# split as the paper's (810,000 train, 90,000 validation) by a fixed shuffle of the indices:
+# position ``(index * _MIX + _SHIFT) % 900,000``, the first 810,000 positions train. (An affine
+# map with a multiplier prime to 900,000 is a bijection, so the splits are disjoint and exact.)
+_ADDITIONS = 900_000
+_TRAIN = 810_000
+_MIX, _SHIFT = 387_221, 271_828
+_UNMIX = pow(_MIX, -1, _ADDITIONS)
+SPLITS = {"train": (0, _TRAIN), "validation": (_TRAIN, _ADDITIONS), "all": (0, _ADDITIONS)}
+
+
+def addition_split(example: Example) -> str:
+    """The split (``"train"`` or ``"validation"``) that an addition of :func:`addition` is in."""
+    m = re.fullmatch(r"\$(\d{3})\+(\d{3})=", example.prompt)
+    if m is None or example.kind != "addition":
+        raise ConfigError(f"not an addition: {example.prompt!r}")
+    index = (int(m[1]) - 100) * 1000 + int(m[2])
+    return "train" if (index * _MIX + _SHIFT) % _ADDITIONS < _TRAIN else "validation"
+
+
+def addition(n: int = 1000, seed: int = 0, split: str = "all") -> list[Example]:
     """``n`` reversed additions ``$a+b=`` -> digits of ``a + b`` reversed (``a`` in 100..999,
-    ``b`` in 0..999 written with three digits)."""
+    ``b`` in 0..999 written with three digits), drawn uniformly (with replacement) from
+    ``split``: ``"train"`` (810,000 of the 900,000 problems) or ``"validation"`` (the other
+    90,000: never a training problem, whatever the seeds), as the paper splits them; or
+    ``"all"`` (any problem; the same draws as before the splits existed).
+
+    >>> train = {e.prompt for e in addition(2000, seed=1, split="train")}
+    >>> train.isdisjoint(e.prompt for e in addition(2000, seed=2, split="validation"))
+    True
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose from {sorted(SPLITS)}")
+    if not isinstance(n, int) or n < 0:
+        raise ConfigError(f"n must be a non-negative int, not {n!r}")
     rng = random.Random(seed)
     out = []
+    lo, hi = SPLITS[split]
     for _ in range(n):
-        a, b = rng.randint(100, 999), rng.randint(0, 999)
+        if split == "all":
+            a, b = rng.randint(100, 999), rng.randint(0, 999)
+        else:
+            index = ((rng.randrange(lo, hi) - _SHIFT) * _UNMIX) % _ADDITIONS
+            a, b = 100 + index // 1000, index % 1000
         out.append(Example(f"${a}+{b:03d}=", str(a + b)[::-1], "addition"))
     return out
 
