@@ -75,6 +75,10 @@ def test_morphology_columns(result):
     bytes_row = next(r for r in result.rows if r["method"] == "bytes")
     # Bytes split at every boundary: all gold boundaries found.
     assert bytes_row["morphscore_en"] == 1.0 and bytes_row["boundary_recall"] == 1.0
+    # The rows dropped at load are said, in the JSON and in the report.
+    assert result.info["morphscore_dropped"]["gujarati"] == 191
+    assert result.info["morphscore_dropped"]["english"] == 0
+    assert "gujarati 191" in cmp.render_markdown(result)
 
 
 def test_reports(result, tmp_path):

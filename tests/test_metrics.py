@@ -3,6 +3,7 @@ are known by construction, and against the PyPI package tokenization-scorer."""
 
 from __future__ import annotations
 
+import csv
 import doctest
 import math
 
@@ -155,6 +156,17 @@ def test_load_morph_data():
     items = m.load_morphscore(SHARED_DATA / "morph" / "morphscore")
     assert len(items) == 22 and len(items["english"]) > 1000
     assert all(p + r == w for w, p, r in items["english"])
+    # Every row of each file is kept or counted as dropped.
+    for lang, kept in items.items():
+        path = SHARED_DATA / "morph" / "morphscore" / f"{lang}_morph_data.csv"
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert len(kept) + kept.dropped == len(rows), lang
+        spelled = sum(
+            bool(r["pt1"] and r["rest"]) and r["pt1"] + r["rest"] == r["full_word"] for r in rows
+        )
+        assert len(kept) == spelled, lang
+    assert items["gujarati"].dropped == 191 and items["english"].dropped == 0
     segs = m.load_segmentations(SHARED_DATA / "morph" / "en_morphynet_surface_brown.tsv")
     assert len(segs) > 10_000 and all("".join(ms) == w for w, ms in segs)
 

@@ -441,6 +441,8 @@ def run_compare(
         "heldout_bytes": sum(len(t.encode()) for t in held),
         "languages": len(langs),
         "morph_data": str(morph_dir) if morph_dir else None,
+        # MorphScore rows left out of each language's file (parts that do not spell the word).
+        "morphscore_dropped": {lang: items.dropped for lang, items in morph_items.items()},
         "lm_budget_bytes": lm_budget,
         "lm_preset": lm_preset if lm_budget else None,
         "seed": seed,
@@ -677,6 +679,13 @@ def render_markdown(result: CompareResult) -> str:
         langs = sorted(morph_rows[0]["morphscore"])
         names = [f"{r['method']} {r.get('vocab_size') or ''}".strip() for r in morph_rows]
         parts += ["", "## MorphScore v1 by language (share of words excluded)", ""]
+        dropped = info.get("morphscore_dropped") or {}
+        if any(dropped.values()):
+            listed = ", ".join(f"{lang} {n}" for lang, n in sorted(dropped.items()) if n)
+            parts += [
+                f"Rows of the data left out because their parts do not spell the word: {listed}.",
+                "",
+            ]
         rows = [
             [
                 lang,

@@ -35,6 +35,7 @@ __all__ = [
     "BoundaryScore",
     "Compression",
     "Fertility",
+    "MorphItems",
     "MorphScore",
     "Renyi",
     "boundary_prf",
@@ -266,21 +267,32 @@ class MorphScore:
         return 1 - self.included / self.items if self.items else float("nan")
 
 
-def load_morphscore(directory: str | os.PathLike[str]) -> dict[str, list[tuple[str, str, str]]]:
+class MorphItems(list[tuple[str, str, str]]):
+    """A language's MorphScore items ``(word, pt1, rest)``, with ``dropped``: how many rows of
+    its file were left out because their parts do not spell the word (or a field is empty)."""
+
+    dropped: int = 0
+
+
+def load_morphscore(directory: str | os.PathLike[str]) -> dict[str, MorphItems]:
     """MorphScore v1 CSVs (``{language}_morph_data.csv``: ``full_word,pt1,rest``) by language.
-    Items whose parts do not spell the word are dropped."""
-    out: dict[str, list[tuple[str, str, str]]] = {}
+    Items whose parts do not spell the word (or with an empty part) are dropped, and counted
+    in each list's ``dropped`` (Gujarati's file has 191 such rows of 547, Zulu's 64, Turkish's
+    7)."""
+    out: dict[str, MorphItems] = {}
     root = Path(directory)
     files = sorted(root.glob("*_morph_data.csv"))
     if not files:
         raise InvalidInputError(f"{root}: no MorphScore files (*_morph_data.csv)")
     for path in files:
-        items = []
+        items = MorphItems()
         with path.open(encoding="utf-8", newline="") as f:
             for row in csv.DictReader(f):
                 word, pt1, rest = row.get("full_word"), row.get("pt1"), row.get("rest")
                 if word and pt1 and rest and pt1 + rest == word:
                     items.append((word, pt1, rest))
+                else:
+                    items.dropped += 1
         out[path.name.removesuffix("_morph_data.csv")] = items
     return out
 
