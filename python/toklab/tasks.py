@@ -152,11 +152,13 @@ _UNMIX = pow(_MIX, -1, _ADDITIONS)
 SPLITS = {"train": (0, _TRAIN), "validation": (_TRAIN, _ADDITIONS), "all": (0, _ADDITIONS)}
 
 
-def addition_split(example: Example) -> str:
-    """The split (``"train"`` or ``"validation"``) that an addition of :func:`addition` is in."""
-    m = re.fullmatch(r"\$(\d{3})\+(\d{3})=", example.prompt)
-    if m is None or example.kind != "addition":
-        raise ConfigError(f"not an addition: {example.prompt!r}")
+def addition_split(example: Example | str) -> str:
+    """The split (``"train"`` or ``"validation"``) that an addition of :func:`addition` (or
+    its prompt) is in."""
+    prompt = example if isinstance(example, str) else example.prompt
+    m = re.fullmatch(r"\$([1-9]\d{2})\+(\d{3})=", prompt)
+    if m is None or (isinstance(example, Example) and example.kind != "addition"):
+        raise ConfigError(f"not an addition: {prompt!r}")
     index = (int(m[1]) - 100) * 1000 + int(m[2])
     return "train" if (index * _MIX + _SHIFT) % _ADDITIONS < _TRAIN else "validation"
 
