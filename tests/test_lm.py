@@ -369,8 +369,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
-        calls["n"] += 1
         loss = real(*args, **kwargs)
+        if not torch.is_grad_enabled():
+            return loss  # (the check of the weights before a save)
+        calls["n"] += 1
         return loss * float("nan") if calls["n"] > 5 else loss
 
     monkeypatch.setattr(train_mod.F, "cross_entropy", flaky)
@@ -380,6 +382,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     good = torch.load(path, weights_only=True)
     assert good["training"]["step"] == 4
     assert all(torch.isfinite(t).all() for t in good["model"].values())
+
+
+@pytest.mark.parametrize("lr", [300.0, 1e30])
+def test_weights_that_diverge_are_never_saved_nor_returned(tmp_path, lr):
+    """A finite loss before an update does not make the weights after it finite: a real
+    divergence (no patched loss), caught before any checkpoint or result holds such weights."""
+    path = tmp_path / "run.pt"
+    with pytest.raises(TrainingDivergedError):
+        tiny(toklab.ByteTokenizer(), lr=lr, warmup=1, checkpoint=path, checkpoint_every=1)
+    if path.exists():
+        kept = lm.LanguageModel.load(path, device="cpu")
+        assert math.isfinite(lm.evaluate(kept, [TEXT[:300]]).bits_per_byte)
+    with pytest.raises(TrainingDivergedError):
+        tiny(toklab.ByteTokenizer(), lr=lr, warmup=1, grad_clip=0.0)
 
 
 def test_language_model_pickles_through_checkpoint_not_pickle(bpe_run, tmp_path):

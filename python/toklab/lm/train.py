@@ -259,7 +259,35 @@ def train_lm(
         seconds = t["seconds"]
         history = [tuple(h) for h in t["history"]]  # type: ignore[misc]
 
+    def kept() -> str:
+        """What a divergence leaves: the last checkpoint written, if any."""
+        if ckpt_path is None or not ckpt_path.exists():
+            return ""
+        return f"; {ckpt_path} still holds the last good checkpoint"
+
+    # The last batch trained on: before weights are saved or returned, their loss on it is
+    # checked (a finite loss before an update does not make the weights after it finite).
+    last_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def check_weights() -> None:
+        if last_batch is None:
+            return
+        model.eval()  # (no dropout: the random state stays as training left it)
+        with torch.no_grad():
+            with autocast(dev):
+                logits = model(last_batch[0])
+            after = F.cross_entropy(
+                logits.float().flatten(0, 1), last_batch[1].flatten(), ignore_index=-1
+            )
+        model.train()
+        if not math.isfinite(float(after.item())):
+            raise TrainingDivergedError(
+                f"the weights diverged at step {step} (their loss on the last batch is "
+                f"{float(after.item())}): lower lr or raise warmup{kept()}"
+            )
+
     def save() -> None:
+        check_weights()
         if ckpt_path is None:
             return
         save_checkpoint(
@@ -304,16 +332,21 @@ def train_lm(
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1)
         loss_value = float(loss.item())
         if not math.isfinite(loss_value):
-            where = f"; {ckpt_path} still holds the last good checkpoint" if ckpt_path else ""
             raise TrainingDivergedError(
                 f"the loss became {loss_value} at step {step} (learning rate {rate:.3g}): "
-                f"lower lr or raise warmup{where}"
+                f"lower lr or raise warmup{kept()}"
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
+            if not math.isfinite(norm):
+                raise TrainingDivergedError(
+                    f"the gradient norm became {norm} at step {step} (learning rate "
+                    f"{rate:.3g}): lower lr or raise warmup{kept()}"
+                )
         opt.step()
+        last_batch = (x, y)
         step += 1
         history.append((step, loss_value, rate))
         if bar is not None:
