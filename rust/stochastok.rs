@@ -40,23 +40,41 @@ pub struct SplitTable {
     fallback: usize,
 }
 
+/// What a token is to a vocabulary whose tokens have kinds (ByteSpan's): see
+/// [`SplitTable::with_kinds`].
+pub const ANY_KIND: u8 = 0;
+pub const WORD_INITIAL: u8 = 1;
+pub const CONTINUATION: u8 = 2;
+
 impl SplitTable {
     /// Builds the table for tokens given by their bytes (index = id); `special[id]` marks ids
     /// that never split and are never parts.
     pub fn new(tokens: &[&[u8]], special: &[bool]) -> Result<Self> {
-        if special.len() != tokens.len() {
+        Self::with_kinds(tokens, special, &vec![ANY_KIND; tokens.len()])
+    }
+
+    /// [`SplitTable::new`] for a vocabulary whose tokens have kinds (`kinds[id]`:
+    /// [`WORD_INITIAL`] or [`CONTINUATION`], as ByteSpan's, or [`ANY_KIND`]): a split's first
+    /// part has its token's kind, and the other parts are continuations (ANY_KIND tokens' parts
+    /// are ANY_KIND), so that an expansion is a sequence the vocabulary could give.
+    pub fn with_kinds(tokens: &[&[u8]], special: &[bool], kinds: &[u8]) -> Result<Self> {
+        if special.len() != tokens.len() || kinds.len() != tokens.len() {
             return Err(Error::Config(format!(
-                "{} tokens but {} special flags",
+                "{} tokens but {} special flags and {} kinds",
                 tokens.len(),
-                special.len()
+                special.len(),
+                kinds.len()
             )));
         }
-        let mut ids: rustc_hash::FxHashMap<&[u8], u32> = rustc_hash::FxHashMap::default();
+        if let Some(k) = kinds.iter().find(|&&k| k > CONTINUATION) {
+            return Err(Error::Config(format!("unknown token kind {k}")));
+        }
+        let mut ids: rustc_hash::FxHashMap<(u8, &[u8]), u32> = rustc_hash::FxHashMap::default();
         ids.reserve(tokens.len());
         for (i, t) in tokens.iter().enumerate() {
             if !special[i] && !t.is_empty() {
-                // The first id wins if two tokens have the same bytes.
-                ids.entry(t).or_insert(i as u32);
+                // The first id wins if two tokens of a kind have the same bytes.
+                ids.entry((kinds[i], t)).or_insert(i as u32);
             }
         }
         let mut splits_of = Vec::with_capacity(tokens.len() + 1);
@@ -67,15 +85,18 @@ impl SplitTable {
         let mut scratch = Vec::new();
         for (i, t) in tokens.iter().enumerate() {
             if !special[i] && t.len() >= 2 {
+                let (first, rest) = (kinds[i], rest_kind(kinds[i]));
                 let before = parts_of.len();
                 for j in 1..t.len() {
-                    if let (Some(&a), Some(&b)) = (ids.get(&t[..j]), ids.get(&t[j..])) {
+                    if let (Some(&a), Some(&b)) =
+                        (ids.get(&(first, &t[..j])), ids.get(&(rest, &t[j..])))
+                    {
                         parts.push(a);
                         parts.push(b);
                         parts_of.push(parts.len() as u32);
                     }
                 }
-                if parts_of.len() == before && greedy_parts(t, &ids, &mut scratch) {
+                if parts_of.len() == before && greedy_parts(t, first, &ids, &mut scratch) {
                     parts.extend_from_slice(&scratch);
                     parts_of.push(parts.len() as u32);
                     fallback += 1;
@@ -132,15 +153,34 @@ impl SplitTable {
     }
 }
 
-/// The fallback split: the longest proper token prefix, then longest token prefixes of the rest.
-fn greedy_parts(t: &[u8], ids: &rustc_hash::FxHashMap<&[u8], u32>, out: &mut Vec<u32>) -> bool {
+/// The kind of the parts after a split's first (see [`SplitTable::with_kinds`]).
+fn rest_kind(kind: u8) -> u8 {
+    if kind == ANY_KIND {
+        ANY_KIND
+    } else {
+        CONTINUATION
+    }
+}
+
+/// The fallback split: the longest proper token prefix (of kind `first`), then longest token
+/// prefixes of the rest (of the kind after it).
+fn greedy_parts(
+    t: &[u8],
+    first: u8,
+    ids: &rustc_hash::FxHashMap<(u8, &[u8]), u32>,
+    out: &mut Vec<u32>,
+) -> bool {
     out.clear();
     let mut at = 0;
     while at < t.len() {
-        let longest = if at == 0 { t.len() - 1 } else { t.len() - at };
+        let (longest, kind) = if at == 0 {
+            (t.len() - 1, first)
+        } else {
+            (t.len() - at, rest_kind(first))
+        };
         let Some((n, id)) = (1..=longest)
             .rev()
-            .find_map(|n| ids.get(&t[at..at + n]).map(|&id| (n, id)))
+            .find_map(|n| ids.get(&(kind, &t[at..at + n])).map(|&id| (n, id)))
         else {
             return false;
         };
@@ -504,6 +544,35 @@ mod tests {
     fn table(tokens: &[&str]) -> SplitTable {
         let bytes: Vec<&[u8]> = tokens.iter().map(|t| t.as_bytes()).collect();
         SplitTable::new(&bytes, &vec![false; tokens.len()]).expect("table")
+    }
+
+    #[test]
+    fn kinds_keep_word_initial_parts_first() {
+        // ByteSpan's layout: each byte twice (word-initial, then continuation), then tokens.
+        let (i, c) = (WORD_INITIAL, CONTINUATION);
+        let toks: [(&str, u8); 8] = [
+            ("a", i),
+            ("b", i),
+            ("a", c),
+            ("b", c),
+            ("ab", c),
+            ("ab", i),
+            ("ba", c),
+            ("bab", c),
+        ];
+        let bytes: Vec<&[u8]> = toks.iter().map(|t| t.0.as_bytes()).collect();
+        let kinds: Vec<u8> = toks.iter().map(|t| t.1).collect();
+        let t = SplitTable::with_kinds(&bytes, &[false; 8], &kinds).expect("table");
+        assert_eq!(t.split(4, 0), &[2, 3]); // continuation ab = continuation a | continuation b
+        assert_eq!(t.split(5, 0), &[0, 3]); // word-initial ab = initial a | continuation b
+        assert_eq!(t.split_count(7), 2); // bab = b | ab, ba | b, all continuations
+        assert_eq!(t.split(7, 0), &[3, 4]);
+        assert_eq!(t.split(7, 1), &[6, 3]);
+        // Without kinds, the first of equal bytes wins.
+        let any = SplitTable::new(&bytes, &[false; 8]).expect("table");
+        assert_eq!(any.split(4, 0), &[0, 1]);
+        assert!(SplitTable::with_kinds(&bytes, &[false; 8], &[3; 8]).is_err());
+        assert!(SplitTable::with_kinds(&bytes, &[false; 8], &[1; 7]).is_err());
     }
 
     #[test]

@@ -312,3 +312,32 @@ def test_seeds_indices_and_offsets_out_of_range():
             StochasTok(base, p=0.5, max_splits=bad)
     with pytest.raises(TypeError, match="list of texts"):
         st.encode_batch("hello")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    text=st.text(alphabet=" singab", max_size=40),
+    seed=st.integers(0, 2**32),
+    mode=st.sampled_from(["reference", "bernoulli"]),
+)
+def test_over_bytespan_parts_keep_word_initial_and_continuation_apart(text, seed, mode):
+    """ByteSpan has each byte twice (word-initial and continuation): an expansion has a
+    word-initial token exactly where the base encoding starts one, as ByteSpan would give."""
+    from toklab.bytespan import ByteSpan
+
+    words = [(True, b" sing"), (False, b"ing"), (True, b" s"), (False, b"in"), (False, b"ng")]
+    bs = ByteSpan([*words, (True, b"ing"), (False, b"ab"), (True, b"ab")])
+    tok = StochasTok(bs, p=1.0, seed=seed, mode=mode)
+
+    def initial_offsets(ids):
+        at, out = 0, []
+        for i in ids:
+            if bs.is_word_initial(int(i)):
+                out.append(at)
+            at += len(bs.token_bytes(int(i)))
+        return out
+
+    base = bs.encode(text)
+    out = tok.expand(base)
+    assert bs.decode_bytes(out) == text.encode()
+    assert initial_offsets(out) == initial_offsets(base)

@@ -91,7 +91,11 @@ class StochasTok:
             specials = set(getattr(base, "special_tokens", {}).values())
             n = int(base.vocab_size)
             tokens = [bytes(base.token_bytes(i)) for i in range(n)]
-            self.table = _core.SplitTable(tokens, [i in specials for i in range(n)])
+            # Vocabularies with word-initial and continuation tokens (ByteSpan): a split's
+            # first part keeps the token's kind, the others are continuations.
+            initial = getattr(base, "is_word_initial", None)
+            kinds = [1 if initial(i) else 2 for i in range(n)] if callable(initial) else None
+            self.table = _core.SplitTable(tokens, [i in specials for i in range(n)], kinds)
         splittable, self.fallback_count, self.total_splits = self.table.stats()
         if splittable == 0:
             raise ConfigError(

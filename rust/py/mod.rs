@@ -978,13 +978,24 @@ pub struct PySplitTable {
 
 #[pymethods]
 impl PySplitTable {
-    /// The table of arbitrary tokens (index = id); `special[id]` marks ids that never split.
+    /// The table of arbitrary tokens (index = id); `special[id]` marks ids that never split;
+    /// `kinds[id]` (optional): 1 word-initial, 2 continuation, 0 neither (see
+    /// `SplitTable::with_kinds`).
     #[new]
-    fn new(py: Python<'_>, tokens: Vec<Vec<u8>>, special: Vec<bool>) -> PyResult<Self> {
+    #[pyo3(signature = (tokens, special, kinds=None))]
+    fn new(
+        py: Python<'_>,
+        tokens: Vec<Vec<u8>>,
+        special: Vec<bool>,
+        kinds: Option<Vec<u8>>,
+    ) -> PyResult<Self> {
         let inner = py
             .detach(|| {
                 let refs: Vec<&[u8]> = tokens.iter().map(Vec::as_slice).collect();
-                SplitTable::new(&refs, &special)
+                match &kinds {
+                    Some(k) => SplitTable::with_kinds(&refs, &special, k),
+                    None => SplitTable::new(&refs, &special),
+                }
             })
             .map_err(to_py)?;
         Ok(Self { inner })
