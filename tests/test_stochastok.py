@@ -243,6 +243,47 @@ def test_dataset_resamples_every_epoch(small_tokenizer):
     assert tuple(batch.shape) == (8, 65)
 
 
+def test_dataset_windows_reach_every_blocks_end_and_use_every_seed(small_tokenizer):
+    text = "To be, or not to be, that is the question: whether 'tis nobler in the mind. " * 40
+    ids = small_tokenizer.encode(text)
+    block = 16
+    ds = StochasTokDataset(ids, block, StochasTok(small_tokenizer, p=0.5, seed=1), seed=3)
+    reached = set()
+    for epoch in range(30):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            got = small_tokenizer.decode_bytes(ds[i])
+            want = small_tokenizer.decode_bytes(ids[i * block : (i + 1) * block + 1])
+            assert got in want and len(ds[i]) == block + 1
+            if want.endswith(got):
+                reached.add(i)
+    # A window at a fixed start never reached a block's end once a token in it split (every
+    # epoch, at p = 0.5); a random one, about once in seven epochs here.
+    assert len(reached) >= 0.9 * len(ds)
+    # The StochasTok's own seed counts, and (seed, epoch) pairs do not collide.
+    other = StochasTokDataset(ids, block, StochasTok(small_tokenizer, p=0.5, seed=999), seed=3)
+    ds.set_epoch(0)
+    assert any(not np.array_equal(ds[i], other[i]) for i in range(len(ds)))
+    a = StochasTokDataset(ids, block, StochasTok(small_tokenizer, p=0.5, seed=1), seed=0)
+    b = StochasTokDataset(ids, block, StochasTok(small_tokenizer, p=0.5, seed=1), seed=1)
+    a.set_epoch(1_000_003)
+    assert any(not np.array_equal(a[i], b[i]) for i in range(len(a)))
+    with pytest.raises(ConfigError):
+        ds.set_epoch(-1)
+
+
+def test_memmap_refuses_offsets_that_leave_ids_out(small_tokenizer, tmp_path):
+    st_ = StochasTok(small_tokenizer, p=0.1, seed=3)
+    flat = small_tokenizer.encode("the cat sat on the mat")
+    for offsets in ([0, 2], [3, len(flat)], [0, 5, 2, len(flat)], []):
+        with pytest.raises(ConfigError):
+            expand_to_memmap(st_, flat, np.array(offsets, np.int64), tmp_path / "x.npy")
+    with pytest.raises(ConfigError):
+        expand_to_memmap(st_, flat, np.array([0, len(flat)]), tmp_path / "x.npy", chunk=-5)
+    with pytest.raises(ConfigError):
+        StochasTok(small_tokenizer, p=0.5, mode="bernoulli", max_splits=0)
+
+
 def test_offline_memmap_equals_one_batch(small_tokenizer, tmp_path):
     from toklab.data import default_corpus
 

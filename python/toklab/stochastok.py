@@ -12,7 +12,11 @@ splits each token (and each part, recursively) with probability ``p``.
 Randomness: sequence ``i`` of a call uses a generator derived from ``(seed, first_index + i)``,
 so the same seed gives the same output whatever the batch size and the thread count.
 ``encode`` without a seed numbers its calls (the k-th call is sequence k), so a fresh
-``StochasTok`` replays the same stream.
+``StochasTok`` replays the same stream. That counter is per process: the workers of a
+``DataLoader`` (copies made by fork or pickle) each count from where the copy was made, so
+they, and the epochs of workers that restart, replay the same expansions. Feed a ``DataLoader``
+from :class:`StochasTokDataset` (new expansions every epoch, any worker), or pass ``seed=``
+explicitly.
 
 >>> import toklab
 >>> bpe = toklab.train_bpe(["the cat sat on the mat"] * 20, vocab_size=268)
@@ -81,6 +85,8 @@ class StochasTok:
             raise ConfigError(f"max_depth must be 1..255 or None, got {max_depth!r}")
         if max_splits is not None and not (_is_int(max_splits) and 0 <= max_splits < 2**32):
             raise ConfigError(f"max_splits must be an int >= 0 or None, got {max_splits!r}")
+        if max_splits is not None and mode == "bernoulli":
+            raise ConfigError("max_splits bounds the reference mode's attempts; bernoulli has none")
         seed = _u64("seed", seed)
         self.base, self.p, self.seed = base, float(p), seed
         self.mode, self.max_depth, self.max_splits = mode, max_depth, max_splits
@@ -297,27 +303,44 @@ def _rebuild(
     )
 
 
+def _mix(*values: int) -> int:
+    """A 64-bit seed from several non-negative ints (splitmix64 steps: distinct inputs give
+    unrelated seeds, where a linear mix like ``a * k + b`` collides)."""
+    x = 0
+    for v in values:
+        x = (x ^ (int(v) & 0xFFFF_FFFF_FFFF_FFFF)) + 0x9E37_79B9_7F4A_7C15
+        x &= 0xFFFF_FFFF_FFFF_FFFF
+        z = x
+        z = ((z ^ (z >> 30)) * 0xBF58_476D_1CE4_E5B9) & 0xFFFF_FFFF_FFFF_FFFF
+        z = ((z ^ (z >> 27)) * 0x94D0_49BB_1331_11EB) & 0xFFFF_FFFF_FFFF_FFFF
+        x = z ^ (z >> 31)
+    return x
+
+
 class StochasTokDataset:
     """Blocks of base ids, expanded afresh every epoch: a map-style dataset for
     ``torch.utils.data.DataLoader`` (items are ``int64`` numpy arrays; the default collate makes
     tensors of them).
 
     Item ``i`` is the base block ``ids[i * block : (i + 1) * block + 1]``, expanded as sequence
-    ``i`` under ``(seed, epoch)`` and cut back to ``block + 1`` ids (input and shifted target).
-    Call :meth:`set_epoch` at the start of each epoch; the same epoch gives the same items in any
-    worker and any order.
+    ``i`` under a seed derived from the StochasTok's seed, ``seed`` and the epoch. The expansion
+    is longer than ``block + 1`` ids when a token split: the item is then a window of
+    ``block + 1`` ids (input and shifted target) at a random offset in it, drawn from the same
+    seed, so that over the epochs every part of every block is trained on (a fixed cut would
+    never show a block's end). Call :meth:`set_epoch` at the start of each epoch; the same
+    epoch gives the same items in any worker and any order.
     """
 
     def __init__(self, ids: np.ndarray, block: int, stochastok: StochasTok, seed: int = 0):
-        if block < 1:
-            raise ConfigError(f"block must be positive, got {block}")
+        if not _is_int(block) or block < 1:
+            raise ConfigError(f"block must be a positive int, got {block!r}")
         self.ids = np.asarray(ids)
         if self.ids.ndim != 1 or len(self.ids) < block + 1:
             raise ConfigError(f"need a 1-D array of at least {block + 1} ids")
-        self.block, self.st, self.seed, self.epoch = block, stochastok, seed, 0
+        self.block, self.st, self.seed, self.epoch = block, stochastok, _u64("seed", seed), 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.epoch = _u64("epoch", epoch)
 
     def __len__(self) -> int:
         return (len(self.ids) - 1) // self.block
@@ -326,9 +349,13 @@ class StochasTokDataset:
         if not 0 <= i < len(self):
             raise IndexError(i)
         base = self.ids[i * self.block : (i + 1) * self.block + 1]
-        seed = (self.seed * 1_000_003 + self.epoch) & 0xFFFF_FFFF_FFFF_FFFF
+        seed = _mix(self.st.seed, self.seed, self.epoch)
         out = self.st.expand(base, seed=seed, index=i)
-        return np.asarray(out[: self.block + 1], dtype=np.int64)
+        extra = len(out) - (self.block + 1)
+        start = 0
+        if extra > 0:
+            start = int(np.random.default_rng([_mix(seed, i), 1]).integers(0, extra + 1))
+        return np.asarray(out[start : start + self.block + 1], dtype=np.int64)
 
 
 def expand_to_memmap(
@@ -344,7 +371,18 @@ def expand_to_memmap(
     (a ``.npy`` memmap, ``uint16`` when the vocabulary fits, else ``uint32``) and the offsets
     to ``path`` with ``.offsets.npy``. Works in chunks of about ``chunk`` ids, so memory stays
     bounded; the result equals one ``expand_batch`` call. Returns both, memory-mapped."""
-    offs = np.asarray(offsets, dtype=np.uint64)
+    if not _is_int(chunk) or chunk < 1:
+        raise ConfigError(f"chunk must be a positive int, got {chunk!r}")
+    given = np.asarray(offsets)
+    if given.dtype.kind not in "iu" or given.ndim != 1 or given.size == 0:
+        raise ConfigError("offsets must be a 1-D array of integers starting at 0")
+    if (given[:1] != 0).any() or int(given[-1]) != len(flat) or (np.diff(given) < 0).any():
+        # (Slicing first would drop the ids the offsets leave out, without a word.)
+        raise ConfigError(
+            f"offsets must start at 0, never decrease and end at the number of ids "
+            f"({len(flat)}), got {int(given[0])}..{int(given[-1])}"
+        )
+    offs = given.astype(np.uint64)
     path = Path(path)
     dtype = np.uint16 if stochastok.vocab_size <= 1 << 16 else np.uint32
     pieces_path = path.with_name(path.name + ".part")
