@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import gc
+import json
 import multiprocessing
 import pickle
 import random
@@ -352,6 +353,32 @@ def test_corrupt_saved_files(small_tokenizer, tmp_path):
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(CorruptFileError):
         BPETokenizer.load(path)
+    # Metadata that is no JSON object (it used to give a bare ValueError or TypeError).
+    data = json.loads(text)
+    for metadata in ("x", 7, [1]):
+        path.write_text(json.dumps({**data, "metadata": metadata}))
+        with pytest.raises(CorruptFileError, match="metadata"):
+            BPETokenizer.load(path)
+        with pytest.raises(CorruptFileError, match="metadata"):
+            BPETokenizer.from_json(path.read_text())
+
+
+def test_training_options_from_counts_are_checked_as_in_train_bpe():
+    counts = toklab.count_words(["the cat sat on the mat"] * 5)
+    # A str of specials used to become one special per character.
+    for bad in (
+        {"special_tokens": "<s>"},
+        {"min_frequency": 1e23},
+        {"min_frequency": 0},
+        {"max_token_length": 1e23},
+        {"max_token_length": 2.5},
+    ):
+        with pytest.raises(ConfigError):
+            toklab.train_bpe_from_counts(counts, vocab_size=300, **bad)
+    with pytest.raises(ConfigError, match="errors"):
+        toklab.train_bpe(["the cat"], vocab_size=300, errors="bogus")
+    with pytest.warns(toklab.TokLabWarning, match="min_frequency"):
+        toklab.train_bpe_from_counts(counts, vocab_size=300, min_frequency=3)
 
 
 def test_corrupt_tiktoken_files(small_tokenizer, tmp_path):

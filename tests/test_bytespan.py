@@ -303,6 +303,30 @@ def test_signals_agree_with_scoring(byte_lm):
     assert total == pytest.approx(score.bits, rel=1e-4)
 
 
+def test_signals_refuse_bad_strides_texts_and_caches(byte_lm, tmp_path):
+    from toklab.bytespan import byte_signals, cached_signals
+
+    for stride in (0, -1, byte_lm.context, 2.5):
+        with pytest.raises(ConfigError, match="stride"):
+            byte_signals(byte_lm, ["x" * 200], stride=stride)
+    with pytest.raises(InvalidInputError, match="surrogate"):
+        byte_signals(byte_lm, ["ab\ud800"])
+    with pytest.raises(InvalidInputError, match="document 1: a lone surrogate"):
+        train_bytespan(["ok", "a\ud800b"], vocab_size=600, signals=[np.ones(2), np.ones(3)])
+    # A damaged cache is scored again (with a warning) and replaced; a file is no directory.
+    texts = ["To be, or not to be.", "é ok"]
+    first = cached_signals(byte_lm, texts, tmp_path)
+    (cache,) = tmp_path.glob("signals-*.npz")
+    cache.write_bytes(cache.read_bytes()[:100])
+    with pytest.warns(toklab.TokLabWarning, match="damaged"):
+        again = cached_signals(byte_lm, texts, tmp_path)
+    for (s0, e0), (s1, e1) in zip(first, again):
+        assert np.array_equal(s0, s1) and np.array_equal(e0, e1)
+    assert [len(s) for s, _ in cached_signals(byte_lm, texts, tmp_path)] == [20, 5]
+    with pytest.raises(ConfigError, match="not a directory"):
+        cached_signals(byte_lm, texts, cache)
+
+
 def test_train_end_to_end(byte_lm, tmp_path):
     from toklab.data import default_corpus
 
@@ -382,6 +406,15 @@ def test_bad_input():
         )
     with pytest.raises(toklab.UnknownTokenError):
         ByteSpan([]).decode([600])
+    # A signal that is mostly NaN or infinite is the signal's fault, not the threshold's.
+    for bad in (np.nan, np.inf):
+        with pytest.raises(InvalidInputError, match="document 0: the signal"):
+            train_bytespan(docs, vocab_size=600, signals=[np.full(11, bad), np.full(7, bad)])
+    with pytest.raises(InvalidInputError, match="document 0: the signal"):
+        train_bytespan(docs, vocab_size=600, signals=[np.full(11, 1e300), np.full(7, 1e300)])
+    for size in (2**40, 600.0):
+        with pytest.raises(ConfigError, match="vocab_size"):
+            train_bytespan(docs, vocab_size=size, signals=sig)
 
 
 def test_cli_train_encode_decode(tmp_path):

@@ -88,6 +88,8 @@ class BPETokenizer:
     __slots__ = ("_core", "_metadata", "_special")
 
     def __init__(self, core: _core.Bpe, metadata: Mapping[str, Any] | None = None) -> None:
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise ConfigError(f"metadata must be a mapping, not {type(metadata).__name__}")
         self._core = core
         self._metadata = dict(metadata or {})
         self._special = dict(core.specials())
@@ -102,12 +104,12 @@ class BPETokenizer:
             core, metadata = _core.Bpe.from_json_bytes(data)
         except CorruptFileError as e:
             raise CorruptFileError(f"{path}: {e}") from None
-        return cls(core, json.loads(metadata))
+        return cls(core, _stored_metadata(metadata, f"{path}: "))
 
     @classmethod
     def from_json(cls, text: str) -> BPETokenizer:
         core, metadata = _core.Bpe.from_json(text)
-        return cls(core, json.loads(metadata))
+        return cls(core, _stored_metadata(metadata))
 
     @classmethod
     def from_parts(
@@ -469,6 +471,10 @@ def count_words(
     both, so shards can be counted separately and combined before :func:`train_bpe_from_counts`.
     """
     pattern = _core.resolve_pattern(pattern)
+    if isinstance(special_tokens, str):
+        raise ConfigError("special_tokens must be a list of str, not a str")
+    if errors not in ("strict", "replace"):
+        raise ConfigError(f"errors must be 'strict' or 'replace', not {errors!r}")
     specials = list(special_tokens)
     threads = _threads(num_threads)
     if progress is None:
@@ -492,6 +498,18 @@ def count_words(
         return _core.count_iter(texts, pattern, specials, threads, progress=progress)
     except TypeError as e:
         raise InvalidInputError(str(e)) from None
+
+
+def _stored_metadata(text: str, where: str = "") -> dict[str, Any]:
+    """A saved file's ``metadata``: a JSON object (anything else: the file is corrupt)."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise CorruptFileError(f"{where}metadata must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def _check_vocab_size(vocab_size: object) -> None:
@@ -575,10 +593,16 @@ def train_bpe_from_counts(
     _consume: bool = False,
 ) -> BPETokenizer:
     """Trains on counts from :func:`count_words` (possibly summed over shards)."""
-    if min_frequency < 1:
-        raise ConfigError(f"min_frequency must be at least 1, not {min_frequency}")
-    if max_token_length is not None and max_token_length < 1:
-        raise ConfigError(f"max_token_length must be at least 1, not {max_token_length}")
+    if isinstance(special_tokens, str):
+        raise ConfigError("special_tokens must be a list of str, not a str")
+    if not _is_int(min_frequency) or not 1 <= min_frequency < 2**64:
+        raise ConfigError(f"min_frequency must be an int in 1..2**64, not {min_frequency!r}")
+    if max_token_length is not None and (
+        not _is_int(max_token_length) or not 1 <= max_token_length < 2**32
+    ):
+        raise ConfigError(
+            f"max_token_length must be an int in 1..2**32 or None, not {max_token_length!r}"
+        )
     if progress is None:
         progress = sys.stderr.isatty()
     _check_vocab_size(vocab_size)
@@ -599,9 +623,13 @@ def train_bpe_from_counts(
     }
     tok = BPETokenizer(core, metadata)
     if tok.vocab_size < vocab_size:
+        why = (
+            f"no pair left occurs {min_frequency} times (min_frequency)"
+            if min_frequency > 1
+            else "the corpus ran out of pairs to merge"
+        )
         warnings.warn(
-            f"the corpus ran out of pairs to merge: the vocabulary has {tok.vocab_size} ids, not "
-            f"the {vocab_size} asked for",
+            f"{why}: the vocabulary has {tok.vocab_size} ids, not the {vocab_size} asked for",
             TokLabWarning,
             stacklevel=3,
         )

@@ -260,6 +260,19 @@ class ByteSpan:
         return (ByteSpan, (self.learned(), self.pattern, self.metadata, self.inference))
 
 
+def _utf8(text: object, i: int | None = None) -> bytes:
+    """``text``'s UTF-8 bytes; a lone surrogate (which has none) or a non-str is an error."""
+    where = "" if i is None else f"document {i}: "
+    if not isinstance(text, str):
+        raise InvalidInputError(f"{where}texts must be str, not {type(text).__name__}")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidInputError(
+            f"{where}a lone surrogate {text[e.start]!r} at character {e.start} has no UTF-8 bytes"
+        ) from None
+
+
 def byte_signals(
     lm: Any, texts: Sequence[str], *, stride: int | None = None, batch_tokens: int = 1 << 14
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -277,8 +290,12 @@ def byte_signals(
         raise ConfigError("byte_signals needs a byte-level toklab LM (over ByteTokenizer)")
     context = lm.context
     stride = context // 2 if stride is None else stride
+    if not isinstance(stride, (int, np.integer)) or not 1 <= stride <= max(1, context - 1):
+        raise ConfigError(f"stride must be an int in 1..{max(1, context - 1)}, got {stride!r}")
+    if not isinstance(batch_tokens, (int, np.integer)) or batch_tokens < 1:
+        raise ConfigError(f"batch_tokens must be a positive int, got {batch_tokens!r}")
     bos = lm.cfg.bos_id
-    seqs = [np.concatenate([[bos], np.frombuffer(t.encode("utf-8"), np.uint8)]) for t in texts]
+    seqs = [np.concatenate([[bos], np.frombuffer(_utf8(t), np.uint8)]) for t in texts]
     # Views of one array per signal (as a cached signal's are), which the global constraint
     # reads in place.
     offs = np.concatenate([[0], np.cumsum([len(s) - 1 for s in seqs])]).astype(np.int64)
@@ -315,6 +332,34 @@ def _signal_cache_key(lm: Any, texts: Sequence[str]) -> str:
     return h.hexdigest()[:32]
 
 
+def _read_signal_cache(
+    path: Path, lengths: list[int]
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """The signals stored at ``path`` for documents of these byte lengths, or None when the
+    file is not such a cache (truncated, damaged, or of other lengths)."""
+    try:
+        # (Opened here: np.load leaves its own file open when the zip is damaged.)
+        with open(path, "rb") as f, np.load(f) as data:
+            offs = np.asarray(data["offsets"])
+            surprisal, entropy = np.asarray(data["surprisal"]), np.asarray(data["entropy"])
+    except Exception:  # (any damage: zip, pickle refused, missing keys, bad headers)
+        return None
+    want = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    if (
+        offs.shape != want.shape
+        or not np.array_equal(offs, want)
+        or surprisal.dtype != np.float32
+        or entropy.dtype != np.float32
+        or surprisal.shape != (want[-1],)
+        or entropy.shape != (want[-1],)
+    ):
+        return None
+    return [
+        (surprisal[offs[i] : offs[i + 1]], entropy[offs[i] : offs[i + 1]])
+        for i in range(len(lengths))
+    ]
+
+
 def cached_signals(
     lm: Any, texts: Sequence[str], cache_dir: str | os.PathLike[str] | None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -322,14 +367,18 @@ def cached_signals(
     the model's weights and the texts), so each corpus and model is scored once."""
     if cache_dir is None:
         return byte_signals(lm, texts)
+    if Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise ConfigError(f"cache_dir {cache_dir} is not a directory")
     path = Path(cache_dir) / f"signals-{_signal_cache_key(lm, texts)}.npz"
     if path.exists():
-        data = np.load(path)
-        offs = data["offsets"]
-        return [
-            (data["surprisal"][offs[i] : offs[i + 1]], data["entropy"][offs[i] : offs[i + 1]])
-            for i in range(len(texts))
-        ]
+        cached = _read_signal_cache(path, [len(_utf8(t, i)) for i, t in enumerate(texts)])
+        if cached is not None:
+            return cached
+        warnings.warn(
+            f"{path}: a damaged signal cache; scoring again and replacing it",
+            TokLabWarning,
+            stacklevel=2,
+        )
     sig = byte_signals(lm, texts)
     path.parent.mkdir(parents=True, exist_ok=True)
     offsets = np.concatenate([[0], np.cumsum([len(s) for s, _ in sig])])
@@ -398,10 +447,10 @@ def train_bytespan(
     """
     from toklab.data import iter_texts
 
-    if not isinstance(vocab_size, int) or vocab_size < ALPHABET:
+    if not isinstance(vocab_size, (int, np.integer)) or not ALPHABET <= vocab_size < 2**32:
         raise ConfigError(
-            f"vocab_size must be at least {ALPHABET} (the byte alphabet, word-initial and "
-            f"continuation), got {vocab_size!r}"
+            f"vocab_size must be an int of at least {ALPHABET} (the byte alphabet, word-initial "
+            f"and continuation) and under 2**32, got {vocab_size!r}"
         )
     if signal not in ("entropy", "surprisal"):
         raise ConfigError(f"signal must be 'entropy' or 'surprisal', got {signal!r}")
@@ -420,6 +469,8 @@ def train_bytespan(
     if not 0.0 <= percentile <= 100.0:
         raise ConfigError(f"percentile must be in [0, 100], got {percentile}")
     docs = list(iter_texts(corpus))
+    for i, t in enumerate(docs):
+        _utf8(t, i)  # (checked here: the core would raise a bare UnicodeEncodeError)
     texts = [t for t in docs if t]
     if not texts:
         raise EmptyCorpusError("the corpus holds no text")
@@ -459,7 +510,8 @@ def train_bytespan(
         signals = [p[0] if signal == "surprisal" else p[1] for p in pairs]
     # Lengths and finiteness are checked in Rust (InvalidInputError), with no copy here.
     try:
-        signals = [np.ascontiguousarray(s, dtype=np.float32) for s in signals]
+        with np.errstate(over="ignore"):  # (float64 past float32's range: inf, refused below)
+            signals = [np.ascontiguousarray(s, dtype=np.float32) for s in signals]
     except (ValueError, TypeError) as e:
         raise InvalidInputError(f"signals must be arrays of numbers: {e}") from None
     if len(signals) != len(texts):
@@ -476,6 +528,10 @@ def train_bytespan(
         threshold = _core.signal_percentile(signals, float(percentile), threads)
         if threshold is None:
             raise InvalidInputError("the signal is zero everywhere")
+        if not np.isfinite(threshold):
+            # (Only where most of the signal is NaN or infinite: say where, not the threshold.)
+            bad = next(i for i, x in enumerate(signals) if not np.isfinite(x).all())
+            raise InvalidInputError(f"document {bad}: the signal has NaN or infinite values")
 
     def ranked(texts: list[str], signals: list[np.ndarray]) -> tuple[list, Any, Any]:
         if constraint == "global":

@@ -122,9 +122,23 @@ def iter_dataset_texts(
 def read_text(path: str | os.PathLike[str], errors: str = "strict") -> str:
     """A UTF-8 file's text exactly as stored: ``\\r\\n`` and lone ``\\r`` stay (``Path.read_text``
     turns both into ``\\n``, so that decoding the ids would not give the file back).
-    ``errors`` as in ``bytes.decode``."""
-    with open(path, encoding="utf-8", errors=errors, newline="") as f:
-        return f.read()
+    ``errors`` as in ``bytes.decode``; invalid UTF-8 under ``"strict"`` is an
+    ``InvalidInputError`` that names the file and the byte."""
+    try:
+        with open(path, encoding="utf-8", errors=errors, newline="") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        # (The offset is within the decoder's chunk; the file's bytes say where exactly.)
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            raw.decode("utf-8")
+            at = e.start
+        except UnicodeDecodeError as exact:
+            at = exact.start
+        raise InvalidInputError(
+            f"{path}: invalid UTF-8 at byte {at} (pass errors='replace' to substitute U+FFFD)"
+        ) from None
 
 
 def iter_texts(source: Any, text_column: str = "text") -> Iterator[str]:
