@@ -66,6 +66,29 @@ def test_bad_ids_and_text():
     assert tok.encode("").size == 0 and tok.decode([]) == ""
 
 
+def test_special_token_options_and_bytes_are_checked_as_bpes_are():
+    tok = toklab.ByteTokenizer(["<s>"])
+    bpe = toklab.train_bpe(["the cat"] * 5, vocab_size=258, special_tokens=["<s>"])
+    for t in (tok, bpe):
+        with pytest.raises(ConfigError, match="not special tokens"):
+            t.encode("foo", allowed_special={"foo"})
+        with pytest.raises(ConfigError, match="not special tokens"):
+            t.encode("foo", disallowed_special={"foo"})
+        with pytest.raises(ConfigError, match="not a str"):
+            t.encode("<s>", allowed_special="<s>")
+        assert t.decode(t.encode("a<s>", allowed_special={"<s>"})) == "a<s>"
+    with pytest.raises(TypeError):
+        tok.encode_bytes(5)  # (bytes(5) is five zero bytes)
+    with pytest.raises(TypeError):
+        tok.encode_bytes([300])
+    with pytest.raises(TypeError):
+        tok.token_bytes(True)
+    assert tok.encode_bytes(bytearray(b"\xff")).tolist() == [255]
+    for bad in ("<s>", [1], ["a\ud800"]):
+        with pytest.raises(ConfigError):
+            toklab.ByteTokenizer(bad)
+
+
 def test_save_load_pickle(tmp_path):
     tok = toklab.ByteTokenizer(["<|endoftext|>"])
     path = tmp_path / "bytes.json"

@@ -39,9 +39,18 @@ class ByteTokenizer:
     """UTF-8 bytes as token ids 0 to 255, then optional special tokens."""
 
     def __init__(self, special_tokens: Iterable[str] = ()) -> None:
+        if isinstance(special_tokens, str):
+            raise ConfigError("special_tokens must be a list of str, not a str")
         specials = list(special_tokens)
-        if len(set(specials)) != len(specials) or any(not s for s in specials):
+        if any(not isinstance(s, str) or not s for s in specials) or len(set(specials)) != len(
+            specials
+        ):
             raise ConfigError("special tokens must be distinct, non-empty strings")
+        for s in specials:
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError(f"special token {s!r} has a lone surrogate") from None
         self._specials: dict[str, int] = {s: 256 + i for i, s in enumerate(specials)}
         self._special_bytes = [s.encode("utf-8") for s in specials]
 
@@ -75,11 +84,11 @@ class ByteTokenizer:
         allowed ones become their id, disallowed ones raise, the rest are plain text)."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, not {type(text).__name__}")
-        allowed = set(self._specials) if allowed_special == "all" else set(allowed_special)
+        allowed = self._names(allowed_special, "allowed_special")
         if disallowed_special == "all":
             disallowed = set(self._specials) - allowed
         else:
-            disallowed = set(disallowed_special)
+            disallowed = self._names(disallowed_special, "disallowed_special")
         for s in disallowed:
             if s in text:
                 raise DisallowedSpecialTokenError(
@@ -115,8 +124,26 @@ class ByteTokenizer:
         """``encode`` with special token strings treated as plain text."""
         return self.encode(text, disallowed_special=())
 
+    def _names(self, names: Literal["all"] | Collection[str], what: str) -> set[str]:
+        """Special tokens named by ``allowed_special`` / ``disallowed_special``, as BPE's."""
+        if names == "all":
+            return set(self._specials)
+        if isinstance(names, str):
+            raise ConfigError(f'{what} must be "all" or a collection of special tokens, not a str')
+        found = set(names)
+        unknown = found - set(self._specials)
+        if unknown:
+            raise ConfigError(
+                f"{what} names {sorted(map(str, unknown))}, which are not special tokens of this "
+                f"tokenizer (it has {sorted(self._specials)})"
+            )
+        return found
+
     def encode_bytes(self, data: bytes) -> np.ndarray:
         """Any bytes, valid UTF-8 or not, as ids."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            # (bytes(5) would be five zero bytes, and bytes([300]) a bare ValueError.)
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
         return np.frombuffer(bytes(data), dtype=np.uint8).astype(np.uint32)
 
     def encode_batch(self, texts: Iterable[str], **kwargs: Any) -> list[np.ndarray]:
@@ -138,6 +165,8 @@ class ByteTokenizer:
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
 
     def token_bytes(self, token_id: int) -> bytes:
+        if not isinstance(token_id, (int, np.integer)) or isinstance(token_id, bool):
+            raise TypeError(f"token_id must be an int, not {type(token_id).__name__}")
         if not 0 <= token_id < self.vocab_size:
             raise UnknownTokenError(
                 f"unknown token id {token_id}: the vocabulary has ids 0..{self.vocab_size}"
