@@ -82,9 +82,13 @@ def test_renyi_by_hand():
     for bad in [[1, math.inf, 2], [1, math.nan], [1, -2, 3], ["a"], [[1, 2]]]:
         with pytest.raises(InvalidInputError):
             m.renyi_efficiency(bad)
-    for kwargs in [{"alpha": math.nan}, {"alpha": -1.0}, {"vocab_size": 2}, {"vocab_size": -4}]:
+    bad_settings = [{"alpha": math.nan}, {"alpha": -1.0}, {"vocab_size": 2}, {"vocab_size": -4}]
+    bad_settings += [{"vocab_size": math.nan}, {"vocab_size": math.inf}, {"vocab_size": 7.5}]
+    for kwargs in bad_settings:
         with pytest.raises(ConfigError):
             m.renyi_efficiency([1, 2, 3, 4, 5], **kwargs)
+    # Counts whose sum overflows float64 have the same entropy as any scale of them.
+    assert m.renyi_efficiency([1e308, 1e308, 1e308]).entropy == pytest.approx(math.log2(3))
 
 
 def test_renyi_agrees_with_tokenization_scorer(small_tokenizer):

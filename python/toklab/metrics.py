@@ -171,8 +171,13 @@ def renyi_efficiency(
     c = c[c > 0]
     if c.size == 0:
         raise InvalidInputError("Rényi efficiency of no tokens")
+    if vocab_size is not None and (
+        not isinstance(vocab_size, (int, np.integer)) or isinstance(vocab_size, bool)
+    ):
+        raise ConfigError(f"vocab_size must be an int, got {vocab_size!r}")
     if vocab_size is not None and vocab_size < c.size:
         raise ConfigError(f"vocab_size {vocab_size} is below the {c.size} distinct tokens counted")
+    c = c / c.max()  # (so that the sum cannot overflow, whatever the counts' scale)
     p = c / c.sum()
     log_p = np.log2(p)
     if math.isinf(alpha) or math.isinf(alpha * float(log_p.max())):
