@@ -3,6 +3,7 @@ ByteSpan's English BPE rows reproduced at small scale."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -12,7 +13,7 @@ import toklab.compare as cmp
 import toklab.metrics as m
 from conftest import SHARED_DATA, needs_shared
 from toklab.data import default_corpus, split_holdout
-from toklab.errors import ConfigError, EmptyCorpusError, InvalidInputError
+from toklab.errors import ConfigError, DeviceError, EmptyCorpusError, InvalidInputError
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,41 @@ def test_rows(result):
     # Japanese is mostly outside an English vocabulary: byte fallback, low compression.
     bpe = rows[("bpe", 1000)]
     assert bpe["udhr_byte_fallback"]["jpn"] > 0.5 > bpe["udhr_byte_fallback"]["eng"]
+
+
+def test_loaded_tokenizers_are_rows_of_their_own(corpus, result):
+    train, _ = split_holdout(corpus, 0.05)
+    mine = cmp.METHODS["bpe"].build(train, 400, 0)
+    loaded = cmp.run_compare(
+        corpus,
+        methods=[],
+        tokenizers={"mine": mine},
+        languages=["eng", "jpn", "rus"],
+        morph_data=None,
+        progress=False,
+    )
+    (row,) = loaded.rows
+    assert row["method"] == "mine" and row["loaded"] and "train_seconds" not in row
+    trained = next(r for r in result.rows if (r["method"], r["vocab_size"]) == ("bpe", 400))
+    for key in ["bytes_per_token", "fertility", "renyi_observed", "udhr_bytes_per_token"]:
+        assert row[key] == trained[key], key
+    with pytest.raises(ConfigError, match="not a tokenizer"):
+        cmp.run_compare(corpus, methods=[], tokenizers={"x": object()}, progress=False)
+
+
+def test_lm_settings_are_checked_before_any_training(corpus, monkeypatch):
+    pytest.importorskip("torch")
+
+    def never(*args):
+        raise AssertionError("trained before the LM settings were checked")
+
+    stub = dataclasses.replace(cmp.METHODS["bytes"], build=never)
+    monkeypatch.setitem(cmp.METHODS, "bytes", stub)
+    for bad in [{"lm_budget": 1000, "lm_preset": "huge"}, {"lm_budget": 0}]:
+        with pytest.raises(ConfigError):
+            cmp.run_compare(corpus, methods=["bytes"], progress=False, **bad)
+    with pytest.raises(DeviceError):
+        cmp.run_compare(corpus, methods=["bytes"], lm_budget=1000, lm_device="tpu", progress=False)
 
 
 def test_external_adapters_spell_the_text(corpus):

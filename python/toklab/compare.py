@@ -23,7 +23,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -392,22 +392,39 @@ def run_compare(
     lm_device: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    tokenizers: Mapping[str, Any] | None = None,
 ) -> CompareResult:
     """Runs the comparison and returns every number (see the module docstring).
 
     ``vocab_sizes`` are those of toklab BPE; ``baseline_sizes`` those of the other sized
-    methods (None: the same as BPE's).
+    methods (None: the same as BPE's). ``tokenizers``: tokenizers already built or loaded
+    (``{row name: tokenizer}``, e.g. from ``toklab.load``), evaluated as rows of their own
+    beside the methods trained here (``methods=[]``: those alone).
     """
     from toklab.data import default_corpus
 
+    loaded = dict(tokenizers or {})
     names = (
         list(methods) if methods is not None else [m.name for m in METHODS.values() if m.default]
     )
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
-    if not names:
+    if not names and not loaded:
         raise ConfigError("no methods to compare")
+    for name, tok in loaded.items():
+        if not all(hasattr(tok, a) for a in ("encode", "decode_bytes", "vocab_size")):
+            raise ConfigError(f"{name!r} is not a tokenizer (encode, decode_bytes, vocab_size)")
+    if lm_budget is not None:
+        # Checked before any training, which may take long: not after it, for every method.
+        if not isinstance(lm_budget, int) or isinstance(lm_budget, bool) or lm_budget < 1:
+            raise ConfigError(f"lm_budget must be a positive int of bytes, got {lm_budget!r}")
+        from toklab.lm.language_model import resolve_device
+        from toklab.lm.model import PRESETS
+
+        if lm_preset not in PRESETS:
+            raise ConfigError(f"unknown LM preset {lm_preset!r}; choose from {sorted(PRESETS)}")
+        resolve_device(lm_device)
     for v in [*vocab_sizes, *(baseline_sizes or ())]:
         if not isinstance(v, int) or v < 256:
             raise ConfigError(f"vocabulary sizes must be integers of at least 256, got {v!r}")
@@ -431,6 +448,12 @@ def run_compare(
     if empty:
         raise InvalidInputError(f"the UDHR text of {empty} is empty")
     morph_dir = find_morph_data(morph_data)
+    if morph_dir is None:
+        _log(
+            progress,
+            "no morphology data found (shared/data/morph, $TOKLAB_SHARED_DATA/morph or "
+            "--morph-data): no MorphScore or boundary columns",
+        )
     morph_items = metrics.load_morphscore(morph_dir / "morphscore") if morph_dir else {}
     seg_path = morph_dir / "en_morphynet_surface_brown.tsv" if morph_dir else None
     segmentations = metrics.load_segmentations(seg_path) if seg_path and seg_path.exists() else None
@@ -448,6 +471,7 @@ def run_compare(
         "seed": seed,
     }
     jobs: list[tuple[str, int | None]] = []
+    jobs.extend((name, None) for name in loaded)
     for name in names:
         method = METHODS[name]
         if not method.available():
@@ -463,12 +487,16 @@ def run_compare(
     began = time.perf_counter()
     for k, (name, vocab) in enumerate(jobs, 1):
         label = name if vocab is None else f"{name} {vocab}"
-        _log(progress, f"[{k}/{len(jobs)}] {label}: training ...")
         row: dict[str, Any] = {"method": name, "vocab_size": vocab}
         try:
             t0 = time.perf_counter()
-            tok = METHODS[name].build(train, vocab, seed)
-            row["train_seconds"] = time.perf_counter() - t0
+            if k <= len(loaded):
+                tok = loaded[name]  # (given: no training)
+                row["loaded"] = True
+            else:
+                _log(progress, f"[{k}/{len(jobs)}] {label}: training ...")
+                tok = METHODS[name].build(train, vocab, seed)
+                row["train_seconds"] = time.perf_counter() - t0
             row["vocab_size"] = int(tok.vocab_size)
             _log(progress, f"[{k}/{len(jobs)}] {label}: evaluating ...")
             row.update(_evaluate(tok, held, langs, morph_items, segmentations))
@@ -614,7 +642,10 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
     v = row.get(key)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    return fmt.format(v)
+    text = fmt.format(v)
+    if text.startswith("-") and not any(c in "123456789" for c in text):
+        text = text[1:]  # (a rounding error's "-0.000")
+    return text
 
 
 def table_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
@@ -643,6 +674,43 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def _describe_columns(result: CompareResult) -> str:
+    """What the main table's columns are (those it has)."""
+
+    def has(key: str) -> bool:
+        return any(r.get(key) is not None for r in result.rows)
+
+    parts = [
+        "bytes per token and fertility (tokens per GPT-2 pre-token, in context) and the share "
+        "of pre-tokens split, on held-out English; Rényi efficiency (α = 2.5) normalised by "
+        "the distinct tokens observed and by the vocabulary size; the share of the vocabulary "
+        "used; byte-fallback and unknown-token rates; mean bytes per token and mean "
+        "unknown-token rate over the UDHR languages (an unknown token counts as the bytes it "
+        "replaced, so a high unknown rate flatters compression)"
+    ]
+    if has("morphscore_en") or has("morphscore_mean"):
+        parts.append(
+            "MorphScore v1 (English, and the mean over its 22 languages; single-token words "
+            "excluded)"
+        )
+    if has("boundary_f1"):
+        parts.append("morpheme-boundary F1 on MorphyNet's English surface segmentations")
+    if has("expansion"):
+        parts.append("StochasTok's realised expansion over its base")
+    if has("lm_bits_per_byte"):
+        parts.append("LM bits per byte")
+    parts.append("encoding speed (one thread)")
+    if has("train_seconds"):
+        parts.append("training time (none for tokenizers given ready-made)")
+    text = "; ".join(parts)
+    if not (has("morphscore_en") or has("boundary_f1")):
+        text += (
+            ". No morphology columns: no morphology data was found (`--morph-data`, "
+            "`$TOKLAB_SHARED_DATA/morph` or `shared/data/morph`)"
+        )
+    return f"Columns: {text}. Formulas: `toklab.metrics`."
+
+
 def render_markdown(result: CompareResult) -> str:
     info = result.info
     parts = [
@@ -652,16 +720,7 @@ def render_markdown(result: CompareResult) -> str:
         f"{info.get('heldout_bytes', 0) / 1e6:.2f} MB held out (English) and the UDHR in "
         f"{info.get('languages')} languages; {info.get('seconds', 0):.0f} s in all.",
         "",
-        "Columns: bytes per token and fertility (tokens per GPT-2 pre-token, in context) and "
-        "the share of pre-tokens split, on held-out English; Rényi efficiency (α = 2.5) "
-        "normalised by the distinct tokens observed and by the vocabulary size; the share of the "
-        "vocabulary used; byte-fallback and unknown-token rates; mean bytes per token and mean "
-        "unknown-token rate over the UDHR languages (an unknown token counts as the bytes it "
-        "replaced, so a high unknown rate flatters compression); MorphScore v1 (English, and "
-        "the mean over its 22 languages; single-token words excluded); morpheme-boundary F1 on "
-        "MorphyNet's English surface segmentations; StochasTok's realised expansion over its "
-        "base; LM bits per byte (with --lm); encoding "
-        "speed (one thread); training time. Formulas: `toklab.metrics`.",
+        _describe_columns(result),
         "",
         _md_table(*table_rows(result)),
     ]
