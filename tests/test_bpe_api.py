@@ -644,6 +644,11 @@ def test_corrupt_hf_files(small_tokenizer, tmp_path):
         "two tokens, one id": edited(lambda s: s["model"]["vocab"].update({"ĠĠzz": 3})),
         "no vocab": edited(drop_vocab),
         "added token without an id": edited(lambda s: s["added_tokens"].append({"content": "x"})),
+        "added token twice": edited(
+            lambda s: s["added_tokens"].extend(
+                [{"content": "<a>", "id": 5000}, {"content": "<a>", "id": 5001}]
+            )
+        ),
     }
     for name, spec in corrupt.items():
         with pytest.raises(CorruptFileError, match=r"tokenizer\.json"):

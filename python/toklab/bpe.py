@@ -807,6 +807,12 @@ def _from_hf_spec(cls: type[BPETokenizer], spec: Any, hf_model: Any) -> BPEToken
                 TokLabWarning,
                 stacklevel=3,
             )
+        if specials.get(a["content"], a["id"]) != a["id"]:
+            # (HF itself looks added tokens up by their text: one of the two ids is unreachable.)
+            raise CorruptFileError(
+                f"not a valid tokenizer.json: added token {a['content']!r} has two ids, "
+                f"{specials[a['content']]} and {a['id']}"
+            )
         specials[a["content"]] = a["id"]
     core, reserved = _core.Bpe.from_hf_model(
         hf_model,
