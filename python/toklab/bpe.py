@@ -66,7 +66,7 @@ def _threads(num_threads: int | None) -> int:
         return 0
     if not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 0:
         raise ConfigError(
-            f"num_threads must be a positive integer (or None for all cores), not {num_threads!r}"
+            f"num_threads must be an int >= 0 (0 or None: all cores), not {num_threads!r}"
         )
     # (The core uses at most four threads per core whatever is asked; results never depend on
     # the count.)
