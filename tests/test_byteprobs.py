@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toklab.byteprobs import ByteEnsemble, ByteLevelLM
-from toklab.errors import ConfigError, InvalidInputError
+from toklab.errors import ConfigError, InvalidIdsError, InvalidInputError
 
 
 class MiniBPE:
@@ -833,3 +833,68 @@ def test_token_lm_rows_of_the_wrong_width_and_bad_max_states():
     assert math.isfinite(ByteLevelLM(ClosedFormLM(), MiniBPE(), max_states=2**64).logprob(b"ab"))
     with pytest.raises(ConfigError, match="max_bytes"):
         ByteLevelLM(ClosedFormLM(), MiniBPE()).sample(b"a", -5)
+
+
+def test_sampling_settings_are_checked_and_tiny_temperatures_are_greedy() -> None:
+    blm = ByteLevelLM(ClosedFormLM(3, canonical_only=True), MiniBPE())
+    greedy = blm.sample(b"ab", max_bytes=6, temperature=0)
+    # exp(lp / T) underflowed to 0 for every byte (NaN probabilities); scaled from the
+    # maximum, a tiny temperature is greedy (this model has no ties).
+    for seed in range(3):
+        assert blm.sample(b"ab", max_bytes=6, temperature=1e-320, seed=seed) == greedy
+    assert len(blm.sample(b"ab", max_bytes=6, temperature=1e300)) == 6
+    for kwargs in [
+        {"temperature": math.nan},
+        {"temperature": math.inf},
+        {"temperature": -1.0},
+        {"temperature": "1"},
+        {"top_p": math.nan},
+        {"seed": -1},
+        {"seed": 1.5},
+    ]:
+        with pytest.raises(ConfigError):
+            blm.sample(b"ab", max_bytes=2, **kwargs)
+
+
+def test_ensemble_weights_must_be_finite() -> None:
+    a = ByteLevelLM(ClosedFormLM(0), MiniBPE(), mode="all")
+    b = ByteLevelLM(ClosedFormLM(1), MiniBPE(), mode="all")
+    for weights in ([math.inf, 1.0], [math.nan, 1.0], [-1.0, 2.0], [0.0, 0.0], ["a", "b"]):
+        with pytest.raises(ConfigError, match="weights"):
+            ByteEnsemble([a, b], weights)
+    # Weights near the float range are normalised without overflow (their sum was inf: -inf).
+    even = ByteEnsemble([a, b]).logprob(b"abab")
+    assert math.isfinite(even)
+    assert ByteEnsemble([a, b], [1e308, 1e308]).logprob(b"abab") == pytest.approx(even)
+    assert ByteEnsemble([a, b], [1e-320, 0.0]).logprob(b"abab") == pytest.approx(a.logprob(b"abab"))
+    with pytest.raises(ConfigError, match="members"):
+        ByteEnsemble([a, None])
+
+
+def test_one_prefix_where_a_list_is_expected_and_non_integer_bytes() -> None:
+    blm = ByteLevelLM(ClosedFormLM(0), MiniBPE(), mode="all")
+    ens = ByteEnsemble([blm, blm])
+    # A str or bytes is itself a sequence: it was taken as one prefix per character.
+    for model in (blm, ens):
+        for one in ("ab", b"ab"):
+            with pytest.raises(InvalidInputError, match="list of prefixes"):
+                model.next_byte_logprobs(one)
+            with pytest.raises(InvalidInputError, match="list of prefixes"):
+                model.start_bytes(one)
+    assert blm.next_byte_logprobs(["ab"]).shape == (1, 256)
+    with pytest.raises(InvalidInputError, match="surrogate"):
+        blm.logprob("a\ud800")
+    state = blm.start_bytes([b"ab"])
+    before = state.logprobs.copy()
+    for bad in ([97.7], ["a"], [True], 97):
+        with pytest.raises(InvalidIdsError):
+            state.append(bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidIdsError):
+        state.select([0.5])  # was row 0
+    np.testing.assert_array_equal(state.logprobs, before)  # nothing was appended
+    state.append([np.int64(97)])
+    assert state.select([np.int64(0)]).logprobs.shape == (1, 256)
+    with pytest.raises(InvalidIdsError):
+        ens.start_bytes([b"ab"]).append([97.0])
+    with pytest.raises(ConfigError, match="vocab_size"):
+        ByteLevelLM(ClosedFormLM(0), None)

@@ -289,6 +289,123 @@ def test_corrupt_model_fields_and_bad_settings(ngram: NGramByteLM) -> None:
     assert EqualInfo.check_config(16, 8) == 32
 
 
+def _mutated(coder, change) -> str:
+    import json
+
+    d = json.loads(coder.to_json())
+    change(d)
+    return json.dumps(d)
+
+
+def test_corrupt_ngram_m1_in_files_is_a_corrupt_file_error(ngram: NGramByteLM) -> None:
+    ei = EqualInfo(ngram, 16, 8)
+    ctx = next(iter(ngram.to_dict()["counts"]))  # a context, as saved
+
+    def count(key: str, value: object):
+        return lambda d: d["m1"]["counts"][ctx].update({key: value})
+
+    cases = [
+        (count("300", 1), r"0\.\.255"),  # was an IndexError
+        (count("-1", 5), r"0\.\.255"),  # was loaded as byte 255
+        (count("07", 5), r"0\.\.255"),
+        (count("116", -100), "non-negative"),  # was NaN logits at encode time
+        (count("116", "x"), "non-negative"),  # was a plain ValueError
+        (count("116", 2.5), "non-negative"),  # was truncated
+        (count("116", 10**30), "non-negative"),
+        (lambda d: d["m1"]["counts"].update({"abc": {"1": 1}}), "base64"),  # binascii.Error
+        (lambda d: d["m1"]["counts"].update({"YWJjZA==": {"1": 1}}), "longer than"),
+        (lambda d: d["m1"]["counts"].update({ctx: [1]}), "object"),
+        (lambda d: d["m1"].update(counts=[1]), "object"),
+        (lambda d: d["m1"].update(order="x"), "order"),  # was a plain ValueError
+        (lambda d: d["m1"].update(order=2.7), "order"),  # was truncated
+        (lambda d: d["m1"].update(alpha=math.inf), "alpha"),  # was NaN logits at encode time
+        (lambda d: d["m1"].update(alpha="nan"), "alpha"),
+        (lambda d: d["m1"].pop("alpha"), "alpha"),
+        (lambda d: d["config"].update(batch_rows="x"), "batch_rows"),  # was a plain ValueError
+        (lambda d: d["config"].update(batch_rows=0), "batch_rows"),
+        (lambda d: d["config"].update(batch_rows=2.5), "batch_rows"),
+        (lambda d: d["config"].update(max_window_bytes="x"), "max_window_bytes"),
+        (lambda d: d["config"].update(segment_bytes=2.5), "segment_bytes"),
+        (lambda d: d["config"].update(header="no"), "header"),
+        (lambda d: d.update(config=[1]), "config"),
+        (lambda d: d.pop("config"), "config"),
+    ]
+    for change, what in cases:
+        with pytest.raises(CorruptFileError, match=what):
+            toklab.loads(_mutated(ei, change))
+    with pytest.raises(CorruptFileError, match=r"0\.\.255"):
+        NGramByteLM.from_dict({"order": 1, "alpha": 0.5, "counts": {"": {"256": 1}}})
+    # What to_dict writes reads back exactly.
+    back = NGramByteLM.from_dict(ngram.to_dict())
+    assert back.counts.keys() == ngram.counts.keys()
+    assert all((back.counts[k] == v).all() for k, v in ngram.counts.items())
+
+
+def test_ngram_settings_and_inputs_are_checked(ngram: NGramByteLM) -> None:
+    # alpha=inf (or one whose 256-fold sum overflows) gave NaN log-probabilities.
+    for alpha in (math.inf, 1e308, math.nan, 0.0, "x", True):
+        with pytest.raises(ConfigError, match="alpha"):
+            NGramByteLM(2, alpha)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="order"):
+        NGramByteLM(True)  # type: ignore[arg-type]
+    assert np.isfinite(
+        NGramByteLM.train(["ab"], order=1, alpha=1e300).next_byte_logprobs([b""])
+    ).all()
+    # One str where a list of prefixes is expected was taken as one prefix per character; an
+    # int as that many zero bytes.
+    with pytest.raises(InvalidInputError, match="list of prefixes"):
+        ngram.next_byte_logprobs("the")
+    with pytest.raises(InvalidInputError, match="got int"):
+        ngram.next_byte_logprobs([5])
+    np.testing.assert_array_equal(
+        ngram.next_byte_logprobs(["th"]), ngram.next_byte_logprobs([b"th"])
+    )
+    state = ngram.start_bytes([b"th", b""])
+    for bad in ([101.7, 97], ["e", "a"], [101, 256]):
+        with pytest.raises(InvalidIdsError):
+            state.append(bad)
+    with pytest.raises(InvalidIdsError):
+        state.select([0.5])  # was row 0
+    with pytest.raises(ConfigError, match="rows"):
+        state.select([-1])  # was the last row
+    state.append([101, 97])
+    assert state.select([1]).prefixes == [b"a"]
+
+    class Short:  # an M1 that answers fewer rows than it is asked for
+        def next_byte_logprobs(self, prefixes):
+            return np.zeros((1, 256))
+
+    with pytest.raises(ConfigError, match="prefixes"):  # was a plain ValueError
+        EqualInfo(Short(), 16, 8).encode("abc")
+
+
+def test_ac_context_and_batch_rows_are_bounded(ngram: NGramByteLM) -> None:
+    # A huge context loaded, then ran out of memory encoding one byte.
+    for context in (10**12, 2**40, 65537, 0, 2.5, "x", True):
+        with pytest.raises(ConfigError, match="context"):
+            ArithmeticCoding(ngram, 8, context=context)  # type: ignore[arg-type]
+    with pytest.raises(CorruptFileError, match="context"):
+        toklab.loads(
+            _mutated(ArithmeticCoding(ngram, 8), lambda d: d["config"].update(context=2**40))
+        )
+    for batch_rows in (0, -1, 2.5, "x", 2**17):
+        with pytest.raises(ConfigError, match="batch_rows"):
+            ArithmeticCoding(ngram, 8, batch_rows=batch_rows)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="batch_rows"):
+            EqualInfo(ngram, 16, 8, batch_rows=batch_rows)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="token_bits"):
+        ArithmeticCoding(ngram, True)  # type: ignore[arg-type]
+    # The longest context codes only the text's own prefixes (in pieces), as a shorter one
+    # that also holds the text in one block does; short contexts reset M1 between blocks.
+    text = TRAIN[:700]
+    longest = ArithmeticCoding(ngram, 8, context=1 << 16)
+    ids = longest.encode(text)
+    assert ids.tolist() == ArithmeticCoding(ngram, 8, context=1024).encode(text).tolist()
+    assert longest.decode(ids) == text
+    short = ArithmeticCoding(ngram, 8, context=3)
+    assert short.decode_batch(short.encode_batch(SAMPLES)) == SAMPLES
+
+
 torch = pytest.importorskip("torch")
 
 
@@ -389,3 +506,21 @@ def test_lone_surrogates_and_non_text_items(ngram: NGramByteLM) -> None:
     for longest in [2**40, 0, -1]:  # 0 is not "the default"
         with pytest.raises(ConfigError, match="max_window_bytes"):
             EqualInfo(ngram, 16, 8, max_window_bytes=longest)
+
+
+def test_gpt_m1_batch_rows_and_context_are_checked() -> None:
+    from toklab.bytes import ByteTokenizer
+    from toklab.lm import LanguageModel
+    from toklab.lm.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=256, n_layer=1, n_head=1, n_embd=16, context=40))
+    lm = LanguageModel(model, ByteTokenizer(), device="cpu")
+    # batch_rows=0 was a plain ValueError at encode time (a range step of 0); 2.5 was 2.
+    for batch_rows in (0, -1, 2.5):
+        with pytest.raises(ConfigError, match="batch_rows"):
+            EqualInfo(lm, 16, 8, max_window_bytes=16, batch_rows=batch_rows)
+    with pytest.raises(ConfigError, match="context"):
+        ArithmeticCoding(lm, 8, context=40)  # rows of context + 1 positions
+    ac = ArithmeticCoding(lm, 8, context=39, batch_rows=3)
+    assert ac.decode(ac.encode("hello, world")) == "hello, world"

@@ -35,8 +35,9 @@ and the share of time spent outside the model.
 from __future__ import annotations
 
 import math
+import numbers
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,7 @@ from toklab import _core
 from toklab.errors import (
     ConfigError,
     ContextLengthError,
+    InvalidIdsError,
     InvalidInputError,
     VocabularyMismatchError,
 )
@@ -263,8 +265,14 @@ class ByteLevelLM:
             raise ConfigError(f"mode must be 'canonical' or 'all', got {mode!r}")
         if beam is not None and (not isinstance(beam, int) or isinstance(beam, bool) or beam < 1):
             raise ConfigError(f"beam must be a positive integer or None, got {beam!r}")
-        if threshold is not None and not 0 <= threshold < 1:
+        if threshold is not None and not (_is_real(threshold) and 0 <= threshold < 1):
             raise ConfigError(f"threshold must be in [0, 1) or None, got {threshold!r}")
+        for what, obj in (("token_lm", token_lm), ("tokenizer", tokenizer)):
+            size = getattr(obj, "vocab_size", None)
+            if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+                raise ConfigError(
+                    f"{what} must have an integer vocab_size, got {type(obj).__name__}"
+                )
         if token_lm.vocab_size != tokenizer.vocab_size:
             raise ConfigError(
                 f"the LM predicts {token_lm.vocab_size} ids, the tokenizer has "
@@ -552,6 +560,7 @@ class ByteLevelLM:
         """``[len(prefixes), width]`` log P(next byte | prefix) (column 256, with an
         ``end_token``: the end of text). A prefix of probability zero raises
         :class:`~toklab.errors.InvalidInputError`."""
+        prefixes = _prefix_list(prefixes)
         out = np.empty((len(prefixes), self.width), dtype=np.float64)
         mark = self._begin()
         total_bytes = 0
@@ -649,7 +658,7 @@ class ByteLevelLM:
         """The incremental path: a state after each prefix, advanced one byte at a time by
         ``append`` (the token LM's KV caches carry over). A prefix too long for the model's
         context starts from its last pre-token cut that leaves room (see :meth:`windows`)."""
-        return ByteState(self, [self._lattice_for(_as_bytes(p)) for p in prefixes])
+        return ByteState(self, [self._lattice_for(p) for p in _prefix_list(prefixes)])
 
     def _lattice_for(self, x: bytes, force: bool = False) -> _Lattice:
         a, before = self._restart_cut(x, force)
@@ -717,11 +726,21 @@ class ByteLevelLM:
         """Continues ``prompt`` byte by byte (the prompt may end mid-token or mid-character);
         stops early at the end of text when the model has an ``end_token``. Past the model's
         context, the state restarts from a pre-token cut near the end, after the canonical
-        tokens before it (exact in canonical mode but for what the model's context forgets)."""
-        if temperature < 0 or not 0 < top_p <= 1:
-            raise ConfigError("temperature must be >= 0 and top_p in (0, 1]")
+        tokens before it (exact in canonical mode but for what the model's context forgets).
+
+        ``temperature`` is a finite number >= 0 (0: always the likeliest byte; a tiny one acts
+        the same), ``top_p`` in (0, 1], ``seed`` a non-negative integer (or None: fresh
+        randomness)."""
+        if not (_is_real(temperature) and math.isfinite(temperature) and temperature >= 0):
+            raise ConfigError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        if not (_is_real(top_p) and 0 < top_p <= 1):
+            raise ConfigError(f"top_p must be in (0, 1], got {top_p!r}")
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
             raise ConfigError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
+        ):
+            raise ConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
         rng = np.random.default_rng(seed)
         x = _as_bytes(prompt)
         mark = self._begin()
@@ -732,8 +751,11 @@ class ByteLevelLM:
             if temperature == 0:
                 b = int(np.argmax(lp))
             else:
-                z = lp / temperature
-                p = np.exp(z - z.max())
+                # Scaled from the maximum, so that a tiny temperature leaves the likeliest
+                # bytes at 0 and the rest at -inf (greedy), never -inf everywhere (NaN).
+                with np.errstate(over="ignore"):
+                    z = (lp - lp.max()) / temperature
+                p = np.exp(z)
                 p /= p.sum()
                 order = np.argsort(-p, kind="stable")
                 keep = order[: int(np.searchsorted(np.cumsum(p[order]), top_p) + 1)]
@@ -862,17 +884,17 @@ class ByteState:
         return self._lp
 
     def append(self, symbols: Sequence[int]) -> None:
-        symbols = [int(s) for s in symbols]
+        symbols = _int_list(symbols, "append: bytes")
         if len(symbols) != len(self._lats):
             raise ConfigError(f"append: {len(symbols)} bytes for {len(self._lats)} rows")
         if any(not 0 <= s < 256 for s in symbols):
-            raise InvalidInputError("append: bytes are 0..255")
+            raise InvalidIdsError(f"append: bytes are 0..255, got {symbols}")
         for k, s in enumerate(symbols):
             self._lats[k].push(s)
             self._lp[k] = self._row(k)
 
     def select(self, rows: Sequence[int]) -> ByteState:
-        rows = [int(r) for r in rows]
+        rows = _int_list(rows, "select: rows")
         if any(not 0 <= r < len(self._lats) for r in rows):
             raise ConfigError(f"select: rows outside 0..{len(self._lats)}")
         state = ByteState.__new__(ByteState)
@@ -895,9 +917,22 @@ class ByteEnsemble:
             raise ConfigError("an ensemble needs at least one member")
         if rule not in ("mixture", "product"):
             raise ConfigError(f"rule must be 'mixture' or 'product', got {rule!r}")
-        w = np.full(len(members), 1.0 / len(members)) if weights is None else np.asarray(weights)
-        if w.shape != (len(members),) or (w < 0).any() or not w.sum() > 0:
-            raise ConfigError("weights must be non-negative, one per member, not all zero")
+        for m in members:
+            if not callable(getattr(m, "next_byte_logprobs", None)):
+                raise ConfigError(
+                    f"an ensemble's members must be byte-level LMs (next_byte_logprobs), got "
+                    f"{type(m).__name__}"
+                )
+        try:
+            w = np.ones(len(members)) if weights is None else np.asarray(weights, np.float64)
+        except (TypeError, ValueError):
+            w = np.full(1, np.nan)
+        if w.shape != (len(members),) or not np.isfinite(w).all() or (w < 0).any() or w.max() <= 0:
+            raise ConfigError(
+                f"weights must be finite and non-negative, one per member, not all zero; got "
+                f"{weights!r}"
+            )
+        w = w / w.max()  # (first: weights near the float range would overflow their sum)
         self.members = list(members)
         self.weights = w / w.sum()
         self.rule = rule
@@ -921,6 +956,7 @@ class ByteEnsemble:
         return out
 
     def next_byte_logprobs(self, prefixes: Sequence[bytes | str]) -> np.ndarray:
+        prefixes = _prefix_list(prefixes)
         lps = [np.asarray(m.next_byte_logprobs(prefixes))[:, :256] for m in self.members]
         return self._combine(np.stack([_renormalise256(v) for v in lps]))
 
@@ -938,6 +974,7 @@ class ByteEnsemble:
 
     def start_bytes(self, prefixes: Sequence[bytes | str]) -> EnsembleState:
         """The incremental path: every member's state, combined after each byte."""
+        prefixes = _prefix_list(prefixes)
         return EnsembleState(self, [m.start_bytes(prefixes) for m in self.members])
 
     def logprob(self, text: bytes | str) -> float:
@@ -976,7 +1013,43 @@ def _renormalise256(lp: np.ndarray) -> np.ndarray:
 
 def _as_bytes(x: bytes | str) -> bytes:
     if isinstance(x, str):
-        return x.encode("utf-8")
+        try:
+            return x.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InvalidInputError(
+                f"text has a lone surrogate {x[e.start]!r} at character {e.start}, which is not "
+                "valid Unicode text; pass bytes for arbitrary bytes"
+            ) from None
     if isinstance(x, (bytes, bytearray, memoryview)):
         return bytes(x)
     raise InvalidInputError(f"expected bytes or str, got {type(x).__name__}")
+
+
+def _prefix_list(prefixes: object) -> list[bytes]:
+    """A batch of prefixes as bytes: one ``str`` or ``bytes`` passed for the batch would
+    otherwise be taken as one prefix per character."""
+    if isinstance(prefixes, (str, bytes, bytearray, memoryview)):
+        raise InvalidInputError(
+            f"expected a list of prefixes, got one {type(prefixes).__name__}; wrap it in a list"
+        )
+    if not isinstance(prefixes, Iterable):
+        raise InvalidInputError(f"expected a list of prefixes, got {type(prefixes).__name__}")
+    return [_as_bytes(p) for p in prefixes]
+
+
+def _int_list(values: object, what: str) -> list[int]:
+    """``values`` as Python ints: an :class:`~toklab.errors.InvalidIdsError` for anything that
+    is not a sequence of integers (a float would otherwise be truncated)."""
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise InvalidIdsError(f"{what} must be a sequence of integers, got {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise InvalidIdsError(f"{what} must be integers, got {v!r}")
+        out.append(int(v))
+    return out
+
+
+def _is_real(v: object) -> bool:
+    """A real number (not a bool, a string or None)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)

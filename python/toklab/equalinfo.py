@@ -29,9 +29,11 @@ text's byte length and CRC-32 (64 bits), so that truncated or corrupted streams 
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import json
 import math
+import numbers
 import os
 import zlib
 from collections.abc import Iterable, Sequence
@@ -41,7 +43,13 @@ from typing import Any
 import numpy as np
 
 from toklab import _core
-from toklab.errors import ConfigError, CorruptFileError, CorruptTokensError, InvalidInputError
+from toklab.errors import (
+    ConfigError,
+    CorruptFileError,
+    CorruptTokensError,
+    InvalidIdsError,
+    InvalidInputError,
+)
 from toklab.tokenizer import IdsLike, as_ids, check_batch
 
 __all__ = [
@@ -55,6 +63,12 @@ __all__ = [
 _HEADER_BITS = 64
 FORMAT = "toklab.equalinfo"
 AC_FORMAT = "toklab.ac"
+#: The most rows of M1 one batch evaluates (``batch_rows``), and the longest context of plain
+#: arithmetic coding over an M1 that is not a GPT with a context of its own.
+_MAX_BATCH_ROWS = 1 << 16
+_MAX_CONTEXT = 1 << 16
+#: The largest n-gram smoothing: a row sums 256 of them, which must not overflow.
+_MAX_ALPHA = 1e300
 
 
 # -- exact n-gram byte models -----------------------------------------------------------------
@@ -62,7 +76,8 @@ AC_FORMAT = "toklab.ac"
 
 class NGramByteLM:
     """An exact byte n-gram model with add-``alpha`` smoothing, backing off to shorter contexts
-    never seen in training. ``order=1`` is a static unigram model.
+    never seen in training. ``order=1`` is a static unigram model; ``alpha`` is a finite
+    positive number (at most 1e300).
 
     Implements :class:`~toklab.lm.protocols.ByteLM` (256 columns, no end of text); its
     log-probabilities are computed in float64 from integer counts, so they are exactly
@@ -70,10 +85,17 @@ class NGramByteLM:
     """
 
     def __init__(self, order: int = 3, alpha: float = 0.5) -> None:
-        if not isinstance(order, int) or order < 1:
+        if not isinstance(order, int) or isinstance(order, bool) or order < 1:
             raise ConfigError(f"order must be a positive integer, got {order!r}")
-        if not alpha > 0:
-            raise ConfigError(f"alpha must be positive, got {alpha!r}")
+        # (An alpha so large that a row's sum overflows would give NaN log-probabilities.)
+        if (
+            not isinstance(alpha, numbers.Real)
+            or isinstance(alpha, bool)
+            or not 0 < float(alpha) <= _MAX_ALPHA
+        ):
+            raise ConfigError(
+                f"alpha must be a finite positive number (at most {_MAX_ALPHA:g}), got {alpha!r}"
+            )
         self.order = order
         self.alpha = float(alpha)
         self.counts: dict[bytes, np.ndarray] = {}
@@ -106,10 +128,11 @@ class NGramByteLM:
         return np.full(256, -math.log(256.0))
 
     def next_byte_logprobs(self, prefixes: Sequence[bytes]) -> np.ndarray:
-        return np.stack([self._row(bytes(p)) for p in prefixes]) if prefixes else np.zeros((0, 256))
+        rows = [self._row(p) for p in _prefix_list(prefixes)]
+        return np.stack(rows) if rows else np.zeros((0, 256))
 
     def start_bytes(self, prefixes: Sequence[bytes]) -> _NGramState:
-        return _NGramState(self, [bytes(p) for p in prefixes])
+        return _NGramState(self, _prefix_list(prefixes))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,12 +146,54 @@ class NGramByteLM:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NGramByteLM:
-        lm = cls(int(d["order"]), float(d["alpha"]))
-        for k, row in d["counts"].items():
+        """The inverse of :meth:`to_dict`; anything that :meth:`to_dict` cannot have written
+        (a byte outside 0..255, a negative or fractional count, a context that is not base64
+        or longer than ``order - 1`` bytes) raises :class:`~toklab.errors.CorruptFileError`."""
+        if not isinstance(d, dict):
+            raise CorruptFileError(f"n-gram M1: expected an object, got {type(d).__name__}")
+        for key in ("order", "alpha", "counts"):
+            if key not in d:
+                raise CorruptFileError(f"n-gram M1: no {key!r} field")
+        try:
+            lm = cls(d["order"], d["alpha"])
+        except ConfigError as e:
+            raise CorruptFileError(f"n-gram M1: {e}") from None
+        counts = d["counts"]
+        if not isinstance(counts, dict):
+            raise CorruptFileError(
+                f"n-gram M1: counts must be an object, got {type(counts).__name__}"
+            )
+        for k, row in counts.items():
+            try:
+                ctx = base64.b64decode(k, validate=True)
+            except (binascii.Error, ValueError):
+                raise CorruptFileError(f"n-gram M1: context {k!r} is not base64") from None
+            if len(ctx) > lm.order - 1:
+                raise CorruptFileError(
+                    f"n-gram M1: context {ctx!r} is longer than order - 1 = {lm.order - 1} bytes"
+                )
+            if ctx in lm.counts:
+                raise CorruptFileError(f"n-gram M1: context {ctx!r} appears twice")
+            if not isinstance(row, dict):
+                raise CorruptFileError(
+                    f"n-gram M1: the counts after {ctx!r} must be an object, got "
+                    f"{type(row).__name__}"
+                )
             arr = np.zeros(256, dtype=np.int64)
             for i, v in row.items():
-                arr[int(i)] = int(v)
-            lm.counts[base64.b64decode(k)] = arr
+                # Bytes are written as "0".."255", exactly (not "-1", "+7", "07" or " 7").
+                b = int(i) if isinstance(i, str) and i.isascii() and i.isdigit() else -1
+                if not 0 <= b <= 255 or str(b) != i:
+                    raise CorruptFileError(
+                        f"n-gram M1: byte {i!r} after {ctx!r} is not one of 0..255"
+                    )
+                if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 63:
+                    raise CorruptFileError(
+                        f"n-gram M1: the count of byte {b} after {ctx!r} must be a non-negative "
+                        f"integer below 2^63, got {v!r}"
+                    )
+                arr[b] = v
+            lm.counts[ctx] = arr
         return lm
 
 
@@ -141,10 +206,41 @@ class _NGramState:
         return self.lm.next_byte_logprobs(self.prefixes)
 
     def append(self, symbols: Sequence[int]) -> None:
-        self.prefixes = [p + bytes([int(s)]) for p, s in zip(self.prefixes, symbols, strict=True)]
+        got = _int_list(symbols, "append: bytes")
+        if len(got) != len(self.prefixes):
+            raise ConfigError(f"append: {len(got)} bytes for {len(self.prefixes)} rows")
+        if any(not 0 <= s < 256 for s in got):
+            raise InvalidIdsError(f"append: bytes are 0..255, got {got}")
+        self.prefixes = [p + bytes([s]) for p, s in zip(self.prefixes, got, strict=True)]
 
     def select(self, rows: Sequence[int]) -> _NGramState:
-        return _NGramState(self.lm, [self.prefixes[i] for i in rows])
+        got = _int_list(rows, "select: rows")
+        if any(not 0 <= r < len(self.prefixes) for r in got):
+            raise ConfigError(f"select: rows outside 0..{len(self.prefixes)}")
+        return _NGramState(self.lm, [self.prefixes[i] for i in got])
+
+
+def _int_list(values: object, what: str) -> list[int]:
+    """``values`` as Python ints: an :class:`~toklab.errors.InvalidIdsError` for anything
+    that is not a sequence of integers (a float would otherwise be truncated)."""
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise InvalidIdsError(f"{what} must be a sequence of integers, got {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise InvalidIdsError(f"{what} must be integers, got {v!r}")
+        out.append(int(v))
+    return out
+
+
+def _prefix_list(prefixes: object) -> list[bytes]:
+    """A batch of prefixes as bytes (``str`` ones in UTF-8): one ``str`` or ``bytes`` given
+    for the batch would otherwise be taken as one prefix per character."""
+    if isinstance(prefixes, (str, bytes, bytearray, memoryview)):
+        raise InvalidInputError(
+            f"expected a list of prefixes, got one {type(prefixes).__name__}; wrap it in a list"
+        )
+    return [_as_bytes(p) for p in prefixes]  # type: ignore[attr-defined]
 
 
 # -- M1: logits of fixed-shape windows ---------------------------------------------------------
@@ -184,7 +280,8 @@ class _M1:
             return self._gpt(rows)
         out = np.empty((n, self.positions, 256), dtype=np.float32)
         prefixes = [bytes(rows[r, :t]) for r in range(n) for t in range(self.positions)]
-        out[:] = _byte_columns(self.lm.next_byte_logprobs(prefixes)).reshape(n, self.positions, 256)
+        lp = _byte_columns(self.lm.next_byte_logprobs(prefixes), len(prefixes))
+        out[:] = lp.reshape(n, self.positions, 256)
         self.rows_evaluated += n
         return out
 
@@ -196,7 +293,7 @@ class _M1:
             return np.ascontiguousarray(full[np.arange(n), lengths])
         prefixes = [bytes(rows[r, : lengths[r]]) for r in range(n)]
         self.rows_evaluated += n
-        return _byte_columns(self.lm.next_byte_logprobs(prefixes))
+        return _byte_columns(self.lm.next_byte_logprobs(prefixes), n)
 
     def _gpt(self, rows: np.ndarray) -> np.ndarray:
         import torch
@@ -228,12 +325,17 @@ def _is_byte_gpt(lm: Any) -> bool:
     return isinstance(lm, LanguageModel) and isinstance(lm.tokenizer, ByteTokenizer)
 
 
-def _byte_columns(lp: np.ndarray) -> np.ndarray:
-    lp = np.asarray(lp)
-    if lp.ndim != 2 or lp.shape[1] not in (256, 257):
+def _byte_columns(lp: np.ndarray, rows: int) -> np.ndarray:
+    """M1's output for ``rows`` prefixes as ``[rows, 256]`` float32 (a ConfigError for any
+    other shape, or for values that are not numbers)."""
+    try:
+        lp = np.asarray(lp, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError("M1's output must be numbers (log-probabilities)") from None
+    if lp.ndim != 2 or lp.shape[1] not in (256, 257) or lp.shape[0] != rows:
         raise ConfigError(
-            f"M1 must predict 256 bytes (or 257 with an end of text); its output has shape "
-            f"{lp.shape}"
+            f"M1 must predict 256 bytes (or 257 with an end of text) for each of the {rows} "
+            f"prefixes it is given; its output has shape {lp.shape}"
         )
     return np.ascontiguousarray(lp[:, :256], dtype=np.float32)
 
@@ -278,6 +380,21 @@ def _check_header(header: int, data: bytes) -> None:
         )
     if zlib.crc32(data) != crc:
         raise CorruptTokensError("CRC-32 mismatch: the token stream is corrupted")
+
+
+def _check_int(name: str, v: object, lo: int, hi: int | None = None) -> int:
+    """``v`` as an int in ``lo..hi`` (no upper bound when ``hi`` is None), else a
+    :class:`~toklab.errors.ConfigError` (a float or a string is refused, not truncated or
+    parsed)."""
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, (int, np.integer))
+        or v < lo
+        or (hi is not None and v > hi)
+    ):
+        within = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ConfigError(f"{name} must be an integer {within}, got {v!r}")
+    return int(v)
 
 
 def _check_precision(cdf_bits: object, state_bits: object) -> None:
@@ -369,10 +486,21 @@ class _Code:
 
     @classmethod
     def from_json(cls, text: str) -> Any:
+        """Reads what :meth:`to_json` wrote; anything else raises
+        :class:`~toklab.errors.CorruptFileError` saying what is wrong."""
         d = _read_json(text, cls._FORMAT)
         try:
-            return cls(_m1_from_dict(d["m1"]), **d["config"])  # type: ignore[call-arg]
-        except (KeyError, TypeError, AttributeError, OverflowError, ConfigError) as e:
+            for key in ("m1", "config"):
+                if key not in d:
+                    raise CorruptFileError(f"no {key!r} field")
+            config = d["config"]
+            if not isinstance(config, dict):
+                raise CorruptFileError(f"config must be an object, got {type(config).__name__}")
+            return cls(_m1_from_dict(d["m1"]), **config)  # type: ignore[call-arg]
+        except CorruptFileError as e:
+            raise CorruptFileError(f"{cls._WHAT} file: {e}") from None
+        except (KeyError, TypeError, AttributeError, OverflowError, ValueError) as e:
+            # (ValueError: ConfigError for settings out of range, among others.)
             raise CorruptFileError(f"{cls._WHAT} file: missing or bad field ({e})") from None
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -396,14 +524,15 @@ class EqualInfo(_Code):
     ``segment_bytes`` (texts are coded in independent segments of this many bytes, so that long
     texts batch; a window never crosses one); ``cdf_bits`` / ``state_bits`` (the coder's
     precision: Lester's 14-bit CDFs by default); ``header`` (length and CRC-32 first);
-    ``batch_rows`` (the fixed batch shape of the GPT); ``rule``: ``"straddle"`` (toklab's: every
-    window decodes exactly, without look-ahead), or Lester et al.'s greedy windows coded as the
-    shortest enclosed bitstring, decoded with one byte of look-ahead (``"lester"``: ambiguous
-    when the next byte re-encodes to the same bits) or with the "delay" variant
-    (``"lester-delay"``: never ends a window on a byte that adds no bits, decoded at the first
-    matching prefix, which is still wrong when an earlier prefix's shorter code pads to the same
-    bits). Both need the length header for the end of the text; where a window decodes wrongly,
-    the header's CRC fails (:class:`~toklab.errors.CorruptTokensError`), never silently.
+    ``batch_rows`` (the fixed batch shape of the GPT: an integer in 1..65536); ``rule``:
+    ``"straddle"`` (toklab's: every window decodes exactly, without look-ahead), or Lester et
+    al.'s greedy windows coded as the shortest enclosed bitstring, decoded with one byte of
+    look-ahead (``"lester"``: ambiguous when the next byte re-encodes to the same bits) or with
+    the "delay" variant (``"lester-delay"``: never ends a window on a byte that adds no bits,
+    decoded at the first matching prefix, which is still wrong when an earlier prefix's shorter
+    code pads to the same bits). Both need the length header for the end of the text; where a
+    window decodes wrongly, the header's CRC fails (:class:`~toklab.errors.CorruptTokensError`),
+    never silently.
     """
 
     _FORMAT = FORMAT
@@ -441,7 +570,7 @@ class EqualInfo(_Code):
         self.cdf_bits = int(cdf_bits)
         self.state_bits = int(state_bits)
         self.header = bool(header)
-        self.batch_rows = int(batch_rows)
+        self.batch_rows = _check_int("batch_rows", batch_rows, 1, _MAX_BATCH_ROWS)
         self._m1 = _M1(m1, self.max_window_bytes + 1, self.batch_rows)
         self._cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self.stats: dict[str, float] = {}
@@ -489,12 +618,15 @@ class EqualInfo(_Code):
             )
         if _HEADER_BITS % token_bits:
             raise ConfigError(f"token_bits ({token_bits}) must divide the 64-bit header")
-        longest = 2 * window_bits if max_window_bytes is None else int(max_window_bytes)
-        if not 1 <= longest <= 1 << 16:
-            # (Each window is one row of M1's batch, as long as the longest window.)
-            raise ConfigError(f"max_window_bytes must be in 1..65536, got {longest}")
-        if segment_bytes < 1:
-            raise ConfigError("segment_bytes must be at least 1")
+        # (Each window is one row of M1's batch, as long as the longest window.)
+        longest = (
+            2 * window_bits
+            if max_window_bytes is None
+            else _check_int("max_window_bytes", max_window_bytes, 1, 1 << 16)
+        )
+        _check_int("segment_bytes", segment_bytes, 1)
+        if not isinstance(header, bool):
+            raise ConfigError(f"header must be True or False, got {header!r}")
         _check_precision(cdf_bits, state_bits)
         # The coder's precision.
         _core.WindowDecoders([], window_bits, state_bits, cdf_bits, longest)
@@ -765,7 +897,13 @@ class ArithmeticCoding(_Code):
     """One arithmetic-code stream per text (no windows), cut into ``token_bits`` tokens, with a
     64-bit header (length, CRC-32) so that decoding knows where the text ends. M1's context
     resets every ``context`` bytes (default: M1's context minus one, or 256 for n-gram models),
-    so encoding evaluates all blocks at once; decoding is one M1 step per byte."""
+    so encoding evaluates all blocks at once; decoding is one M1 step per byte.
+
+    ``context`` is an integer of at least 1: for a toklab byte GPT at most its own context
+    minus one (it evaluates fixed rows of ``context + 1`` positions), for any other M1 at most
+    65,536 (decoding keeps a row of ``context`` bytes per text, and every position of a block
+    is a prefix given to M1); anything else is a :class:`~toklab.errors.ConfigError`.
+    ``batch_rows`` (the GPT's fixed batch shape) is an integer in 1..65536."""
 
     _FORMAT = AC_FORMAT
     _WHAT = "arithmetic-coding"
@@ -780,18 +918,24 @@ class ArithmeticCoding(_Code):
         state_bits: int = 32,
         batch_rows: int = 64,
     ) -> None:
-        if not isinstance(token_bits, int) or not 1 <= token_bits <= 16 or 64 % token_bits:
+        if (
+            not isinstance(token_bits, int)
+            or isinstance(token_bits, bool)
+            or not 1 <= token_bits <= 16
+            or 64 % token_bits
+        ):
             raise ConfigError(f"token_bits must divide 64 and be at most 16, got {token_bits!r}")
+        gpt = _is_byte_gpt(m1)
         if context is None:
-            context = (m1.context - 1) if _is_byte_gpt(m1) else 256
-        if context < 1:
-            raise ConfigError("context must be at least 1")
+            context = (m1.context - 1) if gpt else 256
+        # A GPT's own context bounds it (_M1 checks); any other M1 gets rows of this length.
+        top = max(1, m1.context - 1) if gpt else _MAX_CONTEXT
+        self.context = _check_int("context", context, 1, top)
         self.m1 = m1
         self.token_bits = token_bits
-        self.context = int(context)
         self.cdf_bits = int(cdf_bits)
         self.state_bits = int(state_bits)
-        self.batch_rows = int(batch_rows)
+        self.batch_rows = _check_int("batch_rows", batch_rows, 1, _MAX_BATCH_ROWS)
         _check_precision(cdf_bits, state_bits)
         _core.AcDecoders([], state_bits, cdf_bits)  # checks the precision
         self._m1 = _M1(m1, self.context + 1, self.batch_rows)
@@ -806,6 +950,16 @@ class ArithmeticCoding(_Code):
     def _logits(self, data: bytes) -> np.ndarray:
         c = self.context
         n_blocks = -(-len(data) // c)
+        if not self._m1.gpt:
+            # Only the text's own prefixes (a GPT needs whole fixed-shape rows), each from the
+            # start of its block, in pieces of at most about 2^24 prefix bytes.
+            step = max(1, (1 << 24) // c)
+            parts = []
+            for a in range(0, len(data), step):
+                prefixes = [data[t - t % c : t] for t in range(a, min(len(data), a + step))]
+                parts.append(_byte_columns(self.m1.next_byte_logprobs(prefixes), len(prefixes)))
+            self._m1.rows_evaluated += n_blocks
+            return np.ascontiguousarray(np.concatenate(parts))
         arr = np.zeros(n_blocks * c, dtype=np.uint8)
         arr[: len(data)] = np.frombuffer(data, dtype=np.uint8)
         rows = arr.reshape(n_blocks, c)
@@ -964,7 +1118,7 @@ def _m1_from_dict(d: dict[str, Any]) -> Any:
             model = GPT(GPTConfig(**ckpt["config"]))
             model.load_state_dict(ckpt["state"])
         except Exception as e:
-            raise CorruptFileError(f"Equal-Info file: unreadable M1 checkpoint ({e})") from None
+            raise CorruptFileError(f"unreadable M1 checkpoint ({e})") from None
         return LanguageModel(model, ByteTokenizer(), device="cpu")
     raise CorruptFileError(f"unknown M1 kind {kind!r}")
 
