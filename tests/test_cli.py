@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -166,7 +167,12 @@ def test_invalid_utf8_file(trained, tmp_path):
     result = CliRunner().invoke(
         main, ["encode", str(trained), str(bad), "-o", str(tmp_path / "x.npy")]
     )
-    assert result.exit_code != 0 and "invalid UTF-8 at byte 3" in result.output
+    assert result.exit_code == 1 and "invalid UTF-8 at byte 3" in result.output
+    assert "errors=" not in result.output  # the library's Python spelling; encode has no --errors
+    out = str(tmp_path / "t.json")
+    result = CliRunner().invoke(main, ["train", str(bad), "--vocab-size", "260", "-o", out])
+    assert result.exit_code == 1 and "invalid UTF-8 at byte 3" in result.output
+    assert "--errors replace" in result.output and "errors=" not in result.output
 
 
 def test_info(trained):
@@ -306,3 +312,133 @@ def test_equal_info_settings_are_checked_before_training(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "ei.json")])
     assert result.exit_code == 1 and "multiple of token_bits" in result.output
     assert not (tmp_path / "ei.json").exists()
+
+
+def _usage_error(args: list[str], *words: str) -> str:
+    """Runs the CLI; it must fail with a clean one-line error (click's usage error or a
+    ClickException), not a Python exception."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code in (1, 2), (args, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), (args, result.exception)
+    assert "Error:" in result.output and "Traceback" not in result.output, result.output
+    for word in words:
+        assert word in result.output, (args, word, result.output)
+    return result.output
+
+
+@pytest.fixture
+def dummy(tmp_path, monkeypatch):
+    """An existing file for path arguments: these errors come before anything is loaded (or
+    written: relative outputs would land in tmp_path)."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "dummy.pt"
+    path.write_bytes(b"x")
+    return str(path)
+
+
+def test_lm_threads_must_not_be_negative(dummy):
+    args = ["lm", "train", "--tokenizer", "bytes", "-o", "m.pt", "--threads", "-1"]
+    _usage_error(args, "--threads")
+    _usage_error(["lm", "eval", dummy, "--threads", "-1"], "--threads")
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e400", "NaNk"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["lm", "train", "--tokenizer", "bytes", "-o", "m.pt", "--budget-bytes"],
+        ["lm", "train", "--tokenizer", "bytes", "-o", "m.pt", "--budget-flops"],
+        ["train", "--method", "bytespan", "-o", "x.json", "--lm-budget"],
+        ["train", "--method", "equal-info", "-o", "x.json", "--lm-budget"],
+        ["compare", "--methods", "bytes", "--lm", "--lm-budget"],
+        ["compare", "--methods", "bpe", "--vocab-sizes"],
+        ["compare", "--methods", "hf-bpe", "--baseline-sizes"],
+    ],
+)
+def test_amounts_must_be_finite(dummy, command, value):
+    """Refused before anything is read or trained (the default corpus would take long)."""
+    _usage_error([*command, value], command[-1], "not a finite amount")
+
+
+def test_amounts_and_counts_too_large(dummy):
+    from toklab.cli import _amount, _count
+
+    assert _amount("2.5G") == 2.5e9 and _count("8k") == 8000 and _count("1e15") == 10**15
+    assert _amount("1e30") == 1e30  # FLOPs may be large
+    for text in ["1e30", "1e19"]:
+        with pytest.raises(click.BadParameter, match="too large"):
+            _count(text)
+    _usage_error(["lm", "train", "--tokenizer", "bytes", "-o", "m.pt", "--budget-bytes", "1e30"],
+                 "--budget-bytes", "too large")  # fmt: skip
+    _usage_error(["compare", "--vocab-sizes", "300,1e25"], "--vocab-sizes", "too large")
+    for option in ["--min-frequency", "--max-token-length"]:
+        _usage_error(["train", "-o", "x.json", option, "100000000000000000000000"], option)
+
+
+def test_seeds_must_not_be_negative(dummy):
+    _usage_error(["lm", "train", "--tokenizer", "bytes", "-o", "m.pt", "--seed", "-1"], "--seed")
+    _usage_error(["byteprobs", "sample", "--model", dummy, "--seed", "-1"], "--seed")
+
+
+def test_text_options_must_be_utf8(dummy):
+    """Bytes that are not UTF-8 on the command line reach Python as lone surrogates."""
+    bad = "a\udcff"
+    for args in [
+        ["train", "-o", "x.json", "--special-token", bad],
+        ["train", "-o", "x.json", "--pattern", bad],
+        ["import", dummy, "--format", "tiktoken", "--pattern", bad, "-o", "x.json"],
+        ["byteprobs", "score", "--model", dummy, "--text", bad],
+    ]:
+        _usage_error(args, "not valid UTF-8")
+
+
+def test_sample_prompt_is_bytes(tmp_path):
+    """A prompt may end mid-character, so bytes that are not UTF-8 are taken as given."""
+    torch = pytest.importorskip("torch", reason="toklab[lm] is not installed")
+    from toklab.bytes import ByteTokenizer
+    from toklab.lm import LanguageModel
+    from toklab.lm.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    path = tmp_path / "bytes.pt"
+    LanguageModel(
+        GPT(GPTConfig(256, n_layer=1, n_head=1, n_embd=8, context=16)), ByteTokenizer()
+    ).save(path)
+    args = ["byteprobs", "sample", "--model", str(path), "--max-bytes", "3", "--temperature", "0"]
+    result = CliRunner().invoke(main, [*args, "--prompt", "caf\udcc3"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert result.stdout_bytes.startswith(b"caf\xc3") and len(result.stdout_bytes) == 4 + 3 + 1
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "1e-320"])
+def test_sample_temperature(dummy, value):
+    _usage_error(["byteprobs", "sample", "--model", dummy, "--temperature", value], "--temperature")
+
+
+def test_compare_needs_sizes(dummy):
+    for option in ["--vocab-sizes", "--baseline-sizes"]:
+        _usage_error(["compare", option, ","], option, "no sizes")
+
+
+def test_compare_help_sizes_are_explicit():
+    """k is 1000 in sizes: the help's example must not say 8k for 8192."""
+    result = CliRunner().invoke(main, ["compare", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())  # as wrapped for any terminal width
+    assert "--vocab-sizes 8192,32768" in text and "8k,32k" not in text
+    assert "k means 1000" in text
+
+
+@pytest.mark.parametrize(
+    "command", [["lm", "train"], ["lm", "eval"], ["byteprobs", "score"], ["byteprobs", "sample"]]
+)
+def test_subcommand_help_has_an_example(command):
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output and f"toklab {' '.join(command)} " in result.output
+
+
+def test_import_tiktoken_needs_pattern(dummy):
+    output = _usage_error(["import", dummy, "--format", "tiktoken", "-o", "x.json"], "--pattern")
+    assert "pattern=" not in output
+    _usage_error(["import", dummy, "--format", "hf", "--pattern", "gpt2", "-o", "x.json"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,46 @@ from toklab.bpe import PATTERNS, BPETokenizer, train_bpe
 from toklab.errors import TokLabError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+# Seeds (torch and numpy take 0..2**64-1) and the largest size or byte budget.
+_SEED = click.IntRange(0, 2**64 - 1)
+_MAX_COUNT = 2**63 - 1
+
+
+def _utf8(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A text option (or each of a repeated one) that must be valid UTF-8. Python decodes
+    command-line bytes that are not UTF-8 to lone surrogates, which no text can hold."""
+    for v in value if isinstance(value, tuple) else (value,):
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise click.BadParameter("not valid UTF-8") from None
+    return value
+
+
+def _torch_threads(threads: int | None) -> None:
+    """--threads of the LM commands: None or 0 keep torch's default; more threads than four
+    per core are not asked for (as the Rust core caps them)."""
+    import os
+
+    import torch
+
+    if threads:
+        torch.set_num_threads(min(threads, 4 * (os.cpu_count() or 1)))
+
+
+# The library's hint for invalid UTF-8 in a file names its Python argument, errors="replace".
+_ERRORS_HINT = re.compile(
+    r"""[;,]?\s*\(?pass errors=["']replace["'] to substitute U\+FFFD[^)]*\)?"""
+)
+
+
+def _error(e: Exception, errors_option: bool = False) -> click.ClickException:
+    """A library error as a CLI error; the hint for invalid UTF-8 says --errors replace where
+    the command has that option, and nothing where it has not."""
+    hint = " (pass --errors replace to substitute U+FFFD)" if errors_option else ""
+    return click.ClickException(_ERRORS_HINT.sub(hint, str(e)))
 
 
 def _load_any(path: str) -> Any:
@@ -79,6 +120,7 @@ def main() -> None:
 @click.option(
     "--pattern",
     default=None,
+    callback=_utf8,
     help=f"Pre-tokenization: {', '.join(PATTERNS)}, or a regex (default: cl100k for BPE, gpt2 "
     "for ByteSpan).",
 )
@@ -86,17 +128,21 @@ def main() -> None:
     "--special-token",
     "special_tokens",
     multiple=True,
+    callback=_utf8,
     help="BPE: a special token (repeatable); gets the last ids.",
 )
 @click.option(
     "--min-frequency",
-    type=int,
+    type=click.IntRange(1, 2**64 - 1),
     default=1,
     show_default=True,
     help="BPE: stop when the best pair is rarer than this.",
 )
 @click.option(
-    "--max-token-length", type=int, default=None, help="BPE: the longest token, in bytes."
+    "--max-token-length",
+    type=click.IntRange(1, 2**64 - 1),
+    default=None,
+    help="BPE: the longest token, in bytes.",
 )
 @click.option("--threads", type=int, default=None, help="Counting threads (default: all cores).")
 @click.option(
@@ -228,6 +274,10 @@ def train(
         given = [name for name, used in bpe_only.items() if used]
         if given:
             raise click.ClickException(f"{', '.join(given)}: not an option of --method {method}")
+    # Checked before any reading or training.
+    budget = (
+        _count(lm_budget, "'--lm-budget'") if lm_budget is not None and method != "bpe" else None
+    )
     if method == "equal-info":
         _train_equal_info(
             files,
@@ -236,7 +286,7 @@ def train(
             token_bits,
             max_window_bytes,
             lm_preset,
-            lm_budget,
+            budget,
             device,
             errors,
         )
@@ -250,7 +300,7 @@ def train(
             constraint,
             percentile,
             lm_preset,
-            lm_budget,
+            budget,
             device,
             cache_dir,
             threads,
@@ -278,7 +328,7 @@ def train(
             errors=errors,  # type: ignore[arg-type]
         )
     except (TokLabError, OSError) as e:
-        raise click.ClickException(str(e)) from None
+        raise _error(e, errors_option=True) from None
     _save(tok, output)
     seen = tok.metadata.get("trainer", {}).get("bytes_seen", 0)
     click.echo(f"trained {tok!r} on {seen:,} bytes -> {output}", err=True)
@@ -291,7 +341,7 @@ def _train_equal_info(
     token_bits: int,
     max_window_bytes: int | None,
     lm_preset: str,
-    lm_budget: str | None,
+    lm_budget: int | None,
     device: str,
     errors: str = "strict",
 ) -> None:
@@ -301,12 +351,16 @@ def _train_equal_info(
 
         # Bad settings are reported before minutes of training, not after.
         longest = EqualInfo.check_config(window_bits, token_bits, max_window_bytes=max_window_bytes)
-        texts = _read_documents(files, errors) if files else list(data.default_corpus())
+        texts = (
+            _read_documents(files, errors, errors_option=True)
+            if files
+            else list(data.default_corpus())
+        )
         preset_context = PRESETS.get(lm_preset, {}).get("context", 256)
         m1 = train_m1(
             texts,
             preset=lm_preset,
-            budget_bytes=_amount(lm_budget) if lm_budget else 2e6,
+            budget_bytes=lm_budget if lm_budget is not None else 2e6,
             context=max(preset_context, longest + 1),
             device=device,
             progress=sys.stderr.isatty(),
@@ -328,7 +382,7 @@ def _train_bytespan(
     constraint: str,
     percentile: float,
     lm_preset: str,
-    lm_budget: str | None,
+    lm_budget: int | None,
     device: str,
     cache_dir: str | None,
     threads: int | None,
@@ -345,7 +399,7 @@ def _train_bytespan(
     if balance_files and not files:
         raise click.ClickException("--balance-files needs input files (one per language)")
     try:
-        texts = _read_documents(files, errors) if files else None
+        texts = _read_documents(files, errors, errors_option=True) if files else None
         languages = [p.stem for p in data.expand_files(files)] if balance_files else None
         tok = train_bytespan(
             texts,
@@ -356,7 +410,7 @@ def _train_bytespan(
             min_count=min_count,
             inference=inference,  # type: ignore[arg-type]
             lm_preset=lm_preset,
-            lm_budget_bytes=int(_amount(lm_budget)) if lm_budget else None,
+            lm_budget_bytes=lm_budget,
             device=device,
             cache_dir=cache_dir,
             num_threads=threads,
@@ -448,6 +502,8 @@ def encode(
                 text = data.read_text(path)
             except UnicodeDecodeError as e:
                 raise click.ClickException(f"{path}: invalid UTF-8 at byte {e.start}") from None
+            except TokLabError as e:  # invalid UTF-8, as the library says it
+                raise _error(e) from None
             try:
                 ids = _encode_text(tok, text, allow_special, threads)
             except TokLabError as e:
@@ -609,7 +665,12 @@ def export(tokenizer: str, fmt: str, output: str) -> None:
 @main.command("import", context_settings=CONTEXT)
 @click.argument("source")
 @click.option("--format", "fmt", type=click.Choice(["hf", "tiktoken"]), required=True)
-@click.option("--pattern", default=None, help="tiktoken files only: the pattern (name or regex).")
+@click.option(
+    "--pattern",
+    default=None,
+    callback=_utf8,
+    help="tiktoken files only: the pattern (name or regex).",
+)
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False))
 def import_(source: str, fmt: str, pattern: str | None, output: str) -> None:
     """Import a HF byte-level BPE tokenizer.json or tiktoken ranks into toklab's format.
@@ -619,6 +680,14 @@ def import_(source: str, fmt: str, pattern: str | None, output: str) -> None:
       toklab import tokenizer.json --format hf --output imported.json
       toklab import cl100k_base.tiktoken --format tiktoken --pattern cl100k --output cl100k.json
     """
+    if fmt == "tiktoken" and pattern is None:
+        # (The library's own message names its argument, pattern=...)
+        raise click.ClickException(
+            "--format tiktoken needs --pattern: tiktoken files do not hold the pre-tokenization "
+            f"pattern (a name: {', '.join(PATTERNS)}; or a regex)"
+        )
+    if fmt == "hf" and pattern is not None:
+        raise click.ClickException("--pattern: only for --format tiktoken (tokenizer.json has one)")
     try:
         if fmt == "hf":
             tok = BPETokenizer.from_hf(source)
@@ -633,11 +702,15 @@ def import_(source: str, fmt: str, pattern: str | None, output: str) -> None:
 # -- comparison --------------------------------------------------------------------------------
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(_amount(x)) for x in text.split(",") if x.strip()]
-    except click.BadParameter:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of sizes") from None
+def _int_list(text: str, option: str) -> list[int]:
+    """Comma-separated sizes (``8192,32768``; k = 1000, so ``8k`` is 8000); at least one."""
+    parts = [x for x in text.split(",") if x.strip()]
+    if not parts:
+        raise click.BadParameter(
+            f"{text!r} gives no sizes: pass a comma-separated list such as 8192,32768",
+            param_hint=option,
+        )
+    return [_count(x, option) for x in parts]
 
 
 @main.command(context_settings=CONTEXT)
@@ -652,7 +725,7 @@ def _int_list(text: str) -> list[int]:
     "--vocab-sizes",
     default="4096,8192,16384,32768",
     show_default=True,
-    help="Vocabulary sizes of toklab BPE.",
+    help="Vocabulary sizes of toklab BPE, comma-separated (k means 1000: 8k is 8000, not 8192).",
 )
 @click.option(
     "--baseline-sizes",
@@ -709,7 +782,7 @@ def compare(
     \b
     Examples:
       toklab compare
-      toklab compare 'corpus/*.txt' --methods bpe,bytes,spm-unigram --vocab-sizes 8k,32k
+      toklab compare 'corpus/*.txt' --methods bpe,bytes,spm-unigram --vocab-sizes 8192,32768
       toklab compare --lm --lm-budget 5M
     """
     from toklab import compare as cmp
@@ -722,18 +795,22 @@ def compare(
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     if chosen is None:
         chosen = cmp.available_methods()
-    baselines = None if baseline_sizes == "same" else _int_list(baseline_sizes)
+    sizes = _int_list(vocab_sizes, "'--vocab-sizes'")
+    baselines = (
+        None if baseline_sizes == "same" else _int_list(baseline_sizes, "'--baseline-sizes'")
+    )
+    budget = _count(lm_budget, "'--lm-budget'") if with_lm else None
     try:
         texts = _read_documents(files) if files else None
         result = cmp.run_compare(
             texts,
             methods=chosen,
-            vocab_sizes=_int_list(vocab_sizes),
+            vocab_sizes=sizes,
             baseline_sizes=baselines,
             holdout=holdout,
             languages=[x.strip() for x in languages.split(",")] if languages else None,
             morph_data=morph_data,
-            lm_budget=int(_amount(lm_budget)) if with_lm else None,
+            lm_budget=budget,
             lm_preset=lm_preset,
             lm_device=device,
             seed=seed,
@@ -754,16 +831,30 @@ def compare(
 # -- language models -------------------------------------------------------------------------
 
 
-def _amount(text: str) -> float:
-    """``10M``, ``2.5G``, ``500k`` or ``1e15`` as a number."""
+def _amount(text: str, option: str | None = None) -> float:
+    """``10M``, ``2.5G``, ``500k`` or ``1e15`` as a number (k = 1000, M = 10**6, ...); a finite
+    one: ``inf``, ``nan`` and ``1e400`` (which overflows to inf) are refused."""
     scale = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
     t = text.strip().lower()
     try:
-        if t and t[-1] in scale:
-            return float(t[:-1]) * scale[t[-1]]
-        return float(t)
+        value = float(t[:-1]) * scale[t[-1]] if t and t[-1] in scale else float(t)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not an amount such as 10M, 2.5G or 1e15") from None
+        raise click.BadParameter(
+            f"{text!r} is not an amount such as 10M, 2.5G or 1e15", param_hint=option
+        ) from None
+    if not math.isfinite(value):
+        raise click.BadParameter(
+            f"{text!r} is not a finite amount such as 10M, 2.5G or 1e15", param_hint=option
+        )
+    return value
+
+
+def _count(text: str, option: str | None = None) -> int:
+    """An amount that is a whole count (bytes, a vocabulary size), at most 2**63 - 1."""
+    value = _amount(text, option)
+    if abs(value) > _MAX_COUNT:
+        raise click.BadParameter(f"{text!r} is too large (at most 2**63 - 1)", param_hint=option)
+    return int(value)
 
 
 def _lm_tokenizer(spec: str) -> object:
@@ -789,15 +880,20 @@ def _import_lm() -> object:
     return toklab.lm
 
 
-def _read_documents(files: tuple[str, ...], errors: str = "strict") -> list[str]:
+def _read_documents(
+    files: tuple[str, ...], errors: str = "strict", errors_option: bool = False
+) -> list[str]:
     """Each file (or each file a glob or directory expands to) as one document, exactly as
-    stored (line endings too)."""
+    stored (line endings too). Invalid UTF-8 is a clean error (``errors_option``: the command
+    has --errors)."""
     texts = []
     for path in data.expand_files(files):
         try:
             texts.append(data.read_text(path, errors=errors))
         except UnicodeDecodeError as e:
             raise click.ClickException(f"{path}: invalid UTF-8 at byte {e.start}") from None
+        except TokLabError as e:
+            raise _error(e, errors_option) from None
     return texts
 
 
@@ -835,7 +931,7 @@ def lm() -> None:
 @click.option("--budget-flops", default=None, help="Training FLOPs to spend, e.g. 1e15.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=_SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option(
     "--holdout",
@@ -848,7 +944,12 @@ def lm() -> None:
 @click.option("--checkpoint-every", type=int, default=None, help="Also save every N steps.")
 @click.option("--resume", is_flag=True, help="Continue from --output if it exists.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=None,
+    help="CPU threads for torch (default, or 0: torch's own choice).",
+)
 def lm_train(
     files: tuple[str, ...],
     tokenizer_spec: str,
@@ -867,12 +968,18 @@ def lm_train(
     json_path: str | None,
     threads: int | None,
 ) -> None:
-    """Train a GPT on FILES (default: the embedded corpus) and score its held-out part."""
-    lmod = _import_lm()
-    import torch
+    """Train a GPT on FILES (default: the embedded corpus) and score its held-out part.
 
-    if threads:
-        torch.set_num_threads(threads)
+    \b
+    Example:
+      toklab lm train 'corpus/*.txt' --tokenizer bpe.json --preset small --budget-bytes 20M \\
+          --output bpe.pt --json train.json
+    """
+    # Checked before any loading or training.
+    bytes_budget = _count(budget_bytes, "'--budget-bytes'") if budget_bytes is not None else None
+    flops_budget = _amount(budget_flops, "'--budget-flops'") if budget_flops is not None else None
+    lmod = _import_lm()
+    _torch_threads(threads)
     tokenizer = _lm_tokenizer(tokenizer_spec)
     try:
         texts = _read_documents(files) if files else list(data.default_corpus())
@@ -882,8 +989,8 @@ def lm_train(
             train_texts,
             preset=preset,
             context=context,
-            budget_bytes=int(_amount(budget_bytes)) if budget_bytes else None,
-            budget_flops=_amount(budget_flops) if budget_flops else None,
+            budget_bytes=bytes_budget,
+            budget_flops=flops_budget,
             batch_size=batch_size,
             lr=lr,
             seed=seed,
@@ -923,7 +1030,12 @@ def lm_train(
     help="Without FILES: score this held-out share of the embedded corpus.",
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=None,
+    help="CPU threads for torch (default, or 0: torch's own choice).",
+)
 def lm_eval(
     model: str,
     files: tuple[str, ...],
@@ -933,12 +1045,14 @@ def lm_eval(
     json_path: str | None,
     threads: int | None,
 ) -> None:
-    """Bits per byte of MODEL on FILES (each file one document)."""
-    lmod = _import_lm()
-    import torch
+    """Bits per byte of MODEL on FILES (each file one document).
 
-    if threads:
-        torch.set_num_threads(threads)
+    \b
+    Example:
+      toklab lm eval bpe.pt held-out.txt --json eval.json
+    """
+    lmod = _import_lm()
+    _torch_threads(threads)
     try:
         lm_ = lmod.LanguageModel.load(model, device=device)  # type: ignore[attr-defined]
         if files:
@@ -981,6 +1095,15 @@ def _byte_level(
         raise click.ClickException(str(e)) from None
 
 
+def _temperature(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    # 0 is greedy; below 1e-300, log-probabilities over the temperature overflow.
+    if not math.isfinite(value) or value < 0 or 0 < value < 1e-300:
+        raise click.BadParameter(
+            f"must be 0 (greedy) or a finite number of at least 1e-300, not {value}"
+        )
+    return value
+
+
 _MODE = click.option(
     "--mode",
     type=click.Choice(["canonical", "all"]),
@@ -1000,7 +1123,7 @@ _THRESHOLD = click.option(
 @byteprobs.command("score", context_settings=CONTEXT)
 @click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--tokenizer", default=None, help="The model's tokenizer (default: its own).")
-@click.option("--text", required=True, help="The text to score.")
+@click.option("--text", required=True, callback=_utf8, help="The text to score (UTF-8).")
 @_MODE
 @_BEAM
 @_THRESHOLD
@@ -1012,7 +1135,12 @@ def byteprobs_score(
     beam: int | None,
     threshold: float | None,
 ) -> None:
-    """Bits per byte of TEXT at byte level, next to the token-level figure."""
+    """Bits per byte of TEXT at byte level, next to the token-level figure.
+
+    \b
+    Example:
+      toklab byteprobs score --model bpe.pt --text "The theme" --mode all --beam 8
+    """
     blm = _byte_level(model, tokenizer, mode, beam, threshold)
     data = text.encode("utf-8")
     if not data:
@@ -1038,11 +1166,23 @@ def byteprobs_score(
 @byteprobs.command("sample", context_settings=CONTEXT)
 @click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--tokenizer", default=None, help="The model's tokenizer (default: its own).")
-@click.option("--prompt", default="", help="May end in the middle of a token or a character.")
+@click.option(
+    "--prompt",
+    default="",
+    help="May end in the middle of a token or a character; bytes that are not UTF-8 are taken "
+    "as they are.",
+)
 @click.option("--max-bytes", type=int, default=64, show_default=True)
-@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option(
+    "--temperature",
+    type=float,
+    default=1.0,
+    show_default=True,
+    callback=_temperature,
+    help="0: always the most probable byte.",
+)
 @click.option("--top-p", type=float, default=1.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=_SEED, default=0, show_default=True)
 @_MODE
 @_BEAM
 @_THRESHOLD
@@ -1058,13 +1198,24 @@ def byteprobs_sample(
     beam: int | None,
     threshold: float | None,
 ) -> None:
-    """Continue PROMPT byte by byte; writes the prompt and the continuation's bytes."""
+    """Continue PROMPT byte by byte; writes the prompt and the continuation's bytes.
+
+    \b
+    Example:
+      toklab byteprobs sample --model bpe.pt --prompt "The th" --max-bytes 40 --seed 1
+    """
+    try:
+        # The command works on bytes: a prompt may end mid-character, so command-line bytes
+        # that are not UTF-8 (which Python decodes to lone surrogates) are taken as given.
+        raw = prompt.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise click.BadParameter("not valid UTF-8", param_hint="'--prompt'") from None
     blm = _byte_level(model, tokenizer, mode, beam, threshold)
     try:
-        out = blm.sample(prompt, max_bytes, temperature, top_p, seed)
+        out = blm.sample(raw, max_bytes, temperature, top_p, seed)
     except (TokLabError, OSError) as e:
         raise click.ClickException(str(e)) from None
-    sys.stdout.buffer.write(prompt.encode("utf-8") + out + b"\n")
+    sys.stdout.buffer.write(raw + out + b"\n")
     sys.stdout.buffer.flush()
 
 
