@@ -442,3 +442,23 @@ def test_import_tiktoken_needs_pattern(dummy):
     output = _usage_error(["import", dummy, "--format", "tiktoken", "-o", "x.json"], "--pattern")
     assert "pattern=" not in output
     _usage_error(["import", dummy, "--format", "hf", "--pattern", "gpt2", "-o", "x.json"])
+
+
+def test_compare_scores_saved_tokenizers(trained, tmp_path):
+    text = tmp_path / "c.txt"
+    text.write_text("To be, or not to be, that is the question.\n" * 400, encoding="utf-8")
+    raw = tmp_path / "bytes.json"
+    toklab.ByteTokenizer().save(raw)
+    out = tmp_path / "out"
+    args = ["compare", str(text), "--tokenizer", str(trained), "--tokenizer", f"raw={raw}"]
+    args += ["--languages", "eng", "--no-plots", "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    rows = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
+    assert set(rows) == {"bpe", "raw"}  # (only the given ones: no --methods)
+    assert rows["raw"]["bytes_per_token"] == 1.0 and rows["raw"]["vocab_size"] == 256
+    assert rows["bpe"]["vocab_size"] == toklab.load(trained).vocab_size
+    for bad in ([f"raw={raw}", f"raw={raw}"], ["=x"], [str(tmp_path / "missing.json")]):
+        flags = [a for b in bad for a in ("--tokenizer", b)]
+        result = CliRunner().invoke(main, ["compare", str(text), *flags, "-o", str(out)])
+        assert result.exit_code != 0 and "Traceback" not in result.output

@@ -722,6 +722,15 @@ def _int_list(text: str, option: str) -> list[int]:
 )
 @click.option("--list-methods", is_flag=True, help="List the methods and exit.")
 @click.option(
+    "--tokenizer",
+    "tokenizer_files",
+    multiple=True,
+    metavar="[NAME=]PATH",
+    help="A saved tokenizer (any toklab file, e.g. from 'toklab train' or 'toklab import') to "
+    "score as a row of its own, named NAME or the file's name; repeat for more. With it, "
+    "only the --methods named are trained (default: none).",
+)
+@click.option(
     "--vocab-sizes",
     default="4096,8192,16384,32768",
     show_default=True,
@@ -759,6 +768,7 @@ def compare(
     files: tuple[str, ...],
     methods: str | None,
     list_methods: bool,
+    tokenizer_files: tuple[str, ...],
     vocab_sizes: str,
     baseline_sizes: str,
     holdout: float,
@@ -784,6 +794,7 @@ def compare(
       toklab compare
       toklab compare 'corpus/*.txt' --methods bpe,bytes,spm-unigram --vocab-sizes 8192,32768
       toklab compare --lm --lm-budget 5M
+      toklab compare --tokenizer mine=bpe.json --methods bpe --vocab-sizes 32768
     """
     from toklab import compare as cmp
 
@@ -793,8 +804,18 @@ def compare(
             click.echo(f"{m.name:<12} {m.description}{state}")
         return
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    loaded: dict[str, Any] = {}
+    for spec in tokenizer_files:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = Path(spec).name.removesuffix(".json"), spec
+        if not name or not path:
+            raise click.BadParameter(f"{spec!r}: give NAME=PATH or PATH", param_hint="--tokenizer")
+        if name in loaded:
+            raise click.BadParameter(f"two tokenizers named {name!r}", param_hint="--tokenizer")
+        loaded[name] = _load_any(path)
     if chosen is None:
-        chosen = cmp.available_methods()
+        chosen = [] if loaded else cmp.available_methods()
     sizes = _int_list(vocab_sizes, "'--vocab-sizes'")
     baselines = (
         None if baseline_sizes == "same" else _int_list(baseline_sizes, "'--baseline-sizes'")
@@ -815,6 +836,7 @@ def compare(
             lm_device=device,
             seed=seed,
             progress=True,
+            tokenizers=loaded,
         )
         written = cmp.write_reports(result, output, plots=not no_plots)
     except (TokLabError, OSError, UnicodeDecodeError) as e:
