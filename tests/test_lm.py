@@ -25,6 +25,8 @@ from toklab.errors import (  # noqa: E402
     CorruptFileError,
     DeviceError,
     EmptyCorpusError,
+    InvalidIdsError,
+    InvalidInputError,
     TrainingDivergedError,
     UnknownTokenError,
     VocabularyMismatchError,
@@ -209,6 +211,13 @@ def test_strided_windows_score_every_token_once_with_context(n, context, data):
     assert scored == list(range(n))
 
 
+def test_tokens_per_second_counts_scored_tokens_not_window_positions():
+    # Stride 4 in a context of 32: each token sits in about 8 windows, but is scored once.
+    score = lm.evaluate(uniform_byte_model(), [TEXT * 2], stride=4)
+    assert score.tokens == len(TEXT.encode()) * 2
+    assert score.tokens_per_second * score.seconds == pytest.approx(score.tokens)
+
+
 def test_long_documents_get_strided_context(bpe_run):
     # A text several contexts long: every token scored once, whatever the stride.
     text = TEXT * 12
@@ -248,6 +257,89 @@ def test_corrupt_checkpoints(bpe_run, tmp_path):
             lm.LanguageModel.load(tmp_path / name, device="cpu")
     with pytest.raises(FileNotFoundError):
         lm.LanguageModel.load(tmp_path / "missing.pt", device="cpu")
+
+
+def test_checkpoint_config_is_checked_against_the_weights_before_building(tmp_path, monkeypatch):
+    """A damaged config (a huge n_layer) is refused by the stored weights' names and shapes,
+    before a model of its size is built (which took minutes); a config of the wrong type is a
+    CorruptFileError, not an AttributeError."""
+    import toklab.lm.language_model as lm_mod
+
+    path = tmp_path / "model.pt"
+    uniform_byte_model(context=16).save(path)
+    data = torch.load(path, weights_only=True)
+    real_gpt = lm_mod.GPT
+
+    def no_huge_models(cfg):
+        if torch.get_default_device().type != "meta":  # (meta tensors take no memory)
+            assert cfg.n_layer < 100 and cfg.n_embd < 10_000, f"built {cfg}"
+        return real_gpt(cfg)
+
+    monkeypatch.setattr(lm_mod, "GPT", no_huge_models)
+    for change in [
+        {"n_layer": 200_000},
+        {"n_embd": 1 << 20, "n_head": 1},
+        {"context": 10**9},
+        {"vocab_size": 300},
+    ]:
+        torch.save({**data, "config": {**data["config"], **change}}, tmp_path / "bad.pt")
+        with pytest.raises(CorruptFileError, match=r"bad\.pt"):
+            lm.LanguageModel.load(tmp_path / "bad.pt", device="cpu")
+    for config in [5, "x", None]:
+        torch.save({**data, "config": config}, tmp_path / "bad.pt")
+        with pytest.raises(CorruptFileError):
+            lm.LanguageModel.load(tmp_path / "bad.pt", device="cpu")
+    lm.LanguageModel.load(path, device="cpu")  # (the spy lets a sound checkpoint through)
+
+
+def test_checkpoint_weights_are_checksummed(tmp_path):
+    path = tmp_path / "model.pt"
+    model = uniform_byte_model(context=16)
+    model.save(path)
+    data = torch.load(path, weights_only=True)
+    assert "model_sha256" in data
+    # One weight changed by one bit (as a flipped bit on disk would), the checksum kept.
+    w = data["model"]["blocks.0.fc.weight"].clone()
+    w.view(torch.int32)[3, 5] ^= 1 << 9
+    torch.save({**data, "model": {**data["model"], "blocks.0.fc.weight": w}}, tmp_path / "f.pt")
+    with pytest.raises(CorruptFileError, match="checksum"):
+        lm.LanguageModel.load(tmp_path / "f.pt", device="cpu")
+    # Non-finite weights are damage too, checksum or not.
+    nan = {k: torch.full_like(v, float("nan")) for k, v in data["model"].items()}
+    torch.save({k: v for k, v in {**data, "model": nan}.items() if k != "model_sha256"}, path)
+    with pytest.raises(CorruptFileError, match="finite"):
+        lm.LanguageModel.load(path, device="cpu")
+    # A checkpoint written before checksums existed still loads.
+    del data["model_sha256"]
+    torch.save(data, path)
+    again = lm.LanguageModel.load(path, device="cpu")
+    for x, y in zip(again.model.state_dict().values(), model.model.state_dict().values()):
+        assert torch.equal(x, y)
+
+
+def test_damaged_training_state_on_resume(tmp_path):
+    tok = toklab.ByteTokenizer()
+    path = tmp_path / "run.pt"
+    tiny(tok, budget_bytes=4_000, checkpoint=path, stop_after=1)
+    good = torch.load(path, weights_only=True)
+    damages = [
+        lambda t: t.update(options={"bogus": 1}),
+        lambda t: t.pop("optimizer"),
+        lambda t: t.update(optimizer=5),
+        lambda t: t.update(numpy_rng={"x": 1}),
+        lambda t: t.update(torch_rng=torch.zeros(3, dtype=torch.uint8)),
+        lambda t: t.update(step="3"),
+        lambda t: t.update(history=[[1, 2]]),
+    ]
+    for damage in damages:
+        data = {**good, "training": dict(good["training"])}
+        damage(data["training"])
+        torch.save(data, tmp_path / "bad.pt")
+        with pytest.raises(CorruptFileError, match=r"bad\.pt"):
+            tiny(tok, budget_bytes=4_000, checkpoint=tmp_path / "bad.pt", resume=True)
+    torch.save({**good, "training": 5}, tmp_path / "bad.pt")
+    with pytest.raises(CorruptFileError, match=r"bad\.pt"):
+        tiny(tok, budget_bytes=4_000, checkpoint=tmp_path / "bad.pt", resume=True)
 
 
 # -- the protocols ----------------------------------------------------------------------------
@@ -336,6 +428,29 @@ def test_context_and_id_errors(bpe_run):
         state.append([1])
 
 
+def test_token_ids_must_be_integers():
+    """Floats were truncated ([104.7] read as [104]), strings parsed, NaN a plain ValueError."""
+    model = uniform_byte_model(context=16)
+    for bad in ([104.7], ["104"], [float("nan")], [True], [[1, 2]], "ab"):
+        with pytest.raises(InvalidIdsError):
+            model.next_token_logprobs([bad])
+        with pytest.raises(InvalidIdsError):
+            model.start([bad])
+    with pytest.raises(InvalidIdsError, match="1-D"):
+        model.next_token_logprobs([104])  # a prefix, not a list of prefixes
+    with pytest.raises(UnknownTokenError):
+        model.next_token_logprobs([[-1]])
+    state = model.start([[1, 2], [3]])
+    for bad in ([1.5, 2], ["1", "2"], [float("nan"), 1]):
+        with pytest.raises(InvalidIdsError):
+            state.append(bad)
+    with pytest.raises(UnknownTokenError):
+        state.append([1, 256])
+    state.append(np.array([1, 2], dtype=np.uint32))  # integer arrays of any width are fine
+    with pytest.raises(ConfigError, match="batch_size"):
+        model.next_token_logprobs([[1]], batch_size=0)
+
+
 # -- bad input --------------------------------------------------------------------------------
 
 
@@ -351,6 +466,34 @@ def test_training_input_errors(small_tokenizer):
         tiny(tok, budget_bytes=-5)
     with pytest.raises(ConfigError, match="vocab_size"):
         lm.train_lm(tok, [TEXT], config=lm.GPTConfig(vocab_size=1000), device="cpu")
+    for seed in (-1, 1.5, True, 2**64):
+        with pytest.raises(ConfigError, match="seed"):
+            tiny(tok, seed=seed)
+    with pytest.raises(ConfigError, match="budget_bytes"):
+        tiny(tok, budget_bytes=float("inf"))
+
+
+def test_text_that_is_not_unicode(tmp_path):
+    """Lone surrogates have no UTF-8 bytes, and a file that is not UTF-8 has no text: both are
+    InvalidInputError (they were UnicodeEncodeError / UnicodeDecodeError)."""
+    tok = toklab.ByteTokenizer()
+    with pytest.raises(InvalidInputError, match="surrogate"):
+        tiny(tok, corpus=[TEXT, "ab\ud800"])
+    with pytest.raises(InvalidInputError, match="surrogate"):
+        lm.evaluate(uniform_byte_model(), ["ok", "ab\ud800"])
+    with pytest.raises(InvalidInputError, match="surrogate"):
+        uniform_byte_model().encode("ab\ud800")
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(TEXT.encode() + b"\xff\xfe tail")
+    with pytest.raises(InvalidInputError):
+        tiny(tok, corpus=str(bad))
+
+    def documents():
+        yield TEXT
+        yield b"\xff".decode("utf-8")  # a reader that decodes as it goes
+
+    with pytest.raises(InvalidInputError, match="UTF-8"):
+        lm.encode_corpus(tok, documents(), 256)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -447,6 +590,16 @@ def test_transformers_adapter(small_tokenizer, tmp_path):
     picked.append([ids[1], ids[2], ids[4]])
     full = adapter.next_token_logprobs([ids[:2], [ids[0], ids[2]], ids[:5]])
     np.testing.assert_allclose(picked.logprobs, full, atol=1e-5)
+    # The cached path stops at the model's context as the full path does (a raw IndexError
+    # from the position embedding before), and before any row is advanced.
+    state = adapter.start([[ids[0]] * 62, [ids[0]]])  # 63 and 2 positions of 64
+    state.append([ids[1], ids[1]])
+    before = state.logprobs.copy()
+    with pytest.raises(ContextLengthError, match="context is 64"):
+        state.append([ids[1], ids[1]])
+    np.testing.assert_array_equal(state.logprobs, before)
+    with pytest.raises(ContextLengthError):
+        adapter.next_token_logprobs([[ids[0]] * 64])
     with pytest.raises(ConfigError, match="local"):
         lm.HFTokenLM(tmp_path / "nope", device="cpu")
 

@@ -3,6 +3,7 @@ helpers that play them (fine-tuning on answers, greedy generation, multiple choi
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import pytest
@@ -135,3 +136,120 @@ def test_finetune_is_seeded_with_dropout_too():
     ]
     assert torch.equal(torch.get_rng_state(), state)
     assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def _untrained_byte_lm():
+    torch = pytest.importorskip("torch")
+    import toklab.lm as lm
+
+    cfg = lm.GPTConfig(vocab_size=256, n_layer=1, n_head=2, n_embd=16, context=32)
+    torch.manual_seed(0)
+    return lm.LanguageModel(lm.GPT(cfg), toklab.ByteTokenizer(), "cpu")
+
+
+def test_finetune_choose_and_generate_check_ids_and_options():
+    """Ids out of range were a raw IndexError or, for -1 (the ignored target), silently dropped;
+    -1 in choose wrapped round to the last id; floats were truncated."""
+    torch = pytest.importorskip("torch")
+    import toklab.lm as lm
+    from toklab.errors import ContextLengthError, InvalidIdsError, UnknownTokenError
+
+    model = _untrained_byte_lm()
+    weights = [p.clone() for p in model.model.parameters()]
+    for pair, error in [
+        (([1, 2], [256]), UnknownTokenError),
+        (([1, 2], [5, -1]), UnknownTokenError),
+        (([-1], [5]), UnknownTokenError),
+        (([1.5], [5]), InvalidIdsError),
+        (([1], [5.0]), InvalidIdsError),
+        (([1], ["5"]), InvalidIdsError),
+    ]:
+        with pytest.raises(error):
+            lm.finetune(model, [([1], [2]), pair], steps=1, batch_size=2)
+    for options in [
+        {"batch_size": 0},
+        {"lr": float("nan")},
+        {"lr": 0.0},
+        {"warmup": -1},
+        {"seed": -1},
+        {"steps": 0},
+    ]:
+        with pytest.raises(ConfigError):
+            lm.finetune(model, [([1], [2])], **{"steps": 1, **options})
+    # Nothing was trained by the refused calls.
+    assert all(torch.equal(p, w) for p, w in zip(model.model.parameters(), weights))
+
+    with pytest.raises(UnknownTokenError):
+        lm.choose(model, [1, 2], [[-1], [255]])
+    with pytest.raises(UnknownTokenError):
+        lm.choose(model, [1, 2], [[256]])
+    with pytest.raises(InvalidIdsError):
+        lm.choose(model, [1.5], [[3]])
+    with pytest.raises(ConfigError):
+        lm.choose(model, [1, 2], [])
+    with pytest.raises(ConfigError, match="empty"):
+        lm.choose(model, [1, 2], [[3], []])
+
+    # No tokens asked for: an empty continuation per prompt (it was a ContextLengthError).
+    assert lm.generate(model, [[1], [2, 3]], 0) == [[], []]
+    with pytest.raises(ConfigError):
+        lm.generate(model, [[1]], -1)
+    with pytest.raises(ConfigError):
+        lm.generate(model, [[1]], 3, batch_size=0)
+    with pytest.raises(UnknownTokenError):
+        lm.generate(model, [[1, 256]], 3)
+    with pytest.raises(ContextLengthError):
+        lm.generate(model, [[1] * 32], 0)
+    # Each prompt has its own room in the context (a long prompt in the batch cut the others'
+    # continuations short); the last token generated takes no position.
+    outs = lm.generate(model, [[1], [1] * 29, [1] * 31], 5)
+    assert [len(o) for o in outs] == [5, 3, 1]
+    assert outs == [lm.generate(model, [p], 5)[0] for p in ([1], [1] * 29, [1] * 31)]
+
+
+def test_finetune_learning_rate_is_continuous_after_warmup(monkeypatch):
+    """The cosine decay starts after warmup: the rate just after warmup is about the peak (it
+    fell to 0.5 * (1 + cos(pi * warmup / steps)) times the peak, half of it here)."""
+    pytest.importorskip("torch")
+    import sys
+
+    import toklab.lm as lm
+
+    ft = sys.modules["toklab.lm.finetune"]
+    rates = []
+    real_adamw = ft.adamw
+
+    def spy(*args, **kwargs):
+        opt = real_adamw(*args, **kwargs)
+        real_step = opt.step
+
+        def step(*a, **k):
+            rates.append(opt.param_groups[0]["lr"])
+            return real_step(*a, **k)
+
+        opt.step = step
+        return opt
+
+    monkeypatch.setattr(ft, "adamw", spy)
+    model = _untrained_byte_lm()
+    lm.finetune(model, [([1], [2, 3])], steps=20, warmup=10, batch_size=1, lr=1e-3)
+    assert len(rates) == 20
+    assert rates[9] == pytest.approx(1e-3) and rates[10] == pytest.approx(1e-3, rel=0.02)
+    assert all(a <= b for a, b in itertools.pairwise(rates[:10]))  # warming up
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))  # then decaying
+    assert rates[-1] < 0.05e-3
+
+
+def test_games_check_their_settings():
+    for bad in (
+        lambda: tasks.langgame(WORDS, 2, kinds=[]),  # (a division by zero)
+        lambda: tasks.langgame(["", "b", "c", "d"], 5, kinds=["contains"]),
+        lambda: tasks.langgame([1, 2, 3, 4], 5),
+        lambda: tasks.langgame(WORDS, -1),
+        lambda: tasks.word_list(["a b c"], n=-1),  # (silently dropped the last word)
+        lambda: tasks.word_list([None]),
+        lambda: tasks.word_list("just one text"),
+        lambda: tasks.score([None], [tasks.Example("p", "a", "x")]),
+    ):
+        with pytest.raises(ConfigError):
+            bad()

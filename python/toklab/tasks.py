@@ -62,8 +62,14 @@ def word_list(texts: Iterable[str] | None = None, n: int = 1000, min_length: int
     corpus); ties by the word, so the list is deterministic."""
     from toklab.data import default_corpus
 
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ConfigError(f"n must be a non-negative int, not {n!r}")
+    if isinstance(texts, str):
+        raise ConfigError("texts must be an iterable of str, not a str")
     counts: Counter[str] = Counter()
     for text in texts if texts is not None else default_corpus():
+        if not isinstance(text, str):
+            raise ConfigError(f"texts must be str, not {type(text).__name__}")
         counts.update(w for w in re.findall(r"[a-z]+", text.lower()) if len(w) >= min_length)
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return [w for w, _ in ranked[:n]]
@@ -122,8 +128,14 @@ def langgame(
 ) -> list[Example]:
     """``n`` LangGame questions, the kinds in turn; the same seed gives the same questions."""
     words = list(words) if words is not None else word_list()
+    if any(not isinstance(w, str) or not w for w in words):
+        raise ConfigError("LangGame's words must be non-empty str")
     if len(set(words)) < 4:
         raise ConfigError("LangGame needs at least 4 distinct words")
+    if isinstance(kinds, str) or not kinds:
+        raise ConfigError(f"kinds must be a non-empty list of question kinds from {KINDS}")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ConfigError(f"n must be a non-negative int, not {n!r}")
     for k in kinds:
         if k not in KINDS:
             raise ConfigError(f"unknown LangGame kind {k!r}; choose from {KINDS}")
@@ -196,6 +208,8 @@ def score(predictions: Sequence[str], examples: Sequence[Example], lenient: bool
     ``lenient`` that contain it (the paper's rule for addition)."""
     if len(predictions) != len(examples):
         raise ConfigError(f"{len(predictions)} predictions for {len(examples)} examples")
+    if any(not isinstance(p, str) for p in predictions):
+        raise ConfigError("predictions must be str (decode generated ids first)")
     if not examples:
         return float("nan")
     hits = 0

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from toklab.errors import ConfigError, ContextLengthError, UnknownTokenError
-from toklab.lm.language_model import group_by_length, regroup, resolve_device
+from toklab.errors import ConfigError, ContextLengthError
+from toklab.lm.language_model import check_ids, group_by_length, regroup, resolve_device
 
 __all__ = ["HFTokenLM"]
 
@@ -73,9 +73,7 @@ class HFTokenLM:
         )
 
     def _sequence(self, prefix: Sequence[int]) -> list[int]:
-        ids = [int(i) for i in prefix]
-        if ids and (min(ids) < 0 or max(ids) >= self._vocab):
-            raise UnknownTokenError(f"token id outside 0..{self._vocab}")
+        ids = check_ids(prefix, self._vocab, "a prefix's token ids")
         if self.start_id is not None:
             ids = [self.start_id, *ids]
         if not ids:
@@ -97,9 +95,12 @@ class HFTokenLM:
 
 
 class HFState:
-    """Incremental distributions of a batch, with a ``transformers`` cache per length group."""
+    """Incremental distributions of a batch, with a ``transformers`` cache per length group
+    (``(rows, cache, positions seen)``: the rows of a group always have the same length)."""
 
-    def __init__(self, lm: HFTokenLM, groups: list[tuple[list[int], Any]], lp: np.ndarray):
+    def __init__(
+        self, lm: HFTokenLM, groups: list[tuple[list[int], Any, int]], lp: np.ndarray
+    ) -> None:
         self._lm = lm
         self._groups = groups
         self._logprobs = lp
@@ -112,36 +113,52 @@ class HFState:
             ids = torch.tensor([seqs[i] for i in rows], dtype=torch.long, device=lm.device)
             out = lm.model(input_ids=ids, use_cache=True)
             lp[rows] = out.logits[:, -1].double().log_softmax(-1).cpu().numpy()
-            groups.append((rows, getattr(out, lm._cache_arg)))
+            groups.append((rows, getattr(out, lm._cache_arg), len(seqs[rows[0]])))
         return cls(lm, groups, lp)
 
     @property
     def logprobs(self) -> np.ndarray:
         return self._logprobs
 
+    @property
+    def length(self) -> list[int]:
+        """Positions seen by each row, the start token included."""
+        out = [0] * len(self._logprobs)
+        for rows, _, seen in self._groups:
+            for r in rows:
+                out[r] = seen
+        return out
+
     @torch.no_grad()
     def append(self, symbols: Sequence[int]) -> None:
-        symbols = [int(s) for s in symbols]
+        """Advances every row by its symbol; a row that would pass the model's context raises
+        :class:`~toklab.errors.ContextLengthError` (before any row is advanced)."""
+        symbols = check_ids(symbols, self._lm.vocab_size, "append: the symbols")
         if len(symbols) != len(self._logprobs):
             raise ConfigError(f"append: {len(symbols)} symbols for {len(self._logprobs)} rows")
-        if symbols and (min(symbols) < 0 or max(symbols) >= self._lm.vocab_size):
-            raise UnknownTokenError(f"append: a symbol outside 0..{self._lm.vocab_size}")
+        context = self._lm._context
+        for _, _, seen in self._groups:
+            if context is not None and seen + 1 > context:
+                raise ContextLengthError(
+                    f"append: {seen + 1} positions, but the model's context is {context}"
+                )
         groups = []
-        for rows, cache in self._groups:
+        for rows, cache, seen in self._groups:
             ids = torch.tensor([[symbols[r]] for r in rows], dtype=torch.long)
             out = self._lm.model(
                 input_ids=ids.to(self._lm.device), use_cache=True, **{self._lm._cache_arg: cache}
             )
             self._logprobs[rows] = out.logits[:, -1].double().log_softmax(-1).cpu().numpy()
-            groups.append((rows, getattr(out, self._lm._cache_arg)))
+            groups.append((rows, getattr(out, self._lm._cache_arg), seen + 1))
         self._groups = groups
 
     def select(self, rows: Sequence[int]) -> HFState:
         rows = [int(r) for r in rows]
-        members = [m for m, _ in self._groups]
+        members = [m for m, _, _ in self._groups]
         groups = []
         for g, new_rows, inside in regroup(members, rows, len(self._logprobs)):
-            cache = copy.deepcopy(self._groups[g][1])
+            _, cache, seen = self._groups[g]
+            cache = copy.deepcopy(cache)
             cache.batch_select_indices(torch.tensor(inside, device=self._lm.device))
-            groups.append((new_rows, cache))
+            groups.append((new_rows, cache, seen))
         return HFState(self._lm, groups, self._logprobs[rows].copy())

@@ -2,14 +2,18 @@
 :class:`ByteLM` when the tokenizer is :class:`~toklab.bytes.ByteTokenizer`.
 
 Checkpoints are single files written with ``torch.save`` (loaded with ``weights_only=True``):
-the format name and version, the model config and weights, the tokenizer as its JSON text, and,
-when written by training, the optimizer, the step, the random states and the training options,
-so that training resumes exactly.
+the format name and version, the model config and weights, a SHA-256 of the weights
+(``model_sha256``, checked on load; files written before it existed load without the check),
+the tokenizer as its JSON text, and, when written by training, the optimizer, the step, the
+random states and the training options, so that training resumes exactly. On load the config is
+checked against the stored weights' names and shapes before any model is built.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,11 +28,13 @@ from toklab.errors import (
     ContextLengthError,
     CorruptFileError,
     DeviceError,
+    InvalidIdsError,
+    InvalidInputError,
     UnknownTokenError,
     VocabularyMismatchError,
 )
 from toklab.lm.model import GPT, GPTConfig, KVCache
-from toklab.tokenizer import loads
+from toklab.tokenizer import as_ids, loads
 
 __all__ = ["GPTState", "LanguageModel", "resolve_device"]
 
@@ -58,6 +64,45 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     elif dev.type != "cpu":
         raise DeviceError(f"device {device!r}: toklab runs on 'cpu' or 'cuda'")
     return dev
+
+
+def check_ids(ids: Any, vocab_size: int, what: str = "token ids") -> list[int]:
+    """``ids`` (a 1-D sequence or array) as a list of ints, each in ``0..vocab_size``, checked
+    as :func:`toklab.tokenizer.as_ids` checks them: floats (NaN included), booleans, strings and
+    anything not 1-D raise :class:`~toklab.errors.InvalidIdsError`, an id outside the vocabulary
+    :class:`~toklab.errors.UnknownTokenError`; ``what`` names the ids in the message."""
+    if isinstance(ids, (str, bytes)):
+        raise InvalidIdsError(f"{what} must be a sequence of integers, got {type(ids).__name__}")
+    try:
+        arr = np.asarray(ids)
+    except (ValueError, TypeError) as e:  # ragged nesting
+        raise InvalidIdsError(f"{what} must be a 1-D sequence of integers ({e})") from None
+    if arr.ndim != 1:
+        raise InvalidIdsError(f"{what} must be a 1-D sequence of integers, got shape {arr.shape}")
+    try:
+        return as_ids(arr, vocab_size, core_checks=False).tolist()
+    except (InvalidIdsError, UnknownTokenError) as e:
+        raise type(e)(f"{what}: {e}") from None
+
+
+def check_batch_size(batch_size: Any) -> int:
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool):
+        raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
+    return int(batch_size)
+
+
+def utf8_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8; a text that has none (lone surrogates) raises
+    :class:`~toklab.errors.InvalidInputError`."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as e:
+        raise InvalidInputError(
+            f"a text holds {text[e.start : e.end]!r} at character {e.start}, which is not "
+            "valid Unicode (a lone surrogate) and has no UTF-8 bytes"
+        ) from None
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -128,7 +173,10 @@ class LanguageModel:
         """``[len(prefixes), vocab_size]`` float64 log-probabilities of the next token after
         each prefix (a document start comes before every prefix). A prefix that does not fit
         the context raises :class:`~toklab.errors.ContextLengthError`, or with ``truncate``
-        keeps only its last ``context`` positions."""
+        keeps only its last ``context`` positions. Ids must be integers in ``0..vocab_size``
+        (else :class:`~toklab.errors.InvalidIdsError` or
+        :class:`~toklab.errors.UnknownTokenError`)."""
+        batch_size = check_batch_size(batch_size)
         seqs = [self._sequence(p, truncate) for p in prefixes]
         out = np.empty((len(seqs), self.vocab_size), dtype=np.float64)
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
@@ -176,17 +224,17 @@ class LanguageModel:
     # -- helpers -------------------------------------------------------------------------------
 
     def encode(self, text: str) -> np.ndarray:
-        """The tokenizer's ids of ``text`` (special-token strings as plain text)."""
-        encode_ordinary = getattr(self.tokenizer, "encode_ordinary", None)
-        if encode_ordinary is not None:
-            return np.asarray(encode_ordinary(text))
-        return np.asarray(self.tokenizer.encode(text))
+        """The tokenizer's ids of ``text`` (special-token strings as plain text). A text with
+        lone surrogates raises :class:`~toklab.errors.InvalidInputError`."""
+        encode = getattr(self.tokenizer, "encode_ordinary", None) or self.tokenizer.encode
+        try:
+            return np.asarray(encode(text))
+        except UnicodeEncodeError:
+            utf8_length(text)  # raises InvalidInputError, saying where
+            raise
 
     def _sequence(self, prefix: Sequence[int], truncate: bool) -> list[int]:
-        ids = [int(i) for i in prefix]
-        if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
-            bad = min(ids) if min(ids) < 0 else max(ids)
-            raise UnknownTokenError(f"token id {bad} outside 0..{self.vocab_size}")
+        ids = check_ids(prefix, self.vocab_size, "a prefix's token ids")
         seq = [self.cfg.bos_id, *ids]
         if len(seq) > self.context:
             if not truncate:
@@ -237,11 +285,13 @@ def save_checkpoint(
 ) -> None:
     """Writes a checkpoint to ``path`` through a temporary file, so a crash never leaves a torn
     file in place of a good one."""
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     data: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "config": model.cfg.to_dict(),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": weights,
+        "model_sha256": weights_sha256(weights),
         "tokenizer": tokenizer_json(tokenizer),
     }
     if training is not None:
@@ -269,16 +319,95 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def weights_sha256(weights: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the weights in name order: each name, dtype, shape and raw bytes."""
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        t = weights[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def expected_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every weight of ``GPT(cfg)``, without building it: one block is
+    built on the meta device (no memory) and repeated ``n_layer`` times."""
+    with torch.device("meta"):
+        one = GPT(dataclasses.replace(cfg, n_layer=1))
+    out: dict[str, tuple[int, ...]] = {}
+    for name, t in one.state_dict().items():
+        if name.startswith("blocks.0."):
+            rest = name[len("blocks.0.") :]
+            for i in range(cfg.n_layer):
+                out[f"blocks.{i}.{rest}"] = tuple(t.shape)
+        else:
+            out[name] = tuple(t.shape)
+    return out
+
+
+def check_weights_fit(cfg: GPTConfig, weights: Any, where: Any) -> None:
+    """The stored weights are exactly those of ``GPT(cfg)`` (names, shapes, finite floats),
+    checked before the model is built (a damaged config could claim a huge model)."""
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise CorruptFileError(f"{where}: damaged checkpoint (the weights are not a state dict)")
+    # Each block has more than one weight, so a config claiming more layers than are stored
+    # is refused here, by counting, before anything its size is built.
+    blocks = {k.split(".")[1] for k in weights if k.startswith("blocks.")}
+    if cfg.n_layer != len(blocks):
+        raise CorruptFileError(
+            f"{where}: damaged checkpoint (the config says {cfg.n_layer} layers, the weights "
+            f"hold {len(blocks)})"
+        )
+    want = expected_shapes(cfg)
+    if set(want) != set(weights):
+        missing, extra = sorted(set(want) - set(weights)), sorted(set(weights) - set(want))
+        raise CorruptFileError(
+            f"{where}: damaged checkpoint (weights missing: {missing[:5]}, unexpected: {extra[:5]})"
+        )
+    for name, shape in want.items():
+        t = weights[name]
+        if tuple(t.shape) != shape:
+            raise CorruptFileError(
+                f"{where}: damaged checkpoint ({name} has shape {tuple(t.shape)}, the config "
+                f"needs {shape})"
+            )
+        if not t.is_floating_point():
+            raise CorruptFileError(f"{where}: damaged checkpoint ({name} is {t.dtype})")
+        if not bool(torch.isfinite(t).all()):
+            raise CorruptFileError(f"{where}: damaged checkpoint ({name} is not finite)")
+
+
 def model_from_checkpoint(ckpt: dict[str, Any], where: Any) -> tuple[GPT, Any]:
+    """The model and tokenizer of a checkpoint read by :func:`read_checkpoint`; anything
+    damaged raises :class:`~toklab.errors.CorruptFileError` naming ``where``. The config is
+    checked against the stored weights before the model is built."""
+    config = ckpt.get("config")
+    if not isinstance(config, dict):
+        raise CorruptFileError(f"{where}: damaged checkpoint (no model config)")
     try:
-        cfg = GPTConfig.from_dict(ckpt["config"])
+        cfg = GPTConfig.from_dict(config)
+    except (TypeError, ValueError) as e:  # (ConfigError is a ValueError)
+        raise CorruptFileError(f"{where}: damaged checkpoint (config: {e})") from None
+    weights = ckpt.get("model")
+    check_weights_fit(cfg, weights, where)
+    stored_sum = ckpt.get("model_sha256")
+    if stored_sum is not None and stored_sum != weights_sha256(weights):
+        raise CorruptFileError(
+            f"{where}: damaged checkpoint (the weights do not match their checksum)"
+        )
+    try:
         tokenizer = loads(ckpt["tokenizer"])
-        model = GPT(cfg)
-        model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, RuntimeError, ConfigError) as e:
-        raise CorruptFileError(f"{where}: damaged checkpoint ({e})") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise CorruptFileError(f"{where}: damaged checkpoint (tokenizer: {e})") from None
     if tokenizer.vocab_size != cfg.vocab_size:
         raise CorruptFileError(f"{where}: the stored tokenizer does not fit the model")
+    model = GPT(cfg)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CorruptFileError(f"{where}: damaged checkpoint ({e})") from None
     return model, tokenizer
 
 
@@ -362,11 +491,18 @@ class GPTState:
         return out
 
     def append(self, symbols: Sequence[int]) -> None:
-        symbols = [int(s) for s in symbols]
+        """Advances every row by its symbol (a token id in ``0..vocab_size``). A row that would
+        pass the context raises :class:`~toklab.errors.ContextLengthError`, before any row is
+        advanced."""
+        symbols = check_ids(symbols, self._lm.vocab_size, "append: the symbols")
         if len(symbols) != len(self._logprobs):
             raise ConfigError(f"append: {len(symbols)} symbols for {len(self._logprobs)} rows")
-        if symbols and (min(symbols) < 0 or max(symbols) >= self._lm.vocab_size):
-            raise UnknownTokenError(f"append: a symbol outside 0..{self._lm.vocab_size}")
+        for _, cache in self._groups:
+            seen = cache.length if cache.lengths is None else int(cache.lengths.max())
+            if seen + 1 > self._lm.context:
+                raise ContextLengthError(
+                    f"append: {seen + 1} positions, but the model's context is {self._lm.context}"
+                )
         for rows, cache in self._groups:
             ids = torch.tensor([[symbols[r]] for r in rows], dtype=torch.long)
             with torch.no_grad(), autocast(self._lm.device):

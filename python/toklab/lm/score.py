@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from toklab.errors import ConfigError, EmptyCorpusError
-from toklab.lm.language_model import LanguageModel, autocast
+from toklab.errors import ConfigError, EmptyCorpusError, InvalidInputError
+from toklab.lm.language_model import LanguageModel, autocast, utf8_length
 
 __all__ = ["DocumentScore", "EvalResult", "evaluate"]
 
@@ -44,6 +44,11 @@ class DocumentScore:
 
 @dataclass
 class EvalResult:
+    """What :func:`evaluate` measured. ``tokens`` counts the scored tokens (each once, however
+    many windows hold it as context), and ``tokens_per_second`` is ``tokens / seconds``: scored
+    tokens per second, not window positions (a small stride runs many more positions through
+    the model than it scores)."""
+
     bits_per_byte: float
     bits: float
     bytes: int
@@ -137,7 +142,9 @@ def evaluate(
     """Bits per byte of ``lm`` on ``texts`` (each one document), with per-document results.
 
     ``batch_tokens`` (positions per forward pass) and ``max_logits`` (logit entries held at
-    once) bound memory and do not change the result beyond float rounding.
+    once) bound memory and do not change the result beyond float rounding. A text with lone
+    surrogates (no UTF-8 bytes) raises :class:`~toklab.errors.InvalidInputError`.
+    ``tokens_per_second`` in the result counts scored tokens (see :class:`EvalResult`).
     """
     context = lm.context
     stride = context // 2 if stride is None else stride
@@ -149,8 +156,12 @@ def evaluate(
     for text in texts:
         if not isinstance(text, str):
             raise TypeError(f"texts must be str, not {type(text).__name__}")
+        try:
+            n_bytes = utf8_length(text)
+        except InvalidInputError as e:
+            raise InvalidInputError(f"text {len(docs)}: {e}") from None
         ids = np.asarray(lm.encode(text), dtype=np.int64)
-        docs.append((np.concatenate([[bos], ids]), len(text.encode("utf-8"))))
+        docs.append((np.concatenate([[bos], ids]), n_bytes))
     if not any(n for _, n in docs):
         raise EmptyCorpusError("no text to score")
 
@@ -198,7 +209,7 @@ def evaluate(
         bytes=total_bytes,
         tokens=total_tokens,
         seconds=seconds,
-        tokens_per_second=positions / seconds if seconds > 0 else 0.0,
+        tokens_per_second=total_tokens / seconds if seconds > 0 else 0.0,
         flops_per_byte=flops / total_bytes,
         documents=scores,
     )

@@ -18,6 +18,7 @@ stopped.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -31,7 +32,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from toklab.errors import ConfigError, EmptyCorpusError, TrainingDivergedError
+from toklab.errors import (
+    ConfigError,
+    CorruptFileError,
+    EmptyCorpusError,
+    InvalidInputError,
+    TokLabError,
+    TrainingDivergedError,
+)
 from toklab.lm.language_model import (
     LanguageModel,
     autocast,
@@ -40,6 +48,7 @@ from toklab.lm.language_model import (
     read_checkpoint,
     resolve_device,
     save_checkpoint,
+    utf8_length,
 )
 from toklab.lm.model import GPT, PRESETS, GPTConfig
 
@@ -100,17 +109,32 @@ class TrainResult:
 
 
 def encode_corpus(tokenizer: Any, texts: Iterable[str], bos_id: int) -> tuple[np.ndarray, int]:
-    """One ``int64`` stream ``[bos, doc1..., bos, doc2...]`` and the number of text bytes."""
+    """One ``int64`` stream ``[bos, doc1..., bos, doc2...]`` and the number of text bytes.
+
+    A file that is not UTF-8, or a text with lone surrogates (no UTF-8 bytes), raises
+    :class:`~toklab.errors.InvalidInputError`."""
     parts: list[np.ndarray] = []
     n_bytes = 0
     bos = np.array([bos_id], dtype=np.int64)
     encode = getattr(tokenizer, "encode_ordinary", None) or tokenizer.encode
-    for text in texts:
+    documents = iter(texts)
+    for k in itertools.count():
+        try:
+            text = next(documents)
+        except StopIteration:
+            break
+        except UnicodeDecodeError as e:  # a corpus file read as UTF-8
+            raise InvalidInputError(
+                f"corpus document {k} could not be read as UTF-8 text ({e})"
+            ) from None
         if not isinstance(text, str):
             raise TypeError(f"corpus documents must be str, not {type(text).__name__}")
         if not text:
             continue
-        n_bytes += len(text.encode("utf-8"))
+        try:
+            n_bytes += utf8_length(text)
+        except InvalidInputError as e:
+            raise InvalidInputError(f"corpus document {k}: {e}") from None
         parts.append(bos)
         parts.append(np.asarray(encode(text), dtype=np.int64))
     if not parts:
@@ -183,12 +207,13 @@ def train_lm(
     if budget_bytes is not None and budget_flops is not None:
         raise ConfigError("give budget_bytes or budget_flops, not both")
     for name, v in [("budget_bytes", budget_bytes), ("budget_flops", budget_flops)]:
-        if v is not None and not v > 0:
-            raise ConfigError(f"{name} must be positive, got {v}")
+        if v is not None and not (v > 0 and math.isfinite(v)):
+            raise ConfigError(f"{name} must be positive and finite, got {v}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not lr > 0:
-        raise ConfigError(f"lr must be positive, got {lr}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ConfigError(f"lr must be positive and finite, got {lr}")
+    check_seed(seed)
     if config is None:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
@@ -229,7 +254,12 @@ def train_lm(
         check_same_tokenizer(tokenizer, stored, ckpt_path)
         if model.cfg != config:
             raise ConfigError(f"{ckpt_path}: trained with {model.cfg}, not {config}")
-        stored_options = TrainOptions(**state["training"]["options"])
+        try:
+            stored_options = TrainOptions(**state["training"]["options"])
+        except (KeyError, TypeError) as e:
+            raise CorruptFileError(
+                f"{ckpt_path}: damaged training state (options: {e}); it cannot be resumed"
+            ) from None
         if stored_options != options:
             raise ConfigError(f"{ckpt_path}: trained with {stored_options}, not {options}")
     else:
@@ -251,13 +281,10 @@ def train_lm(
     step, bytes_seen, tokens_seen, seconds = 0, 0, 0, 0.0
     history: list[tuple[int, float, float]] = []
     if state is not None:
-        t = state["training"]
-        opt.load_state_dict(t["optimizer"])
-        rng.bit_generator.state = t["numpy_rng"]
-        torch.set_rng_state(t["torch_rng"])
-        step, bytes_seen, tokens_seen = t["step"], t["bytes_seen"], t["tokens_seen"]
-        seconds = t["seconds"]
-        history = [tuple(h) for h in t["history"]]  # type: ignore[misc]
+        assert ckpt_path is not None
+        step, bytes_seen, tokens_seen, seconds, history = _resume(
+            state["training"], opt, rng, ckpt_path
+        )
 
     def kept() -> str:
         """What a divergence leaves: the last checkpoint written, if any."""
@@ -394,6 +421,40 @@ def adamw(
         eps=1e-8,
         fused=device.type == "cuda",
     )
+
+
+def check_seed(seed: Any) -> None:
+    """Seeds are ints in ``0..2**64 - 1`` (what numpy's and torch's generators take)."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**64:
+        raise ConfigError(f"seed must be an int in 0..2**64 - 1, got {seed!r}")
+
+
+def _resume(
+    t: Any, opt: torch.optim.Optimizer, rng: np.random.Generator, path: Path
+) -> tuple[int, int, int, float, list[tuple[int, float, float]]]:
+    """Restores the optimizer and the random states from a checkpoint's training state and
+    returns its counters; a damaged state raises :class:`~toklab.errors.CorruptFileError`
+    (the torch random state is set last, once everything else has been read)."""
+    try:
+        counters = [t["step"], t["bytes_seen"], t["tokens_seen"]]
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counters):
+            raise ValueError(f"step and counts must be non-negative ints, got {counters}")
+        seconds = float(t["seconds"])
+        history = [(int(s), float(loss), float(rate)) for s, loss, rate in t["history"]]
+        torch_rng = t["torch_rng"]
+        if not isinstance(torch_rng, torch.Tensor) or torch_rng.dtype != torch.uint8:
+            raise ValueError("the torch random state is not a byte tensor")
+        opt.load_state_dict(t["optimizer"])
+        rng.bit_generator.state = t["numpy_rng"]
+        torch.set_rng_state(torch_rng)
+    except TokLabError:
+        raise
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as e:
+        raise CorruptFileError(
+            f"{path}: damaged training state ({type(e).__name__}: {e}); it cannot be resumed"
+        ) from None
+    step, bytes_seen, tokens_seen = counters
+    return step, bytes_seen, tokens_seen, seconds, history
 
 
 def _lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
