@@ -403,6 +403,13 @@ def test_byte_lm_protocol(byte_run, bpe_run):
     )
     with pytest.raises(ConfigError, match="raw bytes"):
         bpe_run.lm.next_byte_logprobs([b"x"])
+    # One bytes for the batch, or an int, was taken as prefixes of zero bytes.
+    for bad in (b"abc", "abc", [3], [None], ["a\ud800"]):
+        with pytest.raises(InvalidInputError):
+            model.next_byte_logprobs(bad)
+        with pytest.raises(InvalidInputError):
+            model.start_bytes(bad)
+    np.testing.assert_allclose(model.next_byte_logprobs(["ép"]), lp[2:], atol=2e-5)
 
 
 def test_byte_lm_with_specials_renormalises_over_bytes():
