@@ -40,7 +40,7 @@ pub enum Error {
     EmptyCorpus,
 
     /// `decode` got an id outside the vocabulary.
-    #[error("unknown token id {id}: the vocabulary has ids 0..{vocab_size}")]
+    #[error("unknown token id {id}: the vocabulary has ids 0 to {} (vocab_size {vocab_size})", vocab_size.saturating_sub(1))]
     UnknownId { id: u64, vocab_size: usize },
 
     /// Text contains a special token that the caller did not allow.

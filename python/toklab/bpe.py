@@ -351,7 +351,7 @@ class BPETokenizer:
             raise InvalidIdsError(f"a token id is an integer, not {type(token_id).__name__}")
         if not 0 <= token_id < self.vocab_size:
             raise UnknownTokenError(
-                f"unknown token id {token_id}: the vocabulary has ids 0..{self.vocab_size - 1}"
+                f"unknown token id {token_id}: the vocabulary has ids 0 to {self.vocab_size - 1}"
             )
         return self._core.token_bytes(int(token_id))
 

@@ -169,7 +169,7 @@ class ByteTokenizer:
             raise TypeError(f"token_id must be an int, not {type(token_id).__name__}")
         if not 0 <= token_id < self.vocab_size:
             raise UnknownTokenError(
-                f"unknown token id {token_id}: the vocabulary has ids 0..{self.vocab_size}"
+                f"unknown token id {token_id}: the vocabulary has ids 0 to {self.vocab_size - 1}"
             )
         return bytes([token_id]) if token_id < 256 else self._special_bytes[token_id - 256]
 

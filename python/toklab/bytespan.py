@@ -120,7 +120,7 @@ class ByteSpan:
         if not 0 <= int(token_id) < len(self._tokens):
             from toklab.errors import UnknownTokenError
 
-            raise UnknownTokenError(f"unknown token id {token_id}: ids are 0..{self.vocab_size}")
+            raise UnknownTokenError(f"unknown token id {token_id}: the vocabulary has ids 0 to {self.vocab_size - 1}")
         return self._tokens[int(token_id)]
 
     def token_bytes(self, token_id: int) -> bytes:

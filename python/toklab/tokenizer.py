@@ -86,7 +86,7 @@ def as_ids(ids: IdsLike, vocab_size: int, *, core_checks: bool = True) -> np.nda
         raise UnknownTokenError(f"unknown token id {int(arr.min())}: ids are never negative")
     top = int(arr.max())
     if top >= vocab_size or top > _U32_MAX:
-        raise UnknownTokenError(f"unknown token id {top}: the vocabulary has ids 0..{vocab_size}")
+        raise UnknownTokenError(f"unknown token id {top}: the vocabulary has ids 0 to {vocab_size - 1}")
     return np.ascontiguousarray(arr, dtype=np.uint32)
 
 
