@@ -105,3 +105,15 @@ def test_save_load_pickle(tmp_path):
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(CorruptFileError):
         toklab.load(path)
+
+
+def test_unknown_error_handlers_are_refused_whatever_the_bytes():
+    from toklab.bytespan import ByteSpan
+
+    bpe = toklab.train_bpe(["the cat"] * 5, vocab_size=258)
+    for tok in (toklab.ByteTokenizer(), bpe, ByteSpan([]), toklab.StochasTok(bpe, p=0.1)):
+        ids = tok.encode("ok")
+        assert tok.decode(ids, errors="strict") == "ok"
+        with pytest.raises(ConfigError, match="error handler"):
+            tok.decode(ids, errors="bogus")  # (valid bytes: bytes.decode never looks it up)
+    assert toklab.ByteTokenizer().decode([0xFF], errors="surrogateescape") == "\udcff"

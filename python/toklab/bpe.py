@@ -41,7 +41,7 @@ from toklab.errors import (
     TokLabWarning,
     UnknownTokenError,
 )
-from toklab.tokenizer import as_ids, check_batch, ids_from_buffer
+from toklab.tokenizer import as_ids, check_batch, decode_text, ids_from_buffer
 
 if TYPE_CHECKING:
     import tiktoken
@@ -340,7 +340,7 @@ class BPETokenizer:
     def decode(self, ids: Any, errors: str = "replace") -> str:
         """Decodes ids to text. Tokens can end mid-character, so ``errors`` (as in
         ``bytes.decode``) says what to do with bytes that are not valid UTF-8."""
-        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+        return decode_text(self.decode_bytes(ids), errors)
 
     def decode_tokens_bytes(self, ids: Any) -> list[bytes]:
         """The bytes of each id."""

@@ -27,7 +27,7 @@ from toklab.errors import (
     DisallowedSpecialTokenError,
     UnknownTokenError,
 )
-from toklab.tokenizer import IdsLike, as_ids, check_batch
+from toklab.tokenizer import IdsLike, as_ids, check_batch, decode_text
 
 __all__ = ["ByteTokenizer"]
 
@@ -162,7 +162,7 @@ class ByteTokenizer:
         return b"".join(parts)
 
     def decode(self, ids: IdsLike, errors: str = "replace") -> str:
-        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+        return decode_text(self.decode_bytes(ids), errors)
 
     def token_bytes(self, token_id: int) -> bytes:
         if not isinstance(token_id, (int, np.integer)) or isinstance(token_id, bool):

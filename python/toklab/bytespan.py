@@ -57,7 +57,7 @@ from toklab.errors import (
     InvalidInputError,
     TokLabWarning,
 )
-from toklab.tokenizer import IdsLike, as_ids, check_batch, ids_from_buffer
+from toklab.tokenizer import IdsLike, as_ids, check_batch, decode_text, ids_from_buffer
 
 __all__ = ["ByteSpan", "byte_signals", "train_bytespan"]
 
@@ -120,7 +120,9 @@ class ByteSpan:
         if not 0 <= int(token_id) < len(self._tokens):
             from toklab.errors import UnknownTokenError
 
-            raise UnknownTokenError(f"unknown token id {token_id}: the vocabulary has ids 0 to {self.vocab_size - 1}")
+            raise UnknownTokenError(
+                f"unknown token id {token_id}: the vocabulary has ids 0 to {self.vocab_size - 1}"
+            )
         return self._tokens[int(token_id)]
 
     def token_bytes(self, token_id: int) -> bytes:
@@ -139,7 +141,7 @@ class ByteSpan:
         return bytes(self._core.decode_bytes(as_ids(ids, self.vocab_size)))
 
     def decode(self, ids: IdsLike, errors: str = "replace") -> str:
-        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+        return decode_text(self.decode_bytes(ids), errors)
 
     def learned(self) -> list[tuple[bool, bytes]]:
         """The tokens after the byte alphabet, in id order."""

@@ -50,7 +50,7 @@ from toklab.errors import (
     InvalidIdsError,
     InvalidInputError,
 )
-from toklab.tokenizer import IdsLike, as_ids, check_batch
+from toklab.tokenizer import IdsLike, as_ids, check_batch, decode_text
 
 __all__ = [
     "ArithmeticCoding",
@@ -466,10 +466,10 @@ class _Code:
         return self.decode_bytes_batch([ids])[0]
 
     def decode(self, ids: IdsLike, errors: str = "replace") -> str:
-        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+        return decode_text(self.decode_bytes(ids), errors)
 
     def decode_batch(self, batch: Sequence[IdsLike], errors: str = "replace") -> list[str]:
-        return [b.decode("utf-8", errors=errors) for b in self.decode_bytes_batch(batch)]
+        return [decode_text(b, errors) for b in self.decode_bytes_batch(batch)]
 
     def _config(self) -> dict[str, Any]:
         raise NotImplementedError

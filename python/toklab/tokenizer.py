@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from toklab.errors import CorruptFileError, InvalidIdsError, UnknownTokenError
+from toklab.errors import ConfigError, CorruptFileError, InvalidIdsError, UnknownTokenError
 
 __all__ = ["IdsLike", "Tokenizer", "as_ids", "load", "loads"]
 
@@ -86,7 +86,9 @@ def as_ids(ids: IdsLike, vocab_size: int, *, core_checks: bool = True) -> np.nda
         raise UnknownTokenError(f"unknown token id {int(arr.min())}: ids are never negative")
     top = int(arr.max())
     if top >= vocab_size or top > _U32_MAX:
-        raise UnknownTokenError(f"unknown token id {top}: the vocabulary has ids 0 to {vocab_size - 1}")
+        raise UnknownTokenError(
+            f"unknown token id {top}: the vocabulary has ids 0 to {vocab_size - 1}"
+        )
     return np.ascontiguousarray(arr, dtype=np.uint32)
 
 
@@ -130,3 +132,18 @@ def loads(text: str) -> Any:
 def ids_from_buffer(raw: bytearray) -> np.ndarray:
     """Wraps the ``u32`` bytes that the core returns, without copying."""
     return np.frombuffer(raw, dtype="<u4")
+
+
+def decode_text(data: bytes, errors: str) -> str:
+    """``data`` as UTF-8 text, ``errors`` as in ``bytes.decode``: an unknown handler is a
+    ConfigError whatever the bytes (``bytes.decode`` only looks it up when it needs it)."""
+    import codecs
+
+    try:
+        codecs.lookup_error(errors)
+    except (LookupError, TypeError):
+        raise ConfigError(
+            f"errors must be an error handler such as 'replace', 'strict' or "
+            f"'surrogateescape', not {errors!r}"
+        ) from None
+    return data.decode("utf-8", errors=errors)
