@@ -183,3 +183,15 @@ def test_doctests():
     for module in [m, toklab.bytes, toklab.data, toklab.lm.score]:
         failed, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert tried > 0 and failed == 0, module.__name__
+
+
+def test_texts_and_morphs_of_the_wrong_kind_are_refused():
+    tok = toklab.ByteTokenizer()
+    for texts in ([None], "one text", [b"bytes"]):
+        with pytest.raises(InvalidInputError):
+            m.fertility(tok, texts)
+    # A str of morphs counted each character as a morph.
+    for morphs in ("ab", ["a", "c"]):
+        with pytest.raises(InvalidInputError):
+            m.boundary_prf(tok, [("ab", morphs)])
+    assert m.boundary_prf(tok, [("ab", ["a", "b"])]).f1 == 1.0

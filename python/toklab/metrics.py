@@ -123,7 +123,11 @@ def fertility(tokenizer: Any, texts: Iterable[str], pattern: str = "gpt2") -> Fe
 
     regex = PATTERNS.get(pattern, pattern)
     words = tokens = split = 0
+    if isinstance(texts, str):
+        raise InvalidInputError("texts must be an iterable of str, not one str")
     for text in texts:
+        if not isinstance(text, str):
+            raise InvalidInputError(f"texts must be str, not {type(text).__name__}")
         if not text:
             continue
         ids, ends = token_spans(tokenizer, text)
@@ -360,6 +364,9 @@ def load_segmentations(path: str | os.PathLike[str]) -> list[tuple[str, list[str
 def boundary_prf(tokenizer: Any, items: Iterable[tuple[str, list[str]]]) -> BoundaryScore:
     words = predicted = gold = correct = 0
     for word, morphs in items:
+        if isinstance(morphs, str) or "".join(morphs) != word:
+            # (A str's characters would each count as a morph.)
+            raise InvalidInputError(f"{word!r}: morphs must be a list of str that spell it")
         words += 1
         _, ends = token_spans(tokenizer, word)
         pred = set(ends[:-1].tolist())
