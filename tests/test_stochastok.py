@@ -382,3 +382,25 @@ def test_over_bytespan_parts_keep_word_initial_and_continuation_apart(text, seed
     out = tok.expand(base)
     assert bs.decode_bytes(out) == text.encode()
     assert initial_offsets(out) == initial_offsets(base)
+
+
+def test_settings_built_into_tables_cannot_be_changed(small_tokenizer):
+    """Setting one used to leave the object encoding with its old tables while saving or
+    pickling the new setting (or failing only when unpickled, in a DataLoader's worker)."""
+    from toklab.bytespan import ByteSpan
+    from toklab.equalinfo import ArithmeticCoding, EqualInfo, NGramByteLM
+
+    st_ = StochasTok(small_tokenizer, p=0.1)
+    bs = ByteSpan([(True, b" ab"), (False, b"cd")])
+    m1 = NGramByteLM.train(["abc abd"], order=2)
+    ei, ac = EqualInfo(m1, window_bits=16), ArithmeticCoding(m1, 8)
+    cases = [(st_, ["base", "p", "seed", "max_depth", "table"]), (bs, ["pattern", "inference"])]
+    cases += [(ei, ["m1", "rule", "max_window_bytes", "segment_bytes"]), (ac, ["m1", "context"])]
+    for obj, names in cases:
+        for name in names:
+            with pytest.raises(AttributeError, match="cannot be changed"):
+                setattr(obj, name, getattr(obj, name))
+            with pytest.raises(AttributeError):
+                delattr(obj, name)
+    assert bs.with_inference("bpe").inference == "bpe"  # (the way to another inference)
+    assert st_.decode(st_.encode("the cat")) == "the cat"

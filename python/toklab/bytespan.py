@@ -57,7 +57,14 @@ from toklab.errors import (
     InvalidInputError,
     TokLabWarning,
 )
-from toklab.tokenizer import IdsLike, as_ids, check_batch, decode_text, ids_from_buffer
+from toklab.tokenizer import (
+    IdsLike,
+    Settings,
+    as_ids,
+    check_batch,
+    decode_text,
+    ids_from_buffer,
+)
 
 __all__ = ["ByteSpan", "byte_signals", "train_bytespan"]
 
@@ -70,8 +77,11 @@ CONTINUATION = "\u2042"
 UNK = "\u2042unk\u2042"
 
 
-class ByteSpan:
-    """A ByteSpan vocabulary and its longest-match inference (see the module)."""
+class ByteSpan(Settings):
+    """A ByteSpan vocabulary and its longest-match inference (see the module). Immutable:
+    ``with_inference`` gives the same vocabulary with the other inference."""
+
+    _SETTINGS = frozenset({"pattern", "inference", "metadata", "_regex", "_core", "_tokens"})
 
     def __init__(
         self,
@@ -89,6 +99,10 @@ class ByteSpan:
         self._regex = PATTERNS.get(pattern, pattern)
         self._core = _core.SpanVocab([(bool(f), bytes(b)) for f, b in learned], self._regex)
         self._tokens = self._core.tokens()
+        if inference == "bpe":
+            # Derived now, with the GIL held: lazily, inside an encode that releases it, a fork
+            # from another thread at that moment left the child waiting forever.
+            self._core.merge_count()
         self.metadata = dict(metadata or {})
 
     def with_inference(self, inference: Literal["longest", "bpe"]) -> ByteSpan:

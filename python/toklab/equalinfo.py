@@ -50,7 +50,7 @@ from toklab.errors import (
     InvalidIdsError,
     InvalidInputError,
 )
-from toklab.tokenizer import IdsLike, as_ids, check_batch, decode_text
+from toklab.tokenizer import IdsLike, Settings, as_ids, check_batch, decode_text
 
 __all__ = [
     "ArithmeticCoding",
@@ -424,9 +424,15 @@ def _as_bytes(text: str | bytes) -> bytes:
 # -- what the codes have in common ------------------------------------------------------------
 
 
-class _Code:
+class _Code(Settings):
     """The parts of a tokenizer whose tokens are ``token_bits``-bit pieces of an arithmetic
-    code: the vocabulary, the protocol's one-text methods over the batch ones, and files."""
+    code: the vocabulary, the protocol's one-text methods over the batch ones, and files. Its
+    settings and model are fixed once it is made (the coder and the saved file must agree)."""
+
+    _SETTINGS = frozenset(
+        {"m1", "_m1", "token_bits", "cdf_bits", "state_bits", "batch_rows"}
+        | {"max_window_bytes", "rule", "window_bits", "segment_bytes", "header", "context"}
+    )
 
     _FORMAT = ""
     _WHAT = ""

@@ -43,7 +43,7 @@ import numpy as np
 from toklab import _core
 from toklab.bpe import _threads
 from toklab.errors import ConfigError, CorruptFileError
-from toklab.tokenizer import IdsLike, as_ids, check_batch, ids_from_buffer
+from toklab.tokenizer import IdsLike, Settings, as_ids, check_batch, ids_from_buffer
 
 __all__ = ["StochasTok", "StochasTokDataset", "expand_to_memmap"]
 
@@ -62,8 +62,14 @@ def _u64(name: str, v: object) -> int:
     return int(v)  # type: ignore[call-overload]
 
 
-class StochasTok:
-    """A stochastic tokenizer: ``base``'s ids with tokens split at random (see the module)."""
+class StochasTok(Settings):
+    """A stochastic tokenizer: ``base``'s ids with tokens split at random (see the module).
+    Its settings are fixed once it is made (``st.p = 0.2`` raises ``AttributeError``)."""
+
+    _SETTINGS = frozenset(
+        {"base", "p", "seed", "mode", "max_depth", "max_splits", "table"}
+        | {"fallback_count", "total_splits", "splittable_count"}
+    )
 
     def __init__(
         self,

@@ -147,3 +147,25 @@ def decode_text(data: bytes, errors: str) -> str:
             f"'surrogateescape', not {errors!r}"
         ) from None
     return data.decode("utf-8", errors=errors)
+
+
+class Settings:
+    """A mixin for objects whose settings were built into tables (a split table, a Rust
+    vocabulary, a model wrapper): the attributes named in ``_SETTINGS`` are set once, in
+    ``__init__``, and setting them again raises ``AttributeError``, where it would leave the
+    object encoding with the old tables and saving the new settings."""
+
+    _SETTINGS: frozenset[str] = frozenset()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._SETTINGS and name in self.__dict__:
+            raise AttributeError(
+                f"{type(self).__name__}.{name} cannot be changed (the object was built for "
+                f"it); make a new {type(self).__name__} instead"
+            )
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name in self._SETTINGS:
+            raise AttributeError(f"{type(self).__name__}.{name} cannot be deleted")
+        object.__delattr__(self, name)

@@ -1422,6 +1422,13 @@ impl PySpanVocab {
         self.inner.merges()
     }
 
+    /// How many learned tokens have a merge: derives the merges now, with the GIL held, so
+    /// that no later call derives them with it released (a fork then, from another thread,
+    /// would leave the child waiting forever on the half-made table).
+    fn merge_count(&self) -> usize {
+        self.inner.merge_count()
+    }
+
     fn decode_bytes<'py>(
         &self,
         py: Python<'py>,
