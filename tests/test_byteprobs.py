@@ -898,3 +898,21 @@ def test_one_prefix_where_a_list_is_expected_and_non_integer_bytes() -> None:
         ens.start_bytes([b"ab"]).append([97.0])
     with pytest.raises(ConfigError, match="vocab_size"):
         ByteLevelLM(ClosedFormLM(0), None)
+
+
+def test_byte_level_lm_pickles_and_copies() -> None:
+    """It holds Rust tables (the vocabulary trie, the checker): pickled as its settings, they
+    are rebuilt, and the copy scores alike (it could not be pickled, so no spawn worker)."""
+    import copy
+    import pickle
+
+    tok = _small_bpe("gpt2")
+    support = [i for i in range(tok.vocab_size - 1) if set(tok.token_bytes(i)) <= set(_ALPHA)]
+    blm = ByteLevelLM(TableLM(tok.vocab_size, support, 3), tok, mode="canonical", beam=8)
+    text = bytes(_ALPHA[:3]) * 3
+    for other in (pickle.loads(pickle.dumps(blm)), copy.deepcopy(blm)):
+        assert (other.mode, other.beam, other.end_token) == (blm.mode, blm.beam, blm.end_token)
+        assert other.logprob(text) == blm.logprob(text)
+        np.testing.assert_array_equal(
+            other.next_byte_logprobs([text]), blm.next_byte_logprobs([text])
+        )

@@ -524,3 +524,23 @@ def test_gpt_m1_batch_rows_and_context_are_checked() -> None:
         ArithmeticCoding(lm, 8, context=40)  # rows of context + 1 positions
     ac = ArithmeticCoding(lm, 8, context=39, batch_rows=3)
     assert ac.decode(ac.encode("hello, world")) == "hello, world"
+
+
+def test_gpt_m1_with_special_tokens_saves_and_loads(tmp_path) -> None:
+    """The file stored the model but not its tokenizer: one with a special token (257 ids)
+    saved a file that could not be loaded."""
+    import toklab
+    from toklab.bytes import ByteTokenizer
+    from toklab.lm import LanguageModel
+    from toklab.lm.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=257, n_layer=1, n_head=1, n_embd=16, context=40))
+    lm = LanguageModel(model, ByteTokenizer(["<|endoftext|>"]), device="cpu")
+    ei = EqualInfo(lm, 16, 8, max_window_bytes=16)
+    ids = ei.encode("hello, world")
+    ei.save(tmp_path / "ei.json")
+    loaded = toklab.load(tmp_path / "ei.json")
+    assert loaded.m1.tokenizer.special_tokens == {"<|endoftext|>": 256}
+    assert np.array_equal(loaded.encode("hello, world"), ids)
+    assert loaded.decode(ids) == "hello, world"

@@ -293,10 +293,12 @@ class ByteLevelLM:
         if end_token == "auto":
             end_token = specials.get("<|endoftext|>")
         if end_token is not None and not (
-            isinstance(end_token, int) and 0 <= end_token < tokenizer.vocab_size
+            isinstance(end_token, (int, np.integer))
+            and not isinstance(end_token, bool)
+            and 0 <= end_token < tokenizer.vocab_size
         ):
             raise ConfigError(f"end_token must be a token id or None, got {end_token!r}")
-        self.end_token = end_token
+        self.end_token = None if end_token is None else int(end_token)
         if not callable(getattr(tokenizer, "token_bytes", None)):
             raise ConfigError(
                 f"{type(tokenizer).__name__} has no token_bytes: byte-level probabilities need "
@@ -328,6 +330,22 @@ class ByteLevelLM:
         self.model_calls = 0
         self._lm_seconds = 0.0
         self._stats: dict[str, float] = {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its settings (the model and tokenizer pickle as they do): the vocabulary
+        trie and the canonicity checker, in Rust, are rebuilt on load."""
+        return (
+            ByteLevelLM,
+            (
+                self.token_lm,
+                self.tokenizer,
+                self.mode,
+                self.beam,
+                self.end_token,
+                self.max_states,
+                self.threshold,
+            ),
+        )
 
     @property
     def has_end(self) -> bool:

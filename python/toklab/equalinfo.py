@@ -1101,7 +1101,12 @@ def _m1_to_dict(m1: Any) -> dict[str, Any]:
 
         buf = io.BytesIO()
         torch.save({"config": m1.cfg.__dict__, "state": m1.model.state_dict()}, buf)
-        return {"kind": "gpt", "checkpoint": base64.b64encode(buf.getvalue()).decode()}
+        return {
+            "kind": "gpt",
+            "checkpoint": base64.b64encode(buf.getvalue()).decode(),
+            # (Its special tokens, if any: the model predicts 256 + their number of ids.)
+            "tokenizer": json.loads(m1.tokenizer.to_json()),
+        }
     raise ConfigError(f"cannot save an M1 of type {type(m1).__name__}")
 
 
@@ -1125,7 +1130,13 @@ def _m1_from_dict(d: dict[str, Any]) -> Any:
             model.load_state_dict(ckpt["state"])
         except Exception as e:
             raise CorruptFileError(f"unreadable M1 checkpoint ({e})") from None
-        return LanguageModel(model, ByteTokenizer(), device="cpu")
+        tokenizer = ByteTokenizer()
+        if d.get("tokenizer") is not None:  # (files before it was stored: no specials)
+            try:
+                tokenizer = ByteTokenizer.from_json(json.dumps(d["tokenizer"]))
+            except (ValueError, TypeError) as e:
+                raise CorruptFileError(f"the M1's tokenizer: {e}") from None
+        return LanguageModel(model, tokenizer, device="cpu")
     raise CorruptFileError(f"unknown M1 kind {kind!r}")
 
 
