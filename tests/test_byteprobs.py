@@ -916,3 +916,40 @@ def test_byte_level_lm_pickles_and_copies() -> None:
         np.testing.assert_array_equal(
             other.next_byte_logprobs([text]), blm.next_byte_logprobs([text])
         )
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    x=st.text(alphabet="ab \n", min_size=1, max_size=6).map(str.encode),
+    seed=st.integers(0, 3),
+)
+def test_canonical_over_text_only_tokenizers_allows_whitespace_runs(x, seed) -> None:
+    """Runs of whitespace are cut by the patterns' look-ahead once the text goes on
+    (``"a  b"``: ``"a"``, ``" "``, ``" b"``), so a state ending in such a run may go on though
+    it is not canonical alone: with every such state refused, ``"a  b"`` had no cover. The
+    brute force checks only each whole cover (canonical: its bytes encode to it), as
+    ``brute_covers`` does for BPE, never the states on the way."""
+    from toklab.bytespan import ByteSpan
+
+    tok = ByteSpan([(True, b" b"), (False, b"ab"), (True, b"ab"), (False, b"  ")])
+    support = [i for i in range(tok.vocab_size) if set(tok.token_bytes(i)) <= set(b"ab \n")]
+    lm = TableLM(tok.vocab_size, support, seed)
+    blm = ByteLevelLM(lm, tok, mode="canonical")
+    total = 0.0
+
+    def go(seq: list[int], done: int, lp: float) -> None:
+        nonlocal total
+        row = lm.next_token_logprobs([seq])[0]
+        for t in support:
+            b = tok.token_bytes(t)
+            if done + len(b) >= len(x):  # t reaches the end: a cover
+                full = [*seq, t]
+                data = tok.decode_bytes(full)
+                if data.startswith(x) and [int(i) for i in tok.encode(data.decode())] == full:
+                    total += math.exp(lp + row[t])
+            elif x[done : done + len(b)] == b:
+                go([*seq, t], done + len(b), lp + row[t])
+
+    go([], 0, 0.0)
+    assert math.exp(blm.prefix_logprob(x)) == pytest.approx(total, rel=1e-9, abs=1e-300)
+    assert blm.logprob(b"a  b") > -math.inf and blm.logprob(b"a\n\n b") > -math.inf

@@ -100,6 +100,12 @@ class _Trie:
         return hit
 
 
+def _white(c: str) -> bool:
+    """Whitespace as the pre-tokenizers' ``\\s`` reads it (Unicode White_Space; Python's
+    ``isspace`` also takes the separators U+001C..U+001F)."""
+    return c.isspace() and not "\x1c" <= c <= "\x1f"
+
+
 class _Checker:
     """Which one-token extensions of a state are canonical. A state carries a *tail*: the part
     of its tokens that decides this (the last two pre-token pieces for a toklab BPE; the whole
@@ -139,12 +145,39 @@ class _Checker:
             out = np.frombuffer(self.rust.extensions(list(tail), cands), dtype=np.uint8)
             mask = out.astype(bool)
         else:
-            mask = np.array([self._reencodes((*tail, int(t))) for t in cands.tolist()])
+            mask = np.array(
+                [
+                    self._reencodes(seq) or (viable and self._cut_reencodes(seq))
+                    for seq in ((*tail, int(t)) for t in cands.tolist())
+                ]
+            )
         if root:
             if len(self._root) > 4096:
                 self._root.clear()
             self._root[tail] = mask
         return mask
+
+    def _encode(self, data: bytes) -> list[int]:
+        encode_bytes = getattr(self.tokenizer, "encode_bytes", None)
+        if encode_bytes is not None:
+            return [int(i) for i in encode_bytes(data)]
+        return [int(i) for i in self.tokenizer.encode(data.decode("utf-8"))]
+
+    def _cut_reencodes(self, seq: Seq) -> bool:
+        """Whether a state whose text ends in a run of two or more whitespace characters may
+        start a longer text's encoding: the patterns' look-ahead (``\\s+(?!\\S)``) cuts such a
+        run before its last character when the text goes on with anything else (``"a  "``
+        alone is ``"a"``, ``"  "``; in ``"a  b"`` it is ``"a"``, ``" "``, ``" b"``), so the
+        state is re-encoded as the two parts (what the Rust check of a toklab BPE does)."""
+        data = b"".join(self.tokens[t] or b"" for t in seq)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        if len(text) < 2 or not (_white(text[-1]) and _white(text[-2])):
+            return False
+        cut = len(text[-1].encode("utf-8"))
+        return self._encode(data[:-cut]) + self._encode(data[-cut:]) == list(seq)
 
     def _reencodes(self, seq: Seq) -> bool:
         data = b"".join(self.tokens[t] or b"" for t in seq)
