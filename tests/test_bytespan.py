@@ -579,6 +579,14 @@ def test_seeding_keeps_the_top_spans_then_fills():
         assert seeded.decode(seeded.encode(d)) == d
     with pytest.raises(ConfigError, match="proportion"):
         train_bytespan(docs, vocab_size=600, signals=sig, building="seeding", proportion=2)
+    # A proportion that leaves no room past the alphabet is plain BPE: said, not silent.
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", toklab.TokLabWarning)
+        plain = train_bytespan(
+            docs, vocab_size=1024, signals=sig, building="seeding", proportion=0.5
+        )
+    assert any("plain BPE" in str(w.message) for w in said)
+    assert "signal" not in plain.metadata
 
 
 def test_train_with_the_global_constraint():

@@ -462,3 +462,21 @@ def test_compare_scores_saved_tokenizers(trained, tmp_path):
         flags = [a for b in bad for a in ("--tokenizer", b)]
         result = CliRunner().invoke(main, ["compare", str(text), *flags, "-o", str(out)])
         assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+def test_options_of_another_method_are_refused(tmp_path):
+    text = tmp_path / "c.txt"
+    text.write_text("the cat sat on the mat\n" * 50, encoding="utf-8")
+    cases = [
+        (["--method", "equal-info", "--vocab-size", "500"], "--vocab-size"),
+        (["--method", "equal-info", "--threads", "2"], "--threads"),
+        (["--signal", "surprisal"], "--signal"),
+        (["--window-bits", "32", "--lm-preset", "tiny"], "--window-bits, --lm-preset"),
+        (["--method", "bytespan", "--token-bits", "16"], "--token-bits"),
+    ]
+    for extra, named in cases:
+        args = ["train", str(text), "-o", str(tmp_path / "t.json"), *extra]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code != 0, extra
+        assert f"{named}: not an option of --method" in result.output, result.output
+        assert not (tmp_path / "t.json").exists()

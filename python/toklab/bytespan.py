@@ -6,9 +6,9 @@ inference.
    of a byte LM (:func:`byte_signals`; by default toklab's byte GPT trained on the corpus).
 2. **Spans** (Rust, one linear pass): a byte and the run of bytes after it over which the
    signal falls (``monotonic``), or falls or stays under the ``percentile``-th percentile of all
-   signal values (``combined``, default 30); the reference's pre-token rules (absorb the space
-   that opens a pre-token; never cross a pre-token boundary). Or the ``global`` constraint:
-   bytes join segments from the lowest signal up (each pre-token on its own) until the
+   non-zero signal values (``combined``, default 30); the reference's pre-token rules (absorb
+   the space that opens a pre-token; never cross a pre-token boundary). Or the ``global``
+   constraint: bytes join segments from the lowest signal up (each pre-token on its own) until the
    vocabulary's worth of segment strings occur ``min_count`` times (default 20), under the same
    pre-token rules. See ``rust/bytespan.rs``.
 3. **Vocabulary by frequency**: the byte alphabet twice (word-initial and continuation, so every
@@ -440,7 +440,8 @@ def train_bytespan(
         byte_lm: a byte-level :class:`toklab.lm.LanguageModel`; default: one trained here on
             the corpus (``lm_preset``, ``lm_budget_bytes``, default one pass).
         constraint: ``"monotonic"``, ``"combined"`` or ``"global"`` (see the module).
-        percentile: the combined constraint's threshold, a percentile of all signal values.
+        percentile: the combined constraint's threshold, a percentile of all non-zero signal
+            values.
         min_count: the global constraint's count threshold: it grows segments until the
             vocabulary's worth of segment strings (``vocab_size``, or ``proportion *
             vocab_size`` for seeding, less the alphabet) occur this often.
@@ -504,6 +505,14 @@ def train_bytespan(
     regex = PATTERNS.get(pattern, pattern)
     if building == "seeding" and int(proportion * vocab_size) <= ALPHABET:
         # No spans kept: plain BPE over the alphabet, no signal needed.
+        if proportion > 0:
+            warnings.warn(
+                f"seeding keeps proportion * vocab_size = {int(proportion * vocab_size)} ids, "
+                f"no more than the {ALPHABET}-byte alphabet: no span fits, so this is a plain "
+                "BPE vocabulary (the signal, constraint and byte LM are not used)",
+                TokLabWarning,
+                stacklevel=2,
+            )
         full = _core.SpanVocab([], regex).fill_with_bpe(texts, vocab_size)
         learned = full.tokens()[ALPHABET:]
         meta = {"vocab_building": "seeding", "proportion": proportion, "pattern": pattern}

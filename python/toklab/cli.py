@@ -213,7 +213,11 @@ def main() -> None:
     "--lm-preset", default="small", show_default=True, help="ByteSpan / Equal-Info: the byte LM."
 )
 @click.option(
-    "--lm-budget", default=None, help="ByteSpan / Equal-Info: bytes the byte LM reads (e.g. 20M)."
+    "--lm-budget",
+    default=None,
+    help="ByteSpan / Equal-Info: bytes the byte LM reads, e.g. 20M (default: 2M for equal-info; "
+    "one pass over the corpus for bytespan, which on the embedded 12 MB takes tens of minutes "
+    "on 2 CPU cores).",
 )
 @click.option("--device", default="auto", show_default=True, help="The byte LM's device.")
 @click.option("--cache-dir", default=None, help="ByteSpan: where to keep the signals.")
@@ -264,16 +268,29 @@ def train(
           --vocab-size 16384 --output bytespan.json
       toklab train --method equal-info --window-bits 16 --token-bits 8 --output ei.json
     """
-    if method != "bpe":
-        bpe_only = {
-            "--special-token": bool(special_tokens),
-            "--min-frequency": min_frequency != 1,
-            "--max-token-length": max_token_length is not None,
-            "--pattern": pattern is not None and method == "equal-info",
-        }
-        given = [name for name, used in bpe_only.items() if used]
-        if given:
-            raise click.ClickException(f"{', '.join(given)}: not an option of --method {method}")
+    # Options of another method, given on the command line, are refused before any training
+    # (silently ignored, they would give a tokenizer other than the one asked for).
+    ctx = click.get_current_context()
+    lm_options = {"lm_preset", "lm_budget", "device"}
+    methods_of = {
+        "bpe": {"vocab_size", "pattern", "special_tokens", "min_frequency", "max_token_length"}
+        | {"threads"},
+        "bytespan": {"vocab_size", "pattern", "threads", "signal", "constraint", "percentile"}
+        | {"min_count", "building", "proportion", "inference", "balance_files", "cache_dir"}
+        | lm_options,
+        "equal-info": {"window_bits", "token_bits", "max_window_bytes"} | lm_options,
+    }
+    mine = methods_of[method]
+    every = set().union(*methods_of.values())
+    given = [
+        p
+        for p in ctx.command.params
+        if p.name in every - mine
+        and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    if given:
+        names = ", ".join(p.opts[0] for p in given)
+        raise click.ClickException(f"{names}: not an option of --method {method}")
     # Checked before any reading or training.
     budget = (
         _count(lm_budget, "'--lm-budget'") if lm_budget is not None and method != "bpe" else None
@@ -1177,7 +1194,8 @@ def byteprobs_score(
         raise click.ClickException(str(e)) from None
     ln2 = math.log(2)
     click.echo(
-        f"byte level ({mode}{f', beam {beam}' if beam else ''}): "
+        f"byte level ({mode}{f', beam {beam}' if beam else ''}"
+        f"{f', threshold {threshold:g}' if threshold else ''}): "
         f"{-lp / ln2 / len(data):.4f} bits per byte; token level (canonical encoding): "
         f"{-token_lp / ln2 / len(data):.4f} bits per byte; "
         f"{stats['model_calls_per_byte']:.2f} model calls per byte, "

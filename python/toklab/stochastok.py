@@ -58,7 +58,7 @@ def _is_int(v: object) -> bool:
 def _u64(name: str, v: object) -> int:
     """A seed or sequence number: an int in 0..2**64."""
     if not _is_int(v) or not 0 <= v < 2**64:  # type: ignore[operator]
-        raise ConfigError(f"{name} must be an int in 0..2**64, got {v!r}")
+        raise ConfigError(f"{name} must be an int from 0 to 2**64 - 1, got {v!r}")
     return int(v)  # type: ignore[call-overload]
 
 
