@@ -458,7 +458,21 @@ def test_compare_scores_saved_tokenizers(trained, tmp_path):
     assert set(rows) == {"bpe", "raw"}  # (only the given ones: no --methods)
     assert rows["raw"]["bytes_per_token"] == 1.0 and rows["raw"]["vocab_size"] == 256
     assert rows["bpe"]["vocab_size"] == toklab.load(trained).vocab_size
-    for bad in ([f"raw={raw}", f"raw={raw}"], ["=x"], [str(tmp_path / "missing.json")]):
+    # An HF tokenizer.json is imported (a byte-level BPE gives the same numbers).
+    hf = tmp_path / "tokenizer.json"
+    toklab.load(trained).save_hf(hf)
+    result = CliRunner().invoke(main, [*args[:2], "--tokenizer", f"hf={hf}", *args[6:]])
+    assert result.exit_code == 0, result.output
+    again = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
+    assert again["hf"]["bytes_per_token"] == rows["bpe"]["bytes_per_token"]
+    other = tmp_path / "other.json"
+    other.write_text('{"model": {"type": "Unigram"}}', encoding="utf-8")
+    for bad in (
+        [f"raw={raw}", f"raw={raw}"],
+        ["=x"],
+        [str(tmp_path / "missing.json")],
+        [str(other)],
+    ):
         flags = [a for b in bad for a in ("--tokenizer", b)]
         result = CliRunner().invoke(main, ["compare", str(text), *flags, "-o", str(out)])
         assert result.exit_code != 0 and "Traceback" not in result.output

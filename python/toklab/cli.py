@@ -15,7 +15,7 @@ import numpy as np
 
 from toklab import data
 from toklab.bpe import PATTERNS, BPETokenizer, train_bpe
-from toklab.errors import TokLabError
+from toklab.errors import CorruptFileError, TokLabError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -65,6 +65,31 @@ def _load_any(path: str) -> Any:
 
     try:
         return load(path)
+    except (TokLabError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _load_for_compare(path: str) -> Any:
+    """A toklab tokenizer file, or an HF byte-level BPE ``tokenizer.json`` (imported)."""
+    from toklab.tokenizer import load
+
+    try:
+        return load(path)
+    except CorruptFileError as first:
+        try:
+            import json
+
+            spec = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise click.ClickException(str(first)) from None
+        if not (isinstance(spec, dict) and isinstance(spec.get("model"), dict)):
+            raise click.ClickException(str(first)) from None
+        try:
+            return BPETokenizer.from_hf(spec)
+        except TokLabError as e:
+            raise click.ClickException(
+                f"{path}: an HF tokenizer.json that toklab cannot import: {e}"
+            ) from None
     except (TokLabError, OSError) as e:
         raise click.ClickException(str(e)) from None
 
@@ -743,7 +768,7 @@ def _int_list(text: str, option: str) -> list[int]:
     "tokenizer_files",
     multiple=True,
     metavar="[NAME=]PATH",
-    help="A saved tokenizer (any toklab file, e.g. from 'toklab train' or 'toklab import') to "
+    help="A saved tokenizer (any toklab file, or an HF byte-level BPE tokenizer.json) to "
     "score as a row of its own, named NAME or the file's name; repeat for more. With it, "
     "only the --methods named are trained (default: none).",
 )
@@ -830,7 +855,7 @@ def compare(
             raise click.BadParameter(f"{spec!r}: give NAME=PATH or PATH", param_hint="--tokenizer")
         if name in loaded:
             raise click.BadParameter(f"two tokenizers named {name!r}", param_hint="--tokenizer")
-        loaded[name] = _load_any(path)
+        loaded[name] = _load_for_compare(path)
     if chosen is None:
         chosen = [] if loaded else cmp.available_methods()
     sizes = _int_list(vocab_sizes, "'--vocab-sizes'")
