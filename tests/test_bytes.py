@@ -84,6 +84,9 @@ def test_special_token_options_and_bytes_are_checked_as_bpes_are():
     with pytest.raises(TypeError):
         tok.token_bytes(True)
     assert tok.encode_bytes(bytearray(b"\xff")).tolist() == [255]
+    assert tok.encode_bytes(np.frombuffer(b"hi", np.uint8)).tolist() == [104, 105]
+    with pytest.raises(TypeError):
+        tok.encode_bytes(np.array([1, 2], np.int64))
     for bad in ("<s>", [1], ["a\ud800"]):
         with pytest.raises(ConfigError):
             toklab.ByteTokenizer(bad)

@@ -85,7 +85,7 @@ def test_lm_settings_are_checked_before_any_training(corpus, monkeypatch):
 
     stub = dataclasses.replace(cmp.METHODS["bytes"], build=never)
     monkeypatch.setitem(cmp.METHODS, "bytes", stub)
-    for bad in [{"lm_budget": 1000, "lm_preset": "huge"}, {"lm_budget": 0}]:
+    for bad in [{"lm_budget": 1000, "lm_preset": "huge"}, {"lm_budget": -5}, {"lm_budget": 2.5}]:
         with pytest.raises(ConfigError):
             cmp.run_compare(corpus, methods=["bytes"], progress=False, **bad)
     with pytest.raises(DeviceError):
@@ -266,3 +266,9 @@ def test_equal_info_row(corpus, monkeypatch):
     assert row["code_bits_per_byte"] == pytest.approx(8 / row["bytes_per_token"])
     assert row["m1_flops_per_byte"] > 0
     assert row["fertility"] > 0 and 0 < row["renyi_observed"] < 1
+
+
+def test_cells_keep_signs_that_mean_something():
+    assert cmp._cell({"x": -1e-9}, "x", "{:.3f}") == "0.000"
+    assert cmp._cell({"x": float("-inf")}, "x", "{:.3f}") == "-inf"
+    assert cmp._cell({"x": -0.5}, "x", "{:.3f}") == "-0.500"

@@ -544,3 +544,12 @@ def test_gpt_m1_with_special_tokens_saves_and_loads(tmp_path) -> None:
     assert loaded.m1.tokenizer.special_tokens == {"<|endoftext|>": 256}
     assert np.array_equal(loaded.encode("hello, world"), ids)
     assert loaded.decode(ids) == "hello, world"
+
+
+def test_header_takes_numpy_bools_and_0_or_1(ngram: NGramByteLM) -> None:
+    for flag in (np.True_, 1, np.False_, 0):
+        ei = EqualInfo(ngram, 16, 8, header=flag)
+        assert ei.header is bool(flag) and ei.decode(ei.encode("abc abd")) == "abc abd"
+    for bad in ("no", 2, None):
+        with pytest.raises(ConfigError, match="header"):
+            EqualInfo(ngram, 16, 8, header=bad)

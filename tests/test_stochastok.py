@@ -404,3 +404,15 @@ def test_settings_built_into_tables_cannot_be_changed(small_tokenizer):
                 delattr(obj, name)
     assert bs.with_inference("bpe").inference == "bpe"  # (the way to another inference)
     assert st_.decode(st_.encode("the cat")) == "the cat"
+
+
+def test_files_of_bernoulli_with_max_splits_still_load(small_tokenizer):
+    """Saved before bernoulli refused max_splits (which it never used): they still load."""
+    import json
+
+    st_ = StochasTok(small_tokenizer, p=0.5, seed=1, mode="bernoulli")
+    data = json.loads(st_.to_json())
+    data["max_splits"] = 3
+    old = toklab.loads(json.dumps(data))
+    assert old.max_splits is None
+    assert np.array_equal(old.encode("the cat sat", seed=2), st_.encode("the cat sat", seed=2))

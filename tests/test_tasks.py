@@ -253,3 +253,13 @@ def test_games_check_their_settings():
     ):
         with pytest.raises(ConfigError):
             bad()
+
+
+def test_counts_may_be_numpy_integers():
+    import numpy as np
+
+    assert len(tasks.addition(np.int64(3))) == 3
+    assert len(tasks.langgame(WORDS, np.int64(3))) == 3
+    assert len(tasks.word_list(["ab cd ef gh"], n=np.int64(2))) == 2
+    with pytest.raises(ConfigError):
+        tasks.addition(True)

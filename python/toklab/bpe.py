@@ -596,12 +596,15 @@ def train_bpe_from_counts(
     if isinstance(special_tokens, str):
         raise ConfigError("special_tokens must be a list of str, not a str")
     if not _is_int(min_frequency) or not 1 <= min_frequency < 2**64:
-        raise ConfigError(f"min_frequency must be an int in 1..2**64, not {min_frequency!r}")
+        raise ConfigError(
+            f"min_frequency must be an int from 1 to 2**64 - 1, not {min_frequency!r}"
+        )
     if max_token_length is not None and (
         not _is_int(max_token_length) or not 1 <= max_token_length < 2**32
     ):
         raise ConfigError(
-            f"max_token_length must be an int in 1..2**32 or None, not {max_token_length!r}"
+            "max_token_length must be an int from 1 to 2**32 - 1, or None, not "
+            f"{max_token_length!r}"
         )
     if progress is None:
         progress = sys.stderr.isatty()

@@ -141,10 +141,15 @@ class ByteTokenizer:
 
     def encode_bytes(self, data: bytes) -> np.ndarray:
         """Any bytes, valid UTF-8 or not, as ids."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            # (bytes(5) would be five zero bytes, and bytes([300]) a bare ValueError.)
-            raise TypeError(f"data must be bytes, not {type(data).__name__}")
-        return np.frombuffer(bytes(data), dtype=np.uint8).astype(np.uint32)
+        # Any buffer of bytes (bytes, bytearray, a uint8 array); not an int (bytes(5) is five
+        # zero bytes) nor a list of ints (bytes([300]) is a bare ValueError).
+        try:
+            view = memoryview(data)
+        except TypeError:
+            raise TypeError(f"data must be bytes, not {type(data).__name__}") from None
+        if view.itemsize != 1:
+            raise TypeError(f"data must be a buffer of bytes, not of {view.format!r} items")
+        return np.frombuffer(view.tobytes(), dtype=np.uint8).astype(np.uint32)
 
     def encode_batch(self, texts: Iterable[str], **kwargs: Any) -> list[np.ndarray]:
         check_batch(texts)

@@ -20,6 +20,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import time
 import traceback
@@ -415,10 +416,12 @@ def run_compare(
     for name, tok in loaded.items():
         if not all(hasattr(tok, a) for a in ("encode", "decode_bytes", "vocab_size")):
             raise ConfigError(f"{name!r} is not a tokenizer (encode, decode_bytes, vocab_size)")
-    if lm_budget is not None:
+    if lm_budget:  # (None or 0: no LM)
         # Checked before any training, which may take long: not after it, for every method.
-        if not isinstance(lm_budget, int) or isinstance(lm_budget, bool) or lm_budget < 1:
-            raise ConfigError(f"lm_budget must be a positive int of bytes, got {lm_budget!r}")
+        whole = isinstance(lm_budget, (int, np.integer, float)) and float(lm_budget).is_integer()
+        if isinstance(lm_budget, bool) or not whole or lm_budget < 1:
+            raise ConfigError(f"lm_budget must be a positive number of bytes, got {lm_budget!r}")
+        lm_budget = int(lm_budget)
         from toklab.lm.language_model import resolve_device
         from toklab.lm.model import PRESETS
 
@@ -643,7 +646,7 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     text = fmt.format(v)
-    if text.startswith("-") and not any(c in "123456789" for c in text):
+    if text.startswith("-") and re.fullmatch(r"-0(\.0*)?%?", text):
         text = text[1:]  # (a rounding error's "-0.000")
     return text
 

@@ -371,6 +371,10 @@ def _header(data: bytes) -> int:
     return (len(data) << 32) | zlib.crc32(data)
 
 
+def _is_plain_int(v: object) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def _check_header(header: int, data: bytes) -> None:
     n, crc = header >> 32, header & 0xFFFFFFFF
     if n != len(data):
@@ -631,7 +635,8 @@ class EqualInfo(_Code):
             else _check_int("max_window_bytes", max_window_bytes, 1, 1 << 16)
         )
         _check_int("segment_bytes", segment_bytes, 1)
-        if not isinstance(header, bool):
+        flag = isinstance(header, (bool, np.bool_))
+        if not (flag or (_is_plain_int(header) and header in (0, 1))):
             raise ConfigError(f"header must be True or False, got {header!r}")
         _check_precision(cdf_bits, state_bits)
         # The coder's precision.
@@ -1131,7 +1136,7 @@ def _m1_from_dict(d: dict[str, Any]) -> Any:
         except Exception as e:
             raise CorruptFileError(f"unreadable M1 checkpoint ({e})") from None
         tokenizer = ByteTokenizer()
-        if d.get("tokenizer") is not None:  # (files before it was stored: no specials)
+        if d.get("tokenizer") is not None:  # (files before it was stored: a plain one)
             try:
                 tokenizer = ByteTokenizer.from_json(json.dumps(d["tokenizer"]))
             except (ValueError, TypeError) as e:

@@ -181,7 +181,10 @@ def renyi_efficiency(
         raise ConfigError(f"vocab_size must be an int, got {vocab_size!r}")
     if vocab_size is not None and vocab_size < c.size:
         raise ConfigError(f"vocab_size {vocab_size} is below the {c.size} distinct tokens counted")
-    c = c / c.max()  # (so that the sum cannot overflow, whatever the counts' scale)
+    with np.errstate(over="ignore"):
+        total = float(c.sum())
+    if not math.isfinite(total):
+        c = c / c.max()  # (counts whose sum overflows float64: their scale does not matter)
     p = c / c.sum()
     log_p = np.log2(p)
     if math.isinf(alpha) or math.isinf(alpha * float(log_p.max())):

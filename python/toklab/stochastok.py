@@ -281,7 +281,8 @@ class StochasTok(Settings):
                 seed=data["seed"],
                 mode=data["mode"],
                 max_depth=data["max_depth"],
-                max_splits=data["max_splits"],
+                # (Files before bernoulli refused max_splits: there it never counted.)
+                max_splits=None if data["mode"] == "bernoulli" else data["max_splits"],
             )
         except (KeyError, TypeError, ConfigError) as e:
             raise CorruptFileError(f"damaged StochasTok file: {e}") from None
@@ -305,7 +306,7 @@ def _rebuild(
         seed,
         mode=mode,
         max_depth=max_depth,
-        max_splits=max_splits,  # type: ignore[arg-type]
+        max_splits=None if mode == "bernoulli" else max_splits,  # type: ignore[arg-type]
     )
 
 

@@ -47,6 +47,13 @@ __all__ = [
 KINDS = ("most_letter", "contains", "starts_with", "ends_with", "longest", "shortest")
 
 
+def _count_ok(n: object) -> bool:
+    """A count of examples or words: a non-negative int (numpy's too), not a bool."""
+    import numbers
+
+    return isinstance(n, numbers.Integral) and not isinstance(n, bool) and int(n) >= 0
+
+
 @dataclass(frozen=True)
 class Example:
     """A prompt and its answer (the text a model should produce after the prompt)."""
@@ -62,7 +69,7 @@ def word_list(texts: Iterable[str] | None = None, n: int = 1000, min_length: int
     corpus); ties by the word, so the list is deterministic."""
     from toklab.data import default_corpus
 
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+    if not _count_ok(n):
         raise ConfigError(f"n must be a non-negative int, not {n!r}")
     if isinstance(texts, str):
         raise ConfigError("texts must be an iterable of str, not a str")
@@ -134,7 +141,7 @@ def langgame(
         raise ConfigError("LangGame needs at least 4 distinct words")
     if isinstance(kinds, str) or not kinds:
         raise ConfigError(f"kinds must be a non-empty list of question kinds from {KINDS}")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+    if not _count_ok(n):
         raise ConfigError(f"n must be a non-negative int, not {n!r}")
     for k in kinds:
         if k not in KINDS:
@@ -188,7 +195,7 @@ def addition(n: int = 1000, seed: int = 0, split: str = "all") -> list[Example]:
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose from {sorted(SPLITS)}")
-    if not isinstance(n, int) or n < 0:
+    if not _count_ok(n):
         raise ConfigError(f"n must be a non-negative int, not {n!r}")
     rng = random.Random(seed)
     out = []

@@ -134,11 +134,16 @@ def ids_from_buffer(raw: bytearray) -> np.ndarray:
     return np.frombuffer(raw, dtype="<u4")
 
 
+_HANDLERS = frozenset({"strict", "replace", "ignore", "surrogateescape", "backslashreplace"})
+
+
 def decode_text(data: bytes, errors: str) -> str:
     """``data`` as UTF-8 text, ``errors`` as in ``bytes.decode``: an unknown handler is a
     ConfigError whatever the bytes (``bytes.decode`` only looks it up when it needs it)."""
     import codecs
 
+    if errors in _HANDLERS:
+        return data.decode("utf-8", errors=errors)
     try:
         codecs.lookup_error(errors)
     except (LookupError, TypeError):
