@@ -440,8 +440,10 @@ def _lse(z: np.ndarray) -> float:
     return float(m + np.log(np.exp(z - m).sum()))
 
 
-def brute_covers(tok, lm, x: bytes, canonical: bool) -> float:
-    """The cover mass of x by depth-first enumeration of token sequences consistent with x."""
+def brute_covers(tok, lm, x: bytes, canonical: bool, reencode=None) -> float:
+    """The cover mass of x by depth-first enumeration of token sequences consistent with x;
+    canonical covers are those whose bytes ``reencode`` (default ``tok.encode_bytes``) to them."""
+    reencode = reencode or tok.encode_bytes
     support = [(t, tok.token_bytes(t)) for t in lm.support]
     total = 0.0
 
@@ -456,7 +458,7 @@ def brute_covers(tok, lm, x: bytes, canonical: bool) -> float:
                 full = [*seq, t]
                 data = tok.decode_bytes(full)
                 if data.startswith(x) and (
-                    not canonical or [int(i) for i in tok.encode_bytes(data)] == full
+                    not canonical or [int(i) for i in reencode(data)] == full
                 ):
                     total += math.exp(lp + row[t])
             elif x[done : done + len(b)] == b:
@@ -949,21 +951,6 @@ def test_canonical_over_text_only_tokenizers_allows_whitespace_runs(x, seed) -> 
     support = [i for i in range(tok.vocab_size) if set(tok.token_bytes(i)) <= set(b"ab \n")]
     lm = TableLM(tok.vocab_size, support, seed)
     blm = ByteLevelLM(lm, tok, mode="canonical")
-    total = 0.0
-
-    def go(seq: list[int], done: int, lp: float) -> None:
-        nonlocal total
-        row = lm.next_token_logprobs([seq])[0]
-        for t in support:
-            b = tok.token_bytes(t)
-            if done + len(b) >= len(x):  # t reaches the end: a cover
-                full = [*seq, t]
-                data = tok.decode_bytes(full)
-                if data.startswith(x) and [int(i) for i in tok.encode(data.decode())] == full:
-                    total += math.exp(lp + row[t])
-            elif x[done : done + len(b)] == b:
-                go([*seq, t], done + len(b), lp + row[t])
-
-    go([], 0, 0.0)
+    total = brute_covers(tok, lm, x, True, reencode=lambda data: tok.encode(data.decode()))
     assert math.exp(blm.prefix_logprob(x)) == pytest.approx(total, rel=1e-9, abs=1e-300)
     assert blm.logprob(b"a  b") > -math.inf and blm.logprob(b"a\n\n b") > -math.inf

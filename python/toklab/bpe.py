@@ -41,7 +41,7 @@ from toklab.errors import (
     TokLabWarning,
     UnknownTokenError,
 )
-from toklab.tokenizer import as_ids, check_batch, decode_text, ids_from_buffer
+from toklab.tokenizer import as_ids, check_batch, decode_text, ids_from_buffer, special_names
 
 if TYPE_CHECKING:
     import tiktoken
@@ -245,18 +245,7 @@ class BPETokenizer:
         return [self._special[s] for s in allowed], [self._special[s] for s in disallowed]
 
     def _names(self, names: Literal["all"] | Collection[str], what: str) -> set[str]:
-        if names == "all":
-            return set(self._special)
-        if isinstance(names, str):
-            raise ConfigError(f'{what} must be "all" or a collection of special tokens, not a str')
-        names = set(names)
-        unknown = names - set(self._special)
-        if unknown:
-            raise ConfigError(
-                f"{what} names {sorted(unknown)}, which are not special tokens of this tokenizer "
-                f"(it has {sorted(self._special)})"
-            )
-        return names
+        return special_names(names, self._special, what)
 
     def encode(
         self,

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ from toklab.errors import (
     InvalidInputError,
     VocabularyMismatchError,
 )
+from toklab.tokenizer import as_bytes, int_list, prefix_list
 
 __all__ = ["ByteEnsemble", "ByteLevelLM"]
 
@@ -563,7 +564,7 @@ class ByteLevelLM:
         """``out[i]``: the token sequences that decode exactly to ``text[:i]`` and may start a
         cover (in ``"canonical"`` mode, the canonical ones: at most one), from the tokenizer
         alone (no beam)."""
-        x = _as_bytes(text)
+        x = as_bytes(text)
         states = self._enumerate(x, len(x))[0]
         return [sorted(states.get(i, {})) for i in range(len(x) + 1)]
 
@@ -571,7 +572,7 @@ class ByteLevelLM:
         """Every cover of ``prefix`` under this mode: token sequences whose tokens before the
         last decode to a strict prefix of it and whose last token reaches its end or beyond.
         (Exponentially many in ``"all"`` mode: for inspection and tests.)"""
-        x = _as_bytes(prefix)
+        x = as_bytes(prefix)
         if not x:
             return [()]
         if self.mode == "all" or self._check.rust is not None:
@@ -599,7 +600,7 @@ class ByteLevelLM:
         """log of the cover mass of ``prefix``: log P(the byte stream starts with ``prefix``)
         in ``"all"`` mode; in ``"canonical"`` mode the mass of its canonical covers, which is not
         renormalised (natural log; 0 for the empty prefix)."""
-        x = _as_bytes(prefix)
+        x = as_bytes(prefix)
         if not x:
             return 0.0
         mark = self._begin()
@@ -611,12 +612,12 @@ class ByteLevelLM:
         """``[len(prefixes), width]`` log P(next byte | prefix) (column 256, with an
         ``end_token``: the end of text). A prefix of probability zero raises
         :class:`~toklab.errors.InvalidInputError`."""
-        prefixes = _prefix_list(prefixes)
+        prefixes = prefix_list(prefixes)
         out = np.empty((len(prefixes), self.width), dtype=np.float64)
         mark = self._begin()
         total_bytes = 0
         for k, p in enumerate(prefixes):
-            x = _as_bytes(p)
+            x = as_bytes(p)
             total_bytes += len(x)
             a, _, _, before = self.windows(x)[-1]  # a long prompt: its last window
             d = self._distributions(x[a:], len(x) - a, len(x) - a, before)
@@ -628,7 +629,7 @@ class ByteLevelLM:
         """``[len(text) + 1, width]``: the next-byte distribution after every prefix of
         ``text`` (row ``j``: after ``text[:j]``), all in one pass over the text (in windows,
         for texts longer than the model's context: see :meth:`windows`)."""
-        x = _as_bytes(text)
+        x = as_bytes(text)
         mark = self._begin()
         d = _normalised(self._windowed(x, len(x)), x, self.mode)
         self._end(mark, len(x))
@@ -647,7 +648,7 @@ class ByteLevelLM:
         spaces, a window starts at a plain token boundary: approximate.) In ``"all"`` mode,
         tokenizations that differ before a window's start are not summed. One window when the
         text fits the context (or the LM has no ``context``)."""
-        x = _as_bytes(text)
+        x = as_bytes(text)
         n = len(x)
         found = self._context_and_encoding(x)
         if found is None:
@@ -697,7 +698,7 @@ class ByteLevelLM:
         """The byte-level score of ``text``: the sum of ``log P(x_j | x_<j)``. In ``"all"``
         mode (no beam) this is :meth:`prefix_logprob` exactly; in ``"canonical"`` mode each step
         is renormalised over the canonical continuations."""
-        x = _as_bytes(text)
+        x = as_bytes(text)
         if not x:
             return 0.0
         mark = self._begin()
@@ -709,7 +710,7 @@ class ByteLevelLM:
         """The incremental path: a state after each prefix, advanced one byte at a time by
         ``append`` (the token LM's KV caches carry over). A prefix too long for the model's
         context starts from its last pre-token cut that leaves room (see :meth:`windows`)."""
-        return ByteState(self, [self._lattice_for(p) for p in _prefix_list(prefixes)])
+        return ByteState(self, [self._lattice_for(p) for p in prefix_list(prefixes)])
 
     def _lattice_for(self, x: bytes, force: bool = False) -> _Lattice:
         a, before = self._restart_cut(x, force)
@@ -793,7 +794,7 @@ class ByteLevelLM:
         ):
             raise ConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
         rng = np.random.default_rng(seed)
-        x = _as_bytes(prompt)
+        x = as_bytes(prompt)
         mark = self._begin()
         state = self.start_bytes([x])
         out = bytearray()
@@ -935,7 +936,7 @@ class ByteState:
         return self._lp
 
     def append(self, symbols: Sequence[int]) -> None:
-        symbols = _int_list(symbols, "append: bytes")
+        symbols = int_list(symbols, "append: bytes")
         if len(symbols) != len(self._lats):
             raise ConfigError(f"append: {len(symbols)} bytes for {len(self._lats)} rows")
         if any(not 0 <= s < 256 for s in symbols):
@@ -945,7 +946,7 @@ class ByteState:
             self._lp[k] = self._row(k)
 
     def select(self, rows: Sequence[int]) -> ByteState:
-        rows = _int_list(rows, "select: rows")
+        rows = int_list(rows, "select: rows")
         if any(not 0 <= r < len(self._lats) for r in rows):
             raise ConfigError(f"select: rows outside 0..{len(self._lats)}")
         state = ByteState.__new__(ByteState)
@@ -1007,13 +1008,13 @@ class ByteEnsemble:
         return out
 
     def next_byte_logprobs(self, prefixes: Sequence[bytes | str]) -> np.ndarray:
-        prefixes = _prefix_list(prefixes)
+        prefixes = prefix_list(prefixes)
         lps = [np.asarray(m.next_byte_logprobs(prefixes))[:, :256] for m in self.members]
         return self._combine(np.stack([_renormalise256(v) for v in lps]))
 
     def distributions(self, text: bytes | str) -> np.ndarray:
         """``[len(text) + 1, 256]``: the next-byte distribution after every prefix."""
-        x = _as_bytes(text)
+        x = as_bytes(text)
         lps = []
         for m in self.members:
             if callable(getattr(m, "distributions", None)):
@@ -1025,11 +1026,11 @@ class ByteEnsemble:
 
     def start_bytes(self, prefixes: Sequence[bytes | str]) -> EnsembleState:
         """The incremental path: every member's state, combined after each byte."""
-        prefixes = _prefix_list(prefixes)
+        prefixes = prefix_list(prefixes)
         return EnsembleState(self, [m.start_bytes(prefixes) for m in self.members])
 
     def logprob(self, text: bytes | str) -> float:
-        x = _as_bytes(text)
+        x = as_bytes(text)
         if not x:
             return 0.0
         d = self.distributions(x)
@@ -1060,45 +1061,6 @@ def _renormalise256(lp: np.ndarray) -> np.ndarray:
     """Byte columns of distributions that may also have an end-of-text column, renormalised
     over the bytes (an ensemble combines byte distributions)."""
     return lp - _logsumexp_rows(lp)[:, None]
-
-
-def _as_bytes(x: bytes | str) -> bytes:
-    if isinstance(x, str):
-        try:
-            return x.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise InvalidInputError(
-                f"text has a lone surrogate {x[e.start]!r} at character {e.start}, which is not "
-                "valid Unicode text; pass bytes for arbitrary bytes"
-            ) from None
-    if isinstance(x, (bytes, bytearray, memoryview)):
-        return bytes(x)
-    raise InvalidInputError(f"expected bytes or str, got {type(x).__name__}")
-
-
-def _prefix_list(prefixes: object) -> list[bytes]:
-    """A batch of prefixes as bytes: one ``str`` or ``bytes`` passed for the batch would
-    otherwise be taken as one prefix per character."""
-    if isinstance(prefixes, (str, bytes, bytearray, memoryview)):
-        raise InvalidInputError(
-            f"expected a list of prefixes, got one {type(prefixes).__name__}; wrap it in a list"
-        )
-    if not isinstance(prefixes, Iterable):
-        raise InvalidInputError(f"expected a list of prefixes, got {type(prefixes).__name__}")
-    return [_as_bytes(p) for p in prefixes]
-
-
-def _int_list(values: object, what: str) -> list[int]:
-    """``values`` as Python ints: an :class:`~toklab.errors.InvalidIdsError` for anything that
-    is not a sequence of integers (a float would otherwise be truncated)."""
-    if isinstance(values, str) or not isinstance(values, Iterable):
-        raise InvalidIdsError(f"{what} must be a sequence of integers, got {values!r}")
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise InvalidIdsError(f"{what} must be integers, got {v!r}")
-        out.append(int(v))
-    return out
 
 
 def _is_real(v: object) -> bool:

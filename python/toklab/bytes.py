@@ -27,7 +27,7 @@ from toklab.errors import (
     DisallowedSpecialTokenError,
     UnknownTokenError,
 )
-from toklab.tokenizer import IdsLike, as_ids, check_batch, decode_text
+from toklab.tokenizer import IdsLike, as_ids, check_batch, decode_text, special_names
 
 __all__ = ["ByteTokenizer"]
 
@@ -125,19 +125,7 @@ class ByteTokenizer:
         return self.encode(text, disallowed_special=())
 
     def _names(self, names: Literal["all"] | Collection[str], what: str) -> set[str]:
-        """Special tokens named by ``allowed_special`` / ``disallowed_special``, as BPE's."""
-        if names == "all":
-            return set(self._specials)
-        if isinstance(names, str):
-            raise ConfigError(f'{what} must be "all" or a collection of special tokens, not a str')
-        found = set(names)
-        unknown = found - set(self._specials)
-        if unknown:
-            raise ConfigError(
-                f"{what} names {sorted(map(str, unknown))}, which are not special tokens of this "
-                f"tokenizer (it has {sorted(self._specials)})"
-            )
-        return found
+        return special_names(names, self._specials, what)
 
     def encode_bytes(self, data: bytes) -> np.ndarray:
         """Any bytes, valid UTF-8 or not, as ids."""

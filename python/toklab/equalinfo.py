@@ -50,7 +50,16 @@ from toklab.errors import (
     InvalidIdsError,
     InvalidInputError,
 )
-from toklab.tokenizer import IdsLike, Settings, as_ids, check_batch, decode_text
+from toklab.tokenizer import (
+    IdsLike,
+    Settings,
+    as_bytes,
+    as_ids,
+    check_batch,
+    decode_text,
+    int_list,
+    prefix_list,
+)
 
 __all__ = [
     "ArithmeticCoding",
@@ -105,7 +114,7 @@ class NGramByteLM:
         check_batch(texts)
         lm = cls(order, alpha)
         for t in texts:
-            data = _as_bytes(t)  # (an int would be taken as that many zero bytes)
+            data = as_bytes(t)  # (an int would be taken as that many zero bytes)
             for i, b in enumerate(data):
                 for k in range(min(order - 1, i) + 1):
                     ctx = data[i - k : i]
@@ -128,11 +137,11 @@ class NGramByteLM:
         return np.full(256, -math.log(256.0))
 
     def next_byte_logprobs(self, prefixes: Sequence[bytes]) -> np.ndarray:
-        rows = [self._row(p) for p in _prefix_list(prefixes)]
+        rows = [self._row(p) for p in prefix_list(prefixes)]
         return np.stack(rows) if rows else np.zeros((0, 256))
 
     def start_bytes(self, prefixes: Sequence[bytes]) -> _NGramState:
-        return _NGramState(self, _prefix_list(prefixes))
+        return _NGramState(self, prefix_list(prefixes))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -206,7 +215,7 @@ class _NGramState:
         return self.lm.next_byte_logprobs(self.prefixes)
 
     def append(self, symbols: Sequence[int]) -> None:
-        got = _int_list(symbols, "append: bytes")
+        got = int_list(symbols, "append: bytes")
         if len(got) != len(self.prefixes):
             raise ConfigError(f"append: {len(got)} bytes for {len(self.prefixes)} rows")
         if any(not 0 <= s < 256 for s in got):
@@ -214,33 +223,10 @@ class _NGramState:
         self.prefixes = [p + bytes([s]) for p, s in zip(self.prefixes, got, strict=True)]
 
     def select(self, rows: Sequence[int]) -> _NGramState:
-        got = _int_list(rows, "select: rows")
+        got = int_list(rows, "select: rows")
         if any(not 0 <= r < len(self.prefixes) for r in got):
             raise ConfigError(f"select: rows outside 0..{len(self.prefixes)}")
         return _NGramState(self.lm, [self.prefixes[i] for i in got])
-
-
-def _int_list(values: object, what: str) -> list[int]:
-    """``values`` as Python ints: an :class:`~toklab.errors.InvalidIdsError` for anything
-    that is not a sequence of integers (a float would otherwise be truncated)."""
-    if isinstance(values, str) or not isinstance(values, Iterable):
-        raise InvalidIdsError(f"{what} must be a sequence of integers, got {values!r}")
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise InvalidIdsError(f"{what} must be integers, got {v!r}")
-        out.append(int(v))
-    return out
-
-
-def _prefix_list(prefixes: object) -> list[bytes]:
-    """A batch of prefixes as bytes (``str`` ones in UTF-8): one ``str`` or ``bytes`` given
-    for the batch would otherwise be taken as one prefix per character."""
-    if isinstance(prefixes, (str, bytes, bytearray, memoryview)):
-        raise InvalidInputError(
-            f"expected a list of prefixes, got one {type(prefixes).__name__}; wrap it in a list"
-        )
-    return [_as_bytes(p) for p in prefixes]  # type: ignore[attr-defined]
 
 
 # -- M1: logits of fixed-shape windows ---------------------------------------------------------
@@ -407,22 +393,6 @@ def _check_precision(cdf_bits: object, state_bits: object) -> None:
     for name, v in (("cdf_bits", cdf_bits), ("state_bits", state_bits)):
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 64:
             raise ConfigError(f"{name} must be an integer in 1..64, got {v!r}")
-
-
-def _as_bytes(text: str | bytes) -> bytes:
-    if isinstance(text, str):
-        try:
-            return text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            # A lone surrogate has no UTF-8 bytes; passing it through would decode to other
-            # text. (Bytes are coded exactly as given.)
-            raise InvalidInputError(
-                f"text has a lone surrogate {text[e.start]!r} at character {e.start}, which is "
-                "not valid Unicode text; pass bytes to code arbitrary bytes"
-            ) from None
-    if isinstance(text, (bytes, bytearray, memoryview)):
-        return bytes(text)
-    raise InvalidInputError(f"expected str or bytes, got {type(text).__name__}")
 
 
 # -- what the codes have in common ------------------------------------------------------------
@@ -647,7 +617,7 @@ class EqualInfo(_Code):
 
     def encode_batch(self, texts: Sequence[str | bytes]) -> list[np.ndarray]:
         check_batch(texts)
-        datas = [_as_bytes(t) for t in texts]
+        datas = [as_bytes(t) for t in texts]
         cache = self._cache
         if cache and all(d in cache for d in datas):
             return [cache[d][0].copy() for d in datas]
@@ -658,7 +628,7 @@ class EqualInfo(_Code):
         """Encodes ``texts`` in one batch and remembers their tokens, so that later ``encode``
         and ``spans`` calls on them one at a time (as metrics make them, word by word) cost no
         M1 evaluation. ``prepare([])`` forgets everything."""
-        datas = list(dict.fromkeys(_as_bytes(t) for t in texts))
+        datas = list(dict.fromkeys(as_bytes(t) for t in texts))
         if not datas:
             self._cache = {}
             return
@@ -669,7 +639,7 @@ class EqualInfo(_Code):
     def spans(self, text: str | bytes) -> tuple[np.ndarray, np.ndarray]:
         """``(ids, ends)`` for :func:`toklab.metrics.token_spans`: a window's bytes end at its
         last token (its other tokens, and the header, cover no bytes)."""
-        data = _as_bytes(text)
+        data = as_bytes(text)
         hit = self._cache.get(data)
         if hit is not None:
             return hit[0].copy(), hit[1].copy()
@@ -983,7 +953,7 @@ class ArithmeticCoding(_Code):
         self._m1.rows_evaluated = 0
         total = 0
         for t in texts:
-            data = _as_bytes(t)
+            data = as_bytes(t)
             total += len(data)
             toks = _to_tokens([_header(data)], _HEADER_BITS, self.token_bits)
             if data:

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from toklab.errors import ConfigError, CorruptFileError, InvalidIdsError, UnknownTokenError
+from toklab.errors import (
+    ConfigError,
+    CorruptFileError,
+    InvalidIdsError,
+    InvalidInputError,
+    UnknownTokenError,
+)
 
 __all__ = ["IdsLike", "Tokenizer", "as_ids", "load", "loads"]
 
@@ -174,3 +180,63 @@ class Settings:
         if name in self._SETTINGS:
             raise AttributeError(f"{type(self).__name__}.{name} cannot be deleted")
         object.__delattr__(self, name)
+
+
+def as_bytes(x: object) -> bytes:
+    """A text (as UTF-8) or bytes: a lone surrogate, which has no UTF-8 bytes, or anything else
+    (an int would be taken by ``bytes()`` as that many zero bytes) is an InvalidInputError."""
+    if isinstance(x, str):
+        try:
+            return x.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InvalidInputError(
+                f"text has a lone surrogate {x[e.start]!r} at character {e.start}, which is not "
+                "valid Unicode text; pass bytes for arbitrary bytes"
+            ) from None
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return bytes(x)
+    raise InvalidInputError(f"expected bytes or str, got {type(x).__name__}")
+
+
+def prefix_list(prefixes: object) -> list[bytes]:
+    """A batch of prefixes as bytes (see :func:`as_bytes`): one ``str`` or ``bytes`` passed for
+    the batch would otherwise be taken as one prefix per character."""
+    if isinstance(prefixes, (str, bytes, bytearray, memoryview)):
+        raise InvalidInputError(
+            f"expected a list of prefixes, got one {type(prefixes).__name__}; wrap it in a list"
+        )
+    if not isinstance(prefixes, Iterable):
+        raise InvalidInputError(f"expected a list of prefixes, got {type(prefixes).__name__}")
+    return [as_bytes(p) for p in prefixes]
+
+
+def int_list(values: object, what: str) -> list[int]:
+    """``values`` as Python ints: an :class:`~toklab.errors.InvalidIdsError` for anything that
+    is not a sequence of integers (a float would otherwise be truncated)."""
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise InvalidIdsError(f"{what} must be a sequence of integers, got {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise InvalidIdsError(f"{what} must be integers, got {v!r}")
+        out.append(int(v))
+    return out
+
+
+def special_names(
+    names: Literal["all"] | Collection[str], specials: Collection[str], what: str
+) -> set[str]:
+    """The special tokens that ``allowed_special`` / ``disallowed_special`` name: ``"all"``, or
+    a collection of this tokenizer's special tokens (a str or an unknown name is an error)."""
+    if names == "all":
+        return set(specials)
+    if isinstance(names, str):
+        raise ConfigError(f'{what} must be "all" or a collection of special tokens, not a str')
+    found = set(names)
+    unknown = found - set(specials)
+    if unknown:
+        raise ConfigError(
+            f"{what} names {sorted(map(str, unknown))}, which are not special tokens of this "
+            f"tokenizer (it has {sorted(specials)})"
+        )
+    return found

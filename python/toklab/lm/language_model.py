@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from toklab.errors import (
     VocabularyMismatchError,
 )
 from toklab.lm.model import GPT, GPTConfig, KVCache
-from toklab.tokenizer import as_ids, loads
+from toklab.tokenizer import as_ids, loads, prefix_list
 
 __all__ = ["GPTState", "LanguageModel", "resolve_device"]
 
@@ -205,12 +205,12 @@ class LanguageModel:
     def next_byte_logprobs(self, prefixes: Sequence[bytes]) -> np.ndarray:
         """``[len(prefixes), 256]`` log-probabilities of the next byte (byte GPTs only)."""
         self._check_bytes()
-        lp = self.next_token_logprobs([list(p) for p in _byte_prefixes(prefixes)])
+        lp = self.next_token_logprobs([list(p) for p in prefix_list(prefixes)])
         return _renormalised_bytes(lp)
 
     def start_bytes(self, prefixes: Sequence[bytes]) -> GPTState:
         self._check_bytes()
-        state = self.start([list(p) for p in _byte_prefixes(prefixes)])
+        state = self.start([list(p) for p in prefix_list(prefixes)])
         state.byte_columns = self.vocab_size > 256
         return state
 
@@ -418,29 +418,6 @@ def _model_device(model: GPT) -> torch.device:
 def _logprobs(logits: torch.Tensor) -> np.ndarray:
     """Log-softmax in float64 (so each row sums to one to double precision)."""
     return logits.double().log_softmax(-1).cpu().numpy()
-
-
-def _byte_prefixes(prefixes: object) -> list[bytes]:
-    """A batch of byte prefixes (``str`` ones as UTF-8). One ``bytes`` or ``str`` for the whole
-    batch, or an int (``bytes(3)`` is three zero bytes), would otherwise be taken silently."""
-    if isinstance(prefixes, (str, bytes, bytearray, memoryview)) or not isinstance(
-        prefixes, Iterable
-    ):
-        raise InvalidInputError(
-            f"expected a list of prefixes, got {type(prefixes).__name__}; wrap one in a list"
-        )
-    out = []
-    for p in prefixes:
-        if isinstance(p, str):
-            p = p.encode("utf-8", errors="surrogatepass")
-            try:
-                p.decode("utf-8")
-            except UnicodeDecodeError:
-                raise InvalidInputError("a prefix has a lone surrogate; pass bytes") from None
-        elif not isinstance(p, (bytes, bytearray, memoryview)):
-            raise InvalidInputError(f"a prefix must be bytes or str, not {type(p).__name__}")
-        out.append(bytes(p))
-    return out
 
 
 def _renormalised_bytes(lp: np.ndarray) -> np.ndarray:
