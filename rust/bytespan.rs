@@ -3021,30 +3021,43 @@ impl SpanVocab {
         }
     }
 
-    /// Grows the vocabulary to `target` tokens by BPE over the pre-tokens of `texts`, each
-    /// first encoded by longest match (ByteSpan's "seeding": spans first, then BPE).
-    pub fn fill_with_bpe(&self, texts: &[&str], target: usize) -> Result<Self> {
-        let mut counts: FxHashMap<&[u8], u64> = FxHashMap::default();
-        for text in texts {
-            let bytes = text.as_bytes();
-            self.pre.for_each_piece(text, |s, e| {
-                *counts.entry(&bytes[s..e]).or_insert(0) += 1;
-            })?;
-        }
-        let mut pieces: Vec<(&[u8], u64)> = counts.into_iter().collect();
+    /// The learned tokens (after the alphabet) of this vocabulary grown to `target` tokens by
+    /// BPE over the pre-tokens of `texts`, each first encoded by longest match (ByteSpan's
+    /// "seeding": spans first, then BPE); `SpanVocab::new` of them is the grown vocabulary.
+    /// The pre-tokens are counted, and the distinct ones encoded, on `threads` threads (0: all
+    /// cores); the result does not depend on the number.
+    pub fn fill_with_bpe(
+        &self,
+        texts: &[&str],
+        target: usize,
+        threads: usize,
+    ) -> Result<Vec<(bool, Vec<u8>)>> {
+        let mut counter = crate::count::Counter::new(self.pre.clone(), &[], threads)?;
+        counter.add_texts(texts)?;
+        let mut pieces: Vec<(Vec<u8>, u64)> = counter.into_counts().words.into_iter().collect();
+        // The words' order does not change the merges (counts are sums, ties go by bytes), but
+        // words in byte order that share pairs lie near each other, which a merge's visits to
+        // them find in cache (in the hash map's order, `bpe_fill` took twice as long).
         pieces.sort_unstable();
-        let words: Vec<(Vec<u32>, u64)> = pieces
-            .iter()
-            .map(|(p, c)| {
-                let mut ids = Vec::new();
-                self.encode_piece(p, &mut ids);
-                (ids, *c)
-            })
-            .collect();
+        let chunks: Vec<&[(Vec<u8>, u64)]> = pieces.chunks(4096).collect();
+        let words: Vec<(Vec<u32>, u64)> = crate::par::map(&chunks, threads, |chunk| {
+            chunk
+                .iter()
+                .map(|(p, c)| {
+                    let mut ids = Vec::with_capacity(p.len());
+                    self.encode_piece(p, &mut ids);
+                    (ids, *c)
+                })
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+        drop(pieces);
         let added = bpe_fill(&self.tokens, &words, target);
         let mut learned: Vec<(bool, Vec<u8>)> = self.tokens[512..].to_vec();
         learned.extend(added);
-        SpanVocab::new(&learned, self.pre.clone())
+        Ok(learned)
     }
 
     /// Concatenated token bytes; fails on an unknown id.
@@ -3124,61 +3137,190 @@ fn for_pairs(seq: &[u32], mut f: impl FnMut((u32, u32))) {
     }
 }
 
-/// Among pairs of equal count, the one with the smaller (left bytes, right bytes, ids) wins.
-type TieBreak = std::cmp::Reverse<(Vec<u8>, Vec<u8>, (u32, u32))>;
+/// A candidate merge of [`bpe_fill`]: a pair and its count when pushed (stale when the pair's
+/// count has since fallen; checked when it reaches the top).
+#[derive(Clone, Copy)]
+struct FillCandidate {
+    count: i64,
+    pair: (u32, u32),
+    /// The first 8 bytes of the left and right tokens, zero-padded, big-endian: where they
+    /// differ they order the bytes as the whole tokens do (a tie in count is mostly decided
+    /// here, without reading the tokens).
+    prefixes: (u64, u64),
+}
+
+impl FillCandidate {
+    fn new(count: i64, pair: (u32, u32), tokens: &[(bool, Vec<u8>)]) -> Self {
+        let prefix = |id: u32| {
+            let b = &tokens[id as usize].1;
+            let mut word = [0u8; 8];
+            let n = b.len().min(8);
+            word[..n].copy_from_slice(&b[..n]);
+            u64::from_be_bytes(word)
+        };
+        Self {
+            count,
+            pair,
+            prefixes: (prefix(pair.0), prefix(pair.1)),
+        }
+    }
+}
+
+/// The max-heap of [`bpe_fill`]: by count, then the smaller `(left bytes, right bytes, ids)`.
+/// Entries are 16 bytes of ids; ties read the bytes from the token table.
+struct FillHeap(Vec<FillCandidate>);
+
+impl FillHeap {
+    /// Whether `x` should be popped before `y`.
+    #[inline]
+    fn above(tokens: &[(bool, Vec<u8>)], x: &FillCandidate, y: &FillCandidate) -> bool {
+        if x.count != y.count {
+            return x.count > y.count;
+        }
+        // `(left bytes, right bytes, pair)`, smaller first; each side's bytes compared whole
+        // only where their prefixes tie (and the tokens differ).
+        let side = |a: u32, b: u32, pa: u64, pb: u64| {
+            if a == b {
+                std::cmp::Ordering::Equal
+            } else if pa != pb {
+                pa.cmp(&pb)
+            } else {
+                tokens[a as usize].1.cmp(&tokens[b as usize].1)
+            }
+        };
+        side(x.pair.0, y.pair.0, x.prefixes.0, y.prefixes.0)
+            .then_with(|| side(x.pair.1, y.pair.1, x.prefixes.1, y.prefixes.1))
+            .then_with(|| x.pair.cmp(&y.pair))
+            .is_lt()
+    }
+
+    fn new(data: Vec<FillCandidate>, tokens: &[(bool, Vec<u8>)]) -> Self {
+        let mut heap = Self(data);
+        for i in (0..heap.0.len() / 2).rev() {
+            heap.sift_down(i, tokens);
+        }
+        heap
+    }
+
+    fn push(&mut self, c: FillCandidate, tokens: &[(bool, Vec<u8>)]) {
+        self.0.push(c);
+        let mut i = self.0.len() - 1;
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if !Self::above(tokens, &self.0[i], &self.0[parent]) {
+                break;
+            }
+            self.0.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn pop(&mut self, tokens: &[(bool, Vec<u8>)]) -> Option<FillCandidate> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let top = self.0.swap_remove(0);
+        self.sift_down(0, tokens);
+        Some(top)
+    }
+
+    fn sift_down(&mut self, mut i: usize, tokens: &[(bool, Vec<u8>)]) {
+        let n = self.0.len();
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut best = i;
+            if l < n && Self::above(tokens, &self.0[l], &self.0[best]) {
+                best = l;
+            }
+            if r < n && Self::above(tokens, &self.0[r], &self.0[best]) {
+                best = r;
+            }
+            if best == i {
+                return;
+            }
+            self.0.swap(i, best);
+            i = best;
+        }
+    }
+}
+
+/// A pair's count over the corpus and the words that may hold it (some stale, some twice).
+#[derive(Default)]
+struct FillPair {
+    count: i64,
+    words: Vec<u32>,
+}
 
 /// Fills a vocabulary up to `target` tokens by BPE over the words of a corpus, each given as
 /// its token ids under the vocabulary so far (longest match) and its count: repeatedly the most
-/// frequent adjacent pair inside a word (ties: the smaller pair of token bytes) becomes a token
-/// (word-initial if its left part is), and its occurrences are replaced left to right without
-/// overlap. Pair counts are kept incrementally (each merge touches only the words that hold the
-/// pair). Returns the tokens added, in order.
+/// frequent adjacent pair inside a word (ties: the smaller pair of token bytes, then of ids)
+/// becomes a token (word-initial if its left part is; a merge whose token exists already
+/// reuses it), and its occurrences are replaced left to right without overlap (see
+/// [`for_pairs`]). Returns the tokens added, in order.
+///
+/// Pair counts are kept incrementally: a merge visits only the words that hold its pair, and in
+/// each changes the counts of the pairs whose number in the word changed (a run of equal
+/// symbols counts half its pairs, so a merge can change counts beyond its neighbours). A
+/// max-heap of candidates is checked lazily: an entry whose count has fallen is pushed again
+/// with the current count when it reaches the top; a pair whose count grows gets a new entry.
+/// (`bpe_fill_reference`, in the tests, recounts every word it touches: the same merges.)
 pub fn bpe_fill(
     tokens: &[(bool, Vec<u8>)],
     words: &[(Vec<u32>, u64)],
     target: usize,
 ) -> Vec<(bool, Vec<u8>)> {
-    use std::collections::BinaryHeap;
-
     let mut tokens: Vec<(bool, Vec<u8>)> = tokens.to_vec();
     let mut index: FxHashMap<(bool, Vec<u8>), u32> = tokens
         .iter()
         .enumerate()
         .map(|(i, t)| (t.clone(), i as u32))
         .collect();
-    let mut seqs: Vec<Vec<u32>> = words.iter().map(|w| w.0.clone()).collect();
-    let mut counts: FxHashMap<(u32, u32), i64> = FxHashMap::default();
-    let mut holders: FxHashMap<(u32, u32), Vec<u32>> = FxHashMap::default();
-    for (w, seq) in seqs.iter().enumerate() {
+    // The words' symbols, one after another; each word shrinks in place as it merges.
+    let mut syms: Vec<u32> = Vec::with_capacity(words.iter().map(|w| w.0.len()).sum());
+    // Per word: where its symbols start, how many are left, and its count (one cache line).
+    let mut spans: Vec<(usize, usize, i64)> = Vec::with_capacity(words.len());
+    let mut pairs: FxHashMap<(u32, u32), FillPair> = FxHashMap::default();
+    for (w, (seq, count)) in words.iter().enumerate() {
+        spans.push((syms.len(), seq.len(), *count as i64));
+        syms.extend_from_slice(seq);
         for_pairs(seq, |p| {
-            *counts.entry(p).or_insert(0) += words[w].1 as i64;
-            holders.entry(p).or_default().push(w as u32);
+            let e = pairs.entry(p).or_default();
+            e.count += *count as i64;
+            if e.words.last() != Some(&(w as u32)) {
+                e.words.push(w as u32);
+            }
         });
     }
-    // Max-heap of (count, reversed tie-break) with lazy invalidation.
-    let key = |tokens: &Vec<(bool, Vec<u8>)>, p: (u32, u32)| {
-        let (a, b) = (&tokens[p.0 as usize].1, &tokens[p.1 as usize].1);
-        std::cmp::Reverse((a.clone(), b.clone(), p))
-    };
-    let mut heap: BinaryHeap<(i64, TieBreak)> = counts
-        .iter()
-        .filter(|(_, &c)| c > 0)
-        .map(|(&p, &c)| (c, key(&tokens, p)))
-        .collect();
+    pairs.retain(|_, e| e.count > 0);
+    let mut heap = FillHeap::new(
+        pairs
+            .iter()
+            .map(|(&pair, e)| FillCandidate::new(e.count, pair, &tokens))
+            .collect(),
+        &tokens,
+    );
     let mut added = Vec::new();
+    // Scratch: a word's pairs before and after a merge, and the pairs that grew.
+    let (mut before, mut after, mut grown) = (Vec::new(), Vec::new(), Vec::new());
     while tokens.len() < target {
-        let Some((c, std::cmp::Reverse((_, _, pair)))) = heap.pop() else {
+        let Some(top) = heap.pop(&tokens) else {
             break;
         };
-        if counts.get(&pair).copied().unwrap_or(0) != c || c <= 0 {
-            continue; // stale entry
+        let current = pairs.get(&top.pair).map_or(0, |e| e.count);
+        if current != top.count {
+            if current > 0 {
+                let fresh = FillCandidate {
+                    count: current,
+                    ..top
+                };
+                heap.push(fresh, &tokens);
+            }
+            continue;
         }
-        let (l, r) = pair;
-        let merged = (tokens[l as usize].0, {
-            let mut b = tokens[l as usize].1.clone();
-            b.extend_from_slice(&tokens[r as usize].1);
-            b
-        });
+        let (l, r) = top.pair;
+        let mut bytes = tokens[l as usize].1.clone();
+        bytes.extend_from_slice(&tokens[r as usize].1);
+        let merged = (tokens[l as usize].0, bytes);
         let id = match index.get(&merged) {
             Some(&id) => id,
             None => {
@@ -3189,45 +3331,79 @@ pub fn bpe_fill(
                 id
             }
         };
-        let mut ws = holders.remove(&pair).unwrap_or_default();
-        ws.sort_unstable();
-        ws.dedup();
-        let mut touched: FxHashMap<(u32, u32), ()> = FxHashMap::default();
-        for w in ws {
-            let weight = words[w as usize].1 as i64;
-            let seq = &mut seqs[w as usize];
+        // (No occurrence of the pair is left after the merge: the merged token is longer than
+        // either part, so it is neither.)
+        let mut holders = pairs.remove(&top.pair).map(|e| e.words).unwrap_or_default();
+        holders.sort_unstable();
+        holders.dedup();
+        grown.clear();
+        for w in holders {
+            let (start, len, weight) = spans[w as usize];
+            let seq = &mut syms[start..start + len];
             if !seq.windows(2).any(|p| p[0] == l && p[1] == r) {
-                continue;
+                continue; // stale
             }
-            for_pairs(seq, |p| {
-                *counts.entry(p).or_insert(0) -= weight;
-                touched.insert(p, ());
-            });
-            let mut out = Vec::with_capacity(seq.len());
-            let mut i = 0;
-            while i < seq.len() {
-                if i + 1 < seq.len() && seq[i] == l && seq[i + 1] == r {
-                    out.push(id);
+            before.clear();
+            for_pairs(seq, |p| before.push(p));
+            // Left to right, without overlap, in place.
+            let (mut i, mut n) = (0, 0);
+            while i < len {
+                if i + 1 < len && seq[i] == l && seq[i + 1] == r {
+                    seq[n] = id;
                     i += 2;
                 } else {
-                    out.push(seq[i]);
+                    seq[n] = seq[i];
                     i += 1;
                 }
+                n += 1;
             }
-            *seq = out;
-            for_pairs(seq, |p| {
-                *counts.entry(p).or_insert(0) += weight;
-                holders.entry(p).or_default().push(w);
-                touched.insert(p, ());
-            });
-        }
-        for (p, ()) in touched {
-            let c = counts.get(&p).copied().unwrap_or(0);
-            if c > 0 && p != pair {
-                heap.push((c, key(&tokens, p)));
+            spans[w as usize].1 = n;
+            after.clear();
+            for_pairs(&seq[..n], |p| after.push(p));
+            // The pairs whose number in the word changed, by how much.
+            before.sort_unstable();
+            after.sort_unstable();
+            let (mut a, mut b) = (0, 0);
+            while a < before.len() || b < after.len() {
+                let p = match (before.get(a), after.get(b)) {
+                    (Some(&x), Some(&y)) => x.min(y),
+                    (Some(&x), None) => x,
+                    (None, Some(&y)) => y,
+                    (None, None) => break,
+                };
+                let mut delta = 0i64;
+                while before.get(a) == Some(&p) {
+                    delta -= 1;
+                    a += 1;
+                }
+                while after.get(b) == Some(&p) {
+                    delta += 1;
+                    b += 1;
+                }
+                if delta == 0 || p == top.pair {
+                    continue;
+                }
+                let e = pairs.entry(p).or_default();
+                e.count += delta * weight;
+                if delta > 0 {
+                    e.words.push(w);
+                    grown.push(p);
+                } else if e.count <= 0 {
+                    // No word holds it any more: its list is all stale.
+                    pairs.remove(&p);
+                }
             }
         }
-        counts.remove(&pair);
+        grown.sort_unstable();
+        grown.dedup();
+        for &pair in &grown {
+            if let Some(e) = pairs.get(&pair) {
+                if e.count > 0 {
+                    let fresh = FillCandidate::new(e.count, pair, &tokens);
+                    heap.push(fresh, &tokens);
+                }
+            }
+        }
     }
     added
 }
@@ -3235,6 +3411,114 @@ pub fn bpe_fill(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Among pairs of equal count, the one with the smaller (left bytes, right bytes, ids) wins.
+    type TieBreak = std::cmp::Reverse<(Vec<u8>, Vec<u8>, (u32, u32))>;
+
+    /// Fills a vocabulary up to `target` tokens by BPE over the words of a corpus, each given as
+    /// its token ids under the vocabulary so far (longest match) and its count: repeatedly the most
+    /// frequent adjacent pair inside a word (ties: the smaller pair of token bytes) becomes a token
+    /// (word-initial if its left part is), and its occurrences are replaced left to right without
+    /// overlap. Pair counts are kept incrementally (each merge touches only the words that hold the
+    /// pair). Returns the tokens added, in order.
+    fn bpe_fill_reference(
+        tokens: &[(bool, Vec<u8>)],
+        words: &[(Vec<u32>, u64)],
+        target: usize,
+    ) -> Vec<(bool, Vec<u8>)> {
+        use std::collections::BinaryHeap;
+
+        let mut tokens: Vec<(bool, Vec<u8>)> = tokens.to_vec();
+        let mut index: FxHashMap<(bool, Vec<u8>), u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let mut seqs: Vec<Vec<u32>> = words.iter().map(|w| w.0.clone()).collect();
+        let mut counts: FxHashMap<(u32, u32), i64> = FxHashMap::default();
+        let mut holders: FxHashMap<(u32, u32), Vec<u32>> = FxHashMap::default();
+        for (w, seq) in seqs.iter().enumerate() {
+            for_pairs(seq, |p| {
+                *counts.entry(p).or_insert(0) += words[w].1 as i64;
+                holders.entry(p).or_default().push(w as u32);
+            });
+        }
+        // Max-heap of (count, reversed tie-break) with lazy invalidation.
+        let key = |tokens: &Vec<(bool, Vec<u8>)>, p: (u32, u32)| {
+            let (a, b) = (&tokens[p.0 as usize].1, &tokens[p.1 as usize].1);
+            std::cmp::Reverse((a.clone(), b.clone(), p))
+        };
+        let mut heap: BinaryHeap<(i64, TieBreak)> = counts
+            .iter()
+            .filter(|(_, &c)| c > 0)
+            .map(|(&p, &c)| (c, key(&tokens, p)))
+            .collect();
+        let mut added = Vec::new();
+        while tokens.len() < target {
+            let Some((c, std::cmp::Reverse((_, _, pair)))) = heap.pop() else {
+                break;
+            };
+            if counts.get(&pair).copied().unwrap_or(0) != c || c <= 0 {
+                continue; // stale entry
+            }
+            let (l, r) = pair;
+            let merged = (tokens[l as usize].0, {
+                let mut b = tokens[l as usize].1.clone();
+                b.extend_from_slice(&tokens[r as usize].1);
+                b
+            });
+            let id = match index.get(&merged) {
+                Some(&id) => id,
+                None => {
+                    let id = tokens.len() as u32;
+                    index.insert(merged.clone(), id);
+                    tokens.push(merged.clone());
+                    added.push(merged);
+                    id
+                }
+            };
+            let mut ws = holders.remove(&pair).unwrap_or_default();
+            ws.sort_unstable();
+            ws.dedup();
+            let mut touched: FxHashMap<(u32, u32), ()> = FxHashMap::default();
+            for w in ws {
+                let weight = words[w as usize].1 as i64;
+                let seq = &mut seqs[w as usize];
+                if !seq.windows(2).any(|p| p[0] == l && p[1] == r) {
+                    continue;
+                }
+                for_pairs(seq, |p| {
+                    *counts.entry(p).or_insert(0) -= weight;
+                    touched.insert(p, ());
+                });
+                let mut out = Vec::with_capacity(seq.len());
+                let mut i = 0;
+                while i < seq.len() {
+                    if i + 1 < seq.len() && seq[i] == l && seq[i + 1] == r {
+                        out.push(id);
+                        i += 2;
+                    } else {
+                        out.push(seq[i]);
+                        i += 1;
+                    }
+                }
+                *seq = out;
+                for_pairs(seq, |p| {
+                    *counts.entry(p).or_insert(0) += weight;
+                    holders.entry(p).or_default().push(w);
+                    touched.insert(p, ());
+                });
+            }
+            for (p, ()) in touched {
+                let c = counts.get(&p).copied().unwrap_or(0);
+                if c > 0 && p != pair {
+                    heap.push((c, key(&tokens, p)));
+                }
+            }
+            counts.remove(&pair);
+        }
+        added
+    }
 
     fn spans(text: &str, signal: &[f32], c: Constraint) -> Vec<(String, bool)> {
         let pre = PreTokenizer::new("gpt2").expect("pattern");
@@ -3326,6 +3610,61 @@ mod tests {
         ids.clear();
         v.encode("##x ##", &mut ids).expect("encode");
         assert_eq!(v.decode(&ids).expect("decode"), b"##x ##");
+    }
+
+    #[test]
+    fn bpe_fill_matches_the_recounting_reference() {
+        // Small alphabets and short words, so that counts tie often, equal symbols run, and
+        // merges make tokens that the seeds already hold (reused ids).
+        let mut rng = crate::testing::Rng(0x5EED_F111);
+        for case in 0..300 {
+            let letters = 2 + rng.below(4);
+            let letter = |rng: &mut crate::testing::Rng| b'a' + rng.below(letters) as u8;
+            let mut learned: Vec<(bool, Vec<u8>)> = Vec::new();
+            for _ in 0..rng.below(6) {
+                let len = 2 + rng.below(3);
+                let bytes: Vec<u8> = (0..len).map(|_| letter(&mut rng)).collect();
+                let t = (rng.chance(50), bytes);
+                if !learned.contains(&t) {
+                    learned.push(t);
+                }
+            }
+            let pre = PreTokenizer::new("gpt2").expect("pattern");
+            let v = SpanVocab::new(&learned, pre).expect("vocab");
+            let n_tokens = v.tokens().len() as u32;
+            let mut words = Vec::new();
+            for _ in 0..1 + rng.below(12) {
+                let len = 1 + rng.below(9);
+                let seq: Vec<u32> = if case % 3 == 0 {
+                    // Any ids, learned tokens included.
+                    (0..len)
+                        .map(|_| {
+                            if rng.chance(20) && n_tokens > 512 {
+                                512 + rng.below(n_tokens as usize - 512) as u32
+                            } else {
+                                u32::from(letter(&mut rng)) + if rng.chance(20) { 0 } else { 256 }
+                            }
+                        })
+                        .collect()
+                } else {
+                    // As longest match gives them: a word-initial token, then continuations.
+                    let text: Vec<u8> = (0..len).map(|_| letter(&mut rng)).collect();
+                    let mut ids = Vec::new();
+                    v.encode_piece(&text, &mut ids);
+                    ids
+                };
+                words.push((
+                    seq,
+                    1 + rng.below(if case % 2 == 0 { 3 } else { 40 }) as u64,
+                ));
+            }
+            let target = v.len() + rng.below(30);
+            assert_eq!(
+                bpe_fill(v.tokens(), &words, target),
+                bpe_fill_reference(v.tokens(), &words, target),
+                "case {case}: {words:?}"
+            );
+        }
     }
 
     #[test]

@@ -553,10 +553,33 @@ def test_bpe_fill_matches_the_reference():
 
     texts = [next(default_corpus(["shakespeare"]))[:20_000], "aaaa aaa bbbb ab ab"]
     for seed in [[], [(True, b" the"), (False, b"ing"), (True, b" and")]]:
-        got = _core.SpanVocab(seed, PATTERNS["gpt2"]).fill_with_bpe(texts, ALPHABET + 150)
-        learned = [got.token(i) for i in range(ALPHABET + len(seed), len(got))]
-        assert learned == reference_fill(seed, texts, ALPHABET + 150)
-        assert len(got) == ALPHABET + 150
+        want = reference_fill(seed, texts, ALPHABET + 150)
+        for threads in (1, 2):
+            got = _core.SpanVocab(seed, PATTERNS["gpt2"]).fill_with_bpe(
+                texts, ALPHABET + 150, threads
+            )
+            assert got[: len(seed)] == seed
+            assert got[len(seed) :] == want
+            assert len(got) == 150
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.text(alphabet="ab c", max_size=30), min_size=1, max_size=6),
+    st.lists(
+        st.tuples(st.booleans(), st.text(alphabet="ab c", min_size=2, max_size=4)), max_size=4
+    ),
+    st.integers(0, 25),
+)
+def test_bpe_fill_of_few_letters_matches_the_reference(texts, seed, extra):
+    """Few letters: counts tie, equal symbols run (a run of k holds k // 2 pairs), and merges
+    make tokens the seeds already hold (their ids are reused)."""
+    seed = list(dict.fromkeys((f, w.encode()) for f, w in seed))
+    got = _core.SpanVocab(seed, PATTERNS["gpt2"]).fill_with_bpe(
+        texts, ALPHABET + len(seed) + extra, 1
+    )
+    assert got[: len(seed)] == seed
+    assert got[len(seed) :] == reference_fill(seed, texts, ALPHABET + len(seed) + extra)
 
 
 def test_seeding_keeps_the_top_spans_then_fills():

@@ -513,8 +513,7 @@ def train_bytespan(
                 TokLabWarning,
                 stacklevel=2,
             )
-        full = _core.SpanVocab([], regex).fill_with_bpe(texts, vocab_size)
-        learned = full.tokens()[ALPHABET:]
+        learned = _core.SpanVocab([], regex).fill_with_bpe(texts, vocab_size, _threads(num_threads))
         meta = {"vocab_building": "seeding", "proportion": proportion, "pattern": pattern}
         return _finish(learned, vocab_size, pattern, meta, inference)
     if signals is None:
@@ -588,8 +587,7 @@ def train_bytespan(
             threshold = {k: v[1] for k, v in per_language.items()}
             grown = {k: v[2] for k, v in per_language.items()}
     if building == "seeding":
-        full = _core.SpanVocab(spans[:keep], regex).fill_with_bpe(texts, vocab_size)
-        learned = full.tokens()[ALPHABET:]
+        learned = _core.SpanVocab(spans[:keep], regex).fill_with_bpe(texts, vocab_size, threads)
     else:
         learned = spans[:keep]
     meta = {

@@ -1439,20 +1439,26 @@ impl PySpanVocab {
         Ok(PyBytes::new(py, &out))
     }
 
-    /// This vocabulary grown to `target` tokens by BPE over `texts` (seeding).
-    fn fill_with_bpe(
+    /// `(word_initial, bytes)` of the learned tokens (after the alphabet) of this vocabulary
+    /// grown to `target` tokens by BPE over `texts` (seeding), on `threads` threads (0: all
+    /// cores).
+    fn fill_with_bpe<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         texts: Vec<PyBackedStr>,
         target: usize,
-    ) -> PyResult<PySpanVocab> {
-        let inner = py
+        threads: usize,
+    ) -> PyResult<Vec<(bool, Bound<'py, PyBytes>)>> {
+        let learned = py
             .detach(|| {
                 let refs: Vec<&str> = texts.iter().map(|t| &**t).collect();
-                self.inner.fill_with_bpe(&refs, target)
+                self.inner.fill_with_bpe(&refs, target, threads)
             })
             .map_err(to_py)?;
-        Ok(PySpanVocab { inner })
+        Ok(learned
+            .iter()
+            .map(|(flag, bytes)| (*flag, PyBytes::new(py, bytes)))
+            .collect())
     }
 }
 
