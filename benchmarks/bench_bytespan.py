@@ -5,13 +5,15 @@
 (`--global`: the global constraint's rows alone; `--copied`: signals as one array per document,
 which the global constraint copies, instead of views of one array, which it reads in place.)
 
-Uses the embedded corpus (about 11 MB, split into paragraphs) with a synthetic per-byte signal
+Uses the embedded corpus (about 12 MB, split into paragraphs) with a synthetic per-byte signal
 (the speed does not depend much on where the values come from), on all threads and on one;
 each figure is the best of three runs (this machine is shared and noisy). The global
 constraint is timed twice: with a 4k vocabulary, which fills after about half the bytes, so the
 count changes are replayed in signal order (its slower path); and with 32k, which no random
 signal fills, so that counting births proves the growth never stops and the whole corpus is
 grown without ordering (the case of 16k and 32k vocabularies on corpora of this size).
+Vocabulary building is timed by frequency and by seeding (half the 32k vocabulary from spans,
+then the BPE fill; and the fill alone from the bytes, proportion 0).
 """
 
 from __future__ import annotations
@@ -76,6 +78,25 @@ def main() -> None:
             f"train_bytespan given signals (percentile, spans, vocabulary of 32k; {label}): "
             f"{size / secs / 1e6:.1f} MB/s"
         )
+    for threads in () if only_global else (1, 0):
+        label = "1 thread" if threads == 1 else "all threads"
+        for proportion in (0.5, 0.0):
+            # Seeding: the top spans up to half the vocabulary, then BPE fills it (with
+            # proportion 0, a BPE vocabulary from the bytes: the brief's "BPEWP").
+            secs, _ = best_of(
+                lambda threads=threads, proportion=proportion: train_bytespan(
+                    docs,
+                    vocab_size=32768,
+                    signals=signals,
+                    building="seeding",
+                    proportion=proportion,
+                    num_threads=threads,
+                )
+            )
+            print(
+                f"train_bytespan given signals, seeding {proportion} (32k; {label}): "
+                f"{size / secs / 1e6:.1f} MB/s"
+            )
     for threads in (1, 0):
         label = "1 thread" if threads == 1 else "all threads"
         # A small vocabulary fills: the growth stops part of the way, so the count changes
