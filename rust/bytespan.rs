@@ -2906,11 +2906,38 @@ impl SpanVocab {
     /// BPE inference within each pre-token: from the bytes (the first word-initial, the
     /// rest continuations), repeatedly merge the adjacent pair whose merged token has the
     /// smallest id (ties: the leftmost), as HF `tokenizers`' BPE model does.
+    ///
+    /// A piece of up to [`CACHED_PIECE`] bytes is merged once per call: its ids are kept (for
+    /// up to [`CACHED_PIECES`] distinct pieces) and copied where it occurs again.
     pub fn encode_bpe(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
         let bytes = text.as_bytes();
         let mut work = BpeWork::default();
+        // Piece -> where its ids start in `kept`, and how many.
+        let mut cache: FxHashMap<&[u8], (u32, u32)> = FxHashMap::default();
+        let mut kept: Vec<u32> = Vec::new();
         self.pre.for_each_piece(text, |s, e| {
-            self.encode_piece_bpe(&bytes[s..e], &mut work, out)
+            let piece = &bytes[s..e];
+            if piece.len() == 1 {
+                out.push(u32::from(piece[0]));
+                return;
+            }
+            if piece.len() > CACHED_PIECE {
+                self.encode_piece_bpe(piece, &mut work, out);
+                return;
+            }
+            if let Some(&(at, n)) = cache.get(piece) {
+                out.extend_from_slice(&kept[at as usize..(at + n) as usize]);
+                return;
+            }
+            let start = out.len();
+            self.encode_piece_bpe(piece, &mut work, out);
+            if cache.len() == CACHED_PIECES {
+                cache.clear();
+                kept.clear();
+            }
+            let ids = &out[start..];
+            cache.insert(piece, (kept.len() as u32, ids.len() as u32));
+            kept.extend_from_slice(ids);
         })
     }
 
@@ -3073,6 +3100,12 @@ impl SpanVocab {
         Ok(out)
     }
 }
+
+/// The longest pieces that [`SpanVocab::encode_bpe`] keeps the ids of, and how many it keeps
+/// at most (then it starts again; the ids of that many pieces take 64 MB at most). Few in
+/// tests, to test both.
+const CACHED_PIECE: usize = if cfg!(test) { 8 } else { 64 };
+const CACHED_PIECES: usize = if cfg!(test) { 4 } else { 1 << 18 };
 
 /// Scratch space for BPE inference, reused across pre-tokens.
 #[derive(Default)]
@@ -3610,6 +3643,52 @@ mod tests {
         ids.clear();
         v.encode("##x ##", &mut ids).expect("encode");
         assert_eq!(v.decode(&ids).expect("decode"), b"##x ##");
+    }
+
+    #[test]
+    fn bpe_inference_of_repeated_pieces_equals_merging_each() {
+        let pre = PreTokenizer::new("gpt2").expect("pattern");
+        let learned: Vec<(bool, Vec<u8>)> = [
+            (true, " th"),
+            (true, " the"),
+            (false, "he"),
+            (false, "er"),
+            (false, "ere"),
+            (true, " w"),
+            (true, " wh"),
+            (false, "ing"),
+            (false, "in"),
+            (true, "th"),
+        ]
+        .iter()
+        .map(|&(f, t)| (f, t.as_bytes().to_vec()))
+        .collect();
+        let v = SpanVocab::new(&learned, pre.clone()).expect("vocab");
+        let mut rng = crate::testing::Rng(7);
+        let words = [
+            " the",
+            " there",
+            " where",
+            " thing",
+            "thin",
+            " a",
+            "ing",
+            " x",
+            " theretherethere",
+        ];
+        for _ in 0..50 {
+            let text: String = (0..rng.below(40))
+                .map(|_| words[rng.below(words.len())])
+                .collect();
+            let mut cached = Vec::new();
+            v.encode_bpe(&text, &mut cached).expect("encodes");
+            let (mut each, mut work) = (Vec::new(), BpeWork::default());
+            pre.for_each_piece(&text, |s, e| {
+                v.encode_piece_bpe(&text.as_bytes()[s..e], &mut work, &mut each)
+            })
+            .expect("pieces");
+            assert_eq!(cached, each, "{text:?}");
+        }
     }
 
     #[test]
