@@ -2906,23 +2906,35 @@ impl SpanVocab {
     /// BPE inference within each pre-token: from the bytes (the first word-initial, the
     /// rest continuations), repeatedly merge the adjacent pair whose merged token has the
     /// smallest id (ties: the leftmost), as HF `tokenizers`' BPE model does.
-    ///
-    /// A piece of up to [`CACHED_PIECE`] bytes is merged once per call: its ids are kept (for
-    /// up to [`CACHED_PIECES`] distinct pieces) and copied where it occurs again.
+    /// Each distinct piece is merged once per call (see [`SpanVocab::encode_cached`]).
     pub fn encode_bpe(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
-        let bytes = text.as_bytes();
         let mut work = BpeWork::default();
+        self.encode_cached(text, out, |piece, out| {
+            self.encode_piece_bpe(piece, &mut work, out)
+        })
+    }
+
+    /// `encode_piece` of every pre-token of `text`, each distinct piece of 2 to
+    /// [`CACHED_PIECE`] bytes encoded once (for up to [`CACHED_PIECES`] distinct pieces): its
+    /// ids are kept and copied where it occurs again.
+    fn encode_cached(
+        &self,
+        text: &str,
+        out: &mut Vec<u32>,
+        mut encode_piece: impl FnMut(&[u8], &mut Vec<u32>),
+    ) -> Result<()> {
+        let bytes = text.as_bytes();
         // Piece -> where its ids start in `kept`, and how many.
         let mut cache: FxHashMap<&[u8], (u32, u32)> = FxHashMap::default();
         let mut kept: Vec<u32> = Vec::new();
         self.pre.for_each_piece(text, |s, e| {
             let piece = &bytes[s..e];
             if piece.len() == 1 {
-                out.push(u32::from(piece[0]));
+                out.push(u32::from(piece[0])); // a word-initial byte
                 return;
             }
             if piece.len() > CACHED_PIECE {
-                self.encode_piece_bpe(piece, &mut work, out);
+                encode_piece(piece, out);
                 return;
             }
             if let Some(&(at, n)) = cache.get(piece) {
@@ -2930,7 +2942,7 @@ impl SpanVocab {
                 return;
             }
             let start = out.len();
-            self.encode_piece_bpe(piece, &mut work, out);
+            encode_piece(piece, out);
             if cache.len() == CACHED_PIECES {
                 cache.clear();
                 kept.clear();
@@ -3022,6 +3034,9 @@ impl SpanVocab {
     }
 
     /// Greedy longest match within each pre-token (see the module documentation).
+    ///
+    /// (No cache of pieces as [`SpanVocab::encode_bpe`] has: most pieces are whole tokens, one
+    /// lookup, and the cache made encoding lines of text one by one 30% slower.)
     pub fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
         let bytes = text.as_bytes();
         self.pre
@@ -3101,7 +3116,7 @@ impl SpanVocab {
     }
 }
 
-/// The longest pieces that [`SpanVocab::encode_bpe`] keeps the ids of, and how many it keeps
+/// The longest pieces that [`SpanVocab::encode_cached`] keeps the ids of, and how many it keeps
 /// at most (then it starts again; the ids of that many pieces take 64 MB at most). Few in
 /// tests, to test both.
 const CACHED_PIECE: usize = if cfg!(test) { 8 } else { 64 };
