@@ -3215,7 +3215,8 @@ impl FillCandidate {
 }
 
 /// The max-heap of [`bpe_fill`]: by count, then the smaller `(left bytes, right bytes, ids)`.
-/// Entries are 16 bytes of ids; ties read the bytes from the token table.
+/// Entries are 32 bytes (no token bytes of their own); ties read the bytes from the token table
+/// only where the prefixes tie.
 struct FillHeap(Vec<FillCandidate>);
 
 impl FillHeap {
@@ -3703,6 +3704,48 @@ mod tests {
             })
             .expect("pieces");
             assert_eq!(cached, each, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn fill_heap_orders_ties_by_whole_token_bytes() {
+        // Tokens whose 8-byte prefixes tie (zero bytes, shared prefixes of 8 bytes or more,
+        // the same bytes under both flags): the prefixes settle a tie only where they differ.
+        let mut rng = crate::testing::Rng(0xF111_7E57);
+        let mut tokens: Vec<(bool, Vec<u8>)> = Vec::new();
+        for _ in 0..40 {
+            let len = 1 + rng.below(12);
+            let shared = [0x61u8, 0, 0x61, 0, 1, 0x61, 0, 0, 1, 0x61, 0, 1];
+            let mut bytes: Vec<u8> = shared[..len].to_vec();
+            for b in bytes.iter_mut().skip(rng.below(len + 1)) {
+                *b = [0u8, 1, 0x61][rng.below(3)];
+            }
+            tokens.push((rng.chance(50), bytes));
+        }
+        let candidates: Vec<FillCandidate> = (0..400)
+            .map(|_| {
+                let pair = (rng.below(40) as u32, rng.below(40) as u32);
+                FillCandidate::new(1 + rng.below(2) as i64, pair, &tokens)
+            })
+            .collect();
+        let key = |c: &FillCandidate| {
+            (
+                std::cmp::Reverse(c.count),
+                tokens[c.pair.0 as usize].1.clone(),
+                tokens[c.pair.1 as usize].1.clone(),
+                c.pair,
+            )
+        };
+        for x in &candidates {
+            for y in &candidates {
+                assert_eq!(
+                    FillHeap::above(&tokens, x, y),
+                    key(x) < key(y),
+                    "{:?} {:?}",
+                    x.pair,
+                    y.pair
+                );
+            }
         }
     }
 
