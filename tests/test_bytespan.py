@@ -867,3 +867,19 @@ def test_signals_are_read_in_place_or_copied_alike():
         lambda s: _core.signal_percentile([s], 30.0),
     ]:
         assert f(strided) == f(contiguous)
+
+
+def test_learned_tokens_of_any_kind_give_the_same_vocabulary():
+    """Pairs of bool and bytes go to the core as they are; other flags (numpy bools, ints) and
+    bytes-like objects (bytearray, memoryview, lists of ints) are converted first."""
+    plain = ByteSpan([(True, b" the"), (False, b"ing"), (False, b"xy")])
+    for learned in (
+        [(np.True_, bytearray(b" the")), (0, memoryview(b"ing")), (np.False_, [120, 121])],
+        ((f, b) for f, b in plain.learned()),
+        tuple(plain.learned()),
+    ):
+        got = ByteSpan(learned)
+        assert got.learned() == plain.learned()
+        assert got.encode(" the thing xy").tolist() == plain.encode(" the thing xy").tolist()
+    with pytest.raises(TypeError):
+        ByteSpan([(True, "the")])

@@ -97,7 +97,12 @@ class ByteSpan(Settings):
         self.pattern = pattern
         self.inference = inference
         self._regex = PATTERNS.get(pattern, pattern)
-        self._core = _core.SpanVocab([(bool(f), bytes(b)) for f, b in learned], self._regex)
+        items = learned if type(learned) is list else list(learned)
+        try:
+            # Pairs of a flag and bytes (as training and loading give them) go as they are.
+            self._core = _core.SpanVocab(items, self._regex)
+        except TypeError:
+            self._core = _core.SpanVocab([(bool(f), bytes(b)) for f, b in items], self._regex)
         self._tokens = self._core.tokens()
         if inference == "bpe":
             # Derived now, with the GIL held: lazily, inside an encode that releases it, a fork

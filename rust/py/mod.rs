@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedStr;
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString};
 
 use crate::bpe::train::{train, train_owned, TrainConfig};
@@ -1370,9 +1370,16 @@ pub struct PySpanVocab {
 
 #[pymethods]
 impl PySpanVocab {
+    /// From `(word_initial, bytes)` pairs: any object's truth for the flag, `bytes` or
+    /// `bytearray` for the bytes (read in place, where a `Vec<u8>` would be extracted one
+    /// integer at a time).
     #[new]
-    fn new(learned: Vec<(bool, Vec<u8>)>, pattern: &str) -> PyResult<Self> {
+    fn new(learned: Vec<(Bound<'_, PyAny>, PyBackedBytes)>, pattern: &str) -> PyResult<Self> {
         let pre = PreTokenizer::new(pattern).map_err(to_py)?;
+        let learned = learned
+            .iter()
+            .map(|(flag, bytes)| Ok((flag.is_truthy()?, bytes.to_vec())))
+            .collect::<PyResult<Vec<(bool, Vec<u8>)>>>()?;
         Ok(Self {
             inner: SpanVocab::new(&learned, pre).map_err(to_py)?,
         })
