@@ -279,6 +279,35 @@ def byte_lm():
     ).lm
 
 
+def test_signals_equal_each_prediction_computed_alone(byte_lm):
+    """The batched, strided windows against one forward pass per byte: byte i's signals come
+    from the window that scores it (the document start, or ``context - stride`` bytes before it
+    at least), whatever the batch size."""
+    import torch
+
+    from toklab.bytespan import byte_signals
+    from toklab.lm.score import _windows
+
+    texts = ["Hark, the bells! " * 9, "é" * 40, "a", "To be, or not to be " * 5]
+    seqs = [[byte_lm.cfg.bos_id, *t.encode()] for t in texts]
+    context = byte_lm.context
+    for stride, batch_tokens in ((None, 1 << 14), (5, 3 * context), (context - 1, 1)):
+        sig = byte_signals(byte_lm, texts, stride=stride, batch_tokens=batch_tokens)
+        for seq, (surprisal, entropy) in zip(seqs, sig, strict=True):
+            n = len(seq) - 1
+            assert surprisal.shape == entropy.shape == (n,)
+            want = np.zeros((2, n))
+            for start, end, first in _windows(n, context, stride or context // 2):
+                for p in range(first, end - 1):
+                    with torch.no_grad():
+                        logits = byte_lm.model(torch.tensor([seq[start : p + 1]]))[0, -1]
+                    lp = logits.double().log_softmax(-1)
+                    want[0, p] = -lp[seq[p + 1]]
+                    want[1, p] = -(lp.exp() * lp).sum()
+            np.testing.assert_allclose(surprisal, want[0], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(entropy, want[1], rtol=1e-4, atol=1e-5)
+
+
 def test_signals_agree_with_scoring(byte_lm):
     import math
 

@@ -295,12 +295,18 @@ def _utf8(text: object, i: int | None = None) -> bytes:
 
 
 def byte_signals(
-    lm: Any, texts: Sequence[str], *, stride: int | None = None, batch_tokens: int = 1 << 14
+    lm: Any,
+    texts: Sequence[str],
+    *,
+    stride: int | None = None,
+    batch_tokens: int | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per-byte ``(surprisal, entropy)`` in nats (float32) of each text under a byte GPT
     (:class:`toklab.lm.LanguageModel` over :class:`~toklab.bytes.ByteTokenizer`), computed in
     batched strided windows (every byte predicted once, from the document start or from at
-    least ``context - stride`` bytes of context)."""
+    least ``context - stride`` bytes of context). ``batch_tokens``, the positions of one forward
+    pass, is 2^16 on CUDA (where smaller batches leave the GPU idle: 2^14 scored 2.8x slower
+    with the small preset on an H200) and 2^14 on CPU."""
     import torch
 
     from toklab.bytes import ByteTokenizer
@@ -313,6 +319,8 @@ def byte_signals(
     stride = context // 2 if stride is None else stride
     if not isinstance(stride, (int, np.integer)) or not 1 <= stride <= max(1, context - 1):
         raise ConfigError(f"stride must be an int in 1..{max(1, context - 1)}, got {stride!r}")
+    if batch_tokens is None:
+        batch_tokens = 1 << 16 if lm.device.type == "cuda" else 1 << 14
     if not isinstance(batch_tokens, (int, np.integer)) or batch_tokens < 1:
         raise ConfigError(f"batch_tokens must be a positive int, got {batch_tokens!r}")
     bos = lm.cfg.bos_id
@@ -326,17 +334,18 @@ def byte_signals(
     ]
     with torch.no_grad():
         for batch, ids in window_batches(seqs, context, stride, lambda w: batch_tokens // w):
+            ids = ids.to(lm.device)
             with autocast(lm.device):
-                logits = lm.model(ids.to(lm.device))
+                logits = lm.model(ids)
             logp = logits.float().log_softmax(-1)
+            # Both signals are reduced where the model ran (on the GPU, only [rows, width]
+            # floats come back, not the whole distributions): position p's surprisal is that
+            # of the byte at p + 1 (padding beyond a window's end is never read).
             entropy = -(logp.exp() * logp).sum(-1).cpu().numpy()
-            logp = logp.cpu().numpy()
+            surprisal = -logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0].cpu().numpy()
             for r, (d, start, end, first) in enumerate(batch):
-                seq = seqs[d]
-                pos = np.arange(first, end - 1)  # positions whose predictions are kept
-                targets = seq[pos + 1].astype(np.int64)
-                out[d][0][pos] = -logp[r, pos - start, targets]
-                out[d][1][pos] = entropy[r, pos - start]
+                out[d][0][first : end - 1] = surprisal[r, first - start : end - 1 - start]
+                out[d][1][first : end - 1] = entropy[r, first - start : end - 1 - start]
     # Both are never negative: rounding's tiny negatives and -0.0 (from -log 1) become +0.0.
     np.maximum(flat, 0.0, out=flat)
     flat += 0.0
