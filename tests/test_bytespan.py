@@ -356,6 +356,42 @@ def test_signals_refuse_bad_strides_texts_and_caches(byte_lm, tmp_path):
         cached_signals(byte_lm, texts, cache)
 
 
+def test_the_byte_lm_trained_here_is_kept_in_the_cache(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(2)
+    import toklab.lm as lm
+    from toklab.data import default_corpus
+
+    docs = [d for d in next(default_corpus(["shakespeare"])).split("\n\n") if d][:300]
+    kw = {"vocab_size": 700, "lm_preset": "tiny", "lm_budget_bytes": 20_000, "device": "cpu"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", toklab.TokLabWarning)  # (a small vocabulary)
+        first = train_bytespan(docs, cache_dir=tmp_path, **kw)
+        (ckpt,) = tmp_path.glob("bytelm-*.pt")
+        assert len(list(tmp_path.glob("signals-*.npz"))) == 1
+
+        # Again: nothing trained, the same vocabulary.
+        def refuse(*args, **kwargs):
+            raise AssertionError("trained again")
+
+        monkeypatch.setattr(lm, "train_lm", refuse)
+        assert train_bytespan(docs, cache_dir=tmp_path, **kw).learned() == first.learned()
+        # Another seed, budget or corpus is another model.
+        for change in ({"seed": 1}, {"lm_budget_bytes": 30_000}):
+            with pytest.raises(AssertionError, match="trained again"):
+                train_bytespan(docs, cache_dir=tmp_path, **{**kw, **change})
+        with pytest.raises(AssertionError, match="trained again"):
+            train_bytespan(docs[1:], cache_dir=tmp_path, **kw)
+        monkeypatch.undo()
+    # A damaged checkpoint is trained again, with a warning, and replaced.
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.warns(toklab.TokLabWarning, match="damaged byte LM"):
+        assert train_bytespan(docs, cache_dir=tmp_path, **kw).learned() == first.learned()
+    assert lm.LanguageModel.load(ckpt, device="cpu").vocab_size == 256
+    with pytest.raises(ConfigError, match="not a directory"):
+        train_bytespan(docs, cache_dir=ckpt, **kw)
+
+
 def test_train_end_to_end(byte_lm, tmp_path):
     from toklab.data import default_corpus
 

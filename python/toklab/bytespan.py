@@ -423,6 +423,66 @@ def cached_signals(
     return sig
 
 
+def cached_byte_lm(
+    texts: Sequence[str],
+    cache_dir: str | os.PathLike[str] | None,
+    *,
+    preset: str = "small",
+    budget_bytes: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool | None = None,
+) -> Any:
+    """The byte GPT that :func:`train_bytespan` trains on ``texts`` when given no signals and no
+    ``byte_lm``, kept in ``cache_dir`` beside the signals (a checkpoint keyed by the texts, the
+    preset, the budget, the seed, the device, and the torch and toklab versions: whatever
+    changes the trained weights), so that a second run on the same corpus trains nothing."""
+    import torch
+
+    import toklab.lm as lm
+    from toklab.bytes import ByteTokenizer
+    from toklab.errors import CorruptFileError
+
+    def train() -> Any:
+        return lm.train_lm(
+            ByteTokenizer(),
+            texts,
+            preset=preset,
+            budget_bytes=budget_bytes,
+            device=device,
+            seed=seed,
+            progress=progress,
+        ).lm
+
+    if cache_dir is None:
+        return train()
+    if Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise ConfigError(f"cache_dir {cache_dir} is not a directory")
+    dev = lm.resolve_device(device)
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    from toklab import __version__
+
+    h = hashlib.sha256()
+    settings = [preset, budget_bytes, seed, where, torch.__version__, __version__]
+    h.update(json.dumps(settings, default=str).encode())
+    for t in texts:
+        h.update(hashlib.sha256(t.encode("utf-8")).digest())
+    path = Path(cache_dir) / f"bytelm-{h.hexdigest()[:32]}.pt"
+    if path.exists():
+        try:
+            return lm.LanguageModel.load(path, device=dev, tokenizer=ByteTokenizer())
+        except CorruptFileError:
+            warnings.warn(
+                f"{path}: a damaged byte LM checkpoint; training again and replacing it",
+                TokLabWarning,
+                stacklevel=3,
+            )
+    model = train()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return model
+
+
 def train_bytespan(
     corpus: Any = None,
     *,
@@ -465,6 +525,9 @@ def train_bytespan(
             adjacent pair (non-overlapping counts) until the vocabulary is full. ``proportion=0``
             is a BPE vocabulary with longest-match inference (the brief's "BPEWP"), and needs no
             signal.
+        cache_dir: where the byte LM trained here (:func:`cached_byte_lm`) and the signals
+            (:func:`cached_signals`) are kept, so that a second run on the same corpus neither
+            trains nor scores (None: nothing kept).
         inference: the returned tokenizer's inference, ``"longest"`` or ``"bpe"`` (see the
             module; :meth:`ByteSpan.with_inference` switches it later).
         languages: one language label per document (of the corpus as given, or of its
@@ -532,18 +595,15 @@ def train_bytespan(
         return _finish(learned, vocab_size, pattern, meta, inference)
     if signals is None:
         if byte_lm is None:
-            import toklab.lm as lm
-            from toklab.bytes import ByteTokenizer
-
-            byte_lm = lm.train_lm(
-                ByteTokenizer(),
+            byte_lm = cached_byte_lm(
                 texts,
+                cache_dir,
                 preset=lm_preset,
                 budget_bytes=lm_budget_bytes,
                 device=device,
                 seed=seed,
                 progress=progress,
-            ).lm
+            )
         pairs = cached_signals(byte_lm, texts, cache_dir)
         signals = [p[0] if signal == "surprisal" else p[1] for p in pairs]
     # Lengths and finiteness are checked in Rust (InvalidInputError), with no copy here.

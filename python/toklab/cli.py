@@ -245,7 +245,7 @@ def main() -> None:
     "on 2 CPU cores).",
 )
 @click.option("--device", default="auto", show_default=True, help="The byte LM's device.")
-@click.option("--cache-dir", default=None, help="ByteSpan: where to keep the signals.")
+@click.option("--cache-dir", default=None, help="ByteSpan: keep the byte LM and its signals here.")
 @click.option(
     "--errors",
     type=click.Choice(["strict", "replace"]),
