@@ -1,10 +1,10 @@
 """Small GPTs over raw bytes and over toklab BPE (4k and 16k), trained at an equal byte budget.
 
-About 2 minutes on one H200 (README has its table): models of about 25M non-embedding parameters (preset
-``25m``: 8 layers, width 512, context 512 tokens), each reading the same number of bytes of
-../shared/data/en (the last 5% of every file held out), then scored on the held-out text in bits
-per byte. Prints a table of bits per byte, tokens/s, model FLOPs utilisation (against the GPU's
-dense bf16 peak) and time, and writes it as JSON.
+About 2 minutes on one H200 (README has its table): models of about 25M non-embedding
+parameters (preset ``25m``: 8 layers, width 512, context 512 tokens), each reading the same
+number of bytes of ../shared/data/en (the last 5% of every file held out), then scored on the
+held-out text in bits per byte. Prints a table of bits per byte, tokens/s, model FLOPs
+utilisation (against the GPU's dense bf16 peak) and time, and writes it as JSON.
 
     python benchmarks/lm_gpu.py                         # on CUDA: the real run
     python benchmarks/lm_gpu.py --smoke --device cpu    # a tiny run that checks the script

@@ -2761,13 +2761,158 @@ fn signal_at(signals: &[&[f32]], mut t: usize) -> f32 {
     f32::NAN
 }
 
+/// The ranks of the two values whose interpolation is the `q`-th percentile of `n` values,
+/// and the weight of the second.
+fn percentile_ranks(n: u64, q: f64) -> (u64, u64, f64) {
+    let pos = q.clamp(0.0, 100.0) / 100.0 * (n - 1) as f64;
+    let lo = pos.floor() as u64;
+    let frac = pos - lo as f64;
+    let hi = if frac > 0.0 && lo + 1 < n { lo + 1 } else { lo };
+    (lo, hi, frac)
+}
+
+/// The percentile from the values of ranks `lo` (the `at`th of `vals`, from 0) and `lo + 1`
+/// (the smallest after it, when `hi > lo`).
+fn interpolate(vals: &mut [f32], at: usize, hi_too: bool, frac: f64) -> f32 {
+    let (_, &mut x, rest) = vals.select_nth_unstable_by(at, f32::total_cmp);
+    let a = f64::from(x);
+    let b = if hi_too {
+        f64::from(rest.iter().copied().fold(f32::INFINITY, f32::min))
+    } else {
+        a
+    };
+    (a + (b - a) * frac) as f32
+}
+
+/// Inputs of fewer values take [`percentile_by_histogram`] directly (small in tests, so that
+/// they test the sampling).
+const SAMPLED_FROM: usize = if cfg!(test) { 256 } else { 1 << 16 };
+
+/// Every how many values the sample of [`percentile_by_sample`] takes one (odd, so that it
+/// does not follow a pattern of even period).
+const SAMPLE_EVERY: usize = if cfg!(test) { 7 } else { 127 };
+
 /// The `q`-th percentile (0 to 100, linear interpolation, as numpy's default) of the values
-/// that are not zero; None if there are none.
-///
-/// Without copying the values: one parallel pass builds a histogram over the top 16 bits of
-/// each value's order-preserving bit pattern, the bucket that holds the wanted rank is read off
-/// it, and a second pass collects only that bucket's values to select from.
+/// that are not zero; None if there are none. Exact (the same as a full sort), without copying
+/// the values: [`percentile_by_sample`], else [`percentile_by_histogram`].
 pub fn percentile_nonzero(signals: &[&[f32]], q: f64, threads: usize) -> Option<f32> {
+    let total: usize = signals.iter().map(|s| s.len()).sum();
+    if total >= SAMPLED_FROM {
+        if let Some(p) = percentile_by_sample(signals, q, threads) {
+            return p;
+        }
+    }
+    percentile_by_histogram(signals, q, threads)
+}
+
+/// [`percentile_nonzero`] in one pass where a sample allows: every [`SAMPLE_EVERY`]th value
+/// gives a range of keys (order-preserving bit patterns) that should hold the wanted ranks,
+/// with six standard deviations of margin; one vectorized pass counts the values below the
+/// range and collects those in it, and when the ranks do fall in it, the answer is selected
+/// from those. None (the caller falls back) when they do not, or when the sample holds too few
+/// values that are not zero.
+fn percentile_by_sample(signals: &[&[f32]], q: f64, threads: usize) -> Option<Option<f32>> {
+    let zero = ordered_bits(0.0);
+    let mut sample = Vec::new();
+    let mut offset = 0;
+    for s in signals {
+        let skip = (SAMPLE_EVERY - offset % SAMPLE_EVERY) % SAMPLE_EVERY;
+        sample.extend(
+            s.iter()
+                .skip(skip)
+                .step_by(SAMPLE_EVERY)
+                .map(|&x| ordered_bits(x))
+                .filter(|&k| k != zero),
+        );
+        offset += s.len();
+    }
+    let m = sample.len();
+    if m < 32 {
+        return None;
+    }
+    let f = q.clamp(0.0, 100.0) / 100.0;
+    let margin = 6.0 * (f * (1.0 - f)).max(1.0 / m as f64).sqrt() / (m as f64).sqrt();
+    let rank = |g: f64| ((g.clamp(0.0, 1.0) * (m - 1) as f64).round() as usize).min(m - 1);
+    let (r0, r1) = (
+        rank(f - margin - 2.0 / m as f64),
+        rank(f + margin + 2.0 / m as f64),
+    );
+    // The range: unbounded below or above where the sample's ranks reach its ends.
+    let lo_key = if r0 == 0 {
+        0
+    } else {
+        *sample.select_nth_unstable(r0).1
+    };
+    let hi_key = if r1 == m - 1 {
+        u32::MAX
+    } else {
+        *sample.select_nth_unstable(r1).1
+    };
+    let span = hi_key - lo_key;
+    // Per thread: values below the range (zeros too), zeros, and the values in it.
+    let found = crate::par::fold(
+        signals,
+        threads,
+        || (0u64, 0u64, Vec::new()),
+        |(below, zeros, vals), s| {
+            // Sixteen lanes of counts, added up every 2^26 values (before they could overflow).
+            for part in s.chunks(1 << 26) {
+                let (mut b, mut z) = ([0u32; 16], [0u32; 16]);
+                let mut blocks = part.chunks_exact(64);
+                for c in &mut blocks {
+                    let mut hit = [0u32; 16];
+                    for w in c.chunks_exact(16) {
+                        for i in 0..16 {
+                            let k = ordered_bits(w[i]);
+                            b[i] += u32::from(k < lo_key);
+                            z[i] += u32::from(k == zero);
+                            hit[i] |= u32::from(k.wrapping_sub(lo_key) <= span);
+                        }
+                    }
+                    if hit.iter().any(|&h| h != 0) {
+                        vals.extend(c.iter().copied().filter(|&x| {
+                            let k = ordered_bits(x);
+                            k.wrapping_sub(lo_key) <= span && k != zero
+                        }));
+                    }
+                }
+                *below += b.iter().map(|&x| u64::from(x)).sum::<u64>();
+                *zeros += z.iter().map(|&x| u64::from(x)).sum::<u64>();
+                for &x in blocks.remainder() {
+                    let k = ordered_bits(x);
+                    *below += u64::from(k < lo_key);
+                    *zeros += u64::from(k == zero);
+                    if k.wrapping_sub(lo_key) <= span && k != zero {
+                        vals.push(x);
+                    }
+                }
+            }
+        },
+    );
+    let total: u64 = signals.iter().map(|s| s.len() as u64).sum();
+    let zeros: u64 = found.iter().map(|f| f.1).sum();
+    let below = found.iter().map(|f| f.0).sum::<u64>() - if zero < lo_key { zeros } else { 0 };
+    let n = total - zeros;
+    if n == 0 {
+        return Some(None);
+    }
+    let (lo, hi, frac) = percentile_ranks(n, q);
+    let mut vals: Vec<f32> = found.into_iter().flat_map(|f| f.2).collect();
+    if lo < below || hi >= below + vals.len() as u64 {
+        return None;
+    }
+    Some(Some(interpolate(
+        &mut vals,
+        (lo - below) as usize,
+        hi > lo,
+        frac,
+    )))
+}
+
+/// [`percentile_nonzero`] in two passes: one builds a histogram over the top 16 bits of each
+/// value's order-preserving bit pattern, the bucket that holds the wanted rank is read off it,
+/// and a second pass collects only that bucket's values to select from.
+fn percentile_by_histogram(signals: &[&[f32]], q: f64, threads: usize) -> Option<f32> {
     const BUCKETS: usize = 1 << 16;
     let bucket = |x: f32| (ordered_bits(x) >> 16) as usize;
     // Branch-free: zeros are counted in their bucket, then taken out.
@@ -2793,10 +2938,7 @@ pub fn percentile_nonzero(signals: &[&[f32]], q: f64, threads: usize) -> Option<
     if n == 0 {
         return None;
     }
-    let pos = q.clamp(0.0, 100.0) / 100.0 * (n - 1) as f64;
-    let lo = pos.floor() as u64;
-    let frac = pos - lo as f64;
-    let hi = if frac > 0.0 && lo + 1 < n { lo + 1 } else { lo };
+    let (lo, hi, frac) = percentile_ranks(n, q);
     // The buckets that hold ranks `lo` and `hi`, and how many values lie below them.
     let (mut first, mut below) = (0, 0u64);
     while below + hist[first] <= lo {
@@ -2818,14 +2960,7 @@ pub fn percentile_nonzero(signals: &[&[f32]], q: f64, threads: usize) -> Option<
         }
     })
     .concat();
-    let (_, &mut x, rest) = vals.select_nth_unstable_by((lo - below) as usize, f32::total_cmp);
-    let a = f64::from(x);
-    let b = if hi > lo {
-        f64::from(rest.iter().copied().fold(f32::INFINITY, f32::min))
-    } else {
-        a
-    };
-    Some((a + (b - a) * frac) as f32)
+    Some(interpolate(&mut vals, (lo - below) as usize, hi > lo, frac))
 }
 
 /// A ByteSpan vocabulary: ids `0..256` are the word-initial bytes, `256..512` the continuation
@@ -3875,7 +4010,76 @@ mod tests {
             let want = (sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)) as f32;
             let parts: Vec<&[f32]> = vals.chunks(700).collect();
             assert_eq!(percentile_nonzero(&parts, q, 2), Some(want), "q = {q}");
+            // Both ways: the sample's one pass (these values let it) and the histogram's two.
+            assert_eq!(
+                percentile_by_sample(&parts, q, 1),
+                Some(Some(want)),
+                "q = {q}"
+            );
+            assert_eq!(percentile_by_histogram(&parts, q, 2), Some(want), "q = {q}");
         }
+    }
+
+    #[test]
+    fn percentile_falls_back_where_the_sample_misleads() {
+        let sort_percentile = |vals: &[f32], q: f64| {
+            let mut v: Vec<f32> = vals.iter().copied().filter(|&x| x != 0.0).collect();
+            v.sort_by(f32::total_cmp);
+            let (lo, hi, frac) = percentile_ranks(v.len() as u64, q);
+            let (a, b) = (f64::from(v[lo as usize]), f64::from(v[hi as usize]));
+            (a + (b - a) * frac) as f32
+        };
+        // Every sampled value is large, the others small: the ranks fall below the range.
+        let n = 2000 * SAMPLE_EVERY;
+        let mut vals: Vec<f32> = (0..n)
+            .map(|i| {
+                if i % SAMPLE_EVERY == 0 {
+                    1000.0 + i as f32
+                } else {
+                    1.0 + (i % 13) as f32
+                }
+            })
+            .collect();
+        let parts: Vec<&[f32]> = vals.chunks(33).collect();
+        for q in [30.0, 50.0] {
+            assert_eq!(percentile_by_sample(&parts, q, 2), None, "q = {q}");
+        }
+        // (At 0 and 100 the range is open below or above, and holds the ranks.)
+        for q in [0.0, 30.0, 50.0, 100.0] {
+            assert_eq!(
+                percentile_nonzero(&parts, q, 2),
+                Some(sort_percentile(&vals, q))
+            );
+        }
+        // Every sampled value zero: too few to sample.
+        for (i, v) in vals.iter_mut().enumerate() {
+            if i % SAMPLE_EVERY == 0 {
+                *v = 0.0;
+            }
+        }
+        let parts: Vec<&[f32]> = vals.chunks(33).collect();
+        assert_eq!(percentile_by_sample(&parts, 30.0, 2), None);
+        assert_eq!(
+            percentile_nonzero(&parts, 30.0, 2),
+            Some(sort_percentile(&vals, 30.0))
+        );
+        // Ties across the range, zeros, negatives: the sample's range holds them all.
+        let vals: Vec<f32> = (0..n)
+            .map(|i| [0.0, 2.0, 2.0, 2.0, -1.0, 3.5][i % 6])
+            .collect();
+        let parts: Vec<&[f32]> = vals.chunks(100).collect();
+        for q in [0.0, 10.0, 30.0, 60.0, 95.0, 100.0] {
+            let want = sort_percentile(&vals, q);
+            assert_eq!(
+                percentile_by_sample(&parts, q, 2),
+                Some(Some(want)),
+                "q = {q}"
+            );
+            assert_eq!(percentile_nonzero(&parts, q, 1), Some(want), "q = {q}");
+        }
+        // All zero, with enough values to sample: no percentile.
+        let zeros = vec![0.0f32; n];
+        assert_eq!(percentile_nonzero(&[&zeros], 30.0, 2), None);
     }
 
     #[test]

@@ -919,6 +919,32 @@ def test_bad_input_on_the_new_paths():
         ByteSpan([], inference="bpe").decode([512])
 
 
+@pytest.mark.parametrize("kind", ["gamma", "ties", "periodic", "sparse", "negative"])
+def test_signal_percentile_equals_numpys(kind):
+    """At the sizes where the core samples the values first (65,536 and more), including the
+    values that mislead the sample (a pattern of its period: it falls back)."""
+    rng = np.random.default_rng(0)
+    n = 300_000
+    if kind == "gamma":
+        x = rng.gamma(2.0, 1.0, n)
+    elif kind == "ties":
+        x = rng.integers(0, 4, n).astype(float)
+    elif kind == "periodic":
+        x = np.where(np.arange(n) % 127 == 0, 1e3, rng.random(n))
+    elif kind == "sparse":
+        x = np.where(rng.random(n) < 0.999, 0.0, rng.random(n))
+    else:
+        x = rng.normal(0.0, 1.0, n)
+    x = x.astype(np.float32)
+    parts = np.split(x, [1000, 5000, 5001, 200_000])
+    nonzero = x[x != 0].astype(np.float64)
+    for q in (0.0, 0.5, 30.0, 50.0, 99.0, 100.0):
+        want = np.float32(np.percentile(nonzero, q))
+        for threads in (1, 2):
+            got = _core.signal_percentile(parts, q, threads)
+            assert got == pytest.approx(want, rel=1e-6, abs=1e-30), (q, threads)
+
+
 def test_signals_are_read_in_place_or_copied_alike():
     text = "the cat sat on the mat, the cat sat"
     n = len(text.encode())
