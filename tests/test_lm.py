@@ -211,6 +211,37 @@ def test_strided_windows_score_every_token_once_with_context(n, context, data):
     assert scored == list(range(n))
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(0, 120), min_size=1, max_size=30),
+    st.integers(2, 40),
+    st.integers(1, 400),
+    st.data(),
+)
+def test_window_batches_hold_the_budget_at_their_padded_width(lengths, context, budget, data):
+    """Every window once, shortest first; a batch of several rows never holds more than the
+    budget's positions once padded to its widest window (short documents first made the first,
+    shortest window size a batch that the wider ones then overfilled)."""
+    from toklab.lm.score import window_batches
+
+    stride = data.draw(st.integers(1, context - 1))
+    seqs = [np.arange(n + 1) for n in lengths]
+    seen = []
+    for batch, ids in window_batches(seqs, context, stride, lambda w: budget // w):
+        width = max(end - start for _, start, end, _ in batch)
+        assert ids.shape == (len(batch), width)
+        assert len(batch) == 1 or len(batch) * width <= budget
+        for r, (d, start, end, _) in enumerate(batch):
+            assert ids[r, : end - start].tolist() == seqs[d][start:end].tolist()
+            assert not ids[r, end - start :].any()
+        seen += batch
+    assert [end - start for _, start, end, _ in seen] == sorted(
+        end - start for _, start, end, _ in seen
+    )
+    want = [(d, *w) for d, n in enumerate(lengths) for w in _windows(n, context, stride)]
+    assert sorted(seen) == sorted(want)
+
+
 def test_tokens_per_second_counts_scored_tokens_not_window_positions():
     # Stride 4 in a context of 32: each token sits in about 8 windows, but is scored once.
     score = lm.evaluate(uniform_byte_model(), [TEXT * 2], stride=4)

@@ -111,7 +111,8 @@ def window_batches(
     seqs: Sequence[np.ndarray], context: int, stride: int, max_rows: Callable[[int], int]
 ) -> Iterator[tuple[list[Window], torch.Tensor]]:
     """The strided windows of every sequence (each ``[bos, t_1..t_n]``), shortest first, in
-    batches of at most ``max_rows(width)`` rows, with their ids right-padded with 0 (causal
+    batches of at most ``max_rows(width)`` rows where ``width`` is the batch's widest window
+    (the width it is padded to; one row at least), with their ids right-padded with 0 (causal
     attention never lets padding reach the positions before it)."""
     jobs = [
         (d, start, end, first)
@@ -121,9 +122,13 @@ def window_batches(
     jobs.sort(key=lambda j: j[2] - j[1])
     at = 0
     while at < len(jobs):
-        batch = jobs[at : at + max(1, max_rows(jobs[at][2] - jobs[at][1]))]
-        at += len(batch)
-        width = max(j[2] - j[1] for j in batch)
+        # Windows come shortest first, so each one added is the widest so far.
+        end = at + 1
+        while end < len(jobs) and end - at < max_rows(jobs[end][2] - jobs[end][1]):
+            end += 1
+        batch = jobs[at:end]
+        at = end
+        width = batch[-1][2] - batch[-1][1]
         ids = torch.zeros((len(batch), width), dtype=torch.long)
         for r, (d, start, end, _first) in enumerate(batch):
             ids[r, : end - start] = torch.from_numpy(np.asarray(seqs[d][start:end], np.int64))
