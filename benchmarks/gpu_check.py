@@ -9,7 +9,8 @@ Sections (each timed, each failure recorded without stopping the others; results
   passes on CUDA; seeded training on CUDA twice (same losses?) and its throughput.
 - ``bytespan``: per-byte signals on CUDA against CPU (differences, and the vocabularies that
   each gives), signal throughput at two batch sizes and two model sizes, and ``train_bytespan``
-  end to end on CUDA (byte LM trained there) with and without the signal cache.
+  end to end on CUDA (byte LM trained there), then again from the cache (the byte LM and its
+  signals loaded).
 - ``byteprobs``: exact byte-level probabilities over a token GPT on CUDA against CPU.
 - ``equalinfo``: Equal-Info windows coded with M1 on CUDA, decoded by a fresh coder on CUDA
   (must be exact on every text) and by a CPU copy of M1 (not guaranteed; counted).
@@ -175,8 +176,8 @@ class Check:
         inter = len(vocabs["cpu"] & vocabs["gpu"])
         r["combined_1k_vocab_jaccard_cpu_gpu"] = inter / len(vocabs["cpu"] | vocabs["gpu"])
 
-        # Throughput on the GPU, at the default batch (2^14 tokens) and a larger one, for the
-        # small preset and the 25M preset (untrained: speed only).
+        # Throughput on the GPU, at the CPU's default batch (2^14 positions) and CUDA's (2^16),
+        # for the small preset and the 25M preset (untrained: speed only).
         big = docs(self.train_text[: int(4_000_000 * self.q)])
         size = nbytes(big)
         speed = {}
@@ -187,8 +188,8 @@ class Check:
         )
         models = [("small", gpu)] + ([] if self.args.quick else [("25m", m25)])
         for label, model in models:
-            for bt in (1 << 14, 1 << 17):
-                byte_signals(model, big[:4], batch_tokens=bt)  # warm-up
+            for bt in (1 << 14, 1 << 16):
+                byte_signals(model, big[:64], batch_tokens=bt)  # warm-up: full batches
                 sync(self.dev)
                 t = time.perf_counter()
                 byte_signals(model, big, batch_tokens=bt)

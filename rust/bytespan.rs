@@ -2777,7 +2777,8 @@ fn interpolate(vals: &mut [f32], at: usize, hi_too: bool, frac: f64) -> f32 {
     let (_, &mut x, rest) = vals.select_nth_unstable_by(at, f32::total_cmp);
     let a = f64::from(x);
     let b = if hi_too {
-        f64::from(rest.iter().copied().fold(f32::INFINITY, f32::min))
+        // (In the same total order: a NaN above is the next value, not skipped.)
+        f64::from(rest.iter().copied().min_by(f32::total_cmp).unwrap_or(x))
     } else {
         a
     };
@@ -4077,6 +4078,12 @@ mod tests {
             );
             assert_eq!(percentile_nonzero(&parts, q, 1), Some(want), "q = {q}");
         }
+        // A NaN as the upper of the two ranks: NaN, as numpy gives (not the lower value).
+        let mut vals: Vec<f32> = (1..=n).map(|i| i as f32).collect();
+        vals[n - 1] = f32::NAN;
+        let q = 100.0 * (n as f64 - 1.5) / (n as f64 - 1.0);
+        assert!(percentile_nonzero(&[&vals], q, 2).is_some_and(f32::is_nan));
+        assert!(percentile_by_histogram(&[&vals], q, 2).is_some_and(f32::is_nan));
         // All zero, with enough values to sample: no percentile.
         let zeros = vec![0.0f32; n];
         assert_eq!(percentile_nonzero(&[&zeros], 30.0, 2), None);

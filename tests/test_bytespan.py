@@ -390,6 +390,10 @@ def test_the_byte_lm_trained_here_is_kept_in_the_cache(tmp_path, monkeypatch):
     assert lm.LanguageModel.load(ckpt, device="cpu").vocab_size == 256
     with pytest.raises(ConfigError, match="not a directory"):
         train_bytespan(docs, cache_dir=ckpt, **kw)
+    from toklab.bytespan import cached_byte_lm
+
+    with pytest.raises(InvalidInputError, match="document 1: a lone surrogate"):
+        cached_byte_lm(["ok", "a\ud800"], tmp_path, preset="tiny", device="cpu")
 
 
 def test_train_end_to_end(byte_lm, tmp_path):

@@ -462,11 +462,14 @@ def cached_byte_lm(
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     from toklab import __version__
 
+    budget: Any = budget_bytes
+    if isinstance(budget, (float, np.floating)) and float(budget).is_integer():
+        budget = int(budget)  # (1e6 and 1_000_000 train the same model)
     h = hashlib.sha256()
-    settings = [preset, budget_bytes, seed, where, torch.__version__, __version__]
+    settings = [preset, budget, seed, where, torch.__version__, __version__]
     h.update(json.dumps(settings, default=str).encode())
-    for t in texts:
-        h.update(hashlib.sha256(t.encode("utf-8")).digest())
+    for i, t in enumerate(texts):
+        h.update(hashlib.sha256(_utf8(t, i)).digest())
     path = Path(cache_dir) / f"bytelm-{h.hexdigest()[:32]}.pt"
     if path.exists():
         try:
@@ -475,7 +478,7 @@ def cached_byte_lm(
             warnings.warn(
                 f"{path}: a damaged byte LM checkpoint; training again and replacing it",
                 TokLabWarning,
-                stacklevel=3,
+                stacklevel=2,
             )
     model = train()
     path.parent.mkdir(parents=True, exist_ok=True)
