@@ -9,7 +9,7 @@ Documents longer than the context are scored with a strided window: windows of `
 positions start every ``stride`` positions (default half the context), and each window scores
 only the tokens that earlier windows did not, so every token after the first window is scored
 with at least ``context - stride`` tokens of context. The sums are in float64 and do not depend
-on how windows are batched.
+on how windows are batched (beyond float rounding).
 """
 
 from __future__ import annotations
@@ -188,9 +188,14 @@ def evaluate(
         ids, targets = ids.to(lm.device), targets.to(lm.device)
         with autocast(lm.device):
             logits = lm.model(ids)
-        # log p(target) = logit(target) - logsumexp(logits), in float64.
+        # log p(target) = logit(target) - logsumexp(logits): the exponentials of the logits
+        # less their row's largest (each in [0, 1]) summed in float32, the rest in float64.
+        # (All of it in float64 took 8-14 times the forward pass on CPU at 16k ids; this
+        # differs from it by about 1e-7 nats a token, under the float32 logits' own rounding.)
         logits = logits.float()
-        lse = torch.logsumexp(logits.double(), dim=-1)
+        top = logits.amax(-1, keepdim=True)
+        sums = (logits - top).exp_().sum(-1)
+        lse = top.squeeze(-1).double() + sums.double().log()
         picked = logits.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1).double() - lse
         picked = torch.where(targets >= 0, picked, torch.zeros_like(picked))
         per_row = (-picked.sum(-1) / LN2).cpu().numpy()
