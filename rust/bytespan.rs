@@ -2850,6 +2850,9 @@ fn percentile_by_sample(signals: &[&[f32]], q: f64, threads: usize) -> Option<Op
         *sample.select_nth_unstable(r1).1
     };
     let span = hi_key - lo_key;
+    // Whether a key is in the range, and a value to collect.
+    let in_range = |k: u32| k.wrapping_sub(lo_key) <= span;
+    let kept = |k: u32| in_range(k) && k != zero;
     // Per thread: values below the range (zeros too), zeros, and the values in it.
     let found = crate::par::fold(
         signals,
@@ -2867,14 +2870,11 @@ fn percentile_by_sample(signals: &[&[f32]], q: f64, threads: usize) -> Option<Op
                             let k = ordered_bits(w[i]);
                             b[i] += u32::from(k < lo_key);
                             z[i] += u32::from(k == zero);
-                            hit[i] |= u32::from(k.wrapping_sub(lo_key) <= span);
+                            hit[i] |= u32::from(in_range(k));
                         }
                     }
                     if hit.iter().any(|&h| h != 0) {
-                        vals.extend(c.iter().copied().filter(|&x| {
-                            let k = ordered_bits(x);
-                            k.wrapping_sub(lo_key) <= span && k != zero
-                        }));
+                        vals.extend(c.iter().copied().filter(|&x| kept(ordered_bits(x))));
                     }
                 }
                 *below += b.iter().map(|&x| u64::from(x)).sum::<u64>();
@@ -2883,7 +2883,7 @@ fn percentile_by_sample(signals: &[&[f32]], q: f64, threads: usize) -> Option<Op
                     let k = ordered_bits(x);
                     *below += u64::from(k < lo_key);
                     *zeros += u64::from(k == zero);
-                    if k.wrapping_sub(lo_key) <= span && k != zero {
+                    if kept(k) {
                         vals.push(x);
                     }
                 }

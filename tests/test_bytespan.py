@@ -387,7 +387,9 @@ def test_the_byte_lm_trained_here_is_kept_in_the_cache(tmp_path, monkeypatch):
     ckpt.write_bytes(ckpt.read_bytes()[:100])
     with pytest.warns(toklab.TokLabWarning, match="damaged byte LM"):
         assert train_bytespan(docs, cache_dir=tmp_path, **kw).learned() == first.learned()
-    assert lm.LanguageModel.load(ckpt, device="cpu").vocab_size == 256
+    # (Replaced by a whole checkpoint: loading it no longer raises CorruptFileError.)
+    assert ckpt.stat().st_size > 100
+    lm.LanguageModel.load(ckpt, device="cpu")
     with pytest.raises(ConfigError, match="not a directory"):
         train_bytespan(docs, cache_dir=ckpt, **kw)
     from toklab.bytespan import cached_byte_lm

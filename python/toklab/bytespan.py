@@ -352,13 +352,26 @@ def byte_signals(
     return out
 
 
+def _add_texts(h: Any, texts: Sequence[str]) -> None:
+    """Adds each text's digest to the cache key ``h``."""
+    for i, t in enumerate(texts):
+        h.update(hashlib.sha256(_utf8(t, i)).digest())
+
+
+def _cache_dir(cache_dir: str | os.PathLike[str]) -> Path:
+    """``cache_dir`` as a path, refused when it is a file."""
+    path = Path(cache_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"cache_dir {cache_dir} is not a directory")
+    return path
+
+
 def _signal_cache_key(lm: Any, texts: Sequence[str]) -> str:
     h = hashlib.sha256()
     for name, p in sorted(lm.model.state_dict().items()):
         h.update(name.encode())
         h.update(p.detach().cpu().numpy().tobytes())
-    for t in texts:
-        h.update(hashlib.sha256(t.encode("utf-8")).digest())
+    _add_texts(h, texts)
     return h.hexdigest()[:32]
 
 
@@ -397,9 +410,7 @@ def cached_signals(
     the model's weights and the texts), so each corpus and model is scored once."""
     if cache_dir is None:
         return byte_signals(lm, texts)
-    if Path(cache_dir).exists() and not Path(cache_dir).is_dir():
-        raise ConfigError(f"cache_dir {cache_dir} is not a directory")
-    path = Path(cache_dir) / f"signals-{_signal_cache_key(lm, texts)}.npz"
+    path = _cache_dir(cache_dir) / f"signals-{_signal_cache_key(lm, texts)}.npz"
     if path.exists():
         cached = _read_signal_cache(path, [len(_utf8(t, i)) for i, t in enumerate(texts)])
         if cached is not None:
@@ -456,8 +467,7 @@ def cached_byte_lm(
 
     if cache_dir is None:
         return train()
-    if Path(cache_dir).exists() and not Path(cache_dir).is_dir():
-        raise ConfigError(f"cache_dir {cache_dir} is not a directory")
+    folder = _cache_dir(cache_dir)
     dev = lm.resolve_device(device)
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     from toklab import __version__
@@ -468,9 +478,8 @@ def cached_byte_lm(
     h = hashlib.sha256()
     settings = [preset, budget, seed, where, torch.__version__, __version__]
     h.update(json.dumps(settings, default=str).encode())
-    for i, t in enumerate(texts):
-        h.update(hashlib.sha256(_utf8(t, i)).digest())
-    path = Path(cache_dir) / f"bytelm-{h.hexdigest()[:32]}.pt"
+    _add_texts(h, texts)
+    path = folder / f"bytelm-{h.hexdigest()[:32]}.pt"
     if path.exists():
         try:
             return lm.LanguageModel.load(path, device=dev, tokenizer=ByteTokenizer())
