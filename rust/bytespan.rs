@@ -846,16 +846,18 @@ fn grow(
             let range = chunk_cuts[next]..chunk_cuts[next + 1];
             g.walk(flags, keys, range, &mut births);
         }
-        if back && taken.len() > 1 {
-            // Walked from the back: the occurrences back in position order.
-            let mut ordered = Vec::with_capacity(g.occurrences.len());
-            let mut end = g.occurrences.len();
-            for &(_, start) in taken.iter().rev() {
-                ordered.extend_from_slice(&g.occurrences[start..end]);
-                end = start;
-            }
-            g.occurrences = ordered;
-        }
+        // The occurrences in position order, as runs: walked from the back, one per chunk, in
+        // reverse (not copied into order: 12 bytes a pre-token, in pages of their own).
+        let len = g.occurrences.len();
+        g.runs = if back {
+            let ends = taken.iter().skip(1).map(|c| c.1).chain([len]);
+            let mut runs: Vec<_> = taken.iter().zip(ends).map(|(c, end)| c.1..end).collect();
+            runs.reverse();
+            runs
+        } else {
+            std::iter::once(0..len).collect()
+        };
+        g.runs.retain(|r| !r.is_empty());
         let range = match (
             taken.iter().map(|c| c.0).min(),
             taken.iter().map(|c| c.0).max(),
@@ -1163,8 +1165,7 @@ impl Pass2<'_> {
             for x in (from..to).filter(|&x| self.keys[x] == key) {
                 // The thread that walked it: the last whose first pre-token starts by `x`.
                 let Some((t, o)) = growers.iter().enumerate().rev().find_map(|(t, g)| {
-                    let first = *g.occurrences.first()?;
-                    (occurrence_parts(first).3 <= x).then(|| (t, g.occurrence_at(self.flags, x)))
+                    (g.first_position()? <= x).then(|| (t, g.occurrence_at(self.flags, x)))
                 }) else {
                     continue;
                 };
@@ -1512,7 +1513,10 @@ struct Grower<'a> {
     prefix: Vec<u64>,
     powers: Vec<u64>,
     batch: Vec<(usize, usize, u128, usize)>,
+    /// The pre-tokens walked (see [`Occurrence`]), in runs in position order (`runs`, set
+    /// after the first walk: see [`grow`]).
     occurrences: Vec<Occurrence>,
+    runs: Vec<std::ops::Range<usize>>,
 }
 
 impl<'a> Grower<'a> {
@@ -1529,6 +1533,7 @@ impl<'a> Grower<'a> {
             powers: vec![1],
             batch: Vec::with_capacity(BATCH),
             occurrences: Vec::new(),
+            runs: Vec::new(),
         }
     }
 
@@ -1717,18 +1722,27 @@ impl<'a> Grower<'a> {
     fn rewalk(&mut self, flags: &[u8], keys: &[u32], pass: &mut impl Emit) {
         const AHEAD: usize = 8;
         let occurrences = std::mem::take(&mut self.occurrences);
-        for (i, &o) in occurrences.iter().enumerate() {
-            if let Some(&later) = occurrences.get(i + AHEAD) {
-                // The whole table (up to 121 entries: eight cache lines at most).
-                let (table, _, m, _) = occurrence_parts(later);
-                let end = (table + table_size(m)).min(self.pieces.tables.len());
-                for j in (table..end).step_by(16) {
-                    prefetch(&self.pieces.tables[j]);
+        for run in self.runs.clone() {
+            let run = &occurrences[run];
+            for (i, &o) in run.iter().enumerate() {
+                if let Some(&later) = run.get(i + AHEAD) {
+                    // The whole table (up to 121 entries: eight cache lines at most).
+                    let (table, _, m, _) = occurrence_parts(later);
+                    let end = (table + table_size(m)).min(self.pieces.tables.len());
+                    for j in (table..end).step_by(16) {
+                        prefetch(&self.pieces.tables[j]);
+                    }
                 }
+                self.rewalk_one(flags, keys, o, pass);
             }
-            self.rewalk_one(flags, keys, o, pass);
         }
         self.occurrences = occurrences;
+    }
+
+    /// Where the first pre-token walked starts.
+    fn first_position(&self) -> Option<usize> {
+        let run = self.runs.first()?;
+        Some(occurrence_parts(self.occurrences[run.start]).3)
     }
 
     /// [`Grower::rewalk`] of one pre-token.
@@ -1775,10 +1789,11 @@ impl<'a> Grower<'a> {
     /// The pre-token of two bytes or more that holds position `x`, if one does (and this
     /// thread walked it).
     fn occurrence_at(&self, flags: &[u8], x: usize) -> Option<Occurrence> {
-        let i = self
-            .occurrences
-            .partition_point(|&o| occurrence_parts(o).3 <= x);
-        let o = *self.occurrences.get(i.checked_sub(1)?)?;
+        let at = |i: usize| occurrence_parts(self.occurrences[i]).3;
+        let r = self.runs.partition_point(|run| at(run.start) <= x);
+        let run = &self.occurrences[self.runs.get(r.checked_sub(1)?)?.clone()];
+        let i = run.partition_point(|&o| occurrence_parts(o).3 <= x);
+        let o = *run.get(i.checked_sub(1)?)?;
         let (_, _, m, p) = occurrence_parts(o);
         let end = if m == 0 {
             next_start(flags, p + 1, flags.len())

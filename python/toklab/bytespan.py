@@ -576,7 +576,10 @@ def train_bytespan(
         raise ConfigError(f"percentile must be in [0, 100], got {percentile}")
     docs = list(iter_texts(corpus))
     for i, t in enumerate(docs):
-        _utf8(t, i)  # (checked here: the core would raise a bare UnicodeEncodeError)
+        # (Checked here: the core would raise a bare UnicodeEncodeError. An ASCII str, which
+        # CPython marks as such, has no surrogate and needs no encoding to tell.)
+        if not (isinstance(t, str) and t.isascii()):
+            _utf8(t, i)
     texts = [t for t in docs if t]
     if not texts:
         raise EmptyCorpusError("the corpus holds no text")
