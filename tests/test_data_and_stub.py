@@ -58,3 +58,14 @@ def test_core_stub_matches_compiled_module():
     for cls, names in members.items():
         public = {n for n in dir(getattr(_core, cls)) if not n.startswith("_")}
         assert {n for n in names if not n.startswith("_")} == public, cls
+
+
+def test_version_is_the_packages_from_any_checkout():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    with open(root / "pyproject.toml", "rb") as f:
+        declared = tomllib.load(f)["project"]["version"]
+    # The core's (Cargo's) version, which a source tree on the path reports, is pyproject's.
+    assert declared == _core.VERSION
+    assert toklab.__version__ == declared

@@ -192,8 +192,26 @@ def test_scores_do_not_depend_on_batching(bpe_run):
     a = lm.evaluate(bpe_run.lm, texts, batch_tokens=64)
     b = lm.evaluate(bpe_run.lm, texts, batch_tokens=1 << 16)
     c = lm.evaluate(bpe_run.lm, texts[::-1])
-    for x, y, z in zip(a.documents, b.documents, c.documents[::-1]):
+    # Logits held at once: one row of the widest window at most, or fewer than one (a row
+    # still runs: at least one per forward pass).
+    d = lm.evaluate(bpe_run.lm, texts, max_logits=bpe_run.lm.vocab_size * 3)
+    for x, y, z, w in zip(a.documents, b.documents, c.documents[::-1], d.documents):
         assert x.bits == pytest.approx(y.bits, rel=1e-6) == z.bits
+        assert w.bits == pytest.approx(x.bits, rel=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "64"])
+@pytest.mark.parametrize("name", ["batch_tokens", "max_logits"])
+def test_evaluate_refuses_bad_batch_limits(bpe_run, name, bad):
+    with pytest.raises(ConfigError, match=name):
+        lm.evaluate(bpe_run.lm, [TEXT], **{name: bad})
+
+
+def test_evaluate_batch_limits_default_by_device():
+    from toklab.lm.score import _batch_limits
+
+    assert _batch_limits(torch.device("cpu"), None, None) == (1 << 14, 1 << 25)
+    assert _batch_limits(torch.device("cpu"), 100, 7) == (100, 7)
 
 
 @settings(max_examples=200, deadline=None)

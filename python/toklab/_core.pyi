@@ -9,6 +9,7 @@ GPT2_PATTERN: str
 CL100K_PATTERN: str
 O200K_PATTERN: str
 FORMAT_VERSION: int
+VERSION: str
 
 class Ids:
     """Token ids that the core made, lent without a copy: a writable buffer of their bytes

@@ -57,8 +57,8 @@ PATTERNS: Mapping[str, str] = {
 
 try:
     _VERSION = importlib.metadata.version("toklab")
-except importlib.metadata.PackageNotFoundError:  # running from a source tree
-    _VERSION = "unknown"
+except importlib.metadata.PackageNotFoundError:  # a source tree on the path: the core's
+    _VERSION = _core.VERSION
 
 
 def _threads(num_threads: int | None) -> int:

@@ -1492,5 +1492,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CL100K_PATTERN", crate::pretok::CL100K_PATTERN)?;
     m.add("O200K_PATTERN", crate::pretok::O200K_PATTERN)?;
     m.add("FORMAT_VERSION", io::VERSION)?;
+    // The package's version as built (Cargo's, kept equal to pyproject's by a test), for
+    // `toklab.__version__` where no installed metadata says it (a source tree on the path).
+    m.add("VERSION", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
