@@ -11,6 +11,8 @@ Sections (each timed, each failure recorded without stopping the others; results
   each gives), signal throughput at two batch sizes and two model sizes, and ``train_bytespan``
   end to end on CUDA (byte LM trained there), then again from the cache (the byte LM and its
   signals loaded).
+- ``evaluate``: ``evaluate``'s scored tokens per second with a 16k BPE vocabulary at several
+  batch limits (and its defaults on CUDA), against bytes; the bits per byte must not change.
 - ``byteprobs``: exact byte-level probabilities over a token GPT on CUDA against CPU.
 - ``equalinfo``: Equal-Info windows coded with M1 on CUDA, decoded by a fresh coder on CUDA
   (must be exact on every text) and by a CPU copy of M1 (not guaranteed; counted).
@@ -59,7 +61,7 @@ class Check:
         self.args = args
         self.dev = torch.device(args.device)
         self.q = 0.1 if args.quick else 1.0  # scales every size
-        text = next(default_corpus())
+        text = self.text = next(default_corpus())
         self.train_text = text[: int(8_000_000 * self.q)]
         self.held = docs(text[-int(200_000 * self.q) :])
         self.results: dict[str, Any] = {}
@@ -219,6 +221,41 @@ class Check:
         }
         return r
 
+    def evaluate(self) -> dict[str, Any]:
+        """``evaluate``'s speed on CUDA with a 16k BPE vocabulary (an untrained 25M GPT: speed
+        only) at several batch limits, against the byte GPT; the scores must not change."""
+        from toklab.lm import GPT, PRESETS, GPTConfig
+        from toklab.lm.score import _batch_limits
+
+        r: dict[str, Any] = {"default_limits": _batch_limits(self.dev, None, None)}
+        held = docs(self.text[-int(1_000_000 * self.q) :])
+        r["held_bytes"] = nbytes(held)
+        bpe = toklab.train_bpe(docs(self.train_text[: int(2_000_000 * self.q)]), vocab_size=16384)
+        torch.manual_seed(0)
+        models = [
+            (name, LanguageModel(GPT(GPTConfig(vocab_size=tok.vocab_size, **PRESETS["25m"])), tok,
+                                 device=self.dev))
+            for name, tok in (("bpe16k", bpe), ("bytes", ByteTokenizer()))
+        ]  # fmt: skip
+        limits = [(1 << 14, 1 << 25), (1 << 16, 1 << 25), (1 << 16, 1 << 27), (1 << 16, 1 << 28)]
+        limits += [(1 << 17, 1 << 28), (None, None)]
+        for name, model in models:
+            rows, bpbs = {}, []
+            for bt, ml in limits if name == "bpe16k" else [(None, None)]:
+                evaluate(model, held[:8], batch_tokens=bt, max_logits=ml)  # warm-up
+                sync(self.dev)
+                t = time.perf_counter()
+                e = evaluate(model, held, batch_tokens=bt, max_logits=ml)
+                sync(self.dev)
+                rows[f"{bt}_{ml}"] = {
+                    "tokens_per_s": e.tokens / (time.perf_counter() - t),
+                    "bpb": e.bits_per_byte,
+                }
+                bpbs.append(e.bits_per_byte)
+            r[name] = rows
+            r[f"{name}_bpb_max_rel_spread"] = max(bpbs) / min(bpbs) - 1
+        return r
+
     def byteprobs(self) -> dict[str, Any]:
         from toklab.byteprobs import ByteLevelLM
 
@@ -315,7 +352,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="every size / 10 (checks the script)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument(
-        "--sections", nargs="*", default=["env", "lm", "bytespan", "byteprobs", "equalinfo"]
+        "--sections",
+        nargs="*",
+        default=["env", "lm", "bytespan", "evaluate", "byteprobs", "equalinfo"],
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
