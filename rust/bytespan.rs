@@ -1082,10 +1082,10 @@ impl Pass2<'_> {
             p.set(v);
         });
         let mut replay = Replay::<R> {
-            counts: vec![0; lives + 1],
+            counts: vec![0; lives + SPARE],
             qualified: 0,
             want: self.want,
-            // Only live strings are counted (the others are NONE's slot, never qualified),
+            // Only live strings are counted (the others are NONE's slots, never qualified),
             // each with all its events: a count is never negative, and `min_count` is at most
             // the corpus size here (some string was born that often), so under 2^32.
             min: u32::try_from(self.min_count).expect("a live string's count"),
@@ -2330,7 +2330,7 @@ impl PieceTable {
 
 /// Replays the [`Record`]s in growth order, counting strings and how many reach `min_count`.
 struct Replay<R> {
-    /// Per live id, and one more slot that [`Record::NONE`] updates (never counted as
+    /// Per live id, and [`SPARE`] more slots that [`Record::NONE`] updates (never counted as
     /// qualified).
     counts: Vec<u32>,
     qualified: usize,
@@ -2345,16 +2345,28 @@ struct Replay<R> {
     spare: Vec<R>,
 }
 
+/// The count slots that [`Record::NONE`]'s updates take in turn (see [`Replay::slot`]).
+const SPARE: usize = 8;
+
 impl<R: Record> Replay<R> {
+    /// Where string `id`'s count is; for [`Record::NONE`], one of the [`SPARE`] slots (by
+    /// `spare`): the updates of no string are many (most children are one byte, or dead), and
+    /// in one slot each would wait on the one before it.
     #[inline(always)]
-    fn slot(&self, id: u32) -> usize {
-        (id as usize).min(self.counts.len() - 1)
+    fn slot(&self, id: u32, spare: usize) -> usize {
+        let n = self.counts.len() - SPARE;
+        let i = id as usize;
+        if i < n {
+            i
+        } else {
+            n + spare % SPARE
+        }
     }
 
     /// One more occurrence of string `id`.
     #[inline(always)]
-    fn made(&mut self, id: u32) {
-        let (i, min) = (self.slot(id), self.min);
+    fn made(&mut self, id: u32, spare: usize) {
+        let (i, min) = (self.slot(id, spare), self.min);
         let c = &mut self.counts[i];
         *c = c.wrapping_add(1);
         self.qualified += usize::from(*c == min) & usize::from(id != R::NONE);
@@ -2362,8 +2374,8 @@ impl<R: Record> Replay<R> {
 
     /// One occurrence of string `id` fewer.
     #[inline(always)]
-    fn gone(&mut self, id: u32) {
-        let (i, min) = (self.slot(id), self.min);
+    fn gone(&mut self, id: u32, spare: usize) {
+        let (i, min) = (self.slot(id, spare), self.min);
         let c = &mut self.counts[i];
         self.qualified -= usize::from(*c == min) & usize::from(id != R::NONE);
         *c = c.wrapping_sub(1);
@@ -2384,26 +2396,27 @@ impl<R: Record> Replay<R> {
     /// byte by byte.
     fn grow(&mut self, parts: &[&[R]]) -> bool {
         let len: usize = parts.iter().map(|p| p.len()).sum();
+        let records = || parts.iter().flat_map(|p| p.iter()).enumerate();
         if len < self.want - self.qualified {
-            for e in parts.iter().flat_map(|p| p.iter()) {
+            for (j, e) in records() {
                 let [left, right, new] = e.ids();
-                self.gone(left);
-                self.gone(right);
-                self.made(new);
+                self.gone(left, 3 * j);
+                self.gone(right, 3 * j + 1);
+                self.made(new, 3 * j + 2);
             }
             return false;
         }
-        for e in parts.iter().flat_map(|p| p.iter()) {
-            self.made(e.ids()[2]);
+        for (j, e) in records() {
+            self.made(e.ids()[2], j);
         }
         let cannot_stop = self.qualified < self.want;
-        for e in parts.iter().flat_map(|p| p.iter()) {
+        for (j, e) in records() {
             let [left, right, new] = e.ids();
             if cannot_stop {
-                self.gone(left);
-                self.gone(right);
+                self.gone(left, 2 * j);
+                self.gone(right, 2 * j + 1);
             } else {
-                self.gone(new); // undone
+                self.gone(new, j); // undone
             }
         }
         if cannot_stop {
@@ -2418,9 +2431,9 @@ impl<R: Record> Replay<R> {
         let mut stopped = false;
         for (i, e) in sorted.iter().enumerate() {
             let [left, right, new] = e.ids();
-            self.gone(left);
-            self.gone(right);
-            self.made(new);
+            self.gone(left, 3 * i);
+            self.gone(right, 3 * i + 1);
+            self.made(new, 3 * i + 2);
             if self.qualified >= self.want {
                 let key = e.key();
                 let first = sorted[..i]
