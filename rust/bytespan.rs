@@ -536,14 +536,16 @@ fn global_spans_by(
     }
     // The concatenated corpus, filled (and checked) by threads over runs of documents of about
     // equal size; the bytes have 16 bytes of padding for `pack_at`.
-    let mut bytes = vec![0u8; total + 16];
-    let mut flags = vec![0u8; total];
+    let mut bytes: Vec<u8> = crate::mem::huge_zeroed(total + 16);
+    let mut flags: Vec<u8> = crate::mem::huge_zeroed(total);
     // The keys: copied from the signals, or read from `whole` in place (below).
-    let mut keys = vec![0u32; if whole.is_some() { 0 } else { total }];
-    // No huge-page advice here or for the other buffers of the growth (unlike BPE encoding's
-    // output): on the development VM it made a process's first call 15-40% slower (the
-    // kernel compacts memory on the faults of advised ranges) for 10-15% on later calls, and
-    // a vocabulary is mostly built once per process.
+    let mut keys: Vec<u32> = crate::mem::huge_zeroed(if whole.is_some() { 0 } else { total });
+    // These and the growth's other large buffers (the records, the pre-token lists, the
+    // tables and their slots) are advised onto huge pages: their pages are written once, and
+    // a 4 KiB page fault costs about 2 us on the development VM (a 4k row touches about 200
+    // MB). Where free huge pages are scarce the kernel compacts memory on those faults
+    // (`defrag` is `madvise` there), which once made first calls slower instead: see
+    // benchmarks/RESULTS.md.
     let runs = crate::par::thread_count(threads, total / MIN_RANGE);
     let mut jobs = Vec::with_capacity(runs);
     let (mut b, mut f, mut k) = (&mut bytes[..total], &mut flags[..], &mut keys[..]);
@@ -1349,7 +1351,8 @@ impl<'b, R: Record> Events<'b, R> {
         // Every chunk but a lane's last is full, so this is enough (with the first slots,
         // skipped so that groups start on a cache line).
         let bytes: usize = room[round.clone()].iter().sum();
-        let arena = vec![R::default(); GROUP + lanes * CHUNK + bytes];
+        let mut arena = vec![R::default(); GROUP + lanes * CHUNK + bytes];
+        crate::mem::huge_capacity(&mut arena);
         let size = std::mem::size_of::<R>();
         let skip = (0..GROUP)
             .find(|&i| (arena.as_ptr() as usize + i * size) % 64 == 0)
@@ -1532,7 +1535,7 @@ impl<'a> Grower<'a> {
             prefix: Vec::new(),
             powers: vec![1],
             batch: Vec::with_capacity(BATCH),
-            occurrences: Vec::new(),
+            occurrences: crate::mem::huge_vec(range / 4 + 1),
             runs: Vec::new(),
         }
     }
@@ -2226,10 +2229,10 @@ impl PieceTable {
     fn new(range: usize) -> Self {
         let bits = slot_bits(range, 32);
         Self {
-            slots: vec![0; 1 << bits],
+            slots: crate::mem::huge_zeroed(1 << bits),
             shift: 64 - bits,
             len: 0,
-            tables: Vec::new(),
+            tables: crate::mem::huge_vec(range / 2),
         }
     }
 
@@ -2307,7 +2310,7 @@ impl PieceTable {
 
     fn grow(&mut self) {
         let size = self.slots.len() * 2;
-        let old = std::mem::replace(&mut self.slots, vec![0; size]);
+        let old = std::mem::replace(&mut self.slots, crate::mem::huge_zeroed(size));
         self.shift -= 1;
         for slot in old {
             if slot != 0 {
@@ -2544,7 +2547,7 @@ impl<'a> Interner<'a> {
         let bits = slot_bits(range, 64);
         Self {
             bytes,
-            slots: vec![(0, 0); 1 << bits],
+            slots: crate::mem::huge_zeroed(1 << bits),
             shift: 64 - bits,
             strings: Vec::new(),
         }
@@ -2607,7 +2610,7 @@ impl<'a> Interner<'a> {
 
     fn grow(&mut self) {
         let size = self.slots.len() * 2;
-        let old = std::mem::replace(&mut self.slots, vec![(0, 0); size]);
+        let old = std::mem::replace(&mut self.slots, crate::mem::huge_zeroed(size));
         self.shift -= 1;
         let mask = self.slots.len() - 1;
         for (k, id) in old {

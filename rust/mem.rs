@@ -14,6 +14,14 @@ pub fn huge_vec<T>(n: usize) -> Vec<T> {
     v
 }
 
+/// `vec![T::default(); n]` for a `T` whose default is all zero bits, advised onto huge pages
+/// before it is first written (a large zeroed allocation is fresh pages, not yet written).
+pub fn huge_zeroed<T: Clone + Default>(n: usize) -> Vec<T> {
+    let mut v = vec![T::default(); n];
+    huge_capacity(&mut v);
+    v
+}
+
 /// Asks the kernel to back the whole huge pages of the `bytes` bytes at `at` (memory this
 /// process owns) with huge pages where it can.
 fn advise_huge<T>(at: *mut T, bytes: usize) {
