@@ -1535,7 +1535,9 @@ impl<'a> Grower<'a> {
             prefix: Vec::new(),
             powers: vec![1],
             batch: Vec::with_capacity(BATCH),
-            occurrences: crate::mem::huge_vec(range / 4 + 1),
+            // (Room for most texts, on huge pages; capped, so that a range of gigabytes does
+            // not reserve more than it needs: the lists grow from there as they must.)
+            occurrences: crate::mem::huge_vec((range / 4 + 1).min(1 << 22)),
             runs: Vec::new(),
         }
     }
@@ -2232,7 +2234,7 @@ impl PieceTable {
             slots: crate::mem::huge_zeroed(1 << bits),
             shift: 64 - bits,
             len: 0,
-            tables: crate::mem::huge_vec(range / 2),
+            tables: crate::mem::huge_vec((range / 2).min(1 << 23)),
         }
     }
 
