@@ -1190,8 +1190,15 @@ impl Pass2<'_> {
             }
         }
         let at = *found.get(rank).expect("the event replayed");
-        let equal = self.keys[..=at].iter().filter(|&&k| k == key).count();
-        (at, below + equal)
+        // The bytes with the key up to it: those of the chunks before its own (counted above),
+        // then its chunk's up to it.
+        let c = at / MIN_RANGE;
+        let before: usize = counted[..c].iter().map(|c| c.1).sum();
+        let equal = self.keys[c * MIN_RANGE..=at]
+            .iter()
+            .filter(|&&k| k == key)
+            .count();
+        (at, below + before + equal)
     }
 }
 
