@@ -429,18 +429,26 @@ pub fn global_spans(
             ptbs.len(),
         )));
     }
-    let mark = |i: usize, flags: &mut [u8]| {
-        if ptbs[i].len() != flags.len() {
+    let mark = |i: usize, range: std::ops::Range<usize>, flags: &mut [u8]| {
+        if ptbs[i].len() != docs[i].len() {
             return Err(Error::Config(
                 "one pre-token flag per byte is needed".into(),
             ));
         }
-        for (f, &p) in flags.iter_mut().zip(ptbs[i]) {
+        for (f, &p) in flags.iter_mut().zip(&ptbs[i][range]) {
             *f = u8::from(p) * PTB;
         }
         Ok(())
     };
-    global_spans_by(docs, &mark, signals, None, want, min_count, threads)
+    // (Any byte can end a part: the boundaries are given.)
+    let cut = |i: usize, target: usize| {
+        let n = docs[i].len();
+        (0..n)
+            .step_by(target.max(1))
+            .map(|s| (n - s).min(target))
+            .collect()
+    };
+    global_spans_by(docs, &mark, &cut, signals, None, want, min_count, threads)
 }
 
 /// [`global_spans`] of texts, with the pre-token boundaries that `pre` finds (written straight
@@ -454,14 +462,15 @@ pub fn global_spans_of_texts(
     threads: usize,
 ) -> Result<GlobalSpans> {
     let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
-    let mark = |i: usize, flags: &mut [u8]| {
-        pre.for_each_piece(texts[i], |s, _| {
+    let mark = |i: usize, range: std::ops::Range<usize>, flags: &mut [u8]| {
+        pre.for_each_piece(&texts[i][range], |s, _| {
             if let Some(f) = flags.get_mut(s) {
                 *f = PTB;
             }
         })
     };
-    global_spans_by(&docs, &mark, signals, None, want, min_count, threads)
+    let cut = |i: usize, target: usize| text_parts(pre, texts[i], target);
+    global_spans_by(&docs, &mark, &cut, signals, None, want, min_count, threads)
 }
 
 /// [`global_spans_of_texts`], where `signals` are consecutive slices of `whole` (views of one
@@ -494,24 +503,50 @@ pub fn global_spans_of_texts_in(
         ));
     }
     let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
-    let mark = |i: usize, flags: &mut [u8]| {
-        pre.for_each_piece(texts[i], |s, _| {
+    let mark = |i: usize, range: std::ops::Range<usize>, flags: &mut [u8]| {
+        pre.for_each_piece(&texts[i][range], |s, _| {
             if let Some(f) = flags.get_mut(s) {
                 *f = PTB;
             }
         })
     };
-    global_spans_by(&docs, &mark, signals, Some(whole), want, min_count, threads)
+    let cut = |i: usize, target: usize| text_parts(pre, texts[i], target);
+    global_spans_by(
+        &docs,
+        &mark,
+        &cut,
+        signals,
+        Some(whole),
+        want,
+        min_count,
+        threads,
+    )
 }
 
-/// Marks the pre-token starts of document `i` in its flags (all zero before) with [`PTB`].
-type Marker<'m> = dyn Fn(usize, &mut [u8]) -> Result<()> + Sync + 'm;
+/// Marks the pre-token starts of bytes `range` of document `i` in their flags (all zero
+/// before) with [`PTB`] (`range` from a [`Cutter`]).
+type Marker<'m> = dyn Fn(usize, std::ops::Range<usize>, &mut [u8]) -> Result<()> + Sync + 'm;
+
+/// The lengths of consecutive parts of about `target` bytes that document `i` can be cut into
+/// for a [`Marker`] (at safe cuts of the pre-tokenizer, for text).
+type Cutter<'c> = dyn Fn(usize, usize) -> Vec<usize> + Sync + 'c;
+
+/// [`Cutter`] for a text and its pre-tokenizer: the parts at its safe cuts (the whole text
+/// where it has none).
+fn text_parts(pre: &PreTokenizer, text: &str, target: usize) -> Vec<usize> {
+    pre.split_at_safe_cuts(text, target)
+        .iter()
+        .map(|p| p.len())
+        .collect()
+}
 
 /// [`global_spans`], with the pre-token boundaries from `mark` (and `signals` also as one
 /// slice, `whole`, when the caller has it: see [`global_spans_of_texts_in`]).
+#[allow(clippy::too_many_arguments)]
 fn global_spans_by(
     docs: &[&[u8]],
     mark: &Marker,
+    cut: &Cutter,
     signals: &[&[f32]],
     whole: Option<&[f32]>,
     want: usize,
@@ -547,39 +582,63 @@ fn global_spans_by(
     // (`defrag` is `madvise` there), which once made first calls slower instead: see
     // benchmarks/RESULTS.md.
     let runs = crate::par::thread_count(threads, total / MIN_RANGE);
+    // The parts of the documents (`(document, bytes)`): whole documents, but for those larger
+    // than a quarter of a thread's share, cut where their pre-tokens allow (so that a corpus
+    // of a few large files still fills on every thread).
+    let share = (total / (4 * runs)).max(MIN_RANGE);
+    let mut parts: Vec<(usize, std::ops::Range<usize>)> = Vec::with_capacity(docs.len());
+    for (i, d) in docs.iter().enumerate() {
+        if runs == 1 || d.len() <= share || signals[i].len() != d.len() {
+            parts.push((i, 0..d.len()));
+            continue;
+        }
+        let mut at = 0;
+        for len in cut(i, share) {
+            parts.push((i, at..at + len));
+            at += len;
+        }
+        debug_assert_eq!(at, d.len());
+    }
+    // Runs of parts of about equal size, each with its slices of the buffers.
     let mut jobs = Vec::with_capacity(runs);
     let (mut b, mut f, mut k) = (&mut bytes[..total], &mut flags[..], &mut keys[..]);
     let (mut first, mut done) = (0, 0);
     for run in 1..=runs {
         let (mut last, mut size) = (first, 0);
-        while last < docs.len() && (run == runs || done + size < total * run / runs) {
-            size += docs[last].len();
+        while last < parts.len() && (run == runs || done + size < total * run / runs) {
+            size += parts[last].1.len();
             last += 1;
         }
         let (b0, b1) = std::mem::take(&mut b).split_at_mut(size);
         let (f0, f1) = std::mem::take(&mut f).split_at_mut(size);
         let cut = size.min(k.len()); // (no keys to copy with `whole`)
         let (k0, k1) = std::mem::take(&mut k).split_at_mut(cut);
-        jobs.push((first..last, b0, f0, k0));
+        jobs.push((&parts[first..last], b0, f0, k0));
         (b, f, k, first, done) = (b1, f1, k1, last, done + size);
     }
     // Each run also finds its largest key (and, with `whole`, whether any of its values has
     // the sign bit set).
     type Job<'j> = (
-        std::ops::Range<usize>,
+        &'j [(usize, std::ops::Range<usize>)],
         &'j mut [u8],
         &'j mut [u8],
         &'j mut [u32],
     );
     type Filled = (Option<u32>, bool);
-    let fill = |(range, b, f, k): Job| -> Result<Filled> {
+    let fill = |(parts, b, f, k): Job| -> Result<Filled> {
         let (mut at, mut signed, mut top) = (0, 0, None::<u32>);
-        for i in range {
+        for (i, range) in parts.iter().cloned() {
             let (d, s) = (docs[i], signals[i]);
+            // (A document's signal is checked whole, as its first part's, or where a part's
+            // values are not all finite: then the check says where.)
+            if s.len() != d.len() {
+                check_signal(s, d.len()).map_err(|e| in_document(i, e))?;
+            }
+            let (d, s) = (&d[range.clone()], &s[range.clone()]);
             let n = d.len();
             // In place: the check, the sign bits and the largest key in one pass over the
             // signal (the check's own pass only to say what is wrong).
-            let folded = whole.is_some() && s.len() == n;
+            let folded = whole.is_some();
             if folded {
                 let (bad, any, max) = as_bits(s).chunks(64).fold((0, 0, 0), |acc, c| {
                     c.iter().fold(acc, |(bad, any, max), &x| {
@@ -588,16 +647,16 @@ fn global_spans_by(
                     })
                 });
                 if bad != 0 {
-                    check_signal(s, n).map_err(|e| in_document(i, e))?;
+                    check_signal(signals[i], docs[i].len()).map_err(|e| in_document(i, e))?;
                 }
                 signed |= any >> 31;
                 top = (n > 0).then_some(max).max(top);
-            } else {
-                check_signal(s, n).map_err(|e| in_document(i, e))?;
+            } else if check_signal(s, n).is_err() {
+                check_signal(signals[i], docs[i].len()).map_err(|e| in_document(i, e))?;
             }
             b[at..at + n].copy_from_slice(d);
             let f = &mut f[at..at + n];
-            mark(i, f).map_err(|e| in_document(i, e))?;
+            mark(i, range, f).map_err(|e| in_document(i, e))?;
             for (f, &b) in f.iter_mut().zip(d) {
                 *f |= u8::from(b == b' ') * SPACE;
             }
@@ -4515,6 +4574,83 @@ mod tests {
         for threads in [1, 2, 3] {
             let e = global_spans(&docs, &ptbs, &signals, 5, 1, threads).expect_err("bad");
             assert!(e.to_string().contains("document 1:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn global_cuts_large_documents_into_parts_alike() {
+        // A few documents much larger than a thread's share, with lines (safe cuts for GPT-2's
+        // pattern) and without: cut into parts on the way (`MIN_RANGE` is small in tests), the
+        // same as the direct algorithm.
+        let pre = PreTokenizer::new("gpt2").expect("pattern");
+        let mut rng = crate::testing::Rng(0x1234_5678_9ABC_DEF1);
+        let words = [
+            "the", " cat", " sat", "\n", "On", " a", " mat", ".", "\n\n", " Über",
+        ];
+        let texts: Vec<String> = [3000, 40, 2500, 10]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let mut t: String = (0..n).map(|_| words[rng.below(words.len())]).collect();
+                if i == 2 {
+                    t = t.replace('\n', " "); // no safe cut at all
+                }
+                t
+            })
+            .collect();
+        let signals: Vec<Vec<f32>> = texts
+            .iter()
+            .map(|t| (0..t.len()).map(|_| rng.below(50) as f32).collect())
+            .collect();
+        let whole: Vec<f32> = signals.concat();
+        let mut rest = whole.as_slice();
+        let in_whole: Vec<&[f32]> = signals
+            .iter()
+            .map(|s| {
+                let (here, after) = rest.split_at(s.len());
+                rest = after;
+                here
+            })
+            .collect();
+        let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+        let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let ptbs: Vec<Vec<bool>> = texts
+            .iter()
+            .map(|t| boundaries(&pre, t).expect("ptb"))
+            .collect();
+        let ptb_refs: Vec<&[bool]> = ptbs.iter().map(Vec::as_slice).collect();
+        let sig_refs: Vec<&[f32]> = signals.iter().map(Vec::as_slice).collect();
+        assert!(pre.split_at_safe_cuts(&texts[0], 500).len() > 3);
+        for (want, min_count) in [(30, 3), (usize::MAX, 1)] {
+            let expected = global_spans_reference(&docs, &ptb_refs, &sig_refs, want, min_count)
+                .expect("reference");
+            for threads in [1, 2, 3] {
+                let what = format!("{threads} threads, want {want}");
+                let got = global_spans(&docs, &ptb_refs, &sig_refs, want, min_count, threads);
+                assert_eq!(got.expect("global"), expected, "{what}");
+                let of_texts =
+                    global_spans_of_texts(&text_refs, &pre, &sig_refs, want, min_count, threads);
+                assert_eq!(of_texts.expect("of texts"), expected, "{what}");
+                let in_place = global_spans_of_texts_in(
+                    &text_refs, &pre, &in_whole, &whole, want, min_count, threads,
+                );
+                assert_eq!(in_place.expect("in place"), expected, "{what}");
+            }
+        }
+        // A bad value late in a large document: said of that document, at its own position.
+        let mut bad = signals[0].clone();
+        let late = bad.len() - 7;
+        bad[late] = f32::INFINITY;
+        let mut with_bad = sig_refs.clone();
+        with_bad[0] = &bad;
+        for threads in [1, 2, 3] {
+            let e =
+                global_spans_of_texts(&text_refs, &pre, &with_bad, 5, 1, threads).expect_err("bad");
+            let said = e.to_string();
+            assert!(
+                said.contains("document 0:") && said.contains(&format!("byte {late}")),
+                "{said}"
+            );
         }
     }
 
