@@ -611,8 +611,8 @@ fn global_spans_by(
         }
         let (b0, b1) = std::mem::take(&mut b).split_at_mut(size);
         let (f0, f1) = std::mem::take(&mut f).split_at_mut(size);
-        let cut = size.min(k.len()); // (no keys to copy with `whole`)
-        let (k0, k1) = std::mem::take(&mut k).split_at_mut(cut);
+        let key_len = size.min(k.len()); // (no keys to copy with `whole`)
+        let (k0, k1) = std::mem::take(&mut k).split_at_mut(key_len);
         jobs.push((&parts[first..last], b0, f0, k0));
         (b, f, k, first, done) = (b1, f1, k1, last, done + size);
     }
@@ -3696,6 +3696,19 @@ pub fn bpe_fill(
 mod tests {
     use super::*;
 
+    /// `whole` (the concatenation of `parts`) as consecutive slices of the parts' lengths.
+    fn slices_like<'w>(whole: &'w [f32], parts: &[Vec<f32>]) -> Vec<&'w [f32]> {
+        let mut rest = whole;
+        parts
+            .iter()
+            .map(|p| {
+                let (here, after) = rest.split_at(p.len());
+                rest = after;
+                here
+            })
+            .collect()
+    }
+
     /// Among pairs of equal count, the one with the smaller (left bytes, right bytes, ids) wins.
     type TieBreak = std::cmp::Reverse<(Vec<u8>, Vec<u8>, (u32, u32))>;
 
@@ -4408,15 +4421,7 @@ mod tests {
                 .collect();
             // The same signals as consecutive slices of one.
             let whole: Vec<f32> = signals.concat();
-            let mut rest = whole.as_slice();
-            let in_whole: Vec<&[f32]> = signals
-                .iter()
-                .map(|s| {
-                    let (here, after) = rest.split_at(s.len());
-                    rest = after;
-                    here
-                })
-                .collect();
+            let in_whole = slices_like(&whole, &signals);
             let arbitrary = case % 4 == 3;
             let ptbs: Vec<Vec<bool>> = texts
                 .iter()
@@ -4603,15 +4608,7 @@ mod tests {
             .map(|t| (0..t.len()).map(|_| rng.below(50) as f32).collect())
             .collect();
         let whole: Vec<f32> = signals.concat();
-        let mut rest = whole.as_slice();
-        let in_whole: Vec<&[f32]> = signals
-            .iter()
-            .map(|s| {
-                let (here, after) = rest.split_at(s.len());
-                rest = after;
-                here
-            })
-            .collect();
+        let in_whole = slices_like(&whole, &signals);
         let docs: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
         let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let ptbs: Vec<Vec<bool>> = texts

@@ -211,7 +211,9 @@ def test_evaluate_batch_limits_default_by_device():
     from toklab.lm.score import _batch_limits
 
     assert _batch_limits(torch.device("cpu"), None, None) == (1 << 14, 1 << 25)
-    assert _batch_limits(torch.device("cpu"), 100, 7) == (100, 7)
+    # Given values are kept, numpy integers as plain ints (torch takes those).
+    got = _batch_limits(torch.device("cpu"), np.int64(100), 7)
+    assert got == (100, 7) and all(type(x) is int for x in got)
 
 
 @settings(max_examples=200, deadline=None)
