@@ -753,16 +753,48 @@ const NO_ID: u32 = u32::MAX;
 trait Record: Copy + Default + Send + Sync {
     /// No live string (every live id is below it).
     const NONE: u32;
+    /// Which of [`PATHS`]' counts a replay with these records adds to.
+    #[cfg(test)]
+    const PATH: usize;
     /// From ids that are live ids or [`NO_ID`].
     fn new(key: u32, left: u32, right: u32, new: u32) -> Self;
-    fn key(&self) -> u32;
+    /// The key, for a record of the bucket whose keys' top 16 bits are those of `base` (where
+    /// the record keeps only the low bits: see [`Record`] for `[u16; 4]`).
+    fn key(&self, base: u32) -> u32;
     /// `[left, right, new]`.
     fn ids(&self) -> [u32; 3];
+}
+
+/// 8 bytes: the key's low 16 bits and the ids in 16 bits each, for fewer than
+/// [`COMPACT_LIMIT`] live strings, where each bucket holds the keys of one value of their top
+/// 16 bits (its `base`).
+impl Record for [u16; 4] {
+    const NONE: u32 = u16::MAX as u32;
+    #[cfg(test)]
+    const PATH: usize = 7;
+
+    #[inline(always)]
+    fn new(key: u32, left: u32, right: u32, new: u32) -> Self {
+        // NO_ID (all ones) becomes NONE.
+        [key as u16, left as u16, right as u16, new as u16]
+    }
+
+    #[inline(always)]
+    fn key(&self, base: u32) -> u32 {
+        (base & 0xFFFF_0000) | u32::from(self[0])
+    }
+
+    #[inline(always)]
+    fn ids(&self) -> [u32; 3] {
+        [self[1], self[2], self[3]].map(u32::from)
+    }
 }
 
 /// 12 bytes: the ids in 21 bits each, for fewer than [`PACKED_LIMIT`] live strings.
 impl Record for [u32; 3] {
     const NONE: u32 = (1 << 21) - 1;
+    #[cfg(test)]
+    const PATH: usize = 3;
 
     #[inline(always)]
     fn new(key: u32, left: u32, right: u32, new: u32) -> Self {
@@ -774,7 +806,7 @@ impl Record for [u32; 3] {
     }
 
     #[inline(always)]
-    fn key(&self) -> u32 {
+    fn key(&self, _: u32) -> u32 {
         self[0]
     }
 
@@ -788,6 +820,8 @@ impl Record for [u32; 3] {
 /// 16 bytes, for more live strings.
 impl Record for [u32; 4] {
     const NONE: u32 = NO_ID;
+    #[cfg(test)]
+    const PATH: usize = 4;
 
     #[inline(always)]
     fn new(key: u32, left: u32, right: u32, new: u32) -> Self {
@@ -795,7 +829,7 @@ impl Record for [u32; 4] {
     }
 
     #[inline(always)]
-    fn key(&self) -> u32 {
+    fn key(&self, _: u32) -> u32 {
         self[0]
     }
 
@@ -808,13 +842,19 @@ impl Record for [u32; 4] {
 /// The most live strings whose events are packed in 12 bytes (few in tests, to test both).
 const PACKED_LIMIT: usize = if cfg!(test) { 24 } else { (1 << 21) - 1 };
 
+/// The most live strings whose events are packed in 8 bytes (few in tests, to test all three
+/// sizes), and the most values of the keys' top 16 bits (buckets) that those take.
+const COMPACT_LIMIT: usize = if cfg!(test) { 16 } else { u16::MAX as usize };
+const COMPACT_BUCKETS: usize = if cfg!(test) { 150 } else { 4096 };
+
 #[cfg(test)]
 thread_local! {
     /// How often [`grow`] answered from the births alone, how often it replayed, how often in
     /// more than one round, with 12-byte records, with 16-byte ones, how often the stop's
     /// position needed a walk (its key being shared), and how often the keys were read in
-    /// place ([`global_spans_of_texts_in`]).
-    static PATHS: std::cell::Cell<[usize; 7]> = const { std::cell::Cell::new([0; 7]) };
+    /// place ([`global_spans_of_texts_in`]), with 8-byte records, and how often not for
+    /// the keys' many values.
+    static PATHS: std::cell::Cell<[usize; 9]> = const { std::cell::Cell::new([0; 9]) };
 }
 
 /// What [`grow`] found: where the growth stopped (the last byte's position and how many bytes
@@ -838,7 +878,7 @@ struct Grown {
 ///    never stops: the answer is the whole pre-tokens' counts, with no ordering at all.
 /// 2. **Events** (only when it may stop). The same walk again, now recording what each byte's
 ///    step does to the counts of live strings ([`Record`]s: the key and the strings' dense
-///    live ids; dead strings' counts never matter), in [`BUCKETS`] ranges of keys
+///    live ids; dead strings' counts never matter), in ranges of keys (*buckets*)
 ///    ([`Events`]); [`Replay`] then replays them in growth order, and [`Pass2::position`]
 ///    finds the last byte's position.
 ///
@@ -999,12 +1039,39 @@ fn grow(
         dense[id as usize] = d as u32;
     }
     let hists = hists.unwrap_or_else(|| ranges.iter().map(histogram).collect());
+    let counts: Vec<u64> = (0..1 << 16)
+        .map(|top| hists.iter().map(|h| u64::from(h[top])).sum())
+        .collect();
+    let taken = counts.iter().filter(|&&c| c > 0).count();
+    // With few live strings and few values of the keys' top 16 bits (a real signal takes about
+    // a thousand), each bucket is one such value and records take 8 bytes (the key's low 16
+    // bits and 16-bit ids: a third less memory to write, and to fault in, than 12); else
+    // `BUCKETS` ranges of about equal numbers of bytes.
+    let compact = live_ids.len() < COMPACT_LIMIT && taken <= COMPACT_BUCKETS;
+    #[cfg(test)]
+    PATHS.with(|p| {
+        let mut v = p.get();
+        v[8] += usize::from(live_ids.len() < COMPACT_LIMIT && !compact);
+        p.set(v);
+    });
     let mut bucket_of = vec![0u16; 1 << 16];
-    let mut below = 0u64;
-    for (top, b) in bucket_of.iter_mut().enumerate() {
-        *b = (below * BUCKETS as u64 / total as u64).min(BUCKETS as u64 - 1) as u16;
-        below += hists.iter().map(|h| u64::from(h[top])).sum::<u64>();
+    let mut bases = Vec::new();
+    if compact {
+        for (top, b) in bucket_of.iter_mut().enumerate() {
+            if counts[top] > 0 {
+                bases.push((top as u32) << 16);
+            }
+            *b = bases.len().saturating_sub(1) as u16;
+        }
+    } else {
+        let mut below = 0u64;
+        for (top, b) in bucket_of.iter_mut().enumerate() {
+            *b = (below * BUCKETS as u64 / total as u64).min(BUCKETS as u64 - 1) as u16;
+            below += counts[top];
+        }
+        bases = vec![0; BUCKETS];
     }
+    let buckets = bases.len();
     // Per thread: the dense ids of its own ids (by local id + 1: slot 0 is NO_ID's), put into
     // its tables once, and each bucket's room: the thread's bytes with keys in it (each has
     // one event at most).
@@ -1016,7 +1083,7 @@ fn grow(
                 to[local + 1] = dense.get(id as usize).copied().unwrap_or(NO_ID);
             }
             g.map_tables(&to);
-            let mut room = vec![0usize; BUCKETS];
+            let mut room = vec![0usize; buckets];
             for (top, &n) in hist.iter().enumerate() {
                 room[bucket_of[top] as usize] += n as usize;
             }
@@ -1029,13 +1096,16 @@ fn grow(
         flags,
         keys,
         bucket_of: &bucket_of,
+        bases: &bases,
         tos: &tos,
         rooms: &rooms,
         want,
         min_count,
         threads,
     };
-    let (stop, counts) = if live_ids.len() < PACKED_LIMIT {
+    let (stop, counts) = if compact {
+        pass.replay::<[u16; 4]>(&mut growers, live_ids.len())
+    } else if live_ids.len() < PACKED_LIMIT {
         pass.replay::<[u32; 3]>(&mut growers, live_ids.len())
     } else {
         pass.replay::<[u32; 4]>(&mut growers, live_ids.len())
@@ -1098,6 +1168,8 @@ struct Pass2<'a> {
     flags: &'a [u8],
     keys: &'a [u32],
     bucket_of: &'a [u16],
+    /// Per bucket, a key in it (for [`Record::key`]).
+    bases: &'a [u32],
     tos: &'a [Vec<u32>],
     rooms: &'a [Vec<usize>],
     want: usize,
@@ -1116,21 +1188,22 @@ impl Pass2<'_> {
         #[cfg(test)]
         PATHS.with(|p| {
             let mut v = p.get();
-            v[3 + usize::from(R::NONE == NO_ID)] += 1;
+            v[R::PATH] += 1;
             p.set(v);
         });
         // Rounds of consecutive buckets whose events fit a bounded arena per thread (one
         // round unless the corpus is large): each round walks the pre-tokens again.
         let mut rounds = Vec::new();
+        let buckets = self.bases.len();
         let mut first = 0;
-        while first < BUCKETS {
+        while first < buckets {
             let mut end = first + 1;
             let fits = |end: usize| {
                 self.rooms
                     .iter()
                     .all(|room| room[first..end].iter().sum::<usize>() <= ROUND_ROOM)
             };
-            while end < BUCKETS && fits(end + 1) {
+            while end < buckets && fits(end + 1) {
                 end += 1;
             }
             rounds.push(first..end);
@@ -1173,7 +1246,7 @@ impl Pass2<'_> {
                 for events in &found {
                     events.lane(lane, &mut parts);
                 }
-                if replay.grow(&parts) {
+                if replay.grow(&parts, self.bases[round.start + lane]) {
                     break 'rounds;
                 }
             }
@@ -2453,7 +2526,8 @@ impl<R: Record> Replay<R> {
     }
 
     /// Grows the bytes of one bucket (the records of a range of keys, in `parts`, in the order
-    /// recorded: pre-token order) in growth order; true when the growth stopped among them.
+    /// recorded: pre-token order; `base` a key in the range, see [`Record::key`]) in growth
+    /// order; true when the growth stopped among them.
     ///
     /// A byte adds at most one occurrence, so at most one qualified string: if there are
     /// fewer bytes than strings still wanted, none of them can stop the growth. Otherwise,
@@ -2465,7 +2539,7 @@ impl<R: Record> Replay<R> {
     /// only changes where a count passes `min`, at least 1.) Otherwise the bucket is put in
     /// growth order (a stable radix sort by key: equal keys stay in position order) and grown
     /// byte by byte.
-    fn grow(&mut self, parts: &[&[R]]) -> bool {
+    fn grow(&mut self, parts: &[&[R]], base: u32) -> bool {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let records = || parts.iter().flat_map(|p| p.iter()).enumerate();
         if len < self.want - self.qualified {
@@ -2498,7 +2572,7 @@ impl<R: Record> Replay<R> {
         for part in parts {
             sorted.extend_from_slice(part);
         }
-        radix_sort_by(&mut sorted, &mut self.spare, |e| e.key());
+        radix_sort_by(&mut sorted, &mut self.spare, |e| e.key(base));
         let mut stopped = false;
         for (i, e) in sorted.iter().enumerate() {
             let [left, right, new] = e.ids();
@@ -2506,10 +2580,10 @@ impl<R: Record> Replay<R> {
             self.gone(right, 3 * i + 1);
             self.made(new, 3 * i + 2);
             if self.qualified >= self.want {
-                let key = e.key();
+                let key = e.key(base);
                 let first = sorted[..i]
                     .iter()
-                    .rposition(|f| f.key() != key)
+                    .rposition(|f| f.key(base) != key)
                     .map_or(0, |j| j + 1);
                 self.last = Some((key, i - first));
                 stopped = true;
@@ -4481,15 +4555,21 @@ mod tests {
         }
         // Both ways of answering were taken, and the replay both stopped and did not (three
         // runs per case).
-        let [births_only, replayed, in_rounds, packed, wide, walked, in_place] =
+        let [births_only, replayed, in_rounds, packed, wide, walked, in_place, compact, spread] =
             PATHS.with(|p| p.get());
         // Keys read in place (no value negative) in about half the cases that ran that way.
         assert!(in_place > 100, "{in_place}");
-        // Records of both sizes, and stops whose position needed a walk (ties).
+        // Records of all three sizes, and stops whose position needed a walk (ties).
         assert!(
-            packed > 50 && wide > 50 && packed + wide == replayed && walked > 20,
-            "{packed} {wide} {walked}"
+            compact > 30
+                && packed > 50
+                && wide > 50
+                && compact + packed + wide == replayed
+                && walked > 20,
+            "{compact} {packed} {wide} {walked}"
         );
+        // And keys too spread for 8-byte records with few enough strings for them.
+        assert!(spread > 20, "{spread}");
         // Replays in one round and in several.
         assert!(
             in_rounds > 50 && replayed > in_rounds + 50,
