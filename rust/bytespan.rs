@@ -925,7 +925,10 @@ fn grow(
         let (region, back) = (t / 2, t % 2 == 1);
         let (lo, hi) = bounds[region];
         let sharing = if back || t + 1 < threads { 2 } else { 1 };
-        let mut g = Grower::new(bytes, (chunk_cuts[hi] - chunk_cuts[lo]) / sharing);
+        // (A thread that shares its region may walk most of it: the other's chunks are taken
+        // from either end as each finishes one.)
+        let size = chunk_cuts[hi] - chunk_cuts[lo];
+        let mut g = Grower::new(bytes, size / sharing, size);
         let mut births = Births::default();
         // The chunks taken, in the order walked, with where their occurrences start.
         let mut taken: Vec<(usize, usize)> = Vec::new();
@@ -1662,11 +1665,13 @@ struct Grower<'a> {
 }
 
 impl<'a> Grower<'a> {
-    /// For a range of `range` bytes of `bytes`.
-    fn new(bytes: &'a [u8], range: usize) -> Self {
+    /// For a range of about `range` bytes of `bytes`, and at most `most` (its hash tables
+    /// are sized for `range`; its lists reserve room for `most`: reserved pages that are never
+    /// written cost nothing, where growing a list copies it into fresh pages).
+    fn new(bytes: &'a [u8], range: usize, most: usize) -> Self {
         Self {
             bytes,
-            pieces: PieceTable::new(range),
+            pieces: PieceTable::new(range, most),
             strings: Interner::new(bytes, range),
             stack: Vec::new(),
             made: Vec::new(),
@@ -1676,7 +1681,7 @@ impl<'a> Grower<'a> {
             batch: Vec::with_capacity(BATCH),
             // (Room for most texts, on huge pages; capped, so that a range of gigabytes does
             // not reserve more than it needs: the lists grow from there as they must.)
-            occurrences: crate::mem::huge_vec((range / 4 + 1).min(1 << 22)),
+            occurrences: crate::mem::huge_vec((most / 4 + 1).min(1 << 22)),
             runs: Vec::new(),
         }
     }
@@ -1783,10 +1788,10 @@ impl<'a> Grower<'a> {
         range: std::ops::Range<usize>,
         births: &mut Births,
     ) {
-        // Every pre-token recorded has two bytes or more.
-        self.occurrences.reserve(range.len() / 2 + 1);
-        // (The tables take about a quarter of a word per byte of English.)
-        self.pieces.tables.reserve(range.len() / 2);
+        // Every pre-token recorded has two bytes or more. (The tables take about a quarter of
+        // a word per byte of English.)
+        crate::mem::reserve_huge(&mut self.occurrences, range.len() / 2 + 1);
+        crate::mem::reserve_huge(&mut self.pieces.tables, range.len() / 2);
         let mut e = range.start;
         while e < range.end {
             // `(start, length, key, table)`
@@ -2367,13 +2372,14 @@ impl PieceTable {
     /// For the pre-tokens of `range` bytes of text: about `32 * sqrt(range)` distinct ones
     /// (8.45 MB of the evaluation's English hold one per 90-170 bytes), so that the slots
     /// seldom grow (each time reading every table's key again, a cache miss each).
-    fn new(range: usize) -> Self {
+    /// (`most`: the most bytes it may take, for the tables' first room.)
+    fn new(range: usize, most: usize) -> Self {
         let bits = slot_bits(range, 32);
         Self {
             slots: crate::mem::huge_zeroed(1 << bits),
             shift: 64 - bits,
             len: 0,
-            tables: crate::mem::huge_vec((range / 2).min(1 << 23)),
+            tables: crate::mem::huge_vec((most / 2).min(1 << 23)),
         }
     }
 

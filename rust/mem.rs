@@ -22,6 +22,18 @@ pub fn huge_zeroed<T: Clone + Default>(n: usize) -> Vec<T> {
     v
 }
 
+/// `v.reserve(additional)`, where a list that must grow moves to a new allocation advised onto
+/// huge pages (see [`huge_capacity`]), with at least twice its capacity: `realloc` may hand
+/// back fresh pages that are not advised, and the copy then faults them in 4 KiB at a time.
+pub fn reserve_huge<T: Copy>(v: &mut Vec<T>, additional: usize) {
+    if v.capacity() - v.len() >= additional {
+        return;
+    }
+    let mut grown = huge_vec((2 * v.capacity()).max(v.len() + additional));
+    grown.extend_from_slice(v);
+    *v = grown;
+}
+
 /// Whether huge pages are asked for: yes unless the environment variable
 /// `TOKLAB_NO_HUGE_PAGES` is set to anything but `0` or nothing (read once per process). Where
 /// free huge pages are scarce, the kernel may compact memory on the first faults of advised
@@ -82,5 +94,21 @@ mod tests {
         let mut w: Vec<u32> = huge_vec(10);
         w.extend(0..(5u32 << 20));
         assert_eq!((v[12345], w.len(), w[1 << 20]), (7, 5 << 20, 1 << 20));
+    }
+
+    #[test]
+    fn reserve_huge_keeps_the_contents_and_makes_room() {
+        let mut v: Vec<u32> = huge_vec(4);
+        v.extend([1, 2, 3]);
+        reserve_huge(&mut v, 1);
+        assert_eq!((v.as_slice(), v.capacity()), (&[1, 2, 3][..], 4));
+        reserve_huge(&mut v, 10);
+        assert!(v.capacity() >= 13);
+        v.extend(4..14);
+        assert_eq!(v, (1..14).collect::<Vec<u32>>());
+        let cap = v.capacity();
+        reserve_huge(&mut v, 2 * cap);
+        assert!(v.capacity() >= v.len() + 2 * cap);
+        assert_eq!(v, (1..14).collect::<Vec<u32>>());
     }
 }
