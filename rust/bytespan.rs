@@ -1042,15 +1042,16 @@ fn grow(
         dense[id as usize] = d as u32;
     }
     let hists = hists.unwrap_or_else(|| ranges.iter().map(histogram).collect());
-    let counts: Vec<u64> = (0..1 << 16)
+    // The bytes per value of the keys' top 16 bits, and how many values are taken.
+    let per_top: Vec<u64> = (0..1 << 16)
         .map(|top| hists.iter().map(|h| u64::from(h[top])).sum())
         .collect();
-    let taken = counts.iter().filter(|&&c| c > 0).count();
+    let values = per_top.iter().filter(|&&c| c > 0).count();
     // With few live strings and few values of the keys' top 16 bits (a real signal takes about
     // a thousand), each bucket is one such value and records take 8 bytes (the key's low 16
     // bits and 16-bit ids: a third less memory to write, and to fault in, than 12); else
     // `BUCKETS` ranges of about equal numbers of bytes.
-    let compact = live_ids.len() < COMPACT_LIMIT && taken <= COMPACT_BUCKETS;
+    let compact = live_ids.len() < COMPACT_LIMIT && values <= COMPACT_BUCKETS;
     #[cfg(test)]
     PATHS.with(|p| {
         let mut v = p.get();
@@ -1061,7 +1062,7 @@ fn grow(
     let mut bases = Vec::new();
     if compact {
         for (top, b) in bucket_of.iter_mut().enumerate() {
-            if counts[top] > 0 {
+            if per_top[top] > 0 {
                 bases.push((top as u32) << 16);
             }
             *b = bases.len().saturating_sub(1) as u16;
@@ -1070,7 +1071,7 @@ fn grow(
         let mut below = 0u64;
         for (top, b) in bucket_of.iter_mut().enumerate() {
             *b = (below * BUCKETS as u64 / total as u64).min(BUCKETS as u64 - 1) as u16;
-            below += counts[top];
+            below += per_top[top];
         }
         bases = vec![0; BUCKETS];
     }

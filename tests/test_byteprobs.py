@@ -228,21 +228,25 @@ def test_on_toklab_bpe_and_gpt() -> None:
     # prefix of the text and whose last token reaches its end, scored token by token.
     vocab = [tok.token_bytes(i) for i in range(tok.vocab_size)]
 
-    def brute(at: int, seq: list[int]) -> list[float]:
+    def brute(at: int, seq: tuple[int, ...]) -> list[tuple[int, ...]]:
         found = []
         for t, b in enumerate(vocab):
             if not b:
                 continue
             if text[at:].startswith(b) and at + len(b) < len(text):
-                found += brute(at + len(b), [*seq, t])
+                found += brute(at + len(b), (*seq, t))
             elif b.startswith(text[at:]):
-                full = [*seq, t]
-                lp = lm.next_token_logprobs([full[:j] for j in range(len(full))])
-                found.append(sum(float(lp[j][full[j]]) for j in range(len(full))))
+                found.append((*seq, t))
         return found
 
-    scores = brute(0, [])
-    assert len(scores) > 1
+    covers = brute(0, ())
+    assert sorted(covers) == sorted(every.covers(text))
+
+    def score(seq: tuple[int, ...]) -> float:
+        lp = lm.next_token_logprobs([seq[:j] for j in range(len(seq))])
+        return sum(float(lp[j][seq[j]]) for j in range(len(seq)))
+
+    scores = [score(c) for c in covers]
     assert all_lp == pytest.approx(float(np.logaddexp.reduce(scores)), abs=1e-6)
 
 
