@@ -1498,7 +1498,7 @@ impl<'b, R: Record> Events<'b, R> {
         crate::mem::huge_capacity(&mut arena);
         let size = std::mem::size_of::<R>();
         let skip = (0..GROUP)
-            .find(|&i| (arena.as_ptr() as usize + i * size) % 64 == 0)
+            .find(|&i| (arena.as_ptr() as usize + i * size).is_multiple_of(64))
             .unwrap_or(0);
         let next: Vec<usize> = (0..lanes).map(|lane| skip + lane * CHUNK).collect();
         Self {
@@ -1575,7 +1575,7 @@ fn stream_copy<R: Record>(dst: &mut [R], src: &[R]) {
     {
         use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
         let bytes = std::mem::size_of_val(src);
-        if bytes % 16 == 0 && dst.as_ptr() as usize % 16 == 0 {
+        if bytes.is_multiple_of(16) && (dst.as_ptr() as usize).is_multiple_of(16) {
             let (d, s) = (
                 dst.as_mut_ptr().cast::<__m128i>(),
                 src.as_ptr().cast::<__m128i>(),

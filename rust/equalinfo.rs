@@ -718,7 +718,7 @@ mod tests {
                 let len = 1 + (rng.next() % 300) as usize;
                 let data: Vec<u8> = (0..len)
                     .map(|i| {
-                        if rng.next() % 3 == 0 {
+                        if rng.next().is_multiple_of(3) {
                             (rng.next() % 256) as u8
                         } else {
                             (i % 7) as u8 + b'a'

@@ -22,6 +22,7 @@ pub mod pretok;
 pub mod stochastok;
 #[cfg(test)]
 mod testing;
+pub mod utf;
 
 #[cfg(feature = "python")]
 mod py;

@@ -606,7 +606,7 @@ mod tests {
                 .map(|i| words[(state >> (i % 50)) as usize % words.len()])
                 .collect::<String>();
             texts.push(text);
-            if state % 7 == 0 {
+            if state.is_multiple_of(7) {
                 texts.extend(std::iter::repeat_n(String::new(), 35));
             }
         }

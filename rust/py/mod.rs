@@ -25,6 +25,9 @@ use crate::stochastok::{Mode, Options, SplitTable};
 
 mod byteprobs;
 mod coding;
+mod text;
+
+use text::Utf8Text;
 
 /// Raises the `toklab.errors` class called `name`.
 pub(crate) fn raise(name: &str, msg: String) -> PyErr {
@@ -465,11 +468,12 @@ impl PyBpe {
     fn encode_ordinary<'py>(
         &self,
         py: Python<'py>,
-        text: &str,
+        text: Bound<'py, PyString>,
         num_threads: usize,
     ) -> PyResult<Bound<'py, PyIds>> {
+        let text = Utf8Text::new(&text)?;
         let ids = py
-            .detach(|| self.inner.encode_ordinary_parallel(text, num_threads))
+            .detach(|| self.inner.encode_ordinary_parallel(&text, num_threads))
             .map_err(to_py)?;
         ids_to_py(py, ids)
     }
@@ -477,12 +481,13 @@ impl PyBpe {
     fn encode<'py>(
         &self,
         py: Python<'py>,
-        text: &str,
+        text: Bound<'py, PyString>,
         allowed: Vec<u32>,
         disallowed: Vec<u32>,
     ) -> PyResult<Bound<'py, PyIds>> {
+        let text = Utf8Text::new(&text)?;
         let ids = py
-            .detach(|| self.inner.encode(text, &allowed, &disallowed))
+            .detach(|| self.inner.encode(&text, &allowed, &disallowed))
             .map_err(to_py)?;
         ids_to_py(py, ids)
     }
@@ -497,12 +502,13 @@ impl PyBpe {
     fn encode_with_offsets<'py>(
         &self,
         py: Python<'py>,
-        text: &str,
+        text: Bound<'py, PyString>,
         allowed: Vec<u32>,
         disallowed: Vec<u32>,
     ) -> PyResult<(Bound<'py, PyIds>, Bound<'py, PyByteArray>)> {
+        let text = Utf8Text::new(&text)?;
         let (ids, offsets) = py
-            .detach(|| self.inner.encode_with_offsets(text, &allowed, &disallowed))
+            .detach(|| self.inner.encode_with_offsets(&text, &allowed, &disallowed))
             .map_err(to_py)?;
         let mut raw = Vec::with_capacity(offsets.len() * 16);
         for (s, e) in offsets {
@@ -521,21 +527,22 @@ impl PyBpe {
         disallowed: Vec<u32>,
         num_threads: usize,
     ) -> PyResult<Bound<'py, PyList>> {
-        // Each text's UTF-8, borrowed from the str object (which caches it): no copy.
-        let text_at = |i: usize, t: Bound<'py, PyAny>| -> PyResult<PyBackedStr> {
+        // Each text's UTF-8 (see `Utf8Text`): borrowed from the str object where it is ASCII,
+        // short or keeps its UTF-8 already, else converted here.
+        let text_at = |i: usize, t: Bound<'py, PyAny>| -> PyResult<Utf8Text> {
             let t = t.cast_into::<PyString>().map_err(|e| {
                 let kind = e.into_inner().get_type().name();
                 let kind = kind.map_or(String::new(), |n| n.to_string());
                 PyTypeError::new_err(format!("texts must be str; item {i} is {kind}"))
             })?;
-            PyBackedStr::try_from(t)
+            Utf8Text::new(&t)
         };
         let out = PyList::empty(py);
         let views = RunViews::new(py)?;
-        let encode = |strs: &[PyBackedStr]| self.inner.encode_run(strs, &allowed, &disallowed);
+        let encode = |strs: &[Utf8Text]| self.inner.encode_run(strs, &allowed, &disallowed);
         let threads = crate::par::thread_count(num_threads, texts.len());
         if threads <= 1 {
-            let strs: Vec<PyBackedStr> = (texts.iter().enumerate())
+            let strs: Vec<Utf8Text> = (texts.iter().enumerate())
                 .map(|(i, t)| text_at(i, t))
                 .collect::<PyResult<_>>()?;
             for run in crate::bpe::batch_runs(&strs) {
@@ -549,8 +556,8 @@ impl PyBpe {
         // run, encode them, and so does this thread once every text is read, whenever the next
         // run in order is not ready. It turns finished runs into numpy views, in order. So the
         // Python-side work (reading the texts, making the arrays) overlaps the encoding.
-        type Job = (usize, Vec<PyBackedStr>);
-        type Done = (usize, crate::error::Result<BatchRun>, Vec<PyBackedStr>);
+        type Job = (usize, Vec<Utf8Text>);
+        type Done = (usize, crate::error::Result<BatchRun>, Vec<Utf8Text>);
         let (job_tx, job_rx) = std::sync::mpsc::channel::<Job>();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
         let (mut job_tx, mut done_tx) = (Some(job_tx), Some(done_tx));
@@ -579,7 +586,7 @@ impl PyBpe {
             let mut runs = 0;
             let result = (|| -> PyResult<()> {
                 let (mut run, mut size) = (Vec::new(), 0);
-                let mut hand_out = |run: Vec<PyBackedStr>| {
+                let mut hand_out = |run: Vec<Utf8Text>| {
                     if runs == 1 {
                         for _ in 1..threads {
                             let done = done_tx.clone().expect("held while reading");
@@ -1181,7 +1188,7 @@ impl Signals {
         );
         let start = bufs[first].buf_ptr() as usize;
         let end = bufs[last].buf_ptr() as usize + bufs[last].item_count() * 4;
-        (lo <= start && end <= hi && (start - lo) % 4 == 0).then_some(())?;
+        (lo <= start && end <= hi && (start - lo).is_multiple_of(4)).then_some(())?;
         Some((owner, (start - lo) / 4, (end - start) / 4))
     }
 
@@ -1242,7 +1249,7 @@ fn signal_percentile(
 #[pyo3(signature = (texts, signals, pattern, threshold=None, num_threads=0, limit=None))]
 fn span_counts(
     py: Python<'_>,
-    texts: Vec<PyBackedStr>,
+    texts: Vec<Bound<'_, PyString>>,
     signals: Vec<Bound<'_, PyAny>>,
     pattern: &str,
     threshold: Option<f32>,
@@ -1256,6 +1263,7 @@ fn span_counts(
             signals.len()
         ))));
     }
+    let texts = Utf8Text::all(&texts)?;
     let signals = Signals::new(py, &signals)?;
     let signals = signals.slices();
     let pre = PreTokenizer::new(pattern).map_err(to_py)?;
@@ -1311,7 +1319,7 @@ fn span_counts(
 #[allow(clippy::type_complexity)]
 fn global_spans(
     py: Python<'_>,
-    texts: Vec<PyBackedStr>,
+    texts: Vec<Bound<'_, PyString>>,
     signals: Vec<Bound<'_, PyAny>>,
     pattern: &str,
     want: usize,
@@ -1325,6 +1333,7 @@ fn global_spans(
             signals.len()
         ))));
     }
+    let texts = Utf8Text::all(&texts)?;
     let signals = Signals::new(py, &signals)?;
     let sig_refs = signals.slices();
     let whole = signals.whole();
@@ -1411,13 +1420,19 @@ impl PySpanVocab {
 
     /// Longest-match inference, or BPE inference over the derived merges with `bpe=True`.
     #[pyo3(signature = (text, bpe=false))]
-    fn encode<'py>(&self, py: Python<'py>, text: &str, bpe: bool) -> PyResult<Bound<'py, PyIds>> {
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        text: Bound<'py, PyString>,
+        bpe: bool,
+    ) -> PyResult<Bound<'py, PyIds>> {
+        let text = Utf8Text::new(&text)?;
         let mut ids = Vec::with_capacity(text.len() / 3 + 1);
         py.detach(|| {
             if bpe {
-                self.inner.encode_bpe(text, &mut ids)
+                self.inner.encode_bpe(&text, &mut ids)
             } else {
-                self.inner.encode(text, &mut ids)
+                self.inner.encode(&text, &mut ids)
             }
         })
         .map_err(to_py)?;
@@ -1486,6 +1501,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(count_files, m)?)?;
     m.add_function(wrap_pyfunction!(count_iter, m)?)?;
     m.add_function(wrap_pyfunction!(resolve_pattern, m)?)?;
+    m.add_function(wrap_pyfunction!(text::str_layout_checked, m)?)?;
     m.add_function(wrap_pyfunction!(split_hf, m)?)?;
     m.add_function(wrap_pyfunction!(pretokenize, m)?)?;
     m.add("GPT2_PATTERN", crate::pretok::GPT2_PATTERN)?;
