@@ -289,6 +289,26 @@ mod wide {
     wide_loop!(wide_u32, u32, |p: *const u32| _mm512_loadu_si512(p.cast()));
 }
 
+/// Appends the UTF-8 of Latin-1 text to `out`.
+pub fn push_latin1(units: &[u8], out: &mut String) {
+    // SAFETY: `extend_utf8` appends only whole UTF-8 sequences of scalar values, or nothing.
+    let ok = extend_utf8(units, unsafe { out.as_mut_vec() }, 2);
+    debug_assert!(ok);
+}
+
+/// Appends the UTF-8 of UCS-2 text to `out`; false (and `out` unchanged) for a surrogate.
+pub fn push_ucs2(units: &[u16], out: &mut String) -> bool {
+    // SAFETY: as in `push_latin1`.
+    extend_utf8(units, unsafe { out.as_mut_vec() }, 3)
+}
+
+/// Appends the UTF-8 of UCS-4 text to `out`; false (and `out` unchanged) for a surrogate or a
+/// value above U+10FFFF.
+pub fn push_ucs4(units: &[u32], out: &mut String) -> bool {
+    // SAFETY: as in `push_latin1`.
+    extend_utf8(units, unsafe { out.as_mut_vec() }, 4)
+}
+
 /// The UTF-8 of Latin-1 text (every byte a code point below 256).
 pub fn from_latin1(units: &[u8]) -> String {
     let mut out = Vec::new();

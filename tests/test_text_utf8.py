@@ -132,3 +132,17 @@ def test_bytespan_agrees_on_long_texts():
     tok = train_bytespan(texts, vocab_size=600, signals=signals)
     assert np.array_equal(tok.encode(fresh(texts[0])), tok.encode(kept(texts[0])))
     assert tok.decode(tok.encode(fresh(texts[0]))) == texts[0]
+
+
+def test_large_texts_are_encoded_in_parts_exactly(small_tokenizer):
+    # Past 65,536 characters, `encode_ordinary` converts and encodes a text in parts, each up
+    # to its last safe cut: the ids are those of the whole text, with cuts and without.
+    line = "Grüße,\nnaïve 日本語 words 😀\n\n  indented\nx's 1234\r\n"
+    for text in (line * 5000, line.replace("\n", " ") * 5000, "é" * 200_000, "€a\n" * 70_000):
+        ours = small_tokenizer.encode_ordinary(fresh(text))
+        assert np.array_equal(ours, small_tokenizer.encode_ordinary(kept(text)))
+        assert small_tokenizer.decode(ours) == text
+    # A lone surrogate in a later part: CPython's error, as for any text.
+    for bad in ("é" * 150_000 + "\ud800", "😀\n" * 100_000 + "\udc00"):
+        with pytest.raises(UnicodeEncodeError):
+            small_tokenizer.encode_ordinary(bad)

@@ -231,6 +231,39 @@ impl Bpe {
         Ok(out)
     }
 
+    /// `encode_ordinary` of a text that `fill` hands over in consecutive parts: each call
+    /// appends the next part to the buffer, and says whether more will follow; `total` is
+    /// about the text's length in bytes (for reserving). Each part of the buffer up to its last
+    /// safe cut (see `PreTokenizer::last_safe_cut`) is encoded as soon as it is there, so the
+    /// text's UTF-8 is never whole in memory, and is read while it is in cache. The ids are
+    /// `encode_ordinary`'s of the whole text.
+    pub fn encode_ordinary_parts(
+        &self,
+        total: usize,
+        mut fill: impl FnMut(&mut String) -> bool,
+    ) -> Result<Vec<u32>> {
+        let mut out = crate::mem::huge_vec(id_room(total));
+        self.with_cache(|cache| -> Result<()> {
+            cache.reserve_for(total);
+            let mut buf = String::new();
+            let mut more = true;
+            while more {
+                more = fill(&mut buf);
+                let cut = if more {
+                    self.pre.last_safe_cut(buf.as_bytes()).unwrap_or(0)
+                } else {
+                    buf.len()
+                };
+                if cut > 0 {
+                    self.encode_ordinary_cached(&buf[..cut], &mut out, cache)?;
+                    buf.drain(..cut);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
         self.with_cache(|cache| self.encode_ordinary_cached(text, out, cache))
     }
@@ -676,6 +709,52 @@ mod tests {
             bpe.decode_bytes(&[1, 400]),
             Err(Error::UnknownId { id: 400, .. })
         ));
+    }
+
+    #[test]
+    fn parts_equal_the_whole() {
+        // Parts of every size from one character, cut anywhere (a part may end inside a
+        // pre-token, or hold no safe cut): the ids are those of the whole text.
+        let mut rng = crate::testing::Rng(0x5EED_1234_ABCD_0001);
+        for pattern in ["cl100k", "o200k", "gpt2", r"\S+|\s+"] {
+            let pre = PreTokenizer::new(pattern).expect("ok");
+            let bpe = Bpe::new(trained(&TEXT.repeat(20), 400, &[]).vocab, pre, false).expect("ok");
+            let mut text = String::new();
+            for _ in 0..300 {
+                text.push_str(
+                    [
+                        "\n",
+                        "\n\n",
+                        " ",
+                        "word",
+                        "Émoji 🦀",
+                        "  x\n",
+                        "12345",
+                        "'s",
+                        "\r\n",
+                        "日本",
+                    ][rng.below(10)],
+                );
+            }
+            text.push_str(&TEXT.repeat(30));
+            let chars: Vec<char> = text.chars().collect();
+            for most in [1, 2, 7, 64, 1000] {
+                let mut at = 0;
+                let ids = bpe
+                    .encode_ordinary_parts(text.len(), |buf| {
+                        let end = (at + 1 + rng.below(most)).min(chars.len());
+                        buf.extend(&chars[at..end]);
+                        at = end;
+                        at < chars.len()
+                    })
+                    .expect("ok");
+                assert_eq!(
+                    ids,
+                    bpe.encode_ordinary(&text).expect("ok"),
+                    "{pattern} {most}"
+                );
+            }
+        }
     }
 
     #[test]

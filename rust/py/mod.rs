@@ -29,6 +29,10 @@ mod text;
 
 use text::Utf8Text;
 
+/// Characters of a large text converted to UTF-8 at a time where it is encoded in parts (at
+/// most 256 KiB of UTF-8: the parts stay in the second-level cache).
+const TEXT_PART: usize = 64 << 10;
+
 /// Raises the `toklab.errors` class called `name`.
 pub(crate) fn raise(name: &str, msg: String) -> PyErr {
     Python::attach(|py| {
@@ -471,6 +475,24 @@ impl PyBpe {
         text: Bound<'py, PyString>,
         num_threads: usize,
     ) -> PyResult<Bound<'py, PyIds>> {
+        if num_threads == 1 {
+            // A large text that is converted here: converted and encoded in parts.
+            if let Some(chars) = text::chars_of(&text) {
+                let (n, mut at, mut refused) = (chars.len(), 0, false);
+                let ids = py.detach(|| {
+                    self.inner.encode_ordinary_parts(n, |buf| {
+                        let end = (at + TEXT_PART).min(n);
+                        refused |= !chars.push_utf8(at..end, buf);
+                        at = end;
+                        at < n && !refused
+                    })
+                });
+                // (A lone surrogate: CPython's conversion below raises its error.)
+                if !refused {
+                    return ids_to_py(py, ids.map_err(to_py)?);
+                }
+            }
+        }
         let text = Utf8Text::new(&text)?;
         let ids = py
             .detach(|| self.inner.encode_ordinary_parallel(&text, num_threads))

@@ -76,13 +76,43 @@ impl Utf8Text {
 }
 
 /// A compact `str`'s characters, in their width.
-enum Chars<'a> {
+pub(crate) enum Chars<'a> {
     Latin1(&'a [u8]),
     Ucs2(&'a [u16]),
     Ucs4(&'a [u32]),
 }
 
+/// The characters of `text` where [`Utf8Text`] would convert it here (see its conditions),
+/// for a caller that converts it in parts ([`Chars::push_utf8`]).
+pub(crate) fn chars_of<'a>(text: &'a Bound<'_, PyString>) -> Option<Chars<'a>> {
+    let layout = layout(text.py())?;
+    // SAFETY: as in `Utf8Text::with_min`.
+    unsafe { layout.chars(text, MIN_CHARS) }
+}
+
 impl Chars<'_> {
+    /// How many characters.
+    pub(crate) fn len(&self) -> usize {
+        match *self {
+            Chars::Latin1(c) => c.len(),
+            Chars::Ucs2(c) => c.len(),
+            Chars::Ucs4(c) => c.len(),
+        }
+    }
+
+    /// Appends the UTF-8 of characters `range` to `out`; false (and `out` unchanged) for a
+    /// lone surrogate.
+    pub(crate) fn push_utf8(&self, range: std::ops::Range<usize>, out: &mut String) -> bool {
+        match *self {
+            Chars::Latin1(c) => {
+                crate::utf::push_latin1(&c[range], out);
+                true
+            }
+            Chars::Ucs2(c) => crate::utf::push_ucs2(&c[range], out),
+            Chars::Ucs4(c) => crate::utf::push_ucs4(&c[range], out),
+        }
+    }
+
     /// The UTF-8, or `None` for a lone surrogate.
     fn to_utf8(&self) -> Option<String> {
         match *self {
