@@ -232,19 +232,21 @@ impl Bpe {
     }
 
     /// `encode_ordinary` of a text that `fill` hands over in consecutive parts: each call
-    /// appends the next part to the buffer, and says whether more will follow; `total` is
-    /// about the text's length in bytes (for reserving). Each part of the buffer up to its last
+    /// appends the next part to the buffer, and says whether more will follow. The text has
+    /// about `about` bytes and at most `most` (for reserving: the ids' room is reserved for
+    /// `most`, where growing would copy them). Each part of the buffer up to its last
     /// safe cut (see `PreTokenizer::last_safe_cut`) is encoded as soon as it is there, so the
     /// text's UTF-8 is never whole in memory, and is read while it is in cache. The ids are
     /// `encode_ordinary`'s of the whole text.
     pub fn encode_ordinary_parts(
         &self,
-        total: usize,
+        about: usize,
+        most: usize,
         mut fill: impl FnMut(&mut String) -> bool,
     ) -> Result<Vec<u32>> {
-        let mut out = crate::mem::huge_vec(id_room(total));
+        let mut out = crate::mem::huge_vec(id_room(most));
         self.with_cache(|cache| -> Result<()> {
-            cache.reserve_for(total);
+            cache.reserve_for(about);
             let mut buf = String::new();
             let mut more = true;
             while more {
@@ -741,7 +743,7 @@ mod tests {
             for most in [1, 2, 7, 64, 1000] {
                 let mut at = 0;
                 let ids = bpe
-                    .encode_ordinary_parts(text.len(), |buf| {
+                    .encode_ordinary_parts(text.len(), text.len(), |buf| {
                         let end = (at + 1 + rng.below(most)).min(chars.len());
                         buf.extend(&chars[at..end]);
                         at = end;

@@ -480,12 +480,14 @@ impl PyBpe {
             if let Some(chars) = text::chars_of(&text) {
                 let (n, mut at, mut refused) = (chars.len(), 0, false);
                 let ids = py.detach(|| {
-                    self.inner.encode_ordinary_parts(n, |buf| {
-                        let end = (at + TEXT_PART).min(n);
-                        refused |= !chars.push_utf8(at..end, buf);
-                        at = end;
-                        at < n && !refused
-                    })
+                    // (About one byte a character: text is mostly ASCII.)
+                    self.inner
+                        .encode_ordinary_parts(n, chars.most_bytes(), |buf| {
+                            let end = (at + TEXT_PART).min(n);
+                            refused |= !chars.push_utf8(at..end, buf);
+                            at = end;
+                            at < n && !refused
+                        })
                 });
                 // (A lone surrogate: CPython's conversion below raises its error.)
                 if !refused {

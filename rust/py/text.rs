@@ -100,6 +100,15 @@ impl Chars<'_> {
         }
     }
 
+    /// The most bytes of UTF-8 that they can take.
+    pub(crate) fn most_bytes(&self) -> usize {
+        match *self {
+            Chars::Latin1(c) => 2 * c.len(),
+            Chars::Ucs2(c) => 3 * c.len(),
+            Chars::Ucs4(c) => 4 * c.len(),
+        }
+    }
+
     /// Appends the UTF-8 of characters `range` to `out`; false (and `out` unchanged) for a
     /// lone surrogate.
     pub(crate) fn push_utf8(&self, range: std::ops::Range<usize>, out: &mut String) -> bool {
