@@ -297,11 +297,15 @@ def bench_encode(report: Report, quick: bool, repeat: int, job: str, libs: list[
                         "documents (lines) with identical ids"
                     )
             if job == "encode":
-                # Cold calls: one sample per fresh process, so `repeat - 1` more processes per
-                # library, the libraries alternating (the machine's drift hits all alike); the
-                # column is the median of all of them.
-                samples = {lib: [t] for lib, t in firsts.items()}
-                for _ in range(repeat - 1):
+                # Cold calls: one sample per fresh process, `repeat` more processes per library,
+                # the libraries alternating (the machine's drift hits all alike); the column is
+                # their median. (Not the first calls of the jobs above: toklab's always ran
+                # first, right after other work, and on the development VM the first processes
+                # after other work can run their first call far slower: toklab's first call on
+                # en_10M in the two processes after a batch run 66 and 82 MB/s, in the five
+                # after them 112-127; memory that the host took back is slow to touch again.)
+                samples = {lib: [] for lib in firsts}
+                for _ in range(repeat):
                     for lib in samples:
                         spec = {"job": "cold", "lib": lib, "path": str(path), "vocab": vocab}
                         r = run_worker(spec)
