@@ -16,11 +16,11 @@
 //! a lone surrogate (for CPython's own error).
 
 use std::ops::Deref;
-use std::sync::OnceLock;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyString;
 
 /// A text's UTF-8: borrowed from the `str` (which keeps it), or converted here.
@@ -254,8 +254,10 @@ impl Layout {
 
 /// The checked layout of this CPython's `str`, or `None` (found once per process).
 fn layout(py: Python<'_>) -> Option<Layout> {
-    static LAYOUT: OnceLock<Option<Layout>> = OnceLock::new();
-    *LAYOUT.get_or_init(|| {
+    // (Found with the GIL held: a `std` once-lock could deadlock with a thread waiting for
+    // the GIL inside it.)
+    static LAYOUT: PyOnceLock<Option<Layout>> = PyOnceLock::new();
+    *LAYOUT.get_or_init(py, || {
         let off = std::env::var_os("TOKLAB_NO_STR_LAYOUT");
         if off.is_some_and(|v| !v.is_empty() && v != "0") {
             return None;
