@@ -6,6 +6,7 @@ large texts."""
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def test_the_layout_is_known_where_it_should_be():
 
 def test_turning_the_layout_off_is_honoured():
     code = "from toklab import _core; print(_core.str_layout_checked())"
-    env = {"TOKLAB_NO_STR_LAYOUT": "1", "PATH": ""}
+    env = {**os.environ, "TOKLAB_NO_STR_LAYOUT": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
 
