@@ -309,29 +309,6 @@ pub fn push_ucs4(units: &[u32], out: &mut String) -> bool {
     extend_utf8(units, unsafe { out.as_mut_vec() }, 4)
 }
 
-/// The UTF-8 of Latin-1 text (every byte a code point below 256).
-pub fn from_latin1(units: &[u8]) -> String {
-    let mut out = Vec::new();
-    let ok = extend_utf8(units, &mut out, 2);
-    debug_assert!(ok);
-    // SAFETY: `extend_utf8` writes only whole UTF-8 sequences of scalar values.
-    unsafe { String::from_utf8_unchecked(out) }
-}
-
-/// The UTF-8 of UCS-2 text; `None` if it holds a surrogate.
-pub fn from_ucs2(units: &[u16]) -> Option<String> {
-    let mut out = Vec::new();
-    // SAFETY: as in `from_latin1`.
-    extend_utf8(units, &mut out, 3).then(|| unsafe { String::from_utf8_unchecked(out) })
-}
-
-/// The UTF-8 of UCS-4 text; `None` if it holds a surrogate or a value above U+10FFFF.
-pub fn from_ucs4(units: &[u32]) -> Option<String> {
-    let mut out = Vec::new();
-    // SAFETY: as in `from_latin1`.
-    extend_utf8(units, &mut out, 4).then(|| unsafe { String::from_utf8_unchecked(out) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,8 +337,8 @@ mod tests {
             .collect()
     }
 
-    /// `from_ucs4`, `from_ucs2` and `from_latin1` with the AVX-512 path (where the CPU has it)
-    /// or without.
+    /// UCS-4, UCS-2 and Latin-1 to UTF-8 with the AVX-512 path (where the CPU has it) or
+    /// without.
     fn ucs4(u: &[u32], wide: bool) -> Option<String> {
         let mut out = Vec::new();
         extend_utf8_with(u, &mut out, 4, wide).then(|| String::from_utf8(out).expect("UTF-8"))
@@ -415,49 +392,6 @@ mod tests {
             );
         }
     }
-
-    #[test]
-    fn every_width_matches_std() {
-        for seed in 0..40 {
-            for n in [0, 1, 15, 16, 17, 33, 200] {
-                let cps = sample(seed, n, 0x10_FFFF);
-                assert_eq!(from_ucs4(&cps).as_deref(), Some(&*expected(&cps)));
-                let bmp: Vec<u32> = sample(seed, n, 0xFFFF);
-                let units: Vec<u16> = bmp.iter().map(|&c| c as u16).collect();
-                assert_eq!(from_ucs2(&units).as_deref(), Some(&*expected(&bmp)));
-                let latin: Vec<u32> = sample(seed, n, 0xFF);
-                let bytes: Vec<u8> = latin.iter().map(|&c| c as u8).collect();
-                assert_eq!(from_latin1(&bytes), expected(&latin));
-            }
-        }
-        // All ASCII: only the fast path.
-        let ascii: Vec<u32> = (0..1000).map(|i| 0x20 + i % 0x5F).collect();
-        assert_eq!(from_ucs4(&ascii).as_deref(), Some(&*expected(&ascii)));
-    }
-
-    #[test]
-    fn surrogates_and_values_past_unicode_are_refused() {
-        for bad in [0xD800u32, 0xDBFF, 0xDC00, 0xDFFF] {
-            for at in [0, 5, 16, 20] {
-                let mut cps = vec![0x61u32; 24];
-                cps[at] = bad;
-                assert_eq!(from_ucs4(&cps), None);
-                let units: Vec<u16> = cps.iter().map(|&c| c as u16).collect();
-                assert_eq!(from_ucs2(&units), None);
-            }
-        }
-        assert_eq!(from_ucs4(&[0x61, 0x11_0000]), None);
-        assert_eq!(
-            from_ucs4(
-                &[0x61; 17]
-                    .iter()
-                    .copied()
-                    .chain([u32::MAX])
-                    .collect::<Vec<_>>()
-            ),
-            None
-        );
-    }
 }
 
 #[cfg(test)]
@@ -474,7 +408,8 @@ mod bench {
         let cps: Vec<u32> = text.chars().map(|c| c as u32).collect();
         for _ in 0..5 {
             let t = std::time::Instant::now();
-            let s = super::from_ucs4(&cps).expect("no surrogates");
+            let mut s = String::new();
+            assert!(super::push_ucs4(&cps, &mut s), "no surrogates");
             eprintln!(
                 "ucs4 {} chars: {:.1} ms",
                 cps.len(),

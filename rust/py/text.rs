@@ -52,26 +52,17 @@ const MIN_CHARS: usize = 4096;
 impl Utf8Text {
     /// `text`'s UTF-8 (the GIL is released while it converts).
     pub(crate) fn new(text: &Bound<'_, PyString>) -> PyResult<Self> {
-        Self::with_min(text, MIN_CHARS)
+        if let Some(chars) = chars_of(text) {
+            if let Some(s) = text.py().detach(|| chars.to_utf8()) {
+                return Ok(Utf8Text::Owned(s));
+            }
+        }
+        Ok(Utf8Text::Borrowed(PyBackedStr::try_from(text.clone())?))
     }
 
     /// Each of `texts`' UTF-8.
     pub(crate) fn all(texts: &[Bound<'_, PyString>]) -> PyResult<Vec<Self>> {
         texts.iter().map(Self::new).collect()
-    }
-
-    fn with_min(text: &Bound<'_, PyString>, min_chars: usize) -> PyResult<Self> {
-        let py = text.py();
-        if let Some(layout) = layout(py) {
-            // SAFETY: an exact `str` (checked) in the layout checked for this CPython; the
-            // characters are immutable and live as long as `text`, which outlives this call.
-            if let Some(chars) = unsafe { layout.chars(text, min_chars) } {
-                if let Some(s) = py.detach(|| chars.to_utf8()) {
-                    return Ok(Utf8Text::Owned(s));
-                }
-            }
-        }
-        Ok(Utf8Text::Borrowed(PyBackedStr::try_from(text.clone())?))
     }
 }
 
@@ -86,7 +77,8 @@ pub(crate) enum Chars<'a> {
 /// for a caller that converts it in parts ([`Chars::push_utf8`]).
 pub(crate) fn chars_of<'a>(text: &'a Bound<'_, PyString>) -> Option<Chars<'a>> {
     let layout = layout(text.py())?;
-    // SAFETY: as in `Utf8Text::with_min`.
+    // SAFETY: an exact `str` (checked) in the layout checked for this CPython; the
+    // characters are immutable and live as long as `text`.
     unsafe { layout.chars(text, MIN_CHARS) }
 }
 
@@ -124,11 +116,8 @@ impl Chars<'_> {
 
     /// The UTF-8, or `None` for a lone surrogate.
     fn to_utf8(&self) -> Option<String> {
-        match *self {
-            Chars::Latin1(c) => Some(crate::utf::from_latin1(c)),
-            Chars::Ucs2(c) => crate::utf::from_ucs2(c),
-            Chars::Ucs4(c) => crate::utf::from_ucs4(c),
-        }
+        let mut out = String::new();
+        self.push_utf8(0..self.len(), &mut out).then_some(out)
     }
 }
 
