@@ -852,9 +852,10 @@ thread_local! {
     /// How often [`grow`] answered from the births alone, how often it replayed, how often in
     /// more than one round, with 12-byte records, with 16-byte ones, how often the stop's
     /// position needed a walk (its key being shared), and how often the keys were read in
-    /// place ([`global_spans_of_texts_in`]), with 8-byte records, and how often not for
-    /// the keys' many values.
-    static PATHS: std::cell::Cell<[usize; 9]> = const { std::cell::Cell::new([0; 9]) };
+    /// place ([`global_spans_of_texts_in`]), with 8-byte records, how often not for the keys'
+    /// many values, and how many rounds of the second walk took pieces of a partner's
+    /// pre-tokens.
+    static PATHS: std::cell::Cell<[usize; 10]> = const { std::cell::Cell::new([0; 10]) };
 }
 
 /// What [`grow`] found: where the growth stopped (the last byte's position and how many bytes
@@ -880,7 +881,11 @@ struct Grown {
 ///    step does to the counts of live strings ([`Record`]s: the key and the strings' dense
 ///    live ids; dead strings' counts never matter), in ranges of keys (*buckets*)
 ///    ([`Events`]); [`Replay`] then replays them in growth order, and [`Pass2::position`]
-///    finds the last byte's position.
+///    finds the last byte's position. Each thread walks its own pre-tokens from the front, in
+///    pieces, and then takes its partner's from their end until they meet (the first walk's
+///    split follows that walk's time, which the second's does not: its per-byte cost differs
+///    across the corpus, and this VM's two cores run at different speeds from moment to
+///    moment).
 ///
 /// Each thread interns the strings it meets in an [`Interner`] of its own (no lock);
 /// afterwards the first thread's is kept and the others' strings are interned into it (but for
@@ -1108,11 +1113,11 @@ fn grow(
         threads,
     };
     let (stop, counts) = if compact {
-        pass.replay::<[u16; 4]>(&mut growers, live_ids.len())
+        pass.replay::<[u16; 4]>(&growers, live_ids.len())
     } else if live_ids.len() < PACKED_LIMIT {
-        pass.replay::<[u32; 3]>(&mut growers, live_ids.len())
+        pass.replay::<[u32; 3]>(&growers, live_ids.len())
     } else {
-        pass.replay::<[u32; 4]>(&mut growers, live_ids.len())
+        pass.replay::<[u32; 4]>(&growers, live_ids.len())
     };
     let strings = &growers[0].strings;
     let tokens = counts
@@ -1181,12 +1186,12 @@ struct Pass2<'a> {
     threads: usize,
 }
 
-impl Pass2<'_> {
+impl<'a> Pass2<'a> {
     /// Records the events of `lives` live strings as `R`s and replays them; where the growth
     /// stopped (see [`Pass2::position`]) and each live string's count then.
     fn replay<R: Record>(
         &self,
-        growers: &mut [Grower],
+        growers: &[Grower],
         lives: usize,
     ) -> (Option<(usize, usize)>, Vec<u32>) {
         #[cfg(test)]
@@ -1231,24 +1236,101 @@ impl Pass2<'_> {
             sorted: Vec::new(),
             spare: Vec::new(),
         };
+        let threads = growers.len();
+        // Each grower's pre-tokens in pieces, and those not yet taken (from either end).
+        let pieces: Vec<Vec<std::ops::Range<usize>>> =
+            growers.iter().map(|g| g.walk_pieces()).collect();
         'rounds: for round in rounds {
-            let found = run_each(
-                growers
-                    .iter_mut()
-                    .zip(self.rooms.iter().zip(self.tos))
-                    .collect(),
-                |_, (g, (room, to))| {
-                    let mut events = Events::new(to, self.bucket_of, round.clone(), room);
-                    g.rewalk(self.flags, self.keys, &mut events);
+            // (In tests, each grower's last piece of two or more is taken by its partner first,
+            // so that the pieces taken from a partner are replayed whatever the timing.)
+            let given: Vec<Option<usize>> = (0..threads)
+                .map(|g| {
+                    let n = pieces[g].len();
+                    (cfg!(test) && n >= 2 && partner(g, threads).is_some()).then(|| n - 1)
+                })
+                .collect();
+            let left: Vec<std::sync::Mutex<(usize, usize)>> = pieces
+                .iter()
+                .zip(&given)
+                .map(|(p, given)| std::sync::Mutex::new((0, given.unwrap_or(p.len()))))
+                .collect();
+            let take = |g: usize, back: bool| {
+                let mut s = left[g].lock().unwrap_or_else(|e| e.into_inner());
+                if s.0 >= s.1 {
+                    return None;
+                }
+                if back {
+                    s.1 -= 1;
+                    Some(s.1)
+                } else {
+                    s.0 += 1;
+                    Some(s.0 - 1)
+                }
+            };
+            let found = run_each((0..threads).collect(), |t, _| {
+                let mut scratch = Scratch::default();
+                let (flags, keys) = (self.flags, self.keys);
+                let mut stolen = Stolen {
+                    events: None,
+                    marks: Vec::new(),
+                };
+                // The partner's pieces, from its end, while any is left.
+                let steal = |stolen: &mut Stolen<'a, R>, scratch: &mut Scratch, first: bool| {
+                    let Some(v) = partner(t, threads) else {
+                        return;
+                    };
+                    let mut given = given[v].filter(|_| first);
+                    while let Some(i) = given.take().or_else(|| take(v, true)) {
+                        let events = stolen.events.get_or_insert_with(|| {
+                            Events::new(&self.tos[v], self.bucket_of, round.clone(), &self.rooms[v])
+                        });
+                        stolen.marks.push(events.counts());
+                        growers[v].rewalk(scratch, flags, keys, pieces[v][i].clone(), events);
+                    }
+                };
+                if cfg!(test) {
+                    steal(&mut stolen, &mut scratch, true);
+                }
+                let mut own =
+                    Events::new(&self.tos[t], self.bucket_of, round.clone(), &self.rooms[t]);
+                while let Some(i) = take(t, false) {
+                    growers[t].rewalk(&mut scratch, flags, keys, pieces[t][i].clone(), &mut own);
+                }
+                own.finish();
+                steal(&mut stolen, &mut scratch, false);
+                if let Some(events) = &mut stolen.events {
                     events.finish();
-                    events
-                },
-            );
+                }
+                (own, stolen)
+            });
+            #[cfg(test)]
+            PATHS.with(|p| {
+                let mut v = p.get();
+                v[9] += usize::from(found.iter().any(|f| f.1.events.is_some()));
+                p.set(v);
+            });
             let mut parts: Vec<&[R]> = Vec::new();
             for lane in 0..round.len() {
                 parts.clear();
-                for events in &found {
-                    events.lane(lane, &mut parts);
+                // Each grower's pre-tokens in position order: those it walked, then those its
+                // partner took from its end (taken last to first).
+                for (t, (own, _)) in found.iter().enumerate() {
+                    own.lane(lane, &mut parts);
+                    let Some(v) = partner(t, threads) else {
+                        continue;
+                    };
+                    let Stolen {
+                        events: Some(events),
+                        marks,
+                    } = &found[v].1
+                    else {
+                        continue;
+                    };
+                    let mut end = events.count(lane);
+                    for mark in marks.iter().rev() {
+                        events.lane_range(lane, mark[lane] as usize..end, &mut parts);
+                        end = mark[lane] as usize;
+                    }
                 }
                 if replay.grow(&parts, self.bases[round.start + lane]) {
                     break 'rounds;
@@ -1266,7 +1348,7 @@ impl Pass2<'_> {
     /// The position of the byte of key `key` whose event is the `rank`th (from 0) of those
     /// kept with that key, in walk order (which [`Replay::grow`]'s stable sort keeps), and how
     /// many bytes grew up to it, in growth order (key, then position).
-    fn position(&self, growers: &mut [Grower], key: u32, rank: usize) -> (usize, usize) {
+    fn position(&self, growers: &[Grower], key: u32, rank: usize) -> (usize, usize) {
         // Per range of the corpus: its bytes with smaller keys, with this key, and the first of
         // those.
         let total = self.keys.len();
@@ -1297,6 +1379,7 @@ impl Pass2<'_> {
         });
         let mut found = Vec::new();
         let mut last = None;
+        let mut scratch = Scratch::default();
         'bytes: for (c, _) in counted.iter().enumerate().filter(|(_, c)| c.1 > 0) {
             let from = c * MIN_RANGE;
             let to = (from + MIN_RANGE).min(total);
@@ -1317,7 +1400,7 @@ impl Pass2<'_> {
                     key,
                     found: Vec::new(),
                 };
-                growers[t].rewalk_one(self.flags, self.keys, o, &mut finder);
+                growers[t].rewalk_one(&mut scratch, self.flags, self.keys, o, &mut finder);
                 finder.found.sort_unstable();
                 found.extend(finder.found);
                 if found.len() > rank {
@@ -1336,6 +1419,19 @@ impl Pass2<'_> {
             .count();
         (at, below + before + equal)
     }
+}
+
+/// The thread that shared a region of the first walk with thread `t` of `threads` (see
+/// [`grow`]), if any.
+fn partner(t: usize, threads: usize) -> Option<usize> {
+    (t ^ 1 < threads).then_some(t ^ 1)
+}
+
+/// The events that a thread of the second walk recorded for its partner's pre-tokens, taken
+/// from their end, and per piece taken (in the order taken) the count of each lane before it.
+struct Stolen<'b, R> {
+    events: Option<Events<'b, R>>,
+    marks: Vec<Vec<u32>>,
 }
 
 /// How many of `keys` (at most [`MIN_RANGE`]: the counts are `u32`) are below `key`, and how
@@ -1550,17 +1646,42 @@ impl<'b, R: Record> Events<'b, R> {
         }
     }
 
+    /// How many records lane `lane` has kept.
+    fn count(&self, lane: usize) -> usize {
+        let chunks = &self.chunks[lane];
+        (chunks.len() - 1) * CHUNK + self.next[lane] - chunks[chunks.len() - 1]
+            + self.staged[lane] as usize
+    }
+
+    /// [`Events::count`] of every lane.
+    fn counts(&self) -> Vec<u32> {
+        (0..self.lanes)
+            .map(|lane| self.count(lane) as u32)
+            .collect()
+    }
+
     /// Adds the records of lane `lane` to `parts`, in order (after [`Events::finish`]).
     fn lane<'s>(&'s self, lane: usize, parts: &mut Vec<&'s [R]>) {
-        let chunks = &self.chunks[lane];
-        for (i, &start) in chunks.iter().enumerate() {
-            let end = if i + 1 == chunks.len() {
-                self.next[lane]
-            } else {
-                start + CHUNK
-            };
-            if end > start {
-                parts.push(&self.arena[start..end]);
+        self.lane_range(lane, 0..self.count(lane), parts);
+    }
+
+    /// Adds records `range` of lane `lane` (by their order in it) to `parts`, in order (after
+    /// [`Events::finish`]).
+    fn lane_range<'s>(
+        &'s self,
+        lane: usize,
+        range: std::ops::Range<usize>,
+        parts: &mut Vec<&'s [R]>,
+    ) {
+        let first = range.start / CHUNK;
+        for (i, &start) in self.chunks[lane].iter().enumerate().skip(first) {
+            let (from, to) = (i * CHUNK, (i + 1) * CHUNK);
+            if from >= range.end {
+                break;
+            }
+            let (a, b) = (range.start.max(from), range.end.min(to));
+            if b > a {
+                parts.push(&self.arena[start + a - from..start + b - from]);
             }
         }
     }
@@ -1643,6 +1764,10 @@ const MIN_RANGE: usize = if cfg!(test) { 64 } else { 1 << 16 };
 /// The longest pre-tokens whose segment strings' ids are cached per distinct pre-token.
 const CACHED: usize = 15;
 
+/// The most pre-tokens in a piece of the second walk's work (see [`Pass2::replay`]): few in
+/// tests, to test the pieces that threads take from each other.
+const WALK_PIECE: usize = if cfg!(test) { 3 } else { 1 << 14 };
+
 /// How many pre-tokens [`Grower::walk`] looks up at a time.
 const BATCH: usize = 32;
 
@@ -1653,11 +1778,7 @@ struct Grower<'a> {
     bytes: &'a [u8],
     pieces: PieceTable,
     strings: Interner<'a>,
-    stack: Vec<usize>,
-    made: Vec<u32>,
-    left_child: Vec<usize>,
-    prefix: Vec<u64>,
-    powers: Vec<u64>,
+    scratch: Scratch,
     batch: Vec<(usize, usize, u128, usize)>,
     /// The pre-tokens walked (see [`Occurrence`]), in runs in position order (`runs`, set
     /// after the first walk: see [`grow`]).
@@ -1674,11 +1795,7 @@ impl<'a> Grower<'a> {
             bytes,
             pieces: PieceTable::new(range, most),
             strings: Interner::new(bytes, range),
-            stack: Vec::new(),
-            made: Vec::new(),
-            left_child: Vec::new(),
-            prefix: Vec::new(),
-            powers: vec![1],
+            scratch: Scratch::default(),
             batch: Vec::with_capacity(BATCH),
             // (Room for most texts, on huge pages; capped, so that a range of gigabytes does
             // not reserve more than it needs: the lists grow from there as they must.)
@@ -1825,7 +1942,8 @@ impl<'a> Grower<'a> {
             for &(p, m, _, table) in batch.iter() {
                 if m > CACHED {
                     self.occurrences.push(occurrence(0, NO_PLAN, 0, p));
-                    self.long_piece(flags, keys, p, m, births);
+                    let (bytes, scratch) = (self.bytes, &mut self.scratch);
+                    long_piece(bytes, scratch, &mut self.strings, flags, keys, p, m, births);
                     continue;
                 }
                 let keys = &keys[p..p + m];
@@ -1869,24 +1987,42 @@ impl<'a> Grower<'a> {
     /// again, from `occurrences`, telling `pass` each byte's step: children before parents (see
     /// [`cartesian_steps`]) for pre-tokens of up to [`PLANNED`] bytes and longer than
     /// [`CACHED`], by position (see [`segments`]) for the others.
-    fn rewalk(&mut self, flags: &[u8], keys: &[u32], pass: &mut impl Emit) {
+    fn rewalk(
+        &self,
+        scratch: &mut Scratch,
+        flags: &[u8],
+        keys: &[u32],
+        piece: std::ops::Range<usize>,
+        pass: &mut impl Emit,
+    ) {
         const AHEAD: usize = 8;
-        let occurrences = std::mem::take(&mut self.occurrences);
-        for run in self.runs.clone() {
-            let run = &occurrences[run];
-            for (i, &o) in run.iter().enumerate() {
-                if let Some(&later) = run.get(i + AHEAD) {
-                    // The whole table (up to 121 entries: eight cache lines at most).
-                    let (table, _, m, _) = occurrence_parts(later);
-                    let end = (table + table_size(m)).min(self.pieces.tables.len());
-                    for j in (table..end).step_by(16) {
-                        prefetch(&self.pieces.tables[j]);
-                    }
+        let run = &self.occurrences[piece];
+        for (i, &o) in run.iter().enumerate() {
+            if let Some(&later) = run.get(i + AHEAD) {
+                // The whole table (up to 121 entries: eight cache lines at most).
+                let (table, _, m, _) = occurrence_parts(later);
+                let end = (table + table_size(m)).min(self.pieces.tables.len());
+                for j in (table..end).step_by(16) {
+                    prefetch(&self.pieces.tables[j]);
                 }
-                self.rewalk_one(flags, keys, o, pass);
+            }
+            self.rewalk_one(scratch, flags, keys, o, pass);
+        }
+    }
+
+    /// The occurrences in position order, as ranges of `occurrences` of at most
+    /// [`WALK_PIECE`] (none across runs): the units of the second walk's work.
+    fn walk_pieces(&self) -> Vec<std::ops::Range<usize>> {
+        let mut pieces = Vec::new();
+        for run in &self.runs {
+            let mut at = run.start;
+            while at < run.end {
+                let end = (at + WALK_PIECE).min(run.end);
+                pieces.push(at..end);
+                at = end;
             }
         }
-        self.occurrences = occurrences;
+        pieces
     }
 
     /// Where the first pre-token walked starts.
@@ -1897,13 +2033,22 @@ impl<'a> Grower<'a> {
 
     /// [`Grower::rewalk`] of one pre-token.
     #[inline(always)]
-    fn rewalk_one(&mut self, flags: &[u8], keys: &[u32], o: Occurrence, pass: &mut impl Emit) {
+    fn rewalk_one(
+        &self,
+        scratch: &mut Scratch,
+        flags: &[u8],
+        keys: &[u32],
+        o: Occurrence,
+        pass: &mut impl Emit,
+    ) {
         let (table, code, m, p) = occurrence_parts(o);
         if m == 0 {
-            // Longer than CACHED: to the next pre-token (a thread's range ends at one).
+            // Longer than CACHED: to the next pre-token (a thread's range ends at one). Its
+            // strings were all interned in the first walk, so they are only looked up.
             let e = next_start(flags, p + 1, flags.len());
             if pass.wants(&keys[p..e]) {
-                self.long_piece(flags, keys, p, e - p, &mut Mapped(&mut *pass));
+                let (known, mapped) = (&mut Known(&self.strings), &mut Mapped(&mut *pass));
+                long_piece(self.bytes, scratch, known, flags, keys, p, e - p, mapped);
             }
             return;
         }
@@ -1952,66 +2097,112 @@ impl<'a> Grower<'a> {
         };
         (x < end).then_some(o)
     }
+}
 
-    /// Grows the pre-token of `m` bytes at `p` (longer than [`CACHED`]), hashing its segment
-    /// strings, and tells `pass`.
-    fn long_piece(&mut self, flags: &[u8], keys: &[u32], p: usize, m: usize, pass: &mut impl Pass) {
-        let Self {
-            bytes,
-            strings,
-            stack,
-            made,
-            left_child,
-            prefix,
-            powers,
-            ..
-        } = self;
-        let keys = &keys[p..p + m];
-        // A segment that starts just after the space opening the pre-token takes it in.
-        let absorbs = flags[p] & (PTB | SPACE) == PTB | SPACE;
-        let initial_at_start = flags[p] & PTB != 0;
-        let piece = &bytes[p..p + m];
-        prefix.clear();
-        prefix.push(0);
-        let mut h = 0u64;
-        for &b in piece {
-            h = h.wrapping_mul(HASH_BASE).wrapping_add(u64::from(b) + 1);
-            prefix.push(h);
-        }
-        while powers.len() <= m {
-            let last = powers[powers.len() - 1];
-            powers.push(last.wrapping_mul(HASH_BASE));
-        }
-        // The id of the string of segment `l..=r` (two bytes or more once the space is in).
-        let mut id_of = |l: usize, r: usize| -> u32 {
-            let s = if l == 1 && absorbs { 0 } else { l };
-            if r == s {
-                return NO_ID;
-            }
-            let initial = s == 0 && initial_at_start;
-            let len = r + 1 - s;
-            let key = if len <= SMALL {
-                pack_small(initial, &piece[s..=r])
-            } else {
-                let h = prefix[r + 1].wrapping_sub(prefix[s].wrapping_mul(powers[len]));
-                long_key(initial, h, len)
-            };
-            strings.intern(key, p + s, len, initial)
-        };
-        // See [`Step`].
-        if made.len() <= m {
-            made.resize(m + 1, NO_ID);
-        }
-        made[m] = NO_ID; // no child (every other slot is written before it is read)
-        let mut whole = NO_ID;
-        cartesian_steps(keys, stack, left_child, |st: Step| {
-            let id = id_of(st.l, st.r);
-            made[st.x] = id;
-            pass.step(keys[st.x], made[st.left], made[st.right], id, p + st.x);
-            whole = id; // the last step makes the whole pre-token
-        });
-        pass.piece(whole);
+/// The scratch of [`long_piece`], kept from one pre-token to the next.
+#[derive(Default)]
+struct Scratch {
+    stack: Vec<usize>,
+    made: Vec<u32>,
+    left_child: Vec<usize>,
+    prefix: Vec<u64>,
+    powers: Vec<u64>,
+}
+
+/// How [`long_piece`] finds the ids of segment strings: interning them (the first walk), or
+/// looking up those interned before ([`Known`], the second walk: read-only, so that another
+/// thread can walk a grower's pre-tokens).
+trait Ids {
+    fn id(&mut self, key: u64, start: usize, len: usize, initial: bool) -> u32;
+}
+
+impl Ids for Interner<'_> {
+    #[inline(always)]
+    fn id(&mut self, key: u64, start: usize, len: usize, initial: bool) -> u32 {
+        self.intern(key, start, len, initial)
     }
+}
+
+/// [`Ids`] of strings already interned.
+struct Known<'i, 'a>(&'i Interner<'a>);
+
+impl Ids for Known<'_, '_> {
+    #[inline(always)]
+    fn id(&mut self, key: u64, start: usize, len: usize, _: bool) -> u32 {
+        let found = self.0.probe(key, start, len);
+        debug_assert!(found.is_ok(), "a string of the first walk");
+        found.unwrap_or(NO_ID)
+    }
+}
+
+/// Grows the pre-token of `m` bytes at `p` of `bytes` (longer than [`CACHED`]), hashing its
+/// segment strings (their ids from `strings`), and tells `pass`.
+#[allow(clippy::too_many_arguments)]
+fn long_piece(
+    bytes: &[u8],
+    scratch: &mut Scratch,
+    strings: &mut impl Ids,
+    flags: &[u8],
+    keys: &[u32],
+    p: usize,
+    m: usize,
+    pass: &mut impl Pass,
+) {
+    let Scratch {
+        stack,
+        made,
+        left_child,
+        prefix,
+        powers,
+    } = scratch;
+    if powers.is_empty() {
+        powers.push(1);
+    }
+    let keys = &keys[p..p + m];
+    // A segment that starts just after the space opening the pre-token takes it in.
+    let absorbs = flags[p] & (PTB | SPACE) == PTB | SPACE;
+    let initial_at_start = flags[p] & PTB != 0;
+    let piece = &bytes[p..p + m];
+    prefix.clear();
+    prefix.push(0);
+    let mut h = 0u64;
+    for &b in piece {
+        h = h.wrapping_mul(HASH_BASE).wrapping_add(u64::from(b) + 1);
+        prefix.push(h);
+    }
+    while powers.len() <= m {
+        let last = powers[powers.len() - 1];
+        powers.push(last.wrapping_mul(HASH_BASE));
+    }
+    // The id of the string of segment `l..=r` (two bytes or more once the space is in).
+    let mut id_of = |l: usize, r: usize| -> u32 {
+        let s = if l == 1 && absorbs { 0 } else { l };
+        if r == s {
+            return NO_ID;
+        }
+        let initial = s == 0 && initial_at_start;
+        let len = r + 1 - s;
+        let key = if len <= SMALL {
+            pack_small(initial, &piece[s..=r])
+        } else {
+            let h = prefix[r + 1].wrapping_sub(prefix[s].wrapping_mul(powers[len]));
+            long_key(initial, h, len)
+        };
+        strings.id(key, p + s, len, initial)
+    };
+    // See [`Step`].
+    if made.len() <= m {
+        made.resize(m + 1, NO_ID);
+    }
+    made[m] = NO_ID; // no child (every other slot is written before it is read)
+    let mut whole = NO_ID;
+    cartesian_steps(keys, stack, left_child, |st: Step| {
+        let id = id_of(st.l, st.r);
+        made[st.x] = id;
+        pass.step(keys[st.x], made[st.left], made[st.right], id, p + st.x);
+        whole = id; // the last step makes the whole pre-token
+    });
+    pass.piece(whole);
 }
 
 /// The first position from `e` (and before `end`) that starts a pre-token, else `end`: eight
@@ -3702,7 +3893,17 @@ pub fn bpe_fill(
         holders.sort_unstable();
         holders.dedup();
         grown.clear();
-        for w in holders {
+        for (i, &w) in holders.iter().enumerate() {
+            // (The words' entries and symbols are cache misses: fetched a few words ahead.)
+            if let Some(&later) = holders.get(i + 8) {
+                prefetch(&spans[later as usize]);
+            }
+            if let Some(s) = holders
+                .get(i + 4)
+                .and_then(|&w| syms.get(spans[w as usize].0))
+            {
+                prefetch(s);
+            }
             let (start, len, weight) = spans[w as usize];
             let seq = &mut syms[start..start + len];
             if !seq.windows(2).any(|p| p[0] == l && p[1] == r) {
@@ -4562,8 +4763,10 @@ mod tests {
         }
         // Both ways of answering were taken, and the replay both stopped and did not (three
         // runs per case).
-        let [births_only, replayed, in_rounds, packed, wide, walked, in_place, compact, spread] =
+        let [births_only, replayed, in_rounds, packed, wide, walked, in_place, compact, spread, stolen] =
             PATHS.with(|p| p.get());
+        // Second walks where a thread walked pieces of its partner's pre-tokens.
+        assert!(stolen > 100, "{stolen}");
         // Keys read in place (no value negative) in about half the cases that ran that way.
         assert!(in_place > 100, "{in_place}");
         // Records of all three sizes, and stops whose position needed a walk (ties).
