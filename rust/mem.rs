@@ -22,16 +22,22 @@ pub fn huge_zeroed<T: Clone + Default>(n: usize) -> Vec<T> {
     v
 }
 
-/// `v.reserve(additional)`, where a list that must grow moves to a new allocation advised onto
-/// huge pages (see [`huge_capacity`]), with at least twice its capacity: `realloc` may hand
-/// back fresh pages that are not advised, and the copy then faults them in 4 KiB at a time.
-pub fn reserve_huge<T: Copy>(v: &mut Vec<T>, additional: usize) {
-    if v.capacity() - v.len() >= additional {
-        return;
+/// `vec![T::default(); n]` (all zero bits), advised onto huge pages if `huge`.
+pub fn zeroed<T: Clone + Default>(n: usize, huge: bool) -> Vec<T> {
+    if huge {
+        huge_zeroed(n)
+    } else {
+        vec![T::default(); n]
     }
-    let mut grown = huge_vec((2 * v.capacity()).max(v.len() + additional));
-    grown.extend_from_slice(v);
-    *v = grown;
+}
+
+/// `Vec::with_capacity(n)`, advised onto huge pages if `huge`.
+pub fn with_capacity<T>(n: usize, huge: bool) -> Vec<T> {
+    if huge {
+        huge_vec(n)
+    } else {
+        Vec::with_capacity(n)
+    }
 }
 
 /// Whether huge pages are asked for: yes unless the environment variable
@@ -94,21 +100,5 @@ mod tests {
         let mut w: Vec<u32> = huge_vec(10);
         w.extend(0..(5u32 << 20));
         assert_eq!((v[12345], w.len(), w[1 << 20]), (7, 5 << 20, 1 << 20));
-    }
-
-    #[test]
-    fn reserve_huge_keeps_the_contents_and_makes_room() {
-        let mut v: Vec<u32> = huge_vec(4);
-        v.extend([1, 2, 3]);
-        reserve_huge(&mut v, 1);
-        assert_eq!((v.as_slice(), v.capacity()), (&[1, 2, 3][..], 4));
-        reserve_huge(&mut v, 10);
-        assert!(v.capacity() >= 13);
-        v.extend(4..14);
-        assert_eq!(v, (1..14).collect::<Vec<u32>>());
-        let cap = v.capacity();
-        reserve_huge(&mut v, 2 * cap);
-        assert!(v.capacity() >= v.len() + 2 * cap);
-        assert_eq!(v, (1..14).collect::<Vec<u32>>());
     }
 }
