@@ -572,17 +572,17 @@ fn global_spans_by(
     // The concatenated corpus, filled (and checked) by threads over runs of documents of about
     // equal size; the bytes have 16 bytes of padding for `pack_at`.
     let runs = crate::par::thread_count(threads, total / MIN_RANGE);
-    // The growth's hash tables (the slots of `PieceTable` and `Interner`, read at random) are
-    // advised onto huge pages. Its other large buffers (these, the records, the pre-token
-    // lists and the tables) are written in order, and only on one thread: on the development
-    // VM, two threads faulting huge pages in at once took longer than with 4 KiB pages (a
-    // first call at 4k on 2 threads: 53.8 MB/s with the slots alone on huge pages, 34-58
-    // with all; on 1 thread 32.5 against 35.2; see benchmarks/RESULTS.md).
-    let huge = runs == 1;
-    let mut bytes: Vec<u8> = crate::mem::zeroed(total + 16, huge);
-    let mut flags: Vec<u8> = crate::mem::zeroed(total, huge);
+    // Only the growth's hash tables (the slots of `PieceTable` and `Interner`, read at random)
+    // are advised onto huge pages. Its other large buffers (these, the records, the pre-token
+    // lists and the tables) are written in order, and on the development VM their huge pages
+    // made first calls slower and less steady: with two threads faulting huge pages in at
+    // once, one thread's share of this copy took 41-56 ms against 18-24 with 4 KiB pages; on
+    // one thread, first calls at 4k ranged 21-34 MB/s against 31-34 (see
+    // benchmarks/RESULTS.md).
+    let mut bytes: Vec<u8> = vec![0; total + 16];
+    let mut flags: Vec<u8> = vec![0; total];
     // The keys: copied from the signals, or read from `whole` in place (below).
-    let mut keys: Vec<u32> = crate::mem::zeroed(if whole.is_some() { 0 } else { total }, huge);
+    let mut keys: Vec<u32> = vec![0; if whole.is_some() { 0 } else { total }];
     // The parts of the documents (`(document, bytes)`): whole documents, but for those larger
     // than a quarter of a thread's share, cut where their pre-tokens allow (so that a corpus
     // of a few large files still fills on every thread).
@@ -934,7 +934,7 @@ fn grow(
         // (A thread that shares its region may walk most of it: the other's chunks are taken
         // from either end as each finishes one.)
         let size = chunk_cuts[hi] - chunk_cuts[lo];
-        let mut g = Grower::new(bytes, size / sharing, size, threads == 1);
+        let mut g = Grower::new(bytes, size / sharing, size);
         let mut births = Births::default();
         // The chunks taken, in the order walked, with where their occurrences start.
         let mut taken: Vec<(usize, usize)> = Vec::new();
@@ -1283,13 +1283,7 @@ impl<'a> Pass2<'a> {
                     let mut given = given[v].filter(|_| first);
                     while let Some(i) = given.take().or_else(|| take(v, true)) {
                         let events = stolen.events.get_or_insert_with(|| {
-                            Events::new(
-                                &self.tos[v],
-                                self.bucket_of,
-                                round.clone(),
-                                &self.rooms[v],
-                                false,
-                            )
+                            Events::new(&self.tos[v], self.bucket_of, round.clone(), &self.rooms[v])
                         });
                         stolen.marks.push(events.counts());
                         growers[v].rewalk(scratch, flags, keys, pieces[v][i].clone(), events);
@@ -1298,13 +1292,8 @@ impl<'a> Pass2<'a> {
                 if cfg!(test) {
                     steal(&mut stolen, &mut scratch, true);
                 }
-                let mut own = Events::new(
-                    &self.tos[t],
-                    self.bucket_of,
-                    round.clone(),
-                    &self.rooms[t],
-                    threads == 1,
-                );
+                let mut own =
+                    Events::new(&self.tos[t], self.bucket_of, round.clone(), &self.rooms[t]);
                 while let Some(i) = take(t, false) {
                     growers[t].rewalk(&mut scratch, flags, keys, pieces[t][i].clone(), &mut own);
                 }
@@ -1591,20 +1580,18 @@ const ROUND_ROOM: usize = if cfg!(test) { 400 } else { 1 << 26 };
 const BUCKETS: usize = 1024;
 
 impl<'b, R: Record> Events<'b, R> {
-    /// For the buckets of `round`, whose bytes are `room` (per bucket); the arena on huge pages
-    /// if `huge` (see [`global_spans_by`]).
+    /// For the buckets of `round`, whose bytes are `room` (per bucket).
     fn new(
         map: &'b [u32],
         bucket_of: &'b [u16],
         round: std::ops::Range<usize>,
         room: &[usize],
-        huge: bool,
     ) -> Self {
         let lanes = round.len();
         // Every chunk but a lane's last is full, so this is enough (with the first slots,
         // skipped so that groups start on a cache line).
         let bytes: usize = room[round.clone()].iter().sum();
-        let arena = crate::mem::zeroed(GROUP + lanes * CHUNK + bytes, huge);
+        let arena = vec![R::default(); GROUP + lanes * CHUNK + bytes];
         let size = std::mem::size_of::<R>();
         let skip = (0..GROUP)
             .find(|&i| (arena.as_ptr() as usize + i * size).is_multiple_of(64))
@@ -1803,16 +1790,16 @@ impl<'a> Grower<'a> {
     /// For a range of about `range` bytes of `bytes`, and at most `most` (its hash tables
     /// are sized for `range`; its lists reserve room for `most`: reserved pages that are never
     /// written cost nothing, where growing a list copies it into fresh pages).
-    fn new(bytes: &'a [u8], range: usize, most: usize, huge: bool) -> Self {
+    fn new(bytes: &'a [u8], range: usize, most: usize) -> Self {
         Self {
             bytes,
-            pieces: PieceTable::new(range, most, huge),
+            pieces: PieceTable::new(range, most),
             strings: Interner::new(bytes, range),
             scratch: Scratch::default(),
             batch: Vec::with_capacity(BATCH),
             // (Room for most texts; capped, so that a range of gigabytes does not reserve more
             // than it needs: the lists grow from there as they must.)
-            occurrences: crate::mem::with_capacity((most / 4 + 1).min(1 << 22), huge),
+            occurrences: Vec::with_capacity((most / 4 + 1).min(1 << 22)),
             runs: Vec::new(),
         }
     }
@@ -2578,13 +2565,13 @@ impl PieceTable {
     /// (8.45 MB of the evaluation's English hold one per 90-170 bytes), so that the slots
     /// seldom grow (each time reading every table's key again, a cache miss each).
     /// (`most`: the most bytes it may take, for the tables' first room.)
-    fn new(range: usize, most: usize, huge: bool) -> Self {
+    fn new(range: usize, most: usize) -> Self {
         let bits = slot_bits(range, 32);
         Self {
             slots: crate::mem::huge_zeroed(1 << bits),
             shift: 64 - bits,
             len: 0,
-            tables: crate::mem::with_capacity((most / 2).min(1 << 23), huge),
+            tables: Vec::with_capacity((most / 2).min(1 << 23)),
         }
     }
 

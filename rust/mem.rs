@@ -22,24 +22,6 @@ pub fn huge_zeroed<T: Clone + Default>(n: usize) -> Vec<T> {
     v
 }
 
-/// `vec![T::default(); n]` (all zero bits), advised onto huge pages if `huge`.
-pub fn zeroed<T: Clone + Default>(n: usize, huge: bool) -> Vec<T> {
-    if huge {
-        huge_zeroed(n)
-    } else {
-        vec![T::default(); n]
-    }
-}
-
-/// `Vec::with_capacity(n)`, advised onto huge pages if `huge`.
-pub fn with_capacity<T>(n: usize, huge: bool) -> Vec<T> {
-    if huge {
-        huge_vec(n)
-    } else {
-        Vec::with_capacity(n)
-    }
-}
-
 /// Whether huge pages are asked for: yes unless the environment variable
 /// `TOKLAB_NO_HUGE_PAGES` is set to anything but `0` or nothing (read once per process). Where
 /// free huge pages are scarce, the kernel may compact memory on the first faults of advised
