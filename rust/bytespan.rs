@@ -989,24 +989,9 @@ fn grow(
         })
         .unzip();
     debug_assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
-    // Per thread's range, the histogram of its keys' top 16 bits (for the second pass): with
-    // threads, made by another thread while this one merges the threads' strings.
-    let histogram = |range: &std::ops::Range<usize>| {
-        let mut h = vec![0u32; 1 << 16];
-        for &k in &keys[range.clone()] {
-            h[(k >> 16) as usize] += 1;
-        }
-        h
-    };
     let (head, others) = growers.split_first_mut().expect("one thread at least");
-    let (maps, hists) = std::thread::scope(|scope| {
-        let hists = (!others.is_empty())
-            .then(|| scope.spawn(|| ranges.iter().map(histogram).collect::<Vec<_>>()));
-        // Per thread, the merged id of each of its ids.
-        let maps = merge_strings(head, others, &births, min_count);
-        let hists = hists.map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
-        (maps, hists)
-    });
+    // Per thread, the merged id of each of its ids.
+    let maps = merge_strings(head, others, &births, min_count);
     let strings = &head.strings;
     let n = strings.len();
     let (mut born, mut whole) = (vec![0u32; n + 1], vec![0u32; n + 1]);
@@ -1047,12 +1032,17 @@ fn grow(
     for (d, &id) in live_ids.iter().enumerate() {
         dense[id as usize] = d as u32;
     }
-    let hists = hists.unwrap_or_else(|| ranges.iter().map(histogram).collect());
-    // The bytes per value of the keys' top 16 bits, and how many values are taken.
+    // The bytes (of pre-tokens of two bytes or more, which alone have events) per value of the
+    // keys' top 16 bits, counted by the first walk; and how many values are taken.
+    let hists: Vec<Vec<u32>> = growers
+        .iter_mut()
+        .map(|g| std::mem::take(&mut g.tops))
+        .collect();
     let per_top: Vec<u64> = (0..1 << 16)
         .map(|top| hists.iter().map(|h| u64::from(h[top])).sum())
         .collect();
     let values = per_top.iter().filter(|&&c| c > 0).count();
+    let counted = per_top.iter().sum::<u64>().max(1);
     // With few live strings and few values of the keys' top 16 bits (a real signal takes about
     // a thousand), each bucket is one such value and records take 8 bytes (the key's low 16
     // bits and 16-bit ids: a third less memory to write, and to fault in, than 12); else
@@ -1076,7 +1066,7 @@ fn grow(
     } else {
         let mut below = 0u64;
         for (top, b) in bucket_of.iter_mut().enumerate() {
-            *b = (below * BUCKETS as u64 / total as u64).min(BUCKETS as u64 - 1) as u16;
+            *b = (below * BUCKETS as u64 / counted).min(BUCKETS as u64 - 1) as u16;
             below += per_top[top];
         }
         bases = vec![0; BUCKETS];
@@ -1784,6 +1774,9 @@ struct Grower<'a> {
     /// after the first walk: see [`grow`]).
     occurrences: Vec<Occurrence>,
     runs: Vec<std::ops::Range<usize>>,
+    /// How many bytes of the pre-tokens walked (of two bytes or more) have each value of the
+    /// keys' top 16 bits (for the second walk's buckets and their room).
+    tops: Vec<u32>,
 }
 
 impl<'a> Grower<'a> {
@@ -1801,6 +1794,7 @@ impl<'a> Grower<'a> {
             // than it needs: the lists grow from there as they must.)
             occurrences: Vec::with_capacity((most / 4 + 1).min(1 << 22)),
             runs: Vec::new(),
+            tops: vec![0; 1 << 16],
         }
     }
 
@@ -1940,6 +1934,9 @@ impl<'a> Grower<'a> {
                 }
             }
             for &(p, m, _, table) in batch.iter() {
+                for &k in &keys[p..p + m] {
+                    self.tops[(k >> 16) as usize] += 1;
+                }
                 if m > CACHED {
                     self.occurrences.push(occurrence(0, NO_PLAN, 0, p));
                     let (bytes, scratch) = (self.bytes, &mut self.scratch);
