@@ -2738,16 +2738,24 @@ impl<R: Record> Replay<R> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let records = || parts.iter().flat_map(|p| p.iter()).enumerate();
         if len < self.want - self.qualified {
-            for (j, e) in records() {
-                let [left, right, new] = e.ids();
-                self.gone(left, 3 * j);
-                self.gone(right, 3 * j + 1);
-                self.made(new, 3 * j + 2);
+            let mut j = 0;
+            for part in parts {
+                for e in part.iter() {
+                    let [left, right, new] = e.ids();
+                    self.gone(left, j);
+                    self.gone(right, j + 1);
+                    self.made(new, j + 2);
+                    j += 3;
+                }
             }
             return false;
         }
-        for (j, e) in records() {
-            self.made(e.ids()[2], j);
+        let mut j = 0;
+        for part in parts {
+            for e in part.iter() {
+                self.made(e.ids()[2], j);
+                j += 1;
+            }
         }
         let cannot_stop = self.qualified < self.want;
         for (j, e) in records() {
