@@ -1287,7 +1287,7 @@ fn span_counts(
             signals.len()
         ))));
     }
-    let texts = Utf8Text::all(&texts)?;
+    let texts = Utf8Text::all(py, &texts, num_threads)?;
     let signals = Signals::new(py, &signals)?;
     let signals = signals.slices();
     let pre = PreTokenizer::new(pattern).map_err(to_py)?;
@@ -1357,7 +1357,7 @@ fn global_spans(
             signals.len()
         ))));
     }
-    let texts = Utf8Text::all(&texts)?;
+    let texts = Utf8Text::all(py, &texts, num_threads)?;
     let signals = Signals::new(py, &signals)?;
     let sig_refs = signals.slices();
     let whole = signals.whole();

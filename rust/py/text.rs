@@ -60,9 +60,24 @@ impl Utf8Text {
         Ok(Utf8Text::Borrowed(PyBackedStr::try_from(text.clone())?))
     }
 
-    /// Each of `texts`' UTF-8.
-    pub(crate) fn all(texts: &[Bound<'_, PyString>]) -> PyResult<Vec<Self>> {
-        texts.iter().map(Self::new).collect()
+    /// Each of `texts`' UTF-8, the texts converted here on up to `threads` threads (0: all
+    /// cores; the GIL is released meanwhile).
+    pub(crate) fn all(
+        py: Python<'_>,
+        texts: &[Bound<'_, PyString>],
+        threads: usize,
+    ) -> PyResult<Vec<Self>> {
+        let chars: Vec<Option<Chars>> = texts.iter().map(chars_of).collect();
+        let converted: Vec<Option<String>> =
+            py.detach(|| crate::par::map(&chars, threads, |c| c.as_ref().and_then(Chars::to_utf8)));
+        texts
+            .iter()
+            .zip(converted)
+            .map(|(text, utf8)| match utf8 {
+                Some(s) => Ok(Utf8Text::Owned(s)),
+                None => Ok(Utf8Text::Borrowed(PyBackedStr::try_from(text.clone())?)),
+            })
+            .collect()
     }
 }
 
