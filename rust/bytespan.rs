@@ -991,7 +991,7 @@ fn grow(
     debug_assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
     let (head, others) = growers.split_first_mut().expect("one thread at least");
     // Per thread, the merged id of each of its ids.
-    let maps = merge_strings(head, others, &births, min_count);
+    let maps = merge_strings(head, others, &births, min_count, threads);
     let strings = &head.strings;
     let n = strings.len();
     let (mut born, mut whole) = (vec![0u32; n + 1], vec![0u32; n + 1]);
@@ -1124,11 +1124,16 @@ fn grow(
 /// thread's strings are kept, the others' interned into them. A string that only the last
 /// thread met is born there alone: below `min_count` times it can never count (nor can its
 /// whole pre-tokens, fewer than its births), and gets no merged id ([`NO_ID`]).
+///
+/// Each thread's strings are first looked up on `threads` threads (read-only: most are
+/// found, or are the last thread's rare ones), and only those not found are then interned,
+/// in the order of the thread's slots, so the merged ids do not depend on `threads`.
 fn merge_strings(
     head: &mut Grower,
     others: &[Grower],
     births: &[Births],
     min_count: u64,
+    threads: usize,
 ) -> Vec<Vec<u32>> {
     let mut maps: Vec<Vec<u32>> = vec![(0..head.strings.len() as u32).collect()];
     for (t, other) in others.iter().enumerate() {
@@ -1142,19 +1147,33 @@ fn merge_strings(
             .copied()
             .filter(|s| s.0 != 0)
             .collect();
-        let born_there = &births[t + 1].births;
-        for (i, &(key, id)) in found.iter().enumerate() {
-            if let Some(&(later, _)) = found.get(i + 16) {
-                head.strings.prefetch(later);
+        let pieces: Vec<&[(u64, u32)]> = found
+            .chunks(found.len().div_ceil(threads.max(1)).max(1))
+            .collect();
+        let strings = &head.strings;
+        let looked: Vec<Vec<Option<u32>>> = crate::par::map(&pieces, threads, |piece| {
+            let mut looked = Vec::with_capacity(piece.len());
+            for (i, &(key, id)) in piece.iter().enumerate() {
+                if let Some(&(later, _)) = piece.get(i + 16) {
+                    strings.prefetch(later);
+                }
+                let (start, len, _) = other.strings.strings[id as usize];
+                looked.push(strings.probe(key, start as usize, len as usize).ok());
             }
-            let (start, len, initial) = other.strings.strings[id as usize];
-            let (start, len) = (start as usize, len as usize);
+            looked
+        });
+        let born_there = &births[t + 1].births;
+        for (&(key, id), merged) in found.iter().zip(looked.into_iter().flatten()) {
             let rare =
                 || u64::from(born_there.get(id as usize + 1).copied().unwrap_or(0)) < min_count;
-            map[id as usize] = match head.strings.probe(key, start, len) {
-                Ok(merged) => merged,
-                Err(_) if last && rare() => NO_ID,
-                Err(slot) => head.strings.insert(slot, key, start, len, initial),
+            map[id as usize] = match merged {
+                Some(merged) => merged,
+                None if last && rare() => NO_ID,
+                None => {
+                    let (start, len, initial) = other.strings.strings[id as usize];
+                    head.strings
+                        .intern(key, start as usize, len as usize, initial)
+                }
             };
         }
         maps.push(map);
