@@ -600,13 +600,15 @@ fn global_spans_by(
         }
         debug_assert_eq!(at, d.len());
     }
-    // Runs of parts of about equal size, each with its slices of the buffers.
-    let mut jobs = Vec::with_capacity(runs);
+    // Runs of parts of about equal size, each with its slices of the buffers: four per thread,
+    // which the threads take in turn (their cores' speeds, and the text's cost per byte, vary).
+    let groups = if runs == 1 { 1 } else { 4 * runs };
+    let mut jobs = Vec::with_capacity(groups);
     let (mut b, mut f, mut k) = (&mut bytes[..total], &mut flags[..], &mut keys[..]);
     let (mut first, mut done) = (0, 0);
-    for run in 1..=runs {
+    for run in 1..=groups {
         let (mut last, mut size) = (first, 0);
-        while last < parts.len() && (run == runs || done + size < total * run / runs) {
+        while last < parts.len() && (run == groups || done + size < total * run / groups) {
             size += parts[last].1.len();
             last += 1;
         }
@@ -614,11 +616,16 @@ fn global_spans_by(
         let (f0, f1) = std::mem::take(&mut f).split_at_mut(size);
         let key_len = size.min(k.len()); // (no keys to copy with `whole`)
         let (k0, k1) = std::mem::take(&mut k).split_at_mut(key_len);
-        jobs.push((&parts[first..last], b0, f0, k0));
+        jobs.push(std::sync::Mutex::new(Some((
+            &parts[first..last],
+            b0,
+            f0,
+            k0,
+        ))));
         (b, f, k, first, done) = (b1, f1, k1, last, done + size);
     }
     // Each run also finds its largest key (and, with `whole`, whether any of its values has
-    // the sign bit set).
+    // the sign bit set). The results come back in the runs' order.
     type Job<'j> = (
         &'j [(usize, std::ops::Range<usize>)],
         &'j mut [u8],
@@ -674,15 +681,9 @@ fn global_spans_by(
         }
         Ok((top, signed != 0))
     };
-    let filled: Vec<Result<Filled>> = std::thread::scope(|scope| {
-        let mut jobs = jobs.into_iter();
-        let first = jobs.next();
-        let handles: Vec<_> = jobs.map(|job| scope.spawn(move || fill(job))).collect();
-        let mut filled: Vec<Result<Filled>> = first.into_iter().map(fill).collect();
-        for h in handles {
-            filled.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
-        }
-        filled
+    let filled: Vec<Result<Filled>> = crate::par::map(&jobs, runs, |job| {
+        let job = job.lock().unwrap_or_else(|e| e.into_inner()).take();
+        fill(job.expect("each run is taken once"))
     });
     // The first document in error, as one pass would have found it.
     let filled = filled.into_iter().collect::<Result<Vec<_>>>()?;
