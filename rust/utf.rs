@@ -13,12 +13,27 @@ const BLOCK: usize = 16;
 
 /// A width of code unit.
 trait Unit: Copy + Into<u32> {
+    /// [`wide`]'s loop for this width: the bytes written, `None` for a refused code point.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 ([`wide::available`]); `dst` has room for `units.len() * 4 + 64`
+    /// bytes.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn wide_loop(units: &[Self], dst: *mut u8) -> Option<usize>;
+
     /// The UTF-8 of `units` at `dst`, with AVX-512 ([`wide`]), where the CPU has it: the bytes
     /// written, or `Some(None)` for a refused code point; `None` without AVX-512.
     ///
     /// # Safety
     /// `dst` has room for `units.len() * 4 + 64` bytes.
-    unsafe fn wide(units: &[Self], dst: *mut u8) -> Option<Option<usize>>;
+    unsafe fn wide(units: &[Self], dst: *mut u8) -> Option<Option<usize>> {
+        #[cfg(target_arch = "x86_64")]
+        if wide::available() {
+            return Some(Self::wide_loop(units, dst));
+        }
+        let _ = (units, dst);
+        None
+    }
 
     /// Writes `block`'s 16 units as 16 bytes at `dst` if they are all ASCII; else false.
     ///
@@ -37,13 +52,9 @@ trait Unit: Copy + Into<u32> {
 }
 
 impl Unit for u8 {
-    unsafe fn wide(units: &[u8], dst: *mut u8) -> Option<Option<usize>> {
-        #[cfg(target_arch = "x86_64")]
-        if wide::available() {
-            return Some(wide::wide_u8(units, dst));
-        }
-        let _ = (units, dst);
-        None
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn wide_loop(units: &[u8], dst: *mut u8) -> Option<usize> {
+        wide::wide_u8(units, dst)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -60,13 +71,9 @@ impl Unit for u8 {
 }
 
 impl Unit for u16 {
-    unsafe fn wide(units: &[u16], dst: *mut u8) -> Option<Option<usize>> {
-        #[cfg(target_arch = "x86_64")]
-        if wide::available() {
-            return Some(wide::wide_u16(units, dst));
-        }
-        let _ = (units, dst);
-        None
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn wide_loop(units: &[u16], dst: *mut u8) -> Option<usize> {
+        wide::wide_u16(units, dst)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -85,13 +92,9 @@ impl Unit for u16 {
 }
 
 impl Unit for u32 {
-    unsafe fn wide(units: &[u32], dst: *mut u8) -> Option<Option<usize>> {
-        #[cfg(target_arch = "x86_64")]
-        if wide::available() {
-            return Some(wide::wide_u32(units, dst));
-        }
-        let _ = (units, dst);
-        None
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn wide_loop(units: &[u32], dst: *mut u8) -> Option<usize> {
+        wide::wide_u32(units, dst)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -337,21 +340,23 @@ mod tests {
             .collect()
     }
 
-    /// UCS-4, UCS-2 and Latin-1 to UTF-8 with the AVX-512 path (where the CPU has it) or
-    /// without.
-    fn ucs4(u: &[u32], wide: bool) -> Option<String> {
+    /// Units of at most `most` UTF-8 bytes each to UTF-8, with the AVX-512 path (where the CPU
+    /// has it) or without.
+    fn convert<T: Unit>(u: &[T], most: usize, wide: bool) -> Option<String> {
         let mut out = Vec::new();
-        extend_utf8_with(u, &mut out, 4, wide).then(|| String::from_utf8(out).expect("UTF-8"))
+        extend_utf8_with(u, &mut out, most, wide).then(|| String::from_utf8(out).expect("UTF-8"))
+    }
+
+    fn ucs4(u: &[u32], wide: bool) -> Option<String> {
+        convert(u, 4, wide)
     }
 
     fn ucs2(u: &[u16], wide: bool) -> Option<String> {
-        let mut out = Vec::new();
-        extend_utf8_with(u, &mut out, 3, wide).then(|| String::from_utf8(out).expect("UTF-8"))
+        convert(u, 3, wide)
     }
 
     fn latin1(u: &[u8], wide: bool) -> Option<String> {
-        let mut out = Vec::new();
-        extend_utf8_with(u, &mut out, 2, wide).then(|| String::from_utf8(out).expect("UTF-8"))
+        convert(u, 2, wide)
     }
 
     #[test]
