@@ -969,27 +969,10 @@ fn grow(
             std::iter::once(0..len).collect()
         };
         g.runs.retain(|r| !r.is_empty());
-        let range = match (
-            taken.iter().map(|c| c.0).min(),
-            taken.iter().map(|c| c.0).max(),
-        ) {
-            (Some(a), Some(b)) => chunk_cuts[a]..chunk_cuts[b + 1],
-            // None taken: an empty range where the partner's ends.
-            _ if back => chunk_cuts[hi]..chunk_cuts[hi],
-            _ => chunk_cuts[lo]..chunk_cuts[lo],
-        };
         g.settle(&mut births);
-        (g, births, range)
+        (g, births)
     });
-    let mut ranges = Vec::with_capacity(threads);
-    let (mut growers, births): (Vec<Grower>, Vec<Births>) = first
-        .into_iter()
-        .map(|(g, b, range)| {
-            ranges.push(range);
-            (g, b)
-        })
-        .unzip();
-    debug_assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+    let (mut growers, births): (Vec<Grower>, Vec<Births>) = first.into_iter().unzip();
     let (head, others) = growers.split_first_mut().expect("one thread at least");
     // Per thread, the merged id of each of its ids.
     let maps = merge_strings(head, others, &births, min_count, threads);
